@@ -1,0 +1,46 @@
+"""NeuroMV: turn a song into a music video whose CPPN images pulse and move with the music.
+
+The pipeline, one module per stage:
+
+- :mod:`neuromv.audio`: decode audio files (PyAV) -> :class:`Audio`
+- :mod:`neuromv.features`: mel spectrogram -> one latent vector z per video frame (librosa)
+- :mod:`neuromv.cppn`: the CPPN network (PyTorch)
+- :mod:`neuromv.renderer`: the fast renderer, z -> RGB frames
+- :mod:`neuromv.video`: frames + audio -> H.264/AAC file (PyAV), atomically
+- :mod:`neuromv.pipeline`: :func:`render`, all of the above in one call
+
+Heavy modules load on first use, so ``import neuromv`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import AudioError, NeuroMVError, OutputError, ParameterError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "render": "pipeline", "RenderResult": "pipeline",
+    "RenderSettings": "settings", "parse_size": "settings",
+    "Audio": "audio", "load_audio": "audio", "check_audible": "audio",
+    "song_latents": "features", "mel_power": "features", "normalize": "features",
+    "CPPN": "cppn", "coordinate_grid": "cppn",
+    "Renderer": "renderer", "reference_render": "renderer", "resolve_device": "renderer",
+    "VideoWriter": "video",
+    "demo_song": "demo",
+}
+
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "OutputError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'neuromv' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,161 @@
+"""The command line: ``neuromv render``, ``neuromv demo``. A thin layer over :mod:`neuromv.pipeline`.
+
+Heavy libraries (torch, librosa, av) are imported inside the commands, so ``neuromv --help`` is instant.
+Every expected failure is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import NeuroMVError
+
+log = logging.getLogger("neuromv")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 1 (the project's rule for every bad input)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(1, f"neuromv: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
+    """Options shared by ``render`` and ``demo``; defaults come from the RenderSettings given."""
+    g = p.add_argument_group("picture and motion")
+    g.add_argument("--size", default=f"{defaults.width}x{defaults.height}", metavar="WxH",
+                   help="video size (default: %(default)s); odd sizes are rounded up to even")
+    g.add_argument("--fps", type=float, default=defaults.fps, help="frames per second (default: %(default)g)")
+    g.add_argument("--n-mels", type=int, default=defaults.n_mels,
+                   help="mel bands = size of the latent z (default: %(default)s)")
+    g.add_argument("--smooth", type=float, default=defaults.smooth, metavar="SECONDS",
+                   help="release time of the feature envelope; 0 = none (default: %(default)g)")
+    g.add_argument("--reactivity", type=float, default=defaults.reactivity,
+                   help="how strongly the music moves the picture; 0 = still (default: %(default)g)")
+    g.add_argument("--hidden", type=int, default=defaults.hidden,
+                   help="width of the CPPN's 5 hidden layers (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=defaults.seed,
+                   help="seed of the CPPN's weights: another seed, another look (default: %(default)s)")
+    g.add_argument("--zoom", type=float, default=defaults.zoom,
+                   help="coordinate scale: larger shows smaller, busier patterns (default: %(default)g)")
+    e = p.add_argument_group("encoding and run")
+    e.add_argument("--crf", type=int, default=defaults.crf,
+                   help="x264 quality, 0-51, lower is better (default: %(default)s)")
+    e.add_argument("--preset", default=defaults.preset,
+                   help="x264 speed preset: ultrafast ... veryslow (default: %(default)s)")
+    e.add_argument("--start", type=float, default=defaults.start, metavar="SECONDS",
+                   help="start of the excerpt to render (default: %(default)g)")
+    e.add_argument("--duration", type=float, default=defaults.duration, metavar="SECONDS",
+                   help="length of the excerpt (default: to the end)")
+    e.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
+    e.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .settings import RenderSettings  # light: no torch
+
+    parser = _Parser(prog="neuromv", description="Turn a song into an audio-reactive CPPN music video.")
+    parser.add_argument("--version", action="version", version=f"neuromv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("render", help="render a song into a video",
+                       description="Render SONG (wav, mp3, flac, ogg, opus, m4a, ...) into an H.264 video with "
+                                   "the song as its audio.")
+    r.add_argument("song", help="audio file")
+    r.add_argument("-o", "--output", required=True, help="video file to write (.mp4, .mov, .mkv)")
+    _add_render_options(r, RenderSettings())
+    _add_verbosity(r)
+    r.set_defaults(func=_cmd_render)
+
+    from .demo import DEMO_SETTINGS
+
+    d = sub.add_parser("demo", help="render the built-in demo song (no input needed)",
+                       description="Render a 15-second piece of music that NeuroMV generates itself.")
+    d.add_argument("-o", "--output", default="demo.mp4", help="video file to write (default: %(default)s)")
+    _add_render_options(d, DEMO_SETTINGS)
+    _add_verbosity(d)
+    d.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _settings_from(args: argparse.Namespace):
+    from .settings import RenderSettings, parse_size
+
+    width, height = parse_size(args.size)
+    return RenderSettings(fps=args.fps, width=width, height=height, n_mels=args.n_mels, smooth=args.smooth,
+                          reactivity=args.reactivity, hidden=args.hidden, seed=args.seed, zoom=args.zoom,
+                          crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
+                          device=args.device)
+
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    from .pipeline import render
+
+    render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import demo_song
+    from .pipeline import render
+
+    render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args))
+
+
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal; none when quiet or when stderr is a file or a pipe (a log stays readable)."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("neuromv: %(message)s"))
+    root = logging.getLogger("neuromv")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _sigterm(signum, frame):  # turn SIGTERM into an exception so partial files are cleaned up
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neuromv`` command. Returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    _setup_logging(args.quiet, args.verbose)
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        args.func(args)
+    except NeuroMVError as e:
+        print(f"neuromv: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("neuromv: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line, with the traceback behind -v
+        if args.verbose:
+            raise
+        print(f"neuromv: error: unexpected {type(e).__name__}: {e} (run with -v for details)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

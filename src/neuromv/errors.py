@@ -1,0 +1,25 @@
+"""The one exception hierarchy of NeuroMV.
+
+Every error that NeuroMV raises on purpose is a :class:`NeuroMVError`. Its message is a single line that names
+the problem (and the file, where there is one), so the CLI can print it as it is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "OutputError"]
+
+
+class NeuroMVError(Exception):
+    """Base class of every error NeuroMV raises on purpose."""
+
+
+class ParameterError(NeuroMVError, ValueError):
+    """An option has an impossible value (``fps=0``, ``size=0x0``, an unknown device...)."""
+
+
+class AudioError(NeuroMVError):
+    """An audio input cannot be used: missing, not audio, corrupt, empty or silent."""
+
+
+class OutputError(NeuroMVError):
+    """The output cannot be written where asked: a directory, the input itself, an existing file..."""

@@ -1,0 +1,259 @@
+"""The fast renderer: a CPPN and a z per frame become RGB frames (uint8), at any resolution.
+
+How it is fast, while computing the same function as :meth:`neuromv.cppn.CPPN.forward`:
+
+1. **First layer split.** ``W1 @ [x, y, r, z] = W1_xyr @ [x, y, r] + W1_z @ z``. The coordinate part is the same
+   for every frame: it is computed once per resolution. z enters as a per-frame bias of ``hidden`` numbers.
+2. **No tanh.** ``torch.tanh`` is slow on CPU; ``tanh(a) = 2 * sigmoid(2a) - 1`` exactly, and the scale and
+   offset fold into the next layer's weights and bias, so each layer is one ``addmm`` and one in-place
+   ``sigmoid``.
+3. **Tiles.** Pixels go through all layers in tiles that stay in cache, with buffers reused between tiles, on
+   one worker thread per core (each running torch single-threaded).
+
+On a GPU the whole frame goes through in large chunks instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .cppn import CPPN, N_COORDS, coordinate_grid
+from .errors import ParameterError
+
+__all__ = ["Renderer", "reference_render", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+#: Pixels per tile on CPU: a tile's activations (tile x hidden float32) stay in L2 cache.
+DEFAULT_TILE = 8192
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``'auto'`` (CUDA if available, else CPU), ``'cpu'`` or ``'cuda'`` / ``'cuda:N'`` -> a torch device.
+
+    Raises
+    ------
+    ParameterError
+        Unknown name, or CUDA asked for where there is none.
+    """
+    if not isinstance(device, str):
+        raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ParameterError("device 'cuda' asked for, but PyTorch sees no CUDA GPU here (use --device cpu)")
+        try:
+            dev = torch.device(name)
+        except RuntimeError as e:
+            raise ParameterError(f"bad device {device!r}: {e}") from e
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA GPU(s)")
+        return dev
+    raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+
+
+def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] -> uint8, rounding to nearest."""
+    return (rgb * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def reference_render(cppn: CPPN, width: int, height: int, z: np.ndarray | torch.Tensor, *,
+                     scale: float = 1.0) -> np.ndarray:
+    """The plain forward pass over a whole frame (slow; the standard the fast renderer is tested against).
+
+    Returns
+    -------
+    np.ndarray [shape=(height, width, 3), dtype=float32]
+        RGB in (0, 1).
+    """
+    coords = coordinate_grid(width, height, scale=scale)
+    rgb = cppn(coords, torch.as_tensor(np.asarray(z, dtype=np.float32)))
+    return rgb.reshape(height, width, 3).numpy()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
+class Renderer:
+    """Renders frames of one CPPN at one resolution.
+
+    Parameters
+    ----------
+    cppn : CPPN
+        The network (its weights are copied; later changes to it are not seen).
+    width, height : int
+        Frame size in pixels.
+    device : str or torch.device
+        ``'cpu'``, ``'cuda'``, ``'auto'``.
+    scale : float
+        Coordinate scale (zoom out for larger values), see :func:`~neuromv.cppn.coordinate_grid`.
+    threads : int, optional
+        CPU worker threads. Default: the number of cores available.
+    tile : int
+        Pixels per tile on CPU.
+    method : {'auto', 'tiled', 'dense'}
+        ``'tiled'``: the CPU algorithm (sigmoid-only, cache tiles, worker threads). ``'dense'``: whole frame in big
+        chunks with tanh, for GPUs. ``'auto'`` picks ``'tiled'`` on CPU and ``'dense'`` elsewhere.
+    """
+
+    def __init__(self, cppn: CPPN, width: int, height: int, *, device: str | torch.device = "cpu",
+                 scale: float = 1.0, threads: int | None = None, tile: int = DEFAULT_TILE,
+                 method: str = "auto") -> None:
+        if width < 1 or height < 1:
+            raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
+        if method not in ("auto", "tiled", "dense"):
+            raise ParameterError(f"method must be 'auto', 'tiled' or 'dense', not {method!r}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.width, self.height = int(width), int(height)
+        self.n_pixels = self.width * self.height
+        self.n_z = cppn.n_z
+        self.method = ("tiled" if self.device.type == "cpu" else "dense") if method == "auto" else method
+        self.threads = max(1, int(threads or _available_cores()))
+        self.tile = max(64, int(tile))
+        layers = [(l.weight.detach().to(torch.float64), l.bias.detach().to(torch.float64)) for l in cppn.layers]
+        w0, b0 = layers[0]
+        w0_xyr, self._w0_z = w0[:, :N_COORDS], w0[:, N_COORDS:]
+        coords = coordinate_grid(self.width, self.height, scale=scale, dtype=torch.float64)
+        first = coords @ w0_xyr.T + b0  # (P, H): the coordinate part, once per resolution
+        if self.method == "tiled":
+            self._init_tiled(first, layers)
+        else:
+            self._init_dense(first, layers)
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+    def _init_tiled(self, first: torch.Tensor, layers) -> None:
+        # s_k = sigmoid(2 a_k) and h_k = tanh(a_k) = 2 s_k - 1. With a_{k+1} = W h_k + b = 2W s_k + (b - W 1):
+        #   s_{k+1} = sigmoid(4W s_k + 2(b - W 1)); the output is sigmoid(2Wo s + (bo - Wo 1)).
+        f32 = dict(dtype=torch.float32)
+        self._a0 = (2.0 * first).to(**f32).contiguous()
+        self._zw = (2.0 * self._w0_z).to(**f32)  # per-frame bias = _zw @ z
+        self._mats = []
+        for w, b in layers[1:-1]:
+            self._mats.append(((4.0 * w).T.contiguous().to(**f32), (2.0 * (b - w.sum(1))).to(**f32)))
+        wo, bo = layers[-1]
+        self._out = ((2.0 * wo).T.contiguous().to(**f32), (bo - wo.sum(1)).to(**f32))
+        hidden = self._a0.shape[1]
+        self._buffers = [
+            (torch.empty(self.tile, hidden), torch.empty(self.tile, hidden), torch.empty(self.tile, 3))
+            for _ in range(self.threads)
+        ]
+
+    def _init_dense(self, first: torch.Tensor, layers) -> None:
+        dev = self.device
+        self._a0 = first.to(device=dev, dtype=torch.float32).contiguous()
+        self._zw = self._w0_z.to(device=dev, dtype=torch.float32)
+        self._mats = [(w.T.contiguous().to(dev, torch.float32), b.to(dev, torch.float32)) for w, b in layers[1:]]
+        self._chunk = 1 << 20
+
+    # -- rendering ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One frame.
+
+        Parameters
+        ----------
+        z : array [shape=(n_z,)]
+            The frame's latent vector (already scaled by the reactivity).
+
+        Returns
+        -------
+        np.ndarray [shape=(height, width, 3), dtype=uint8]
+        """
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1)
+        if z.numel() != self.n_z:
+            raise ParameterError(f"z has {z.numel()} values; this CPPN takes {self.n_z}")
+        if self.method == "tiled":
+            out = self._render_tiled(z)
+        else:
+            out = self._render_dense(z)
+        return out.reshape(self.height, self.width, 3)
+
+    def _render_tiled(self, z: torch.Tensor) -> np.ndarray:
+        bias = self._zw.to(z.device) @ z
+        frame = torch.empty(self.n_pixels, 3, dtype=torch.uint8)
+        n = self.threads
+        # contiguous ranges of whole tiles, one per worker
+        n_tiles = -(-self.n_pixels // self.tile)
+        bounds = [min(self.n_pixels, (n_tiles * i // n) * self.tile) for i in range(n + 1)]
+        if n == 1 or n_tiles == 1:
+            with _torch_threads(1) if n > 1 else contextlib.nullcontext():
+                self._tiles(bias, frame, 0, self.n_pixels, self._buffers[0])
+            return frame.numpy()
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                self._tiles(bias, frame, bounds[i], bounds[i + 1], self._buffers[i])
+            except BaseException as e:  # re-raised on the calling thread
+                errors.append(e)
+
+        with _torch_threads(1):
+            workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, n)]
+            for t in workers:
+                t.start()
+            work(0)
+            for t in workers:
+                t.join()
+        if errors:
+            raise errors[0]
+        return frame.numpy()
+
+    def _tiles(self, bias: torch.Tensor, frame: torch.Tensor, lo: int, hi: int, buffers) -> None:
+        b1, b2, bo = buffers
+        wo, co = self._out
+        a0, mats, tile = self._a0, self._mats, self.tile
+        for s in range(lo, hi, tile):
+            e = min(s + tile, hi)
+            n = e - s
+            x, y, o = b1[:n], b2[:n], bo[:n]
+            torch.add(a0[s:e], bias, out=x)
+            torch.sigmoid_(x)
+            for w, c in mats:
+                torch.addmm(c, x, w, out=y)
+                torch.sigmoid_(y)
+                x, y = y, x
+            torch.addmm(co, x, wo, out=o)
+            torch.sigmoid_(o)
+            o.mul_(255.0).add_(0.5)
+            frame[s:e].copy_(o)  # float -> uint8 truncates: round to nearest; sigmoid keeps it in [0.5, 255.5]
+
+    def _render_dense(self, z: torch.Tensor) -> np.ndarray:
+        z = z.to(self.device)
+        bias = self._zw @ z
+        frame = torch.empty(self.n_pixels, 3, dtype=torch.uint8, device=self.device)
+        for s in range(0, self.n_pixels, self._chunk):
+            e = min(s + self._chunk, self.n_pixels)
+            h = torch.tanh(self._a0[s:e] + bias)
+            for w, b in self._mats[:-1]:
+                h = torch.tanh(torch.addmm(b, h, w))
+            wo, bo = self._mats[-1]
+            frame[s:e] = _to_uint8(torch.sigmoid(torch.addmm(bo, h, wo)))
+        return frame.cpu().numpy()
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,134 @@
+"""All the settings of one render, validated in one place (shared by the CLI, the Python API and any front end)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+
+from .errors import ParameterError
+from .video import X264_PRESETS
+
+__all__ = ["RenderSettings", "parse_size", "Z_GAIN"]
+
+#: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
+#: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).
+Z_GAIN = 0.3
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``'1280x720'`` -> ``(1280, 720)``."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ParameterError(f"size must look like WIDTHxHEIGHT (e.g. 1280x720), not {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that decides how a song becomes a video.
+
+    Attributes
+    ----------
+    fps : float
+        Video frame rate; also the feature rate (hop = 1/fps s, window = 2/fps s).
+    width, height : int
+        Video size in pixels (H.264 needs even numbers: odd ones are rounded up by :meth:`even_size`).
+    n_mels : int
+        Mel bands = size of z.
+    smooth : float
+        Release time of the feature envelope in seconds (0: none). Onsets stay instant.
+    reactivity : float
+        How strongly the music moves the picture: the CPPN sees ``Z_GAIN * reactivity * z``, z having unit
+        RMS norm. 0 is a still picture, 1 (default) pulses clearly without losing the shapes, 2 is wild.
+    hidden : int
+        Width of the CPPN's 5 hidden layers.
+    seed : int
+        Seed of the CPPN's weights: same seed and song, same video.
+    zoom : float
+        Coordinate scale: larger values show more of the pattern (smaller features).
+    crf : int
+        x264 constant rate factor (0-51; lower is better quality and larger files).
+    preset : str
+        x264 speed preset.
+    start, duration : float
+        Excerpt of the song to render, in seconds (duration None: to the end).
+    device : str
+        'auto', 'cpu' or 'cuda'.
+    """
+
+    fps: float = 30.0
+    width: int = 1280
+    height: int = 720
+    n_mels: int = 32
+    smooth: float = 0.2
+    reactivity: float = 1.0
+    hidden: int = 32
+    seed: int = 0
+    zoom: float = 1.0
+    crf: int = 18
+    preset: str = "veryfast"
+    start: float = 0.0
+    duration: float | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not (_is_num(self.fps) and 0 < self.fps <= 240):
+            raise ParameterError(f"fps must be a number above 0 and at most 240, not {self.fps!r}")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if not (_is_int(v) and 1 <= v <= 8192):
+                raise ParameterError(f"size must be from 1x1 to 8192x8192 pixels, not {self.width}x{self.height}")
+        if not (_is_int(self.n_mels) and 1 <= self.n_mels <= 256):
+            raise ParameterError(f"n_mels must be an integer from 1 to 256, not {self.n_mels!r}")
+        if not (_is_num(self.smooth) and 0 <= self.smooth <= 10):
+            raise ParameterError(f"smooth must be from 0 to 10 seconds, not {self.smooth!r}")
+        if not (_is_num(self.reactivity) and 0 <= self.reactivity <= 100):
+            raise ParameterError(f"reactivity must be from 0 to 100, not {self.reactivity!r}")
+        if not (_is_int(self.hidden) and 1 <= self.hidden <= 1024):
+            raise ParameterError(f"hidden must be an integer from 1 to 1024, not {self.hidden!r}")
+        if not (_is_int(self.seed) and 0 <= self.seed < 2**63):
+            raise ParameterError(f"seed must be an integer >= 0, not {self.seed!r}")
+        if not (_is_num(self.zoom) and 0 < self.zoom <= 1000):
+            raise ParameterError(f"zoom must be a number above 0, not {self.zoom!r}")
+        if not (_is_int(self.crf) and 0 <= self.crf <= 51):
+            raise ParameterError(f"crf must be an integer from 0 to 51, not {self.crf!r}")
+        if self.preset not in X264_PRESETS:
+            raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {self.preset!r}")
+        if not (_is_num(self.start) and self.start >= 0):
+            raise ParameterError(f"start must be a number of seconds >= 0, not {self.start!r}")
+        if self.duration is not None and not (_is_num(self.duration) and self.duration > 0):
+            raise ParameterError(f"duration must be a positive number of seconds, not {self.duration!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def even_size(self) -> tuple[int, int]:
+        """The size rounded up to even numbers, as H.264 with yuv420p needs."""
+        return self.width + self.width % 2, self.height + self.height % 2
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every setting."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RenderSettings:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ParameterError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,91 @@
+"""neuromv.features: frame count, timing, loudness invariance, silence, smoothing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import BEATS_1, SILENCE, beat_clip
+
+from neuromv.errors import ParameterError
+from neuromv.features import mel_power, n_video_frames, normalize, smooth_release, song_latents, standardize
+
+
+@pytest.mark.parametrize("fps", [24, 25, 29.97, 30, 60])
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 1.01, 2.345])
+def test_frame_count_is_ceil_of_duration_times_fps(fps, seconds):
+    sr = 22050
+    n = int(round(seconds * sr))
+    y = np.random.default_rng(1).standard_normal(n).astype(np.float32)
+    z = song_latents(y, sr, fps=fps, n_mels=8)
+    expected = math.ceil(n / sr * fps - 1e-9)
+    assert z.shape == (expected, 8)
+    assert n_video_frames(n, sr, fps) == expected
+    assert np.all(np.isfinite(z))
+
+
+def test_exact_counts_without_float_error():
+    assert n_video_frames(22050 * 3, 22050, 30) == 90  # 3 s is exactly 90 frames, not 91
+    assert n_video_frames(22050 * 3 + 1, 22050, 30) == 91
+
+
+def test_mel_power_shape_and_hop():
+    sr = 22050
+    y = np.zeros(sr, np.float32)
+    y[sr // 2] = 1.0  # a click at 0.5 s
+    S = mel_power(y, sr, fps=30, n_mels=16)
+    assert S.shape == (16, 30)
+    assert int(S.sum(axis=0).argmax()) == 15  # frame 15 is centred on t = 0.5 s
+
+
+def test_loudness_does_not_change_the_latents():
+    y = beat_clip(sr=22050).mono()
+    loud = song_latents(y, 22050)
+    quiet = song_latents(y * 0.01, 22050)
+    np.testing.assert_allclose(quiet, loud, atol=1e-3)
+
+
+def test_latents_are_unit_scaled():
+    z = song_latents(beat_clip(sr=22050).mono(), 22050, n_mels=32, smooth=0)
+    assert abs(np.sqrt(np.mean(np.sum(z**2, axis=1))) - 1.0) < 1e-4
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+
+
+def test_silence_gives_zeros_not_nan():
+    z = song_latents(np.zeros(22050, np.float32), 22050)
+    assert np.all(z == 0)
+    assert np.all(normalize(np.zeros((4, 10))) == 0)
+    assert np.all(standardize(np.full((4, 10), -80.0)) == 0)
+
+
+def test_latents_move_on_beats_and_rest_in_silence():
+    fps = 30
+    z = song_latents(beat_clip(sr=22050).mono(), 22050, fps=fps)
+    step = np.linalg.norm(np.diff(z, axis=0), axis=1)
+    beats = step[int(BEATS_1[0] * fps) + 1:int(BEATS_1[1] * fps) - 1].mean()
+    silence = step[int(SILENCE[0] * fps) + 12:int(SILENCE[1] * fps) - 1].mean()  # after the release has settled
+    assert beats > 0.1
+    assert silence < 0.02 * beats
+
+
+def test_smoothing_attacks_instantly_and_releases_slowly():
+    x = np.zeros((1, 40), np.float32)
+    x[0, 10] = 1.0
+    y = smooth_release(x, fps=30, release=0.2)
+    assert y[0, 10] == 1.0  # onset kept on its frame
+    assert y[0, 9] == 0.0  # nothing before it
+    a = math.exp(-1 / (30 * 0.2))
+    np.testing.assert_allclose(y[0, 11:14], [a, a**2, a**3], rtol=1e-5)
+    np.testing.assert_array_equal(smooth_release(x, fps=30, release=0), x)
+
+
+@pytest.mark.parametrize("kwargs", [{"fps": 0}, {"fps": -1}, {"fps": float("nan")}, {"n_mels": 0}, {"n_mels": 1000}])
+def test_bad_parameters(kwargs):
+    with pytest.raises(ParameterError):
+        song_latents(np.ones(2205, np.float32), 22050, **kwargs)
+
+
+def test_smoothing_rejects_negative_release():
+    with pytest.raises(ParameterError):
+        smooth_release(np.zeros((1, 3)), fps=30, release=-1)

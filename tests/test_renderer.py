@@ -1,0 +1,70 @@
+"""neuromv.render: the fast renderer agrees with the plain forward pass, on every path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuromv.cppn import CPPN
+from neuromv.errors import ParameterError
+from neuromv.renderer import Renderer, reference_render, resolve_device
+
+
+def _z(n, scale=0.3, seed=0):
+    return (np.random.default_rng(seed).standard_normal(n) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["tiled", "dense"])
+@pytest.mark.parametrize(
+    "width, height, hidden, n_z, threads, tile",
+    [(64, 36, 32, 32, 2, 8192), (97, 53, 32, 8, 3, 500), (33, 17, 16, 1, 1, 64), (128, 128, 48, 32, 2, 4096)],
+)
+def test_fast_renderer_matches_reference_within_one_level(method, width, height, hidden, n_z, threads, tile):
+    net = CPPN(n_z, hidden, seed=11)
+    for seed, scale in ((0, 0.3), (1, 1.0), (2, 3.0)):  # gentle to wild z
+        z = _z(n_z, scale, seed)
+        ref = reference_render(net, width, height, z)  # float in (0, 1)
+        fast = Renderer(net, width, height, threads=threads, tile=tile, method=method).render(z)
+        assert fast.shape == (height, width, 3) and fast.dtype == np.uint8
+        err = np.abs(fast.astype(np.float64) / 255.0 - ref).max()
+        assert err <= 1.0 / 255.0, f"max error {err * 255:.3f}/255"
+        # and the rounding is to nearest: most pixels agree exactly with round(255 * ref)
+        assert np.mean(fast == np.round(ref * 255).astype(np.uint8)) > 0.99
+
+
+def test_zoom_and_reactivity_change_the_picture():
+    net = CPPN(4, seed=0)
+    a = Renderer(net, 40, 30).render(_z(4))
+    assert not np.array_equal(a, Renderer(net, 40, 30, scale=2.0).render(_z(4)))
+    assert not np.array_equal(a, Renderer(net, 40, 30).render(_z(4) * 2))
+
+
+def test_renders_are_deterministic_and_threads_do_not_matter():
+    net = CPPN(8, seed=3)
+    z = _z(8)
+    one = Renderer(net, 80, 45, threads=1).render(z)
+    two = Renderer(net, 80, 45, threads=2).render(z)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, Renderer(net, 80, 45, threads=1).render(z))
+
+
+def test_torch_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    Renderer(CPPN(4), 64, 64, threads=2, tile=256).render(_z(4))
+    assert torch.get_num_threads() == before
+
+
+def test_wrong_z_size():
+    with pytest.raises(ParameterError, match="z has 3 values"):
+        Renderer(CPPN(4), 8, 8).render(np.zeros(3))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ParameterError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="no CUDA GPU"):
+            resolve_device("cuda")

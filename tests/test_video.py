@@ -1,0 +1,135 @@
+"""neuromv.video: what is written decodes as asked; nothing partial is ever left; inputs are never touched."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+from conftest import beat_clip, decode_video
+
+from neuromv.errors import OutputError, ParameterError
+from neuromv.video import VideoWriter, check_output_path
+
+
+def _frames(n, w=64, h=48):
+    for i in range(n):
+        f = np.zeros((h, w, 3), np.uint8)
+        f[..., 0] = 200
+        f[..., 1] = (i * 5) % 256
+        f[..., 2] = 40
+        yield f
+
+
+def test_h264_aac_mp4_decodes_as_written(tmp_path):
+    out = tmp_path / "v.mp4"
+    audio = beat_clip(duration=2.0)
+    with VideoWriter(out, 64, 48, 30, audio=audio, crf=10) as w:
+        for f in _frames(60):
+            w.write(f)
+    info, frames = decode_video(out)
+    assert info["vcodec"] == "h264" and info["acodec"] == "aac" and info["pix_fmt"] == "yuv420p"
+    assert (info["width"], info["height"], info["fps"]) == (64, 48, 30)
+    assert frames.shape == (60, 48, 64, 3)
+    assert abs(info["audio_duration"] - 2.0) < 1 / 30
+    # colours survive (yuv420p and the decoder's conversion cost a few levels at most)
+    assert np.abs(frames[30, 24, 32].astype(int) - [200, 150, 40]).max() <= 6
+    assert not list(tmp_path.glob(".*part"))  # no temporary file left
+    mode = stat.S_IMODE(os.stat(out).st_mode)
+    assert mode == 0o666 & ~_umask()
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_mkv_and_no_audio(tmp_path):
+    out = tmp_path / "v.mkv"
+    with VideoWriter(out, 32, 32, 24) as w:
+        for f in _frames(5, 32, 32):
+            w.write(f)
+    info, frames = decode_video(out)
+    assert info["acodec"] is None and len(frames) == 5 and info["fps"] == 24
+
+
+def test_error_inside_the_block_leaves_nothing(tmp_path):
+    out = tmp_path / "v.mp4"
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, 64, 48, 30, audio=beat_clip(duration=1.0)) as w:
+            for i, f in enumerate(_frames(20)):
+                w.write(f)
+                if i == 10:
+                    raise RuntimeError("renderer crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keyboard_interrupt_leaves_nothing(tmp_path):
+    out = tmp_path / "v.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(out, 64, 48, 30) as w:
+            w.write(next(_frames(1)))
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zero_frames_is_an_error_and_leaves_nothing(tmp_path):
+    with pytest.raises(OutputError, match="no frames"):
+        with VideoWriter(tmp_path / "v.mp4", 64, 48, 30):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path):
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="already exists"):
+        VideoWriter(out, 64, 48, 30)
+    assert out.read_bytes() == b"precious"
+    with VideoWriter(out, 64, 48, 30, overwrite=True) as w:
+        w.write(next(_frames(1)))
+    assert out.stat().st_size > 100
+
+
+def test_failed_overwrite_keeps_the_old_file(tmp_path):
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"precious")
+    with pytest.raises(ValueError):
+        with VideoWriter(out, 64, 48, 30, overwrite=True) as w:
+            w.write(next(_frames(1)))
+            raise ValueError("boom")
+    assert out.read_bytes() == b"precious"
+
+
+def test_check_output_path(tmp_path):
+    song = tmp_path / "song.mp4"
+    song.write_bytes(b"x")
+    with pytest.raises(OutputError, match="is a directory"):
+        check_output_path(tmp_path)
+    with pytest.raises(OutputError, match="is the input file"):
+        check_output_path(song, inputs=(song,), overwrite=True)
+    os.symlink(song, tmp_path / "link.mp4")
+    with pytest.raises(OutputError, match="is the input file"):
+        check_output_path(tmp_path / "link.mp4", inputs=(song,), overwrite=True)
+    with pytest.raises(OutputError, match="does not exist"):
+        check_output_path(tmp_path / "no" / "v.mp4")
+    with pytest.raises(OutputError, match="unsupported extension"):
+        check_output_path(tmp_path / "v.avi")
+    assert check_output_path(tmp_path / "new.mp4") == tmp_path / "new.mp4"
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 63}, {"crf": 60}, {"preset": "warp"}, {"fps": 0}, {"codec": "nope"}])
+def test_bad_parameters_leave_nothing(tmp_path, kwargs):
+    args = {"width": 64, "height": 48, "fps": 30, **kwargs}
+    with pytest.raises(ParameterError):
+        VideoWriter(tmp_path / "v.mp4", args.pop("width"), args.pop("height"), args.pop("fps"), **args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_frame_shape(tmp_path):
+    with pytest.raises(ParameterError):
+        with VideoWriter(tmp_path / "v.mp4", 64, 48, 30) as w:
+            w.write(np.zeros((48, 64, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []
