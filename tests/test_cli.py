@@ -82,3 +82,30 @@ def test_bad_input_one_line_exit_1_no_output(media, tmp_path, make_args, message
     assert lines[0].startswith("neuromv: error:") and message in lines[0], lines[0]
     assert list(out_dir.iterdir()) == []
     assert {p: p.stat().st_mtime_ns for p in media.values()} == before  # inputs untouched
+
+
+def test_sigterm_mid_render_leaves_no_file(tmp_path):
+    import signal
+
+    import numpy as np
+    from conftest import tone, write_audio
+
+    from neuromv.audio import Audio
+
+    song = tone(sr=22050, duration=30.0)
+    song = Audio(song.samples * np.linspace(0, 1, song.n_samples, dtype=np.float32), song.sr)
+    src = write_audio(tmp_path / "long.wav", song)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "neuromv", "render", str(src), "-o", str(out_dir / "v.mp4"),
+                             "--size", "640x360"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(out_dir.glob(".*.part")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into the render
+    assert proc.poll() is None, "render finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert list(out_dir.iterdir()) == []

@@ -112,3 +112,22 @@ def test_demo_song_renders(tmp_path):
     assert song.channels == 2 and abs(song.duration - 2.0) < 1e-3
     result = neuromv.render(song, tmp_path / "demo.mp4", width=64, height=36)
     assert result.frames == 60
+
+
+def test_cancel_event_stops_between_frames_and_leaves_nothing(tmp_path):
+    import threading
+
+    from neuromv.errors import Interrupted
+
+    cancel = threading.Event()
+    seen = []
+
+    def progress(stage, done, total):
+        seen.append(done)
+        if done == 3:
+            cancel.set()
+
+    with pytest.raises(Interrupted):
+        neuromv.render(beat_clip(), tmp_path / "v.mp4", width=48, height=32, progress=progress, cancel=cancel)
+    assert max(seen) == 3
+    assert list(tmp_path.iterdir()) == []

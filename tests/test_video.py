@@ -133,3 +133,12 @@ def test_wrong_frame_shape(tmp_path):
         with VideoWriter(tmp_path / "v.mp4", 64, 48, 30) as w:
             w.write(np.zeros((48, 64, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mp4_is_faststart(tmp_path):
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, 64, 48, 30, audio=beat_clip(duration=1.0)) as w:
+        for f in _frames(30):
+            w.write(f)
+    data = out.read_bytes()
+    assert 0 < data.find(b"moov") < data.find(b"mdat")  # the index comes first: playable while downloading

@@ -10,10 +10,11 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import NeuroMVError
+from .errors import Interrupted, NeuroMVError
 
 log = logging.getLogger("neuromv")
 
@@ -98,22 +99,44 @@ def _settings_from(args: argparse.Namespace):
                           device=args.device)
 
 
-def _cmd_render(args: argparse.Namespace) -> None:
+def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> None:
     from .pipeline import render
 
-    render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args))
+    render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+           cancel=cancel)
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
+def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
     from .demo import demo_song
     from .pipeline import render
 
-    render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args))
+    render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+           cancel=cancel)
 
 
 def _bars(args: argparse.Namespace) -> bool:
     """Progress bars on a terminal; none when quiet or when stderr is a file or a pipe (a log stays readable)."""
     return not args.quiet and sys.stderr.isatty()
+
+
+def _install_signal_handlers(cancel: threading.Event) -> None:
+    """First Ctrl-C / SIGTERM: ask the work to stop at its next safe point (between frames), which deletes the
+    partial output. A second one: stop at once (KeyboardInterrupt; the writer still deletes its temporary file).
+
+    Raising from the handler at once would be unsafe: the exception can land inside a native callback (numba's
+    JIT in librosa) that swallows it.
+    """
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (main() called from a worker thread)
+            pass
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -125,10 +148,6 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     root.propagate = False
 
 
-def _sigterm(signum, frame):  # turn SIGTERM into an exception so partial files are cleaned up
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neuromv`` command. Returns the exit code."""
     parser = build_parser()
@@ -137,12 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     _setup_logging(args.quiet, args.verbose)
+    cancel = threading.Event()
+    _install_signal_handlers(cancel)
     try:
-        signal.signal(signal.SIGTERM, _sigterm)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        args.func(args)
+        args.func(args, cancel)
+    except Interrupted:
+        print("neuromv: interrupted; no output written", file=sys.stderr)
+        return 130
     except NeuroMVError as e:
         print(f"neuromv: error: {e}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 
 from __future__ import annotations
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "OutputError"]
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "OutputError", "Interrupted"]
 
 
 class NeuroMVError(Exception):
@@ -21,5 +21,17 @@ class AudioError(NeuroMVError):
     """An audio input cannot be used: missing, not audio, corrupt, empty or silent."""
 
 
+class ImageError(NeuroMVError):
+    """A reference image cannot be used: missing, not an image, corrupt, too small or too large."""
+
+
+class ModelError(NeuroMVError):
+    """A saved model cannot be used: not a NeuroMV model, corrupt, or made by an incompatible version."""
+
+
 class OutputError(NeuroMVError):
     """The output cannot be written where asked: a directory, the input itself, an existing file..."""
+
+
+class Interrupted(NeuroMVError):
+    """The work was cancelled (Ctrl-C, SIGTERM, or a cancel event); nothing was left behind."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import Audio, check_audible, load_audio
-from .errors import ParameterError
+from .errors import AudioError, Interrupted, ParameterError
 from .settings import RenderSettings
 
 __all__ = ["render", "RenderResult", "ProgressCallback", "latents_for", "build_renderer"]
@@ -103,7 +104,7 @@ def _excerpt(audio: Audio, start: float, duration: float | None) -> Audio:
     a = int(round(start * audio.sr))
     b = audio.n_samples if duration is None else min(audio.n_samples, a + int(round(duration * audio.sr)))
     if a >= audio.n_samples:
-        raise ParameterError(f"start={start:g} s is past the end of the audio ({audio.duration:.2f} s)")
+        raise AudioError(f"audio: no audio after start={start:g} s (it lasts {audio.duration:.2f} s)")
     return Audio(np.ascontiguousarray(audio.samples[:, a:b]), audio.sr)
 
 
@@ -114,6 +115,7 @@ def render(
     *,
     overwrite: bool = False,
     progress: bool | ProgressCallback = False,
+    cancel: threading.Event | None = None,
     **options,
 ) -> RenderResult:
     """Render a song into an audio-reactive CPPN music video.
@@ -130,6 +132,9 @@ def render(
         Replace ``output`` if it exists (never an input).
     progress : bool or callable
         True: a progress bar (tqdm) per stage. A callable is called as ``callback(stage, done, total)``.
+    cancel : threading.Event, optional
+        Checked between stages and between frames: once set, the render stops, deletes its partial output and
+        raises :class:`~neuromv.errors.Interrupted`.
     **options
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
 
@@ -139,8 +144,9 @@ def render(
 
     Raises
     ------
-    ParameterError, AudioError, OutputError
-        Impossible options, unusable audio, or an output that cannot be written. No file is left behind.
+    ParameterError, AudioError, OutputError, Interrupted
+        Impossible options, unusable audio, an output that cannot be written, or cancelled. No file is left
+        behind.
 
     Examples
     --------
@@ -174,6 +180,7 @@ def render(
     else:
         audio = _excerpt(song, settings.start, settings.duration)
         name = "audio"
+    _check_cancel(cancel)
     check_audible(audio, name=name)
     log.info("audio: %s, %.2f s, %d Hz, %d channel(s)", name, audio.duration, audio.sr, audio.channels)
 
@@ -181,18 +188,25 @@ def render(
     n_frames = z.shape[0]
     log.info("features: %d frames x %d mel bands at %g fps", n_frames, settings.n_mels, settings.fps)
 
+    _check_cancel(cancel)
     renderer = build_renderer(settings)
     log.info("rendering %dx%d on %s (%s)", width, height, renderer.device, renderer.method)
     with VideoWriter(output, width, height, settings.fps, audio=audio, crf=settings.crf, preset=settings.preset,
                      overwrite=overwrite, inputs=inputs) as writer:
         with _Progress("render", n_frames, progress) as bar:
             for i in range(n_frames):
+                _check_cancel(cancel)
                 writer.write(renderer.render(z[i]))
                 bar.update()
     seconds = time.perf_counter() - t0
     log.info("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
              seconds, n_frames / seconds)
     return RenderResult(writer.path, n_frames, audio.duration, seconds, settings)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Interrupted("interrupted; no output written")
 
 
 def _size_tuple(size) -> tuple[int, int]:

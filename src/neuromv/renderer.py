@@ -205,16 +205,17 @@ class Renderer:
         def work(i: int) -> None:
             try:
                 self._tiles(bias, frame, bounds[i], bounds[i + 1], self._buffers[i])
-            except BaseException as e:  # re-raised on the calling thread
+            except Exception as e:  # re-raised on the calling thread
                 errors.append(e)
 
         with _torch_threads(1):
             workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, n)]
             for t in workers:
                 t.start()
-            work(0)
-            for t in workers:
-                t.join()
+            try:
+                work(0)
+            finally:
+                _join_all(workers)  # even on Ctrl-C: torch settings must not change under a running op
         if errors:
             raise errors[0]
         return frame.numpy()
@@ -257,3 +258,16 @@ def _available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    """Join every thread, even if a KeyboardInterrupt arrives meanwhile; re-raise it once all have ended."""
+    pending: BaseException | None = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                pending = pending or e
+    if pending is not None:
+        raise pending

@@ -77,7 +77,7 @@ class RenderSettings:
     seed: int = 0
     zoom: float = 1.0
     crf: int = 18
-    preset: str = "veryfast"
+    preset: str = "superfast"
     start: float = 0.0
     duration: float | None = None
     device: str = "auto"

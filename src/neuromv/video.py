@@ -48,7 +48,7 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite:
     if raw.endswith(os.sep) or out.is_dir():
         raise OutputError(f"{out}: is a directory; give a file name such as {out / 'video.mp4'}")
     for src in inputs:
-        if src is None or not isinstance(src, (str, os.PathLike)):
+        if not isinstance(src, (str, os.PathLike)):
             continue
         src = Path(src)
         same = out.resolve() == src.resolve()
@@ -110,7 +110,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float | Fraction, *,
-                 audio: Audio | None = None, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
+                 audio: Audio | None = None, codec: str = "libx264", crf: int = 18, preset: str = "superfast",
                  overwrite: bool = False, inputs: tuple = (), queue_size: int = 8) -> None:
         import av
 
@@ -194,7 +194,12 @@ class VideoWriter:
             return self.path
         self._closed = True
         try:
-            self._queue.put(_DONE)
+            while self._worker.is_alive():  # never block on a full queue behind a dead worker
+                try:
+                    self._queue.put(_DONE, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
             self._worker.join()
             self._raise_worker_error()
             if self.frames_written == 0:
