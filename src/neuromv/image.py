@@ -115,7 +115,7 @@ def load_image(source: str | os.PathLike | bytes | ImageSource, *,
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{name}: too many pixels ({e})") from e
+        raise ImageError(f"{name}: too many pixels, refused as a possible decompression bomb ({e})") from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{name}: not a readable image") from e
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
