@@ -133,21 +133,21 @@ class Renderer:
         self.tile = max(64, int(tile))
         layers = [(l.weight.detach().to(torch.float64), l.bias.detach().to(torch.float64)) for l in cppn.layers]
         w0, b0 = layers[0]
-        w0_xyr, self._w0_z = w0[:, :N_COORDS], w0[:, N_COORDS:]
+        w0_xyr, w0_z = w0[:, :N_COORDS], w0[:, N_COORDS:]
         coords = coordinate_grid(self.width, self.height, scale=scale, dtype=torch.float64)
         first = coords @ w0_xyr.T + b0  # (P, H): the coordinate part, once per resolution
         if self.method == "tiled":
-            self._init_tiled(first, layers)
+            self._init_tiled(first, w0_z, layers)
         else:
-            self._init_dense(first, layers)
+            self._init_dense(first, w0_z, layers)
 
     # -- set-up ------------------------------------------------------------------------------------------------
-    def _init_tiled(self, first: torch.Tensor, layers) -> None:
+    def _init_tiled(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
         # s_k = sigmoid(2 a_k) and h_k = tanh(a_k) = 2 s_k - 1. With a_{k+1} = W h_k + b = 2W s_k + (b - W 1):
         #   s_{k+1} = sigmoid(4W s_k + 2(b - W 1)); the output is sigmoid(2Wo s + (bo - Wo 1)).
         f32 = dict(dtype=torch.float32)
         self._a0 = (2.0 * first).to(**f32).contiguous()
-        self._zw = (2.0 * self._w0_z).to(**f32)  # per-frame bias = _zw @ z
+        self._zw = (2.0 * w0_z).to(**f32)  # per-frame bias = _zw @ z
         self._mats = []
         for w, b in layers[1:-1]:
             self._mats.append(((4.0 * w).T.contiguous().to(**f32), (2.0 * (b - w.sum(1))).to(**f32)))
@@ -159,10 +159,10 @@ class Renderer:
             for _ in range(self.threads)
         ]
 
-    def _init_dense(self, first: torch.Tensor, layers) -> None:
+    def _init_dense(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
         dev = self.device
         self._a0 = first.to(device=dev, dtype=torch.float32).contiguous()
-        self._zw = self._w0_z.to(device=dev, dtype=torch.float32)
+        self._zw = w0_z.to(device=dev, dtype=torch.float32)
         self._mats = [(w.T.contiguous().to(dev, torch.float32), b.to(dev, torch.float32)) for w, b in layers[1:]]
         self._chunk = 1 << 20
 
@@ -190,7 +190,7 @@ class Renderer:
         return out.reshape(self.height, self.width, 3)
 
     def _render_tiled(self, z: torch.Tensor) -> np.ndarray:
-        bias = self._zw.to(z.device) @ z
+        bias = self._zw @ z
         frame = torch.empty(self.n_pixels, 3, dtype=torch.uint8)
         n = self.threads
         # contiguous ranges of whole tiles, one per worker
