@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import AudioError, NeuroMVError, OutputError, ParameterError
+from .errors import AudioError, ImageError, Interrupted, NeuroMVError, OutputError, ParameterError
 
 __version__ = "0.1.0"
 
@@ -31,7 +31,8 @@ _LAZY = {
     "demo_song": "demo",
 }
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "OutputError", "__version__", *_LAZY]
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "OutputError", "Interrupted", "__version__",
+           *_LAZY]
 
 
 def __getattr__(name: str):

@@ -6,7 +6,7 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 
 from __future__ import annotations
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "OutputError", "Interrupted"]
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "OutputError", "Interrupted"]
 
 
 class NeuroMVError(Exception):
@@ -23,10 +23,6 @@ class AudioError(NeuroMVError):
 
 class ImageError(NeuroMVError):
     """A reference image cannot be used: missing, not an image, corrupt, too small or too large."""
-
-
-class ModelError(NeuroMVError):
-    """A saved model cannot be used: not a NeuroMV model, corrupt, or made by an incompatible version."""
 
 
 class OutputError(NeuroMVError):
