@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +30,9 @@ import torch
 import neuromv
 from neuromv.cppn import CPPN, coordinate_grid
 from neuromv.renderer import Renderer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOC, machine, write_section  # noqa: E402
 
 SIZES = [(512, 512), (1280, 720), (1920, 1080)]
 HIDDEN, N_Z = 32, 32
@@ -93,26 +93,6 @@ def end_to_end(width: int, height: int, n_frames: int, fps: int = 30) -> float:
     return result.frames / result.seconds
 
 
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return (f"{cpu}, {cores} cores{mem}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"numpy {np.__version__}, PyAV {__import__('av').__version__}")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=12, help="frames timed per renderer and size (default 12)")
@@ -120,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--e2e-seconds", type=float, default=12.0,
                     help="wall-clock seconds of work per end-to-end render, as frames = this x render-only fps")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"))
+    ap.add_argument("--out", default=str(DOC))
     args = ap.parse_args(argv)
 
     print(f"machine: {machine()}", file=sys.stderr)
@@ -145,10 +125,6 @@ def main(argv=None) -> int:
               f"({e2e / fast:.2f} of render-only)", file=sys.stderr)
 
     lines = [
-        "# Benchmarks",
-        "",
-        "## Render speed (`bench/render_bench.py`)",
-        "",
         f"Machine: {machine()}.  ",
         f"Run: {_dt.date.today().isoformat()}, `python bench/render_bench.py --frames {args.frames} "
         f"--naive-frames {args.naive_frames} --e2e-seconds {args.e2e_seconds:g} --rounds {args.rounds}`.",
@@ -171,22 +147,7 @@ def main(argv=None) -> int:
     for w, h, naive, fast, gflops, e2e in rows:
         lines.append(f"| {w}x{h} | {naive:.2f} | {fast:.2f} | {fast / naive:.1f}x | {gflops:.0f} | "
                      f"{gflops / top:.0%} | {e2e:.2f} | {e2e / fast:.2f} |")
-    lines.append("")
-    out = Path(args.out)
-    section = "\n".join(lines)
-    if out.exists():
-        text = out.read_text()
-        start = text.find("## Render speed (`bench/render_bench.py`)")
-        if start >= 0:  # replace this benchmark's section, keep the others
-            end = text.find("\n## ", start + 1)
-            body = section.split("\n", 2)[2]
-            text = text[:start] + body.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
-            out.write_text(text)
-            print(f"updated {out}", file=sys.stderr)
-            return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(section)
-    print(f"wrote {out}", file=sys.stderr)
+    write_section(Path(args.out), "Render speed (`bench/render_bench.py`)", lines)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from neuromv.audio import Audio
 
 # Keep torch at the two cores of the CI machine, whatever the host says.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Fits are cached in a throw-away folder, never in the user's cache (subprocesses inherit it).
+os.environ["NEUROMV_CACHE_DIR"] = tempfile.mkdtemp(prefix="neuromv-test-cache-")
 
 #: Layout of the beat clip: beats, then digital silence, then beats again (seconds).
 BEAT_SR = 44100
@@ -119,3 +122,13 @@ def decode_video(path: Path) -> tuple[dict, np.ndarray]:
         }
         frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     return info, frames
+
+
+def write_cover(path: Path, size: int = 96) -> Path:
+    """The generated demo cover, saved as an image file (format from the suffix)."""
+    from PIL import Image
+
+    from neuromv.demo import demo_cover
+
+    Image.fromarray(demo_cover(size)).save(path)
+    return path

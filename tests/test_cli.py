@@ -28,6 +28,8 @@ def test_help_is_instant_and_lists_commands():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
     p = neuromv("render", "--help")
     assert p.returncode == 0 and "--reactivity" in p.stdout and "--n-mels" in p.stdout
+    assert "--image" in p.stdout and "--model" in p.stdout and "--no-cache" in p.stdout
+    assert neuromv("fit", "--help").returncode == 0
 
 
 def test_render_writes_a_video(media, tmp_path):
@@ -109,3 +111,106 @@ def test_sigterm_mid_render_leaves_no_file(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert list(out_dir.iterdir()) == []
+
+
+# -- reference images (issue 3) --------------------------------------------------------------------------------
+def _bomb(path):
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+                     + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    return path
+
+
+def _bad_images(d):
+    from conftest import write_cover
+
+    good = write_cover(d / "good.png", 64).read_bytes()
+    (d / "corrupt.png").write_bytes(good[:8] + bytes(range(256)) * 3)
+    (d / "truncated.png").write_bytes(good[: len(good) // 3])
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(d / "tiny.png")
+    _bomb(d / "bomb.png")
+    (d / "imgdir").mkdir()
+    (d / "text.safetensors").write_text("not a model")
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(2)}, str(d / "foreign.safetensors"), metadata={"who": "someone else"})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--image", "corrupt.png"], "not a readable image"),
+        (["--image", "truncated.png"], "corrupt or truncated"),
+        (["--image", "tiny.png"], "only 1x1 pixels"),
+        (["--image", "bomb.png"], "decompression bomb"),
+        (["--image", "imgdir"], "is a directory"),
+        (["--image", "missing.png"], "no such file"),
+        (["--model", "text.safetensors"], "not a safetensors model file"),
+        (["--model", "foreign.safetensors"], "not a NeuroMV model"),
+        (["--model", "good.png"], "not a safetensors model file"),
+        (["--model", "foreign.safetensors", "--image", "good.png"], "not both"),
+        (["--image", "good.png", "--fit", "stretch"], "invalid choice"),
+        (["--image", "good.png", "--background", "plaid"], "background"),
+        (["--image", "good.png", "--fit-steps", "0"], "fit steps"),
+    ],
+)
+def test_bad_image_or_model_one_line_exit_1_no_output(media, tmp_path, args, message):
+    _bad_images(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    p = neuromv("render", media[".wav"], "-o", out_dir / "o.mp4", *SMALL, *args, cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("neuromv: error:") and message in lines[0], p.stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def test_fit_then_render_with_the_model_and_with_the_image(media, tmp_path):
+    from conftest import write_cover
+
+    from neuromv.metrics import ssim
+    from neuromv.image import fit_image, load_image
+
+    cover = write_cover(tmp_path / "art.jpg", 128)
+    model = tmp_path / "art.safetensors"
+    p = neuromv("fit", cover, "-o", model, "--size", "64x48", "--steps", "1500")
+    assert p.returncode == 0, p.stderr
+    assert "fit: 1500 steps" in p.stderr and model.exists()
+    q = neuromv("fit", cover, "-o", model, "--steps", "10")
+    assert q.returncode == 1 and "already exists" in q.stderr
+    q = neuromv("fit", cover, "-o", cover, "--steps", "10", "--overwrite")
+    assert q.returncode == 1 and "is an input" in q.stderr
+    q = neuromv("fit", tmp_path / "nope.png", "-o", tmp_path / "x.safetensors")
+    assert q.returncode == 1 and "no such file" in q.stderr and not (tmp_path / "x.safetensors").exists()
+
+    out = tmp_path / "m.mp4"
+    p = neuromv("render", media[".flac"], "-o", out, *SMALL, "--model", model)
+    assert p.returncode == 0, p.stderr
+    assert f"image: model {model}" in p.stderr
+    target = fit_image(load_image(cover), 64, 48)
+    assert ssim(decode_video(out)[1].mean(axis=0), target) > 0.6
+
+    out2 = tmp_path / "i.mp4"
+    p = neuromv("render", media[".flac"], "-o", out2, *SMALL, "--image", cover, "--fit-steps", "1500")
+    assert p.returncode == 0, p.stderr
+    assert f"image: {cover}" in p.stderr and "fit: 1500 steps" in p.stderr
+    p = neuromv("render", media[".flac"], "-o", out2, *SMALL, "--image", cover, "--fit-steps", "1500", "--overwrite")
+    assert "reusing the cached fit" in p.stderr  # same image and settings: no second fit
+    p = neuromv("render", media[".flac"], "-o", out2, *SMALL, "--image", cover, "--fit-steps", "1500", "--overwrite",
+                "--no-cache")
+    assert "fit: 1500 steps" in p.stderr
+    p = neuromv("render", media[".flac"], "-o", out2, *SMALL, "--image", "none", "--overwrite")
+    assert p.returncode == 0 and "rendering the abstract CPPN" in p.stderr
+
+
+def test_demo_with_the_demo_cover(tmp_path):
+    p = neuromv("demo", *SMALL, "--duration", "1", "--image", "demo", "--fit-steps", "200", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "image: the demo cover" in p.stderr and (tmp_path / "demo.mp4").exists()

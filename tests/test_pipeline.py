@@ -131,3 +131,122 @@ def test_cancel_event_stops_between_frames_and_leaves_nothing(tmp_path):
         neuromv.render(beat_clip(), tmp_path / "v.mp4", width=48, height=32, progress=progress, cancel=cancel)
     assert max(seen) == 3
     assert list(tmp_path.iterdir()) == []
+
+
+# -- reference images (issue 3) --------------------------------------------------------------------------------
+IMG = dict(width=96, height=54, preset="ultrafast", fit_steps=800)
+
+
+def _cover_png(path):
+    from conftest import write_cover
+
+    return write_cover(path, 128)
+
+
+def _target(path, width=96, height=54):
+    from neuromv.image import fit_image, load_image
+
+    return fit_image(load_image(path), width, height)
+
+
+def _changes(frames):
+    return np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))  # [i]: frame i -> i+1
+
+
+@pytest.fixture(scope="module")
+def image_render(media, tmp_path_factory):
+    d = tmp_path_factory.mktemp("image")
+    cover = _cover_png(d / "art.png")
+    result = neuromv.render(media[".mp3"], d / "img.mp4", image=cover, **IMG)
+    return result, cover, decode_video(result.path)
+
+
+def test_fitted_render_looks_like_its_image_and_moves_on_beats(image_render):
+    from neuromv.metrics import ssim
+
+    result, cover, (info, frames) = image_render
+    assert result.image == str(cover) and (info["width"], info["height"]) == (96, 54)
+    target = _target(cover)
+    assert ssim(frames.mean(axis=0), target) > 0.6  # fidelity: the mean frame is the picture
+    diff = _changes(frames)
+    on_beats = diff[int(BEATS_1[0] * 30):int(BEATS_1[1] * 30) - 1].mean()
+    in_silence = diff[int(SILENCE[0] * 30) + 12:int(SILENCE[1] * 30) - 1].mean()
+    assert on_beats > 4.0, on_beats  # ...and it still moves with the music
+    assert in_silence < 0.1 * on_beats, (on_beats, in_silence)
+    abstract = decode_video(neuromv.render(media_path(image_render), result.path.with_name("abs.mp4"), image="none",
+                                           **IMG).path)[1]
+    assert ssim(abstract.mean(axis=0), target) < ssim(frames.mean(axis=0), target) - 0.2
+
+
+def media_path(image_render):
+    from conftest import write_audio
+
+    out = image_render[0].path.with_name("beat.wav")
+    return out if out.exists() else write_audio(out, beat_clip())
+
+
+def test_reactivity_knob_trades_resemblance_for_motion(image_render, tmp_path):
+    from neuromv.metrics import ssim
+
+    result, cover, (_, frames) = image_render
+    target = _target(cover)
+    calm = decode_video(neuromv.render(media_path(image_render), tmp_path / "calm.mp4", image=cover, reactivity=0.3,
+                                       **IMG).path)[1]
+    wild = decode_video(neuromv.render(media_path(image_render), tmp_path / "wild.mp4", image=cover, reactivity=3,
+                                       **IMG).path)[1]
+    motion = [_changes(f).mean() for f in (calm, frames, wild)]
+    single = [np.median([ssim(x, target) for x in f[::10]]) for f in (calm, frames, wild)]  # one frame's resemblance
+    mean = [ssim(f.mean(axis=0), target) for f in (calm, frames, wild)]
+    assert motion[0] < motion[1] < motion[2], motion
+    assert single[0] > single[1] > single[2], single
+    assert min(mean) > 0.6, mean  # the mean frame stays the picture at every setting
+
+
+def test_embedded_cover_art_and_sidecar_are_found(tmp_path):
+    from conftest import write_audio
+    from mutagen.id3 import APIC, ID3
+
+    from neuromv.metrics import ssim
+
+    song = write_audio(tmp_path / "tagged.mp3", beat_clip(duration=1.0))
+    png = _cover_png(tmp_path / "x.png").read_bytes()
+    tags = ID3()
+    tags.add(APIC(encoding=3, mime="image/png", type=3, desc="front", data=png))
+    tags.save(song)
+    result = neuromv.render(song, tmp_path / "v.mp4", **IMG)
+    assert "embedded cover art (ID3 APIC)" in result.image
+    frames = decode_video(result.path)[1]
+    assert ssim(frames.mean(axis=0), _target(tmp_path / "x.png")) > 0.6
+
+    plain = write_audio(tmp_path / "sub" / "plain.wav", beat_clip(duration=1.0)) if (tmp_path / "sub").mkdir() is None else None
+    (tmp_path / "sub" / "Folder.PNG").write_bytes(png)
+    assert "Folder.PNG next to the song" in neuromv.render(plain, tmp_path / "w.mp4", **IMG).image
+    assert neuromv.render(plain, tmp_path / "n.mp4", image="none", **IMG).image is None
+
+
+def test_saved_model_renders_like_the_fit(tmp_path):
+    from neuromv.reference import FitOptions, fit_cppn, save_model, training_size
+
+    cover = _cover_png(tmp_path / "c.png")
+    cppn = fit_cppn(_target(cover, *training_size(96, 54)), options=FitOptions(steps=300))
+    model = save_model(cppn, tmp_path / "m.safetensors", info={"aspect": 96 / 54})
+    a = neuromv.render(beat_clip(duration=1.0), tmp_path / "a.mp4", model=model, **IMG)
+    b = neuromv.render(beat_clip(duration=1.0), tmp_path / "b.mp4", model=cppn, **IMG)
+    assert a.image == f"model {model}"
+    np.testing.assert_array_equal(decode_video(a.path)[1], decode_video(b.path)[1])
+    with pytest.raises(ParameterError, match="not both"):
+        neuromv.render(beat_clip(duration=1.0), tmp_path / "c.mp4", model=model, image=cover)
+    with pytest.raises(OutputError, match="is the input"):
+        neuromv.render(beat_clip(duration=1.0), model, model=model, overwrite=True)
+
+
+def test_bad_image_or_model_fails_before_any_work(tmp_path):
+    from neuromv.errors import ImageError, ModelError
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ImageError, match="bad.png"):
+        neuromv.render(beat_clip(duration=1.0), tmp_path / "o.mp4", image=bad)
+    with pytest.raises(ModelError, match="not a safetensors"):
+        neuromv.render(beat_clip(duration=1.0), tmp_path / "o.mp4", model=bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png"]

@@ -20,9 +20,10 @@ def _z(n, scale=0.3, seed=0):
     "width, height, hidden, n_z, threads, tile",
     [(64, 36, 32, 32, 2, 8192), (97, 53, 32, 8, 3, 500), (33, 17, 16, 1, 1, 64), (128, 128, 48, 32, 2, 4096)],
 )
-def test_fast_renderer_matches_reference_within_one_level(method, width, height, hidden, n_z, threads, tile):
-    net = CPPN(n_z, hidden, seed=11)
-    for seed, scale in ((0, 0.3), (1, 1.0), (2, 3.0)):  # gentle to wild z
+@pytest.mark.parametrize("image", [False, True], ids=["abstract", "image"])
+def test_fast_renderer_matches_reference_within_one_level(method, width, height, hidden, n_z, threads, tile, image):
+    net = CPPN(n_z, hidden, seed=11, image=image)
+    for seed, scale in ((0, 0.3), (1, 1.0), (2, 3.0), (3, 10.0)):  # gentle to wild z
         z = _z(n_z, scale, seed)
         ref = reference_render(net, width, height, z)  # float in (0, 1)
         fast = Renderer(net, width, height, threads=threads, tile=tile, method=method).render(z)
@@ -31,6 +32,22 @@ def test_fast_renderer_matches_reference_within_one_level(method, width, height,
         assert err <= 1.0 / 255.0, f"max error {err * 255:.3f}/255"
         # and the rounding is to nearest: most pixels agree exactly with round(255 * ref)
         assert np.mean(fast == np.round(ref * 255).astype(np.uint8)) > 0.99
+
+
+def test_image_mode_at_z_zero_is_the_plain_picture_and_z_swings_around_it():
+    net = CPPN(8, 16, seed=2, image=True)
+    still = Renderer(net, 40, 30).render(np.zeros(8))
+    with torch.no_grad():
+        from neuromv.cppn import coordinate_grid
+
+        coords = coordinate_grid(40, 30)
+        plain = torch.sigmoid(net.layers[-1](net.features(coords))).reshape(30, 40, 3).numpy()
+    assert np.abs(still / 255.0 - plain).max() <= 1 / 255
+    z = _z(8, 1.0)
+    up, down = Renderer(net, 40, 30).render(z).astype(float), Renderer(net, 40, 30).render(-z).astype(float)
+    assert np.abs(up - still).mean() > 5  # it moves...
+    inside = (plain > 0.2) & (plain < 0.8)  # ...and where nothing clips, +z and -z are mirror images (sin is odd)
+    assert np.abs((up + down) / 2 - still)[inside].mean() < 0.15 * np.abs(up - still)[inside].mean()
 
 
 def test_zoom_and_reactivity_change_the_picture():

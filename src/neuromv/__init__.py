@@ -4,10 +4,13 @@ The pipeline, one module per stage:
 
 - :mod:`neuromv.audio`: decode audio files (PyAV) -> :class:`Audio`
 - :mod:`neuromv.features`: mel spectrogram -> one latent vector z per video frame (librosa)
+- :mod:`neuromv.image`: load reference images and find a song's cover art (Pillow, mutagen)
+- :mod:`neuromv.reference`: fit a CPPN to an image; save/load models (safetensors); the fit cache
 - :mod:`neuromv.cppn`: the CPPN network (PyTorch)
 - :mod:`neuromv.renderer`: the fast renderer, z -> RGB frames
 - :mod:`neuromv.video`: frames + audio -> H.264/AAC file (PyAV), atomically
 - :mod:`neuromv.pipeline`: :func:`render`, all of the above in one call
+- :mod:`neuromv.metrics`: fidelity (SSIM of the mean frame) and reactivity of a video
 
 Heavy modules load on first use, so ``import neuromv`` is instant.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import AudioError, ImageError, Interrupted, NeuroMVError, OutputError, ParameterError
+from .errors import AudioError, ImageError, Interrupted, ModelError, NeuroMVError, OutputError, ParameterError
 
 __version__ = "0.1.0"
 
@@ -28,10 +31,14 @@ _LAZY = {
     "CPPN": "cppn", "coordinate_grid": "cppn",
     "Renderer": "renderer", "reference_render": "renderer", "resolve_device": "renderer",
     "VideoWriter": "video",
-    "demo_song": "demo",
+    "demo_song": "demo", "demo_cover": "demo",
+    "load_image": "image", "find_cover_art": "image", "fit_image": "image",
+    "fit_cppn": "reference", "FitOptions": "reference", "save_model": "reference", "load_model": "reference",
+    "measure_video": "metrics", "ssim": "metrics",
 }
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "OutputError", "Interrupted", "__version__",
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "OutputError", "Interrupted",
+           "__version__",
            *_LAZY]
 
 

@@ -1,4 +1,4 @@
-"""The command line: ``neuromv render``, ``neuromv demo``. A thin layer over :mod:`neuromv.pipeline`.
+"""The command line: ``neuromv render``, ``neuromv fit``, ``neuromv demo``. A thin layer over the library.
 
 Heavy libraries (torch, librosa, av) are imported inside the commands, so ``neuromv --help`` is instant.
 Every expected failure is one line on stderr and exit code 1.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,6 +45,20 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                    help="seed of the CPPN's weights: another seed, another look (default: %(default)s)")
     g.add_argument("--zoom", type=float, default=defaults.zoom,
                    help="coordinate scale: larger shows smaller, busier patterns (default: %(default)g)")
+    i = p.add_argument_group("reference image")
+    i.add_argument("--image", metavar="PATH|none",
+                   help="picture the video should look like (PNG, JPEG, WebP, GIF, BMP, TIFF). Default: the song's "
+                        "cover art (embedded, or cover.*/folder.* beside it) if it has one. 'none': abstract. "
+                        "('demo' in 'neuromv demo': a generated cover)")
+    i.add_argument("--model", metavar="FILE", help="a model saved by 'neuromv fit' (instead of --image)")
+    i.add_argument("--fit", choices=("cover", "contain"), default=defaults.fit,
+                   help="fill the frame and crop (cover) or show the whole image (contain) (default: %(default)s)")
+    i.add_argument("--background", default=defaults.background, metavar="COLOUR",
+                   help="colour under transparency and around a 'contain' image: black, white, #rrggbb, r,g,b "
+                        "(default: %(default)s)")
+    i.add_argument("--fit-steps", type=int, default=defaults.fit_steps, metavar="N",
+                   help="training steps of the image fit: more is sharper and slower (default: %(default)s)")
+    i.add_argument("--no-cache", action="store_true", help="fit again instead of reusing a cached fit")
     e = p.add_argument_group("encoding and run")
     e.add_argument("--crf", type=int, default=defaults.crf,
                    help="x264 quality, 0-51, lower is better (default: %(default)s)")
@@ -86,6 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_options(d, DEMO_SETTINGS)
     _add_verbosity(d)
     d.set_defaults(func=_cmd_demo)
+
+    f = sub.add_parser("fit", help="fit a CPPN to an image and save it as a model",
+                       description="Fit a CPPN to IMAGE and save it (safetensors) for 'neuromv render --model'.")
+    f.add_argument("image", help="image file (PNG, JPEG, WebP, GIF, BMP, TIFF)")
+    f.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    defaults = RenderSettings()
+    f.add_argument("--size", default=f"{defaults.width}x{defaults.height}", metavar="WxH",
+                   help="size (aspect ratio) of the videos it is for (default: %(default)s)")
+    f.add_argument("--fit", choices=("cover", "contain"), default=defaults.fit,
+                   help="fill the frame and crop (cover) or show the whole image (contain) (default: %(default)s)")
+    f.add_argument("--background", default=defaults.background, metavar="COLOUR",
+                   help="colour under transparency and around a 'contain' image (default: %(default)s)")
+    f.add_argument("--steps", type=int, default=defaults.fit_steps,
+                   help="training steps: more is sharper and slower (default: %(default)s)")
+    f.add_argument("--n-mels", type=int, default=defaults.n_mels,
+                   help="mel bands = size of the latent z it takes (default: %(default)s)")
+    f.add_argument("--hidden", type=int, default=defaults.hidden,
+                   help="width of the CPPN's 5 hidden layers (default: %(default)s)")
+    f.add_argument("--seed", type=int, default=defaults.seed, help="seed of the initial weights (default: %(default)s)")
+    f.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_verbosity(f)
+    f.set_defaults(func=_cmd_fit)
     return parser
 
 
@@ -96,22 +133,63 @@ def _settings_from(args: argparse.Namespace):
     return RenderSettings(fps=args.fps, width=width, height=height, n_mels=args.n_mels, smooth=args.smooth,
                           reactivity=args.reactivity, hidden=args.hidden, seed=args.seed, zoom=args.zoom,
                           crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
-                          device=args.device)
+                          device=args.device, fit=args.fit, background=args.background, fit_steps=args.fit_steps)
+
+
+def _image_args(args: argparse.Namespace) -> dict:
+    from .errors import ParameterError
+
+    if args.model and args.image and args.image.strip().lower() not in ("none", "auto"):
+        raise ParameterError("give --image or --model, not both")
+    return dict(image=args.image, model=args.model, cache=not args.no_cache)
 
 
 def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> None:
     from .pipeline import render
 
     render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
-           cancel=cancel)
+           cancel=cancel, **_image_args(args))
 
 
 def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
-    from .demo import demo_song
+    from .demo import demo_cover, demo_song
     from .pipeline import render
 
+    opts = _image_args(args)
+    if opts["image"] and opts["image"].strip().lower() == "demo":
+        import io
+
+        from PIL import Image
+
+        from .image import ImageSource
+
+        png = io.BytesIO()
+        Image.fromarray(demo_cover()).save(png, format="PNG")
+        opts["image"] = ImageSource(png.getvalue(), "the demo cover (neuromv.demo.demo_cover)")
     render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
-           cancel=cancel)
+           cancel=cancel, **opts)
+
+
+def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
+    from .image import load_image
+    from .pipeline import reference_target
+    from .reference import FitOptions, check_model_path, fit_cppn, save_model, training_size
+    from .settings import RenderSettings, parse_size
+
+    width, height = parse_size(args.size)
+    settings = RenderSettings(width=width, height=height, n_mels=args.n_mels, hidden=args.hidden, seed=args.seed,
+                              fit=args.fit, background=args.background, fit_steps=args.steps)
+    out = check_model_path(args.output, inputs=(args.image,), overwrite=args.overwrite)  # before the slow fit
+    pixels = load_image(args.image, background=settings.background)
+    log.info("image: %s (%dx%d)", args.image, pixels.shape[1], pixels.shape[0])
+    tw, th = training_size(width, height)
+    cppn = fit_cppn(reference_target(pixels, settings, tw, th), n_z=settings.n_mels, hidden=settings.hidden,
+                    seed=settings.seed, options=FitOptions(steps=settings.fit_steps), progress=_bars(args),
+                    cancel=cancel)
+    save_model(cppn, out, overwrite=args.overwrite,
+               info={"aspect": width / height, "fit": settings.fit, "background": settings.background,
+                     "steps": settings.fit_steps, "image": os.path.basename(args.image)})
+    log.info("wrote %s", out)
 
 
 def _bars(args: argparse.Namespace) -> bool:

@@ -1,6 +1,18 @@
 """The CPPN: a compositional pattern producing network from pixel coordinates and z to colour.
 
-``(x, y, r, z) -> 5 hidden layers of tanh -> sigmoid (r, g, b)``, weights and biases drawn from N(0, 1).
+Two kinds, one class:
+
+- **abstract** (no reference image): ``(x, y, r, z) -> 5 hidden layers of tanh -> sigmoid (r, g, b)``, weights
+  and biases drawn from N(0, 1). z enters the first layer.
+- **image** (fitted to a reference image, :mod:`neuromv.reference`): the same network on ``(x, y, r)`` alone
+  reproduces the image, ``p = sigmoid(W_o h + b_o)``; z stays out of the fit. The music moves the picture through a
+  *pulse*: ``d = (sum_j z_j R_j) h``, a colour offset per pixel built from the network's own last hidden features
+  ``h`` by frozen random projections ``R`` (never trained), applied as
+  ``frame = clip(p + m(p) * sin(d))`` with ``m(p) = max(FLOOR, min(p, 1 - p))`` the room the colour has.
+  The renderer removes each pixel's mean swing over the song (``centre``, :class:`neuromv.renderer.Renderer`), so
+  the frames swing around the image and their mean stays the image, however strongly they move
+  (docs/reference-images.md).
+
 This module holds the network and the plain, obviously correct forward pass; :mod:`neuromv.renderer` holds the
 fast renderer, which must agree with it.
 """
@@ -12,10 +24,19 @@ from torch import nn
 
 from .errors import ParameterError
 
-__all__ = ["CPPN", "coordinate_grid", "N_COORDS"]
+__all__ = ["CPPN", "coordinate_grid", "N_COORDS", "FLOOR", "headroom"]
 
 #: Coordinate inputs per pixel: x, y and r (distance from the centre).
 N_COORDS = 3
+#: Image mode: the smallest swing of a colour channel, as a fraction of its full range (black and white pixels
+#: would not move at all with 0; they are the only ones that can clip).
+FLOOR = 0.1
+
+
+def headroom(p: torch.Tensor) -> torch.Tensor:
+    """How far a colour in [0, 1] may swing in image mode: ``max(FLOOR, min(p, 1 - p))``, so it never clips
+    unless it is within ``FLOOR`` of black or white. The swing is then symmetric and the mean stays ``p``."""
+    return torch.clamp(0.5 - (p - 0.5).abs(), min=FLOOR)
 
 
 class CPPN(nn.Module):
@@ -31,14 +52,19 @@ class CPPN(nn.Module):
         Number of hidden (tanh) layers; the first takes the coordinates and z.
     seed : int
         Seed of the N(0, 1) weights: the same seed gives the same network on every machine.
+    image : bool
+        Image mode (see the module's docstring): z does not enter the first layer; it drives the pulse.
 
     Notes
     -----
-    ``layers[0]`` maps ``N_COORDS + n_z`` inputs, ordered ``(x, y, r, z_0, ..., z_{n_z-1})``, to ``hidden``;
-    ``layers[1:n_hidden]`` map ``hidden`` to ``hidden``; ``layers[-1]`` maps ``hidden`` to 3 colours.
+    Abstract: ``layers[0]`` maps ``N_COORDS + n_z`` inputs, ordered ``(x, y, r, z_0, ..., z_{n_z-1})``, to
+    ``hidden``. Image: ``layers[0]`` maps the ``N_COORDS`` coordinates, and the buffer ``pulse``
+    [shape=(n_z, 3, hidden)] holds the frozen projections ``R``, N(0, 1 / hidden). In both, ``layers[1:n_hidden]``
+    map ``hidden`` to ``hidden`` and ``layers[-1]`` maps ``hidden`` to 3 colours.
     """
 
-    def __init__(self, n_z: int = 32, hidden: int = 32, n_hidden: int = 5, *, seed: int = 0) -> None:
+    def __init__(self, n_z: int = 32, hidden: int = 32, n_hidden: int = 5, *, seed: int = 0,
+                 image: bool = False) -> None:
         super().__init__()
         for name, value, lo in (("n_z", n_z, 0), ("hidden", hidden, 1), ("n_hidden", n_hidden, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -46,13 +72,27 @@ class CPPN(nn.Module):
         if hidden > 1024:
             raise ParameterError(f"hidden must be at most 1024, not {hidden}")
         self.n_z, self.hidden, self.n_hidden, self.seed = n_z, hidden, n_hidden, seed
-        sizes = [N_COORDS + n_z] + [hidden] * n_hidden + [3]
+        self.image = bool(image)
+        sizes = [N_COORDS + (0 if self.image else n_z)] + [hidden] * n_hidden + [3]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             for layer in self.layers:
                 layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen))
                 layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen))
+        if self.image:
+            self.register_buffer("pulse", torch.randn(n_z, 3, hidden, generator=gen) / hidden ** 0.5)
+
+    def features(self, coords: torch.Tensor) -> torch.Tensor:
+        """Image mode: the last hidden layer ``h`` [shape=(n_pixels, hidden)] of the coordinates alone."""
+        h = coords
+        for layer in self.layers[:-1]:
+            h = torch.tanh(layer(h))
+        return h
+
+    def pulse_matrix(self, z: torch.Tensor) -> torch.Tensor:
+        """Image mode: ``sum_j z_j R_j`` [shape=(3, hidden)], the frame's colour offset per unit of ``h``."""
+        return torch.einsum("j,jch->ch", z.to(self.pulse.dtype), self.pulse)
 
     def forward(self, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Plain forward pass: z concatenated to every pixel's coordinates.
@@ -69,6 +109,13 @@ class CPPN(nn.Module):
         torch.Tensor [shape=(n_pixels, 3)]
             RGB in (0, 1).
         """
+        if self.image:
+            if z.dim() != 1:
+                raise ValueError("image mode takes one z per frame, shape (n_z,)")
+            h = self.features(coords)
+            p = torch.sigmoid(self.layers[-1](h))
+            d = h @ self.pulse_matrix(z).T
+            return (p + headroom(p) * torch.sin(d)).clamp(0.0, 1.0)
         if z.dim() == 1:
             z = z.expand(coords.shape[0], -1)
         h = torch.cat([coords, z.to(coords.dtype)], dim=1)

@@ -7,7 +7,7 @@ import numpy as np
 from .audio import Audio
 from .settings import RenderSettings
 
-__all__ = ["demo_song", "DEMO_SETTINGS"]
+__all__ = ["demo_song", "demo_cover", "DEMO_SETTINGS"]
 
 #: Settings of ``neuromv demo``: smaller than a full render so a new user sees a result in seconds.
 DEMO_SETTINGS = RenderSettings(width=640, height=360, seed=7)
@@ -99,3 +99,34 @@ def demo_song(duration: float = 15.0, sr: int = 44100, seed: int = 0) -> Audio:
 
     out *= 0.9 / max(1e-9, np.abs(out).max())
     return Audio(out.astype(np.float32), sr)
+
+
+def demo_cover(size: int = 512) -> np.ndarray:
+    """A generated square album cover: a dusk gradient, a sun, hills and a framed title block.
+
+    It has what real covers have and a CPPN finds hard: flat colour, soft gradients, hard edges and small detail
+    (the title bars). (No film grain: no CPPN reproduces noise, and SSIM would score every smooth picture the same
+    against it.) Used by the benchmark, the tests and ``neuromv demo --image demo``.
+
+    Returns
+    -------
+    np.ndarray [shape=(size, size, 3), dtype=uint8]
+    """
+    from PIL import Image, ImageDraw, ImageFilter
+
+    n = int(size)
+    t = np.linspace(0.0, 1.0, n)[:, None, None]
+    top, bottom = np.array([28, 24, 78.0]), np.array([236, 120, 70.0])
+    sky = (top * (1 - t) + bottom * t) * np.ones((1, n, 1))
+    im = Image.fromarray(sky.astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    d.ellipse([n * 0.52, n * 0.18, n * 0.86, n * 0.52], fill=(255, 214, 92))
+    d.polygon([(0, n * 0.78), (n * 0.3, n * 0.55), (n * 0.62, n * 0.8), (n, n * 0.6), (n, n), (0, n)],
+              fill=(34, 92, 84))
+    d.polygon([(0, n * 0.9), (n * 0.45, n * 0.72), (n, n * 0.93), (n, n), (0, n)], fill=(16, 40, 44))
+    d.rectangle([n * 0.08, n * 0.08, n * 0.46, n * 0.3], outline=(245, 245, 240), width=max(1, n // 100))
+    for i, w in enumerate((0.3, 0.22, 0.26)):  # "title" bars: small, high-contrast detail
+        y = n * (0.12 + 0.055 * i)
+        d.rectangle([n * 0.12, y, n * (0.12 + w), y + n * 0.03], fill=(245, 245, 240))
+    im = im.filter(ImageFilter.GaussianBlur(n / 512))
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))

@@ -6,7 +6,7 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 
 from __future__ import annotations
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "OutputError", "Interrupted"]
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "OutputError", "Interrupted"]
 
 
 class NeuroMVError(Exception):
@@ -23,6 +23,10 @@ class AudioError(NeuroMVError):
 
 class ImageError(NeuroMVError):
     """A reference image cannot be used: missing, not an image, corrupt, too small or too large."""
+
+
+class ModelError(NeuroMVError):
+    """A saved model cannot be used: missing, not a safetensors file, not a NeuroMV model, or damaged."""
 
 
 class OutputError(NeuroMVError):

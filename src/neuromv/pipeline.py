@@ -6,22 +6,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .audio import Audio, check_audible, load_audio
-from .errors import AudioError, Interrupted, ParameterError
+from .errors import AudioError, ParameterError
+from .progress import Progress, ProgressCallback, check_cancel
 from .settings import RenderSettings
 
-__all__ = ["render", "RenderResult", "ProgressCallback", "latents_for", "build_renderer"]
+__all__ = ["render", "RenderResult", "ProgressCallback", "latents_for", "build_renderer", "fit_for",
+           "reference_target"]
 
 log = logging.getLogger(__name__)
 
-#: Called as ``callback(stage, done, total)``; ``stage`` is e.g. ``'render'``; ``total`` may be None.
-ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,9 @@ class RenderResult:
     seconds : float
         Wall time of the whole render.
     settings : RenderSettings
-        The settings used (size rounded to even).
+        The settings used (size rounded to even; n_mels and hidden from the model, when one was given).
+    image : str or None
+        Where the reference image came from (a file, embedded cover art, a model file); None: abstract.
     """
 
     path: Path
@@ -47,57 +48,107 @@ class RenderResult:
     duration: float
     seconds: float
     settings: RenderSettings
+    image: str | None = None
 
 
-class _Progress:
-    """One stage's progress: a tqdm bar for people and/or a callback for programs."""
+def latents_for(audio: Audio, settings: RenderSettings, *, image: bool = False) -> np.ndarray:
+    """What the CPPN sees per frame: ``Z_GAIN * reactivity * z`` (abstract) or ``PULSE_GAIN * reactivity * z``
+    (image mode).
 
-    def __init__(self, stage: str, total: int | None, progress: bool | ProgressCallback, unit: str = "frame"):
-        self.stage, self.total, self.done = stage, total, 0
-        self._callback = progress if callable(progress) else None
-        self._bar = None
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=stage, unit=unit, dynamic_ncols=True, leave=False)
-        if self._callback:
-            self._callback(stage, 0, total)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(n)
-        if self._callback:
-            self._callback(self.stage, self.done, self.total)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def latents_for(audio: Audio, settings: RenderSettings) -> np.ndarray:
-    """What the CPPN sees per frame, ``Z_GAIN * reactivity * z``: np.ndarray [shape=(n_frames, n_mels), dtype=float32]."""
+    Returns
+    -------
+    np.ndarray [shape=(n_frames, n_mels), dtype=float32]
+    """
     from .features import song_latents
-    from .settings import Z_GAIN
+    from .settings import PULSE_GAIN, Z_GAIN
 
     z = song_latents(audio.mono(), audio.sr, fps=settings.fps, n_mels=settings.n_mels, smooth=settings.smooth)
-    return z * np.float32(Z_GAIN * settings.reactivity)
+    return z * np.float32((PULSE_GAIN if image else Z_GAIN) * settings.reactivity)
 
 
-def build_renderer(settings: RenderSettings, width: int | None = None, height: int | None = None):
-    """The CPPN of ``settings`` and its :class:`~neuromv.renderer.Renderer` at the given (or the settings') size."""
+def build_renderer(settings: RenderSettings, width: int | None = None, height: int | None = None, *, cppn=None,
+                   z: np.ndarray | None = None):
+    """A :class:`~neuromv.renderer.Renderer` of ``cppn`` (default: the abstract CPPN of ``settings``) at the given
+    (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render, which centre an image-mode
+    CPPN's pulse."""
     from .cppn import CPPN
     from .renderer import Renderer
 
-    cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+    if cppn is None:
+        cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
     return Renderer(cppn, width or settings.width, height or settings.height, device=settings.device,
-                    scale=settings.zoom)
+                    scale=settings.zoom, centre=z if cppn.image else None)
+
+
+def reference_target(image: np.ndarray, settings: RenderSettings, width: int | None = None,
+                     height: int | None = None) -> np.ndarray:
+    """The reference image as the video shows it: fitted (cover/contain) to ``width x height`` (default: the
+    settings' size). np.ndarray [shape=(height, width, 3), dtype=uint8]."""
+    from .image import fit_image
+
+    return fit_image(image, width or settings.width, height or settings.height, mode=settings.fit,
+                     background=settings.background)
+
+
+def _resolve_image(image, song) -> tuple[np.ndarray | None, str | None, Path | None]:
+    """(pixels, description, path of an image file) of the reference image asked for; (None, None, None): abstract."""
+    from .image import ImageSource, find_cover_art, load_image
+
+    if image is False or (isinstance(image, str) and image.strip().lower() == "none"):
+        return None, None, None
+    if image is None or (isinstance(image, str) and image.strip().lower() == "auto"):
+        if song is None or isinstance(song, Audio):
+            return None, None, None
+        source = find_cover_art(song)
+        if source is None:
+            log.info("image: no cover art in or beside %s", song)
+            return None, None, None
+        return load_image(source), source.description, source.data if isinstance(source.data, Path) else None
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ParameterError(f"image array must be uint8 of shape (height, width, 3), not {image.dtype} "
+                                 f"{image.shape}")
+        return image, "image array", None
+    if isinstance(image, ImageSource):
+        return load_image(image), image.description, image.data if isinstance(image.data, Path) else None
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image), str(image), Path(image)
+    raise ParameterError(f"image must be a path, 'auto', 'none', an ImageSource or an array, not {image!r}")
+
+
+def _model_for(model, settings: RenderSettings):
+    """(CPPN, settings with the model's n_mels and hidden, description) of a model file or CPPN object."""
+    from .cppn import CPPN
+
+    if isinstance(model, CPPN):
+        cppn, where = model, "model object"
+    else:
+        from .reference import load_model
+
+        cppn, info = load_model(model)
+        where = f"model {model}"
+        aspect = info.get("aspect")
+        if isinstance(aspect, (int, float)) and abs(aspect - settings.width / settings.height) > 0.01:
+            log.warning("model %s was fitted for aspect ratio %.3g; this video's is %.3g (the picture is extended "
+                        "or cropped)", model, aspect, settings.width / settings.height)
+    if (cppn.n_z, cppn.hidden) != (settings.n_mels, settings.hidden):
+        log.debug("model: n_mels %d, hidden %d (from the model)", cppn.n_z, cppn.hidden)
+        settings = replace(settings, n_mels=cppn.n_z, hidden=cppn.hidden)
+    return cppn, settings, where
+
+
+def fit_for(pixels: np.ndarray, settings: RenderSettings, *, cache: bool = True,
+            progress: bool | ProgressCallback = False, cancel: threading.Event | None = None, method="neuromv"):
+    """Fit (or reuse a cached fit of) ``pixels`` [shape=(h, w, 3), uint8] for a video of ``settings``."""
+    from .reference import FitOptions, cached_fit, training_size
+
+    tw, th = training_size(settings.width, settings.height)
+    target = reference_target(pixels, settings, tw, th)
+    return cached_fit(target, n_z=settings.n_mels, hidden=settings.hidden, seed=settings.seed,
+                      options=FitOptions(steps=settings.fit_steps, method=method), cache=cache,
+                      progress=progress, cancel=cancel,
+                      info={"aspect": settings.width / settings.height, "fit": settings.fit,
+                            "background": settings.background})
 
 
 def _excerpt(audio: Audio, start: float, duration: float | None) -> Audio:
@@ -116,6 +167,9 @@ def render(
     overwrite: bool = False,
     progress: bool | ProgressCallback = False,
     cancel: threading.Event | None = None,
+    image=None,
+    model: str | os.PathLike | None = None,
+    cache: bool = True,
     **options,
 ) -> RenderResult:
     """Render a song into an audio-reactive CPPN music video.
@@ -135,6 +189,13 @@ def render(
     cancel : threading.Event, optional
         Checked between stages and between frames: once set, the render stops, deletes its partial output and
         raises :class:`~neuromv.errors.Interrupted`.
+    image : path, np.ndarray, ImageSource, 'auto', 'none' or False, optional
+        Reference image. None or 'auto' (default): the song's cover art (embedded, or ``cover.*``/``folder.*``
+        beside it) if it has one. 'none' or False: abstract. The CPPN is fitted to it (cached).
+    model : path, optional
+        A model saved by ``neuromv fit`` / :func:`neuromv.reference.save_model`; replaces ``image``.
+    cache : bool
+        Reuse (and store) reference-image fits in the user's cache folder.
     **options
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
 
@@ -144,9 +205,9 @@ def render(
 
     Raises
     ------
-    ParameterError, AudioError, OutputError, Interrupted
-        Impossible options, unusable audio, an output that cannot be written, or cancelled. No file is left
-        behind.
+    ParameterError, AudioError, ImageError, ModelError, OutputError, Interrupted
+        Impossible options, unusable audio, image or model, an output that cannot be written, or cancelled. No
+        file is left behind.
 
     Examples
     --------
@@ -170,9 +231,19 @@ def render(
         settings = replace(settings, width=width, height=height)
 
     is_path = not isinstance(song, Audio)
-    inputs = (song,) if is_path else ()
+    image_file = isinstance(image, (str, os.PathLike)) and str(image).strip().lower() not in ("auto", "none")
+    if model is not None and not (image is None or image is False or isinstance(image, str) and not image_file):
+        raise ParameterError("give a reference image or a model, not both")
+    inputs = tuple(p for p in (song if is_path else None, model if isinstance(model, (str, os.PathLike)) else None,
+                               image if image_file else None) if p is not None)
     check_output_path(output, inputs=inputs, overwrite=overwrite)  # fail before any slow work
     resolve_device(settings.device)
+    auto = image is None or (isinstance(image, str) and image.strip().lower() == "auto")
+    pixels = where = None
+    if model is not None:
+        cppn, settings, where = _model_for(model, settings)  # a bad model fails before any slow work
+    elif not auto:
+        pixels, where, _ = _resolve_image(image, None)  # a bad image, too
 
     if is_path:
         audio = load_audio(song, start=settings.start, duration=settings.duration)
@@ -180,33 +251,42 @@ def render(
     else:
         audio = _excerpt(song, settings.start, settings.duration)
         name = "audio"
-    _check_cancel(cancel)
+    check_cancel(cancel)
     check_audible(audio, name=name)
     log.info("audio: %s, %.2f s, %d Hz, %d channel(s)", name, audio.duration, audio.sr, audio.channels)
 
-    z = latents_for(audio, settings)
+    if model is not None:
+        log.info("image: %s (%s)", where, "fitted image" if cppn.image else "abstract")
+    else:
+        if auto and is_path:
+            pixels, where, _ = _resolve_image(None, song)  # the song's cover art, once the song is known good
+        if pixels is None:
+            from .cppn import CPPN
+
+            log.info("image: none; rendering the abstract CPPN (seed %d)", settings.seed)
+            cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+        else:
+            log.info("image: %s (%dx%d)", where, pixels.shape[1], pixels.shape[0])
+            cppn = fit_for(pixels, settings, cache=cache, progress=progress, cancel=cancel)
+
+    z = latents_for(audio, settings, image=cppn.image)
     n_frames = z.shape[0]
     log.info("features: %d frames x %d mel bands at %g fps", n_frames, settings.n_mels, settings.fps)
 
-    _check_cancel(cancel)
-    renderer = build_renderer(settings)
+    check_cancel(cancel)
+    renderer = build_renderer(settings, cppn=cppn, z=z)
     log.info("rendering %dx%d on %s (%s)", width, height, renderer.device, renderer.method)
     with VideoWriter(output, width, height, settings.fps, audio=audio, crf=settings.crf, preset=settings.preset,
                      overwrite=overwrite, inputs=inputs) as writer:
-        with _Progress("render", n_frames, progress) as bar:
+        with Progress("render", n_frames, progress) as bar:
             for i in range(n_frames):
-                _check_cancel(cancel)
+                check_cancel(cancel)
                 writer.write(renderer.render(z[i]))
                 bar.update()
     seconds = time.perf_counter() - t0
     log.info("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
              seconds, n_frames / seconds)
-    return RenderResult(writer.path, n_frames, audio.duration, seconds, settings)
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Interrupted("interrupted; no output written")
+    return RenderResult(writer.path, n_frames, audio.duration, seconds, settings, where)
 
 
 def _size_tuple(size) -> tuple[int, int]:

@@ -11,6 +11,10 @@ How it is fast, while computing the same function as :meth:`neuromv.cppn.CPPN.fo
    one worker thread per core (each running torch single-threaded).
 
 On a GPU the whole frame goes through in large chunks instead.
+
+Image-mode CPPNs (:mod:`neuromv.cppn`) take no z in the first layer; their per-frame pulse matrix
+``sum_j z_j R_j`` (3 x hidden) rides along with the output layer: one ``addmm`` gives the 3 colour logits and the
+3 pulse offsets together, and a few element-wise operations on 3 channels finish the pixel.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .cppn import CPPN, N_COORDS, coordinate_grid
+from .cppn import CPPN, FLOOR, N_COORDS, coordinate_grid, headroom
 from .errors import ParameterError
 
 __all__ = ["Renderer", "reference_render", "resolve_device"]
@@ -115,11 +119,15 @@ class Renderer:
     method : {'auto', 'tiled', 'dense'}
         ``'tiled'``: the CPU algorithm (sigmoid-only, cache tiles, worker threads). ``'dense'``: whole frame in big
         chunks with tanh, for GPUs. ``'auto'`` picks ``'tiled'`` on CPU and ``'dense'`` elsewhere.
+    centre : array [shape=(n_frames, n_z)], optional
+        Image mode: the z of the frames to be rendered (already scaled). Each pixel's mean pulse over (up to
+        ``CENTRE_FRAMES`` of) them is subtracted from every frame, so the mean frame is the fitted picture whatever
+        the song's z distribution. None: no centring.
     """
 
     def __init__(self, cppn: CPPN, width: int, height: int, *, device: str | torch.device = "cpu",
                  scale: float = 1.0, threads: int | None = None, tile: int = DEFAULT_TILE,
-                 method: str = "auto") -> None:
+                 method: str = "auto", centre: np.ndarray | None = None) -> None:
         if width < 1 or height < 1:
             raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
         if method not in ("auto", "tiled", "dense"):
@@ -128,18 +136,27 @@ class Renderer:
         self.width, self.height = int(width), int(height)
         self.n_pixels = self.width * self.height
         self.n_z = cppn.n_z
+        self.image = cppn.image
         self.method = ("tiled" if self.device.type == "cpu" else "dense") if method == "auto" else method
         self.threads = max(1, int(threads or _available_cores()))
         self.tile = max(64, int(tile))
         layers = [(l.weight.detach().to(torch.float64), l.bias.detach().to(torch.float64)) for l in cppn.layers]
         w0, b0 = layers[0]
-        w0_xyr, w0_z = w0[:, :N_COORDS], w0[:, N_COORDS:]
+        w0_xyr = w0[:, :N_COORDS]
+        w0_z = torch.zeros(w0.shape[0], self.n_z, dtype=w0.dtype) if self.image else w0[:, N_COORDS:]
+        # image mode: the frozen pulse projections R [shape=(n_z, 3, hidden)], flattened for one matmul per frame
+        self._pulse = cppn.pulse.detach().reshape(self.n_z, -1).to(torch.float32) if self.image else None
         coords = coordinate_grid(self.width, self.height, scale=scale, dtype=torch.float64)
         first = coords @ w0_xyr.T + b0  # (P, H): the coordinate part, once per resolution
+        self._offset = None
+        if self.image and centre is not None:
+            self._offset = _pulse_mean(cppn, coords.to(torch.float32), np.asarray(centre, dtype=np.float32))
         if self.method == "tiled":
             self._init_tiled(first, w0_z, layers)
         else:
             self._init_dense(first, w0_z, layers)
+            if self._offset is not None:
+                self._offset = self._offset.to(self.device)
 
     # -- set-up ------------------------------------------------------------------------------------------------
     def _init_tiled(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
@@ -154,8 +171,10 @@ class Renderer:
         wo, bo = layers[-1]
         self._out = ((2.0 * wo).T.contiguous().to(**f32), (bo - wo.sum(1)).to(**f32))
         hidden = self._a0.shape[1]
+        n_out = 6 if self.image else 3  # image mode: 3 logits + 3 pulse offsets
         self._buffers = [
-            (torch.empty(self.tile, hidden), torch.empty(self.tile, hidden), torch.empty(self.tile, 3))
+            (torch.empty(self.tile, hidden), torch.empty(self.tile, hidden), torch.empty(self.tile, n_out),
+             torch.empty(self.tile, 3))
             for _ in range(self.threads)
         ]
 
@@ -164,6 +183,8 @@ class Renderer:
         self._a0 = first.to(device=dev, dtype=torch.float32).contiguous()
         self._zw = w0_z.to(device=dev, dtype=torch.float32)
         self._mats = [(w.T.contiguous().to(dev, torch.float32), b.to(dev, torch.float32)) for w, b in layers[1:]]
+        if self._pulse is not None:
+            self._pulse = self._pulse.to(dev)
         self._chunk = 1 << 20
 
     # -- rendering ---------------------------------------------------------------------------------------------
@@ -189,8 +210,17 @@ class Renderer:
             out = self._render_dense(z)
         return out.reshape(self.height, self.width, 3)
 
+    def _frame_out(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer of this frame in the sigmoid form: (weights [hidden, 3 or 6], bias [3 or 6])."""
+        wo, co = self._out
+        if not self.image:
+            return wo, co
+        m = (z @ self._pulse).reshape(3, -1)  # sum_j z_j R_j; with h = 2 s - 1: m h = 2 m s - m 1
+        return torch.cat([wo, 2.0 * m.T], dim=1).contiguous(), torch.cat([co, -m.sum(1)])
+
     def _render_tiled(self, z: torch.Tensor) -> np.ndarray:
         bias = self._zw @ z
+        out = self._frame_out(z)
         frame = torch.empty(self.n_pixels, 3, dtype=torch.uint8)
         n = self.threads
         # contiguous ranges of whole tiles, one per worker
@@ -198,13 +228,13 @@ class Renderer:
         bounds = [min(self.n_pixels, (n_tiles * i // n) * self.tile) for i in range(n + 1)]
         if n == 1 or n_tiles == 1:
             with _torch_threads(1) if n > 1 else contextlib.nullcontext():
-                self._tiles(bias, frame, 0, self.n_pixels, self._buffers[0])
+                self._tiles(bias, out, frame, 0, self.n_pixels, self._buffers[0])
             return frame.numpy()
         errors: list[BaseException] = []
 
         def work(i: int) -> None:
             try:
-                self._tiles(bias, frame, bounds[i], bounds[i + 1], self._buffers[i])
+                self._tiles(bias, out, frame, bounds[i], bounds[i + 1], self._buffers[i])
             except Exception as e:  # re-raised on the calling thread
                 errors.append(e)
 
@@ -220,10 +250,10 @@ class Renderer:
             raise errors[0]
         return frame.numpy()
 
-    def _tiles(self, bias: torch.Tensor, frame: torch.Tensor, lo: int, hi: int, buffers) -> None:
-        b1, b2, bo = buffers
-        wo, co = self._out
-        a0, mats, tile = self._a0, self._mats, self.tile
+    def _tiles(self, bias: torch.Tensor, out, frame: torch.Tensor, lo: int, hi: int, buffers) -> None:
+        b1, b2, bo, bp = buffers
+        wo, co = out
+        a0, mats, tile, image = self._a0, self._mats, self.tile, self.image
         for s in range(lo, hi, tile):
             e = min(s + tile, hi)
             n = e - s
@@ -235,6 +265,17 @@ class Renderer:
                 torch.sigmoid_(y)
                 x, y = y, x
             torch.addmm(co, x, wo, out=o)
+            if image:
+                p, d = o[:, :3], o[:, 3:]
+                torch.sigmoid_(p)
+                m = bp[:n]  # headroom: max(FLOOR, 0.5 - |p - 0.5|)
+                torch.sub(p, 0.5, out=m).abs_().neg_().add_(0.5).clamp_(min=FLOOR)
+                torch.sin_(d)
+                if self._offset is not None:
+                    d.sub_(self._offset[s:e])
+                m.mul_(d).add_(p).clamp_(0.0, 1.0).mul_(255.0).add_(0.5)
+                frame[s:e].copy_(m)
+                continue
             torch.sigmoid_(o)
             o.mul_(255.0).add_(0.5)
             frame[s:e].copy_(o)  # float -> uint8 truncates: round to nearest; sigmoid keeps it in [0.5, 255.5]
@@ -249,8 +290,33 @@ class Renderer:
             for w, b in self._mats[:-1]:
                 h = torch.tanh(torch.addmm(b, h, w))
             wo, bo = self._mats[-1]
-            frame[s:e] = _to_uint8(torch.sigmoid(torch.addmm(bo, h, wo)))
+            p = torch.sigmoid(torch.addmm(bo, h, wo))
+            if self.image:
+                m = (z @ self._pulse).reshape(3, -1)
+                swing = torch.sin(h @ m.T)
+                if self._offset is not None:
+                    swing -= self._offset[s:e]
+                p = (p + headroom(p) * swing).clamp_(0.0, 1.0)
+            frame[s:e] = _to_uint8(p)
         return frame.cpu().numpy()
+
+
+#: Frames (evenly spaced) over which the mean pulse of each pixel is estimated.
+CENTRE_FRAMES = 256
+
+
+@torch.no_grad()
+def _pulse_mean(cppn: CPPN, coords: torch.Tensor, zs: np.ndarray, chunk: int = 8192) -> torch.Tensor:
+    """Image mode: mean over frames of ``sin(d)`` per pixel and channel. torch.Tensor [shape=(n_pixels, 3)]."""
+    zs = zs.reshape(len(zs), -1)
+    if len(zs) > CENTRE_FRAMES:
+        zs = zs[np.linspace(0, len(zs) - 1, CENTRE_FRAMES).round().astype(int)]
+    m = torch.einsum("kj,jch->kch", torch.from_numpy(zs), cppn.pulse.to(torch.float32)).reshape(-1, cppn.hidden)
+    out = torch.empty(coords.shape[0], 3)
+    for s in range(0, coords.shape[0], chunk):
+        h = cppn.features(coords[s:s + chunk])
+        out[s:s + chunk] = torch.sin(h @ m.T).reshape(-1, len(zs), 3).mean(dim=1)
+    return out
 
 
 def _available_cores() -> int:

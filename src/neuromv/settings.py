@@ -9,11 +9,18 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ParameterError
 from .video import X264_PRESETS
 
-__all__ = ["RenderSettings", "parse_size", "Z_GAIN"]
+__all__ = ["RenderSettings", "parse_size", "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_MODES"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
 #: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).
 Z_GAIN = 0.3
+#: With a reference image, z times this, times the reactivity, drives the pulse (neuromv.cppn). Chosen near the
+#: knee of the fidelity/reactivity curve measured by bench/reference_bench.py (docs/benchmarks.md).
+PULSE_GAIN = 5.0
+#: Default Adam steps of a reference-image fit.
+FIT_STEPS = 3000
+#: How an image is fitted to the video's shape.
+FIT_MODES = ("cover", "contain")
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -65,6 +72,12 @@ class RenderSettings:
         Excerpt of the song to render, in seconds (duration None: to the end).
     device : str
         'auto', 'cpu' or 'cuda'.
+    fit : {'cover', 'contain'}
+        Reference image: fill the frame and crop the overflow, or show all of it on the background.
+    background : str
+        Colour under transparent pixels and around a 'contain' image: black, white, '#rrggbb' or 'r,g,b'.
+    fit_steps : int
+        Adam steps of the reference-image fit: more is sharper and slower (not less lively: docs/reference-images.md).
     """
 
     fps: float = 30.0
@@ -81,6 +94,9 @@ class RenderSettings:
     start: float = 0.0
     duration: float | None = None
     device: str = "auto"
+    fit: str = "cover"
+    background: str = "black"
+    fit_steps: int = FIT_STEPS
 
     def __post_init__(self) -> None:
         if not (_is_num(self.fps) and 0 < self.fps <= 240):
@@ -111,6 +127,13 @@ class RenderSettings:
             raise ParameterError(f"duration must be a positive number of seconds, not {self.duration!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
+        if self.fit not in FIT_MODES:
+            raise ParameterError(f"fit must be 'cover' or 'contain', not {self.fit!r}")
+        from .image import parse_color  # light: Pillow is imported only when an image is loaded
+
+        parse_color(self.background)
+        if not (_is_int(self.fit_steps) and 1 <= self.fit_steps <= 1_000_000):
+            raise ParameterError(f"fit steps must be an integer from 1 to 1000000, not {self.fit_steps!r}")
 
     @property
     def size(self) -> tuple[int, int]:

@@ -1,0 +1,49 @@
+"""Helpers shared by the benchmarks: the machine's description and writing one section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{cpu}, {cores} cores{mem}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"numpy {np.__version__}, PyAV {__import__('av').__version__}")
+
+
+def write_section(out: Path, title: str, body: list[str]) -> None:
+    """Replace the section ``## title`` of ``out`` (or append it), keeping every other section."""
+    heading = f"## {title}"
+    section = "\n".join([heading, "", *body]).rstrip("\n") + "\n"
+    text = out.read_text() if out.exists() else "# Benchmarks\n"
+    start = text.find(heading + "\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"updated {out}", file=sys.stderr)

@@ -1,0 +1,186 @@
+"""How much a video looks like its reference image, and how much it moves with the music.
+
+- **fidelity**: SSIM between the *mean frame* of the video and the reference image at the same size. The mean
+  frame is what stays of the picture once the motion is averaged out.
+- **reactivity**: the mean absolute difference between consecutive frames, on the 0-255 scale, over all pixels
+  and channels; and how strongly that per-frame change follows the music: the Pearson correlation between
+  the change into frame i and the audio's onset strength at frame i.
+
+Frames are accumulated one at a time (:class:`FrameStats`): measuring a video never holds it in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = ["ssim", "FrameStats", "onset_strength", "onset_correlation", "VideoMetrics", "measure_video"]
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, sigma: float = 1.5) -> float:
+    """Structural similarity of two images (Wang et al. 2004: Gaussian window, K1 = 0.01, K2 = 0.03).
+
+    Parameters
+    ----------
+    a, b : np.ndarray [shape=(height, width, 3) or (height, width)]
+        On the 0-255 scale (any dtype).
+
+    Returns
+    -------
+    float
+        Mean SSIM over pixels and channels: 1 for identical images, about 0 for unrelated ones.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ParameterError(f"SSIM needs images of the same shape, not {a.shape} and {b.shape}")
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    values = []
+    for c in range(a.shape[2]):
+        x, y = a[..., c], b[..., c]
+        f = lambda v: gaussian_filter(v, sigma, truncate=3.5)  # noqa: E731 - 11x11 window at sigma 1.5
+        mx, my = f(x), f(y)
+        sxx, syy, sxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+        values.append(s.mean())
+    return float(np.mean(values))
+
+
+class FrameStats:
+    """Running statistics of a stream of frames: their mean, and the change between consecutive frames.
+
+    Examples
+    --------
+    >>> stats = FrameStats()
+    >>> for frame in frames:  # doctest: +SKIP
+    ...     stats.add(frame)
+    >>> stats.reactivity, stats.mean_frame.shape  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._sum: np.ndarray | None = None
+        self._prev: np.ndarray | None = None
+        self._changes: list[float] = []
+        self.count = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        """Add one frame: np.ndarray [shape=(height, width, 3)], 0-255."""
+        f = np.asarray(frame, dtype=np.float32)
+        if self._sum is None:
+            self._sum = np.zeros(f.shape, dtype=np.float64)
+        elif f.shape != self._sum.shape:
+            raise ParameterError(f"frame of shape {f.shape} after frames of shape {self._sum.shape}")
+        self._sum += f
+        if self._prev is not None:
+            self._changes.append(float(np.abs(f - self._prev).mean()))
+        self._prev = f
+        self.count += 1
+
+    @property
+    def mean_frame(self) -> np.ndarray:
+        """np.ndarray [shape=(height, width, 3), dtype=float64]: the mean of the frames, 0-255."""
+        if self._sum is None:
+            raise ParameterError("no frames")
+        return self._sum / self.count
+
+    @property
+    def changes(self) -> np.ndarray:
+        """np.ndarray [shape=(count - 1,)]: mean |frame i - frame i-1| for i = 1 ... count - 1, 0-255."""
+        return np.asarray(self._changes)
+
+    @property
+    def reactivity(self) -> float:
+        """Mean absolute difference between consecutive frames, 0-255."""
+        return float(self.changes.mean()) if self._changes else 0.0
+
+
+def onset_strength(y: np.ndarray, sr: int, n_frames: int, *, fps: float = 30.0) -> np.ndarray:
+    """The audio's onset strength at each video frame (librosa's spectral flux, centred on ``i / fps``).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n_samples,)]
+        Mono audio.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,)]
+    """
+    import librosa
+
+    from .features import ANALYSIS_SR
+
+    y = np.asarray(y, dtype=np.float32)
+    if sr != ANALYSIS_SR:
+        y = librosa.resample(y, orig_sr=sr, target_sr=ANALYSIS_SR)
+    hop = ANALYSIS_SR / fps
+    onset = librosa.onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=max(1, int(round(hop))))
+    # resample the onset frames to the exact video frame times (the hop may not be an integer)
+    t_onset = np.arange(len(onset)) * round(hop) / ANALYSIS_SR
+    return np.interp(np.arange(n_frames) / fps, t_onset, onset).astype(np.float64)
+
+
+def onset_correlation(changes: np.ndarray, onset: np.ndarray) -> float:
+    """Pearson correlation between the change into frame i (``changes[i - 1]``) and ``onset[i]``.
+
+    Returns 0 when either is constant.
+    """
+    changes = np.asarray(changes, dtype=np.float64)
+    o = np.asarray(onset, dtype=np.float64)[1:len(changes) + 1]
+    c = changes[:len(o)]
+    if len(c) < 2 or c.std() == 0 or o.std() == 0:
+        return 0.0
+    return float(np.corrcoef(c, o)[0, 1])
+
+
+@dataclass(frozen=True)
+class VideoMetrics:
+    """Fidelity and reactivity of one video (see the module's docstring)."""
+
+    fidelity: float | None
+    reactivity: float
+    onset_correlation: float
+    frames: int
+
+    def __str__(self) -> str:
+        fid = "n/a" if self.fidelity is None else f"{self.fidelity:.3f}"
+        return (f"fidelity (SSIM of mean frame) {fid}, reactivity {self.reactivity:.2f}/255 per frame, "
+                f"onset correlation {self.onset_correlation:.2f}, {self.frames} frames")
+
+
+def measure_video(path: str | os.PathLike, image: np.ndarray | None = None) -> VideoMetrics:
+    """Decode a video (PyAV) frame by frame and measure it against ``image`` and its own audio track.
+
+    Parameters
+    ----------
+    image : np.ndarray [shape=(height, width, 3)], optional
+        The reference at the video's size (e.g. :func:`neuromv.image.fit_image`); None: no fidelity.
+    """
+    import av
+
+    from .audio import load_audio
+
+    stats = FrameStats()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else 30.0
+        for frame in container.decode(stream):
+            stats.add(frame.to_ndarray(format="rgb24"))
+    fid = None
+    if image is not None:
+        fid = ssim(stats.mean_frame, image)
+    corr = 0.0
+    if stats.count > 2:
+        audio = load_audio(path, mono=True)
+        onset = onset_strength(audio.samples[0], audio.sr, stats.count, fps=fps)
+        corr = onset_correlation(stats.changes, onset)
+    return VideoMetrics(fid, stats.reactivity, 0.0 if math.isnan(corr) else corr, stats.count)

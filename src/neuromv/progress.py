@@ -1,0 +1,59 @@
+"""Progress reporting and cancellation, shared by every slow stage.
+
+Two channels, as in demucs: a tqdm bar for people and a callback for programs (``callback(stage, done, total)``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from .errors import Interrupted
+
+__all__ = ["Progress", "ProgressCallback", "check_cancel"]
+
+#: Called as ``callback(stage, done, total)``; ``stage`` is e.g. ``'render'`` or ``'fit'``; ``total`` may be None.
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+
+class Progress:
+    """One stage's progress: a tqdm bar for people and/or a callback for programs."""
+
+    def __init__(self, stage: str, total: int | None, progress: bool | ProgressCallback, unit: str = "frame"):
+        self.stage, self.total, self.done = stage, total, 0
+        self._callback = progress if callable(progress) else None
+        self._bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=stage, unit=unit, dynamic_ncols=True, leave=False)
+        if self._callback:
+            self._callback(stage, 0, total)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        if self._callback:
+            self._callback(self.stage, self.done, self.total)
+
+    def note(self, **values) -> None:
+        """Show values beside the bar (e.g. ``loss=0.012``)."""
+        if self._bar is not None:
+            self._bar.set_postfix(values, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`~neuromv.errors.Interrupted` if ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Interrupted("interrupted; no output written")
