@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     steps_list = [300, 1000] if args.quick else [500, 1500, FIT_STEPS, 6000]
     knobs = {
         "naive": [0.25, 0.5, 1.0, 2.0] if args.quick else [0.125, 0.25, 0.5, 1.0, 2.0, 4.0],
-        "neuromv": [0.5, 1.0, 2.0] if args.quick else [0.25, 0.5, 1.0, 2.0, 4.0],
+        "neuromv": [0.5, 1.0, 2.0] if args.quick else [0.5, 1.0, 2.0, 4.0, 8.0],
     }
     print(f"machine: {machine()}", file=sys.stderr)
     audio = demo_song()

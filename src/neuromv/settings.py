@@ -14,9 +14,10 @@ __all__ = ["RenderSettings", "parse_size", "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
 #: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).
 Z_GAIN = 0.3
-#: With a reference image, z times this, times the reactivity, drives the pulse (neuromv.cppn). Chosen near the
-#: knee of the fidelity/reactivity curve measured by bench/reference_bench.py (docs/benchmarks.md).
-PULSE_GAIN = 5.0
+#: With a reference image, z times this, times the reactivity, drives the pulse (neuromv.cppn). Chosen so that, on
+#: real music, a fitted image moves about as much as the abstract CPPN at the same reactivity while single frames
+#: still show the picture (docs/reference-images.md).
+PULSE_GAIN = 2.5
 #: Default Adam steps of a reference-image fit.
 FIT_STEPS = 3000
 #: How an image is fitted to the video's shape.
