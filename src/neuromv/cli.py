@@ -123,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _add_verbosity(f)
     f.set_defaults(func=_cmd_fit)
+
+    s = sub.add_parser("separate", help="split a song into stems (vocals / accompaniment, ...)",
+                       description="Split SONG into stems and write DIR/<stem>.wav for each.")
+    s.add_argument("song", help="audio file")
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the stem files (made if missing)")
+    s.add_argument("--separator", default="spleeter", choices=("spleeter", "hpss", "demucs"),
+                   help="spleeter: vocals/accompaniment (default); hpss: harmonic/percussive, no model; "
+                        "demucs: drums/bass/other/vocals (optional extra, downloads its model)")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing stem files")
+    _add_verbosity(s)
+    s.set_defaults(func=_cmd_separate)
     return parser
 
 
@@ -190,6 +202,15 @@ def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
                info={"aspect": width / height, "fit": settings.fit, "background": settings.background,
                      "steps": settings.fit_steps, "image": os.path.basename(args.image)})
     log.info("wrote %s", out)
+
+
+def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> None:
+    from .pipeline import separate_song
+    from .settings import RenderSettings
+
+    RenderSettings(device=args.device)  # validates the device name
+    separate_song(args.song, args.output, args.separator, overwrite=args.overwrite, device=args.device,
+                  progress=_bars(args), cancel=cancel)
 
 
 def _bars(args: argparse.Namespace) -> bool:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Audio, check_audible, load_audio
+from .audio import Audio, check_audible, load_audio, save_wav
 from .errors import AudioError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import RenderSettings
 
 __all__ = ["render", "RenderResult", "ProgressCallback", "latents_for", "build_renderer", "fit_for",
-           "reference_target"]
+           "reference_target", "separate_song"]
 
 log = logging.getLogger(__name__)
 
@@ -300,3 +300,58 @@ def _size_tuple(size) -> tuple[int, int]:
         raise ParameterError(f"size must be (width, height) or 'WxH', not {size!r}") from e
     return w, h
 
+
+
+def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, separator="spleeter", *,
+                  overwrite: bool = False, device: str = "auto", progress: bool | ProgressCallback = False,
+                  cancel: threading.Event | None = None) -> dict[str, Path]:
+    """Split a song into stems and write ``out_dir/<stem>.wav`` (16-bit PCM, the song's rate and channels).
+
+    Parameters
+    ----------
+    separator : str or neuromv.separate.Separator
+        A backend name ('spleeter', 'hpss', 'demucs') or a Separator already loaded (reused across songs).
+
+    Returns
+    -------
+    dict of str to Path
+        The stem files, in the separator's order.
+
+    Raises
+    ------
+    ParameterError, AudioError, OutputError, SeparationError, Interrupted
+        Checked before any slow work: an unknown backend, an output folder that is a file or whose parent is
+        missing, stem files that exist without ``overwrite``, a stem file that is the song itself.
+    """
+    from .errors import OutputError
+    from .separate import Separator, stems_of
+
+    name = separator.name if isinstance(separator, Separator) else separator
+    stems = stems_of(name)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: is a file; give a folder for the stems")
+    if not out_dir.parent.is_dir():
+        raise OutputError(f"{out_dir}: folder {out_dir.parent} does not exist")
+    paths = {stem: out_dir / f"{stem}.wav" for stem in stems}
+    for p in paths.values():
+        if not isinstance(song, Audio) and p.exists() and Path(song).exists() and p.samefile(song):
+            raise OutputError(f"{p}: is the input file; refusing to overwrite an input")
+        if p.exists() and not overwrite:
+            raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
+    sep = separator if isinstance(separator, Separator) else Separator(name, device=device)
+    if isinstance(song, Audio):
+        audio, label = song, "audio"
+    else:
+        audio, label = load_audio(song), str(song)
+    check_audible(audio, name=label)
+    log.info("audio: %s, %.2f s, %d Hz, %d channel(s)", label, audio.duration, audio.sr, audio.channels)
+    t0 = time.perf_counter()
+    result = sep.separate(audio, progress=progress, cancel=cancel)
+    log.info("separated with %s in %.1f s (%.1fx real time)", name, time.perf_counter() - t0,
+             audio.duration / max(time.perf_counter() - t0, 1e-9))
+    out_dir.mkdir(exist_ok=True)
+    for stem, a in result.items():
+        save_wav(paths[stem], a)
+        log.info("wrote %s", paths[stem])
+    return paths
