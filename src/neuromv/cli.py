@@ -46,10 +46,11 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
     g.add_argument("--zoom", type=float, default=defaults.zoom,
                    help="coordinate scale: larger shows smaller, busier patterns (default: %(default)g)")
     i = p.add_argument_group("reference image")
-    i.add_argument("--image", metavar="PATH|none",
+    i.add_argument("--image", metavar="PATH|none|STEM=PATH", action="append",
                    help="picture the video should look like (PNG, JPEG, WebP, GIF, BMP, TIFF). Default: the song's "
                         "cover art (embedded, or cover.*/folder.* beside it) if it has one. 'none': abstract. "
-                        "('demo' in 'neuromv demo': a generated cover)")
+                        "('demo' in 'neuromv demo': a generated cover). With --stems, repeat as STEM=PATH for "
+                        "an image per stem")
     i.add_argument("--model", metavar="FILE", help="a model saved by 'neuromv fit' (instead of --image)")
     i.add_argument("--fit", choices=("cover", "contain"), default=defaults.fit,
                    help="fill the frame and crop (cover) or show the whole image (contain) (default: %(default)s)")
@@ -59,6 +60,16 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
     i.add_argument("--fit-steps", type=int, default=defaults.fit_steps, metavar="N",
                    help="training steps of the image fit: more is sharper and slower (default: %(default)s)")
     i.add_argument("--no-cache", action="store_true", help="fit again instead of reusing a cached fit")
+    t = p.add_argument_group("stems (one visualization per instrument)")
+    t.add_argument("--stems", default=defaults.stems, metavar="LIST|all",
+                   help="render one panel per stem, e.g. vocals,accompaniment or all (default: the whole song)")
+    t.add_argument("--separator", default=defaults.separator, choices=("spleeter", "hpss", "demucs"),
+                   help="how to split the song: spleeter (vocals/accompaniment, default), hpss "
+                        "(harmonic/percussive), demucs (drums/bass/other/vocals; optional extra)")
+    t.add_argument("--layout", default=defaults.layout, choices=("auto", "side-by-side", "grid", "blend"),
+                   help="panels side by side, in a grid, or every stem layered in one frame (blend); "
+                        "auto: side-by-side for 2, grid for more (default: %(default)s)")
+    t.add_argument("--labels", action="store_true", help="write each stem's name on its panel")
     e = p.add_argument_group("encoding and run")
     e.add_argument("--crf", type=int, default=defaults.crf,
                    help="x264 quality, 0-51, lower is better (default: %(default)s)")
@@ -145,15 +156,31 @@ def _settings_from(args: argparse.Namespace):
     return RenderSettings(fps=args.fps, width=width, height=height, n_mels=args.n_mels, smooth=args.smooth,
                           reactivity=args.reactivity, hidden=args.hidden, seed=args.seed, zoom=args.zoom,
                           crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
-                          device=args.device, fit=args.fit, background=args.background, fit_steps=args.fit_steps)
+                          device=args.device, fit=args.fit, background=args.background, fit_steps=args.fit_steps,
+                          stems=args.stems, separator=args.separator, layout=args.layout, labels=args.labels)
 
 
 def _image_args(args: argparse.Namespace) -> dict:
     from .errors import ParameterError
 
-    if args.model and args.image and args.image.strip().lower() not in ("none", "auto"):
+    images = args.image or []
+    per_stem = [i for i in images if "=" in i and i.split("=", 1)[0].strip().isidentifier()]
+    if per_stem and len(per_stem) != len(images):
+        raise ParameterError("give either one --image PATH or --image STEM=PATH for each stem, not both kinds")
+    if len(images) > 1 and not per_stem:
+        raise ParameterError("--image given more than once; with --stems, use --image STEM=PATH")
+    if per_stem:
+        image = {}
+        for item in per_stem:
+            stem, path = item.split("=", 1)
+            if stem.strip().lower() in image:
+                raise ParameterError(f"--image for stem {stem.strip()!r} given twice")
+            image[stem.strip().lower()] = path
+    else:
+        image = images[0] if images else None
+    if args.model and image is not None and not (isinstance(image, str) and image.strip().lower() in ("none", "auto")):
         raise ParameterError("give --image or --model, not both")
-    return dict(image=args.image, model=args.model, cache=not args.no_cache)
+    return dict(image=image, model=args.model, cache=not args.no_cache)
 
 
 def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> None:
@@ -168,7 +195,7 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
     from .pipeline import render
 
     opts = _image_args(args)
-    if opts["image"] and opts["image"].strip().lower() == "demo":
+    if isinstance(opts["image"], str) and opts["image"].strip().lower() == "demo":
         import io
 
         from PIL import Image

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -215,7 +216,7 @@ def render(
     >>> neuromv.render("song.mp3", "video.mp4", width=640, height=360, seed=7)  # doctest: +SKIP
     """
     from .renderer import resolve_device
-    from .video import VideoWriter, check_output_path
+    from .video import check_output_path
 
     t0 = time.perf_counter()
     if "size" in options:
@@ -232,6 +233,10 @@ def render(
 
     is_path = not isinstance(song, Audio)
     image_file = isinstance(image, (str, os.PathLike)) and str(image).strip().lower() not in ("auto", "none")
+    if isinstance(image, dict) and not settings.stem_names():
+        raise ParameterError("images per stem (stem=PATH) need stems to render (--stems)")
+    if model is not None and settings.stem_names():
+        raise ParameterError("--model is for one picture; with --stems, give images per stem instead")
     if model is not None and not (image is None or image is False or isinstance(image, str) and not image_file):
         raise ParameterError("give a reference image or a model, not both")
     inputs = tuple(p for p in (song if is_path else None, model if isinstance(model, (str, os.PathLike)) else None,
@@ -242,6 +247,8 @@ def render(
     pixels = where = None
     if model is not None:
         cppn, settings, where = _model_for(model, settings)  # a bad model fails before any slow work
+    elif settings.stem_names():
+        images = _stem_images(image, settings.stem_names())  # bad stem names or images fail before any slow work
     elif not auto:
         pixels, where, _ = _resolve_image(image, None)  # a bad image, too
 
@@ -255,6 +262,11 @@ def render(
     check_audible(audio, name=name)
     log.info("audio: %s, %.2f s, %d Hz, %d channel(s)", name, audio.duration, audio.sr, audio.channels)
 
+    if settings.stem_names():
+        frames_iter, n_frames = _stem_video(audio, song if is_path else None, settings, images, cache, progress,
+                                            cancel)
+        return _encode(frames_iter, n_frames, audio, output, settings, overwrite, inputs, progress, cancel, t0,
+                       "stems: " + ", ".join(settings.stem_names()))
     if model is not None:
         log.info("image: %s (%s)", where, "fitted image" if cppn.image else "abstract")
     else:
@@ -276,17 +288,174 @@ def render(
     check_cancel(cancel)
     renderer = build_renderer(settings, cppn=cppn, z=z)
     log.info("rendering %dx%d on %s (%s)", width, height, renderer.device, renderer.method)
+    return _encode((renderer.render(zi) for zi in z), n_frames, audio, output, settings, overwrite, inputs,
+                   progress, cancel, t0, where)
+
+
+def _encode(frames, n_frames, audio, output, settings, overwrite, inputs, progress, cancel, t0, where):
+    """Stream ``frames`` (an iterator of uint8 (h, w, 3)) into the video file with the song's audio."""
+    from .video import VideoWriter
+
+    width, height = settings.width, settings.height
     with VideoWriter(output, width, height, settings.fps, audio=audio, crf=settings.crf, preset=settings.preset,
                      overwrite=overwrite, inputs=inputs) as writer:
         with Progress("render", n_frames, progress) as bar:
-            for i in range(n_frames):
+            for _ in range(n_frames):
                 check_cancel(cancel)
-                writer.write(renderer.render(z[i]))
+                writer.write(next(frames))
                 bar.update()
     seconds = time.perf_counter() - t0
     log.info("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
              seconds, n_frames / seconds)
     return RenderResult(writer.path, n_frames, audio.duration, seconds, settings, where)
+
+
+def panel_boxes(n: int, width: int, height: int, layout: str = "auto") -> list[tuple[int, int, int, int]]:
+    """Where each of ``n`` stem panels goes: ``(x, y, w, h)`` per panel.
+
+    'side-by-side': n columns; 'grid': ceil(sqrt(n)) columns; 'blend': every panel is the whole frame; 'auto':
+    side-by-side for up to 2 stems, else grid.
+    """
+    if layout == "auto":
+        layout = "side-by-side" if n <= 2 else "grid"
+    if layout == "blend":
+        return [(0, 0, width, height)] * n
+    cols = n if layout == "side-by-side" else math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    xs = [round(i * width / cols) for i in range(cols + 1)]
+    ys = [round(j * height / rows) for j in range(rows + 1)]
+    return [(xs[i % cols], ys[i // cols], xs[i % cols + 1] - xs[i % cols], ys[i // cols + 1] - ys[i // cols])
+            for i in range(n)]
+
+
+def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, progress=False, cancel=None):
+    """The stems ``settings.stem_names()`` of ``audio``, separated by ``settings.separator`` (cached by content).
+
+    Returns
+    -------
+    dict of str to Audio
+    """
+    import hashlib
+
+    from .reference import cache_dir
+    from .separate import Separator
+
+    names = settings.stem_names()
+    h = hashlib.sha256(f"{settings.separator}:{audio.sr}:{audio.samples.shape}:v1".encode())
+    h.update(np.ascontiguousarray(audio.samples).tobytes())
+    folder = cache_dir() / "stems" / h.hexdigest()[:32]
+    files = {n: folder / f"{n}.npy" for n in names}
+    if cache and all(f.is_file() for f in files.values()):
+        try:
+            out = {n: Audio(np.load(f, allow_pickle=False), audio.sr) for n, f in files.items()}
+            log.info("stems: reusing the cached separation %s", folder)
+            return out
+        except (OSError, ValueError) as e:
+            log.warning("stem cache: %s; separating again", e)
+    t = time.perf_counter()
+    stems = Separator(settings.separator, device=settings.device).separate(audio, progress=progress, cancel=cancel)
+    log.info("stems: separated with %s in %.1f s", settings.separator, time.perf_counter() - t)
+    if cache:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n, a in stems.items():
+                tmp = folder / f".{n}.npy.part"
+                with open(tmp, "wb") as f:
+                    np.save(f, a.samples)
+                os.replace(tmp, folder / f"{n}.npy")
+        except OSError as e:
+            log.warning("stem cache: could not store the stems in %s (%s)", folder, e)
+    return {n: stems[n] for n in names}
+
+
+def _label_mask(text: str, width: int, height: int) -> np.ndarray:
+    """A bool mask [shape=(height, width)] with ``text`` in the top-left corner (PIL's default font)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("L", (width, height), 0)
+    size = max(10, min(width, height) // 14)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    ImageDraw.Draw(im).text((size // 2, size // 3), text, fill=255, font=font, stroke_width=max(1, size // 12),
+                            stroke_fill=128)
+    return np.asarray(im)
+
+
+def _stem_images(image, names) -> dict:
+    """Load the images of a render with stems: {stem: (pixels, description)}, or {'*': ...} for one image for
+    every stem, or {'auto': None} for the song's cover art (looked up later). Raises on unknown stems or bad
+    images."""
+    if isinstance(image, dict):
+        unknown = sorted(set(image) - set(names))
+        if unknown:
+            raise ParameterError(f"--image for stem(s) not rendered: {', '.join(unknown)} (stems: {', '.join(names)})")
+        out = {}
+        for stem, src in image.items():
+            pixels, where, _ = _resolve_image(src, None)
+            if pixels is not None:
+                out[stem] = (pixels, where)
+        return out
+    if image is None or (isinstance(image, str) and image.strip().lower() == "auto"):
+        return {"auto": None}
+    pixels, where, _ = _resolve_image(image, None)
+    return {"*": (pixels, where)} if pixels is not None else {}
+
+
+def _stem_video(audio, song, settings, images, cache, progress, cancel):
+    """(iterator of composed frames, n_frames) for a render with stems."""
+    names = settings.stem_names()
+    stems = stem_audio(audio, settings, cache=cache, progress=progress, cancel=cancel)
+    per_stem = {k: v for k, v in images.items() if k in names}
+    shared = images.get("*", (None, None))[0]
+    if "auto" in images and song is not None:
+        shared, where, _ = _resolve_image(None, song)
+        if shared is not None:
+            log.info("image: %s (%dx%d), for every stem", where, shared.shape[1], shared.shape[0])
+    boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)
+    blend = settings.layout == "blend"
+    parts = []
+    for i, (name, (x, y, w, h)) in enumerate(zip(names, boxes)):
+        check_cancel(cancel)
+        st = replace(settings, seed=settings.seed + i, width=w, height=h, stems=None)
+        pixels = None
+        if name in per_stem:
+            pixels, where = per_stem[name]
+            log.info("image for %s: %s", name, where)
+        elif shared is not None:
+            pixels = shared
+        if pixels is None:
+            from .cppn import CPPN
+
+            cppn = CPPN(st.n_mels, st.hidden, seed=st.seed)
+        else:
+            cppn = fit_for(pixels, st, cache=cache, progress=progress, cancel=cancel)
+        z = latents_for(stems[name], st, image=cppn.image)
+        renderer = build_renderer(st, cppn=cppn, z=z)
+        label = _label_mask(name, w, h) if settings.labels else None
+        parts.append((name, (x, y, w, h), z, renderer, label))
+        log.info("stem %s: %dx%d panel at (%d, %d), seed %d, %s", name, w, h, x, y, st.seed,
+                 "fitted image" if cppn.image else "abstract")
+    n_frames = parts[0][2].shape[0]
+
+    def frames():
+        for k in range(n_frames):
+            if blend:
+                acc = np.zeros((settings.height, settings.width, 3), np.float32)
+            else:
+                canvas = np.zeros((settings.height, settings.width, 3), np.uint8)
+            for name, (x, y, w, h), z, renderer, label in parts:
+                f = renderer.render(z[k])
+                if label is not None:
+                    f[label > 0] = np.where(label[label > 0, None] > 192, 255, 0).astype(np.uint8)
+                if blend:
+                    acc += f
+                else:
+                    canvas[y:y + h, x:x + w] = f
+            yield (acc / len(parts) + 0.5).astype(np.uint8) if blend else canvas
+
+    return frames(), n_frames
 
 
 def _size_tuple(size) -> tuple[int, int]:

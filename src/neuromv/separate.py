@@ -31,6 +31,7 @@ import numpy as np
 from .audio import Audio
 from .errors import NeuroMVError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
+from .settings import _SEPARATOR_STEMS
 
 __all__ = ["Separator", "BACKENDS", "SeparationError", "stems_of"]
 
@@ -42,11 +43,7 @@ class SeparationError(NeuroMVError):
 
 
 #: Stem names of each backend, in order.
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "spleeter": ("vocals", "accompaniment"),
-    "hpss": ("harmonic", "percussive"),
-    "demucs": ("drums", "bass", "other", "vocals"),
-}
+BACKENDS: dict[str, tuple[str, ...]] = dict(_SEPARATOR_STEMS)
 
 
 def stems_of(name: str) -> tuple[str, ...]:

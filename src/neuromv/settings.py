@@ -22,6 +22,11 @@ PULSE_GAIN = 2.5
 FIT_STEPS = 3000
 #: How an image is fitted to the video's shape.
 FIT_MODES = ("cover", "contain")
+#: How stem panels are composed.
+LAYOUTS = ("auto", "side-by-side", "grid", "blend")
+#: The stems each separation backend makes (the same table as neuromv.separate.BACKENDS, kept light for the CLI).
+_SEPARATOR_STEMS = {"spleeter": ("vocals", "accompaniment"), "hpss": ("harmonic", "percussive"),
+                    "demucs": ("drums", "bass", "other", "vocals")}
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -79,6 +84,16 @@ class RenderSettings:
         Colour under transparent pixels and around a 'contain' image: black, white, '#rrggbb' or 'r,g,b'.
     fit_steps : int
         Adam steps of the reference-image fit: more is sharper and slower (not less lively: docs/reference-images.md).
+    stems : str or None
+        Render one visualization per stem: a comma-separated list of the separator's stems, or 'all'. None: the
+        whole song, one picture.
+    separator : str
+        The separation backend for ``stems``: 'spleeter', 'hpss' or 'demucs'.
+    layout : str
+        How stem panels are composed: 'auto' (side-by-side for 2, grid for 3 or more), 'side-by-side', 'grid' or
+        'blend' (every stem's CPPN layered in one full frame).
+    labels : bool
+        Write each stem's name on its panel.
     """
 
     fps: float = 30.0
@@ -98,6 +113,10 @@ class RenderSettings:
     fit: str = "cover"
     background: str = "black"
     fit_steps: int = FIT_STEPS
+    stems: str | None = None
+    separator: str = "spleeter"
+    layout: str = "auto"
+    labels: bool = False
 
     def __post_init__(self) -> None:
         if not (_is_num(self.fps) and 0 < self.fps <= 240):
@@ -135,6 +154,30 @@ class RenderSettings:
         parse_color(self.background)
         if not (_is_int(self.fit_steps) and 1 <= self.fit_steps <= 1_000_000):
             raise ParameterError(f"fit steps must be an integer from 1 to 1000000, not {self.fit_steps!r}")
+        if self.layout not in LAYOUTS:
+            raise ParameterError(f"layout must be one of {', '.join(LAYOUTS)}; not {self.layout!r}")
+        if self.stems is not None:
+            self.stem_names()  # validates the names against the separator's stems
+
+    def stem_names(self) -> tuple[str, ...]:
+        """The stems to render, in the separator's order; () when ``stems`` is None."""
+        if self.stems is None:
+            return ()
+        if self.separator not in _SEPARATOR_STEMS:
+            raise ParameterError(f"unknown separator {self.separator!r}; choose one of {', '.join(_SEPARATOR_STEMS)}")
+        known = _SEPARATOR_STEMS[self.separator]
+        if not isinstance(self.stems, str) or not self.stems.strip():
+            raise ParameterError(f"stems must be a comma-separated list or 'all', not {self.stems!r}")
+        if self.stems.strip().lower() == "all":
+            return known
+        asked = [s.strip().lower() for s in self.stems.split(",") if s.strip()]
+        unknown = [s for s in asked if s not in known]
+        if unknown:
+            raise ParameterError(f"unknown stem(s) {', '.join(unknown)} for separator {self.separator!r}; "
+                                 f"it makes: {', '.join(known)}")
+        if len(set(asked)) != len(asked):
+            raise ParameterError(f"stems named twice: {self.stems!r}")
+        return tuple(s for s in known if s in asked)
 
     @property
     def size(self) -> tuple[int, int]:
