@@ -3,6 +3,7 @@
 The pipeline, one module per stage:
 
 - :mod:`neuromv.audio`: decode audio files (PyAV) -> :class:`Audio`
+- :mod:`neuromv.separate`: split a song into stems (Spleeter 2-stem, HPSS, demucs) -> one Audio per stem
 - :mod:`neuromv.features`: mel spectrogram -> one latent vector z per video frame (librosa)
 - :mod:`neuromv.image`: load reference images and find a song's cover art (Pillow, mutagen)
 - :mod:`neuromv.reference`: fit a CPPN to an image; save/load models (safetensors); the fit cache
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import AudioError, ImageError, Interrupted, ModelError, NeuroMVError, OutputError, ParameterError
+from .errors import (AudioError, ImageError, Interrupted, ModelError, NeuroMVError, OutputError, ParameterError,
+                     SeparationError)
 
 __version__ = "0.1.0"
 
@@ -35,9 +37,11 @@ _LAZY = {
     "load_image": "image", "find_cover_art": "image", "fit_image": "image",
     "fit_cppn": "reference", "FitOptions": "reference", "save_model": "reference", "load_model": "reference",
     "measure_video": "metrics", "ssim": "metrics",
+    "Separator": "separate", "separate_song": "pipeline",
 }
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "OutputError", "Interrupted",
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError",
+           "Interrupted",
            "__version__",
            *_LAZY]
 

@@ -6,7 +6,7 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 
 from __future__ import annotations
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "OutputError", "Interrupted"]
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError", "Interrupted"]
 
 
 class NeuroMVError(Exception):
@@ -27,6 +27,10 @@ class ImageError(NeuroMVError):
 
 class ModelError(NeuroMVError):
     """A saved model cannot be used: missing, not a safetensors file, not a NeuroMV model, or damaged."""
+
+
+class SeparationError(NeuroMVError):
+    """A separator cannot run here (a missing optional package, no model, no network)."""
 
 
 class OutputError(NeuroMVError):

@@ -29,17 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from .audio import Audio
-from .errors import NeuroMVError, ParameterError
+from .errors import ParameterError, SeparationError
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import _SEPARATOR_STEMS
 
 __all__ = ["Separator", "BACKENDS", "SeparationError", "stems_of"]
 
 log = logging.getLogger(__name__)
-
-
-class SeparationError(NeuroMVError):
-    """A separator cannot run here (a missing optional package, no model, no network)."""
 
 
 #: Stem names of each backend, in order.
