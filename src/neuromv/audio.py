@@ -216,34 +216,24 @@ def save_wav(path: str | os.PathLike, audio: Audio) -> Path:
     -------
     Path
     """
-    import tempfile
-
     import av
+
+    from ._files import atomic_file
 
     path = Path(path)
     pcm = (np.clip(audio.samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)  # (C, n)
     layout = "mono" if audio.channels == 1 else "stereo"
     if audio.channels > 2:
         raise ParameterError(f"WAV output takes 1 or 2 channels, not {audio.channels}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format="wav") as c:
-            s = c.add_stream("pcm_s16le", rate=audio.sr, layout=layout)
-            block = 1 << 16
-            for i in range(0, audio.n_samples, block):
-                chunk = np.ascontiguousarray(pcm[:, i:i + block].T).reshape(1, -1)  # packed s16
-                frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
-                frame.sample_rate = audio.sr
-                for packet in s.encode(frame):
-                    c.mux(packet)
-            for packet in s.encode(None):
+    with atomic_file(path) as tmp, av.open(tmp, "w", format="wav") as c:
+        s = c.add_stream("pcm_s16le", rate=audio.sr, layout=layout)
+        block = 1 << 16
+        for i in range(0, audio.n_samples, block):
+            chunk = np.ascontiguousarray(pcm[:, i:i + block].T).reshape(1, -1)  # packed s16
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
+            frame.sample_rate = audio.sr
+            for packet in s.encode(frame):
                 c.mux(packet)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for packet in s.encode(None):
+            c.mux(packet)
     return path

@@ -52,11 +52,7 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                         "('demo' in 'neuromv demo': a generated cover). With --stems, repeat as STEM=PATH for "
                         "an image per stem")
     i.add_argument("--model", metavar="FILE", help="a model saved by 'neuromv fit' (instead of --image)")
-    i.add_argument("--fit", choices=("cover", "contain"), default=defaults.fit,
-                   help="fill the frame and crop (cover) or show the whole image (contain) (default: %(default)s)")
-    i.add_argument("--background", default=defaults.background, metavar="COLOUR",
-                   help="colour under transparency and around a 'contain' image: black, white, #rrggbb, r,g,b "
-                        "(default: %(default)s)")
+    _add_fit_options(i, defaults)
     i.add_argument("--fit-steps", type=int, default=defaults.fit_steps, metavar="N",
                    help="training steps of the image fit: more is sharper and slower (default: %(default)s)")
     i.add_argument("--no-cache", action="store_true", help="fit again instead of reusing a cached fit")
@@ -81,6 +77,15 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                    help="length of the excerpt (default: to the end)")
     e.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
     e.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+
+def _add_fit_options(g, defaults) -> None:
+    """``--fit`` and ``--background``, shared by ``render``/``demo`` and ``fit``."""
+    g.add_argument("--fit", choices=("cover", "contain"), default=defaults.fit,
+                   help="fill the frame and crop (cover) or show the whole image (contain) (default: %(default)s)")
+    g.add_argument("--background", default=defaults.background, metavar="COLOUR",
+                   help="colour under transparency and around a 'contain' image: black, white, #rrggbb, r,g,b "
+                        "(default: %(default)s)")
 
 
 def _add_verbosity(p: argparse.ArgumentParser) -> None:
@@ -120,10 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = RenderSettings()
     f.add_argument("--size", default=f"{defaults.width}x{defaults.height}", metavar="WxH",
                    help="size (aspect ratio) of the videos it is for (default: %(default)s)")
-    f.add_argument("--fit", choices=("cover", "contain"), default=defaults.fit,
-                   help="fill the frame and crop (cover) or show the whole image (contain) (default: %(default)s)")
-    f.add_argument("--background", default=defaults.background, metavar="COLOUR",
-                   help="colour under transparency and around a 'contain' image (default: %(default)s)")
+    _add_fit_options(f, defaults)
     f.add_argument("--steps", type=int, default=defaults.fit_steps,
                    help="training steps: more is sharper and slower (default: %(default)s)")
     f.add_argument("--n-mels", type=int, default=defaults.n_mels,
@@ -211,8 +213,8 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
 
 def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
     from .image import load_image
-    from .pipeline import reference_target
-    from .reference import FitOptions, check_model_path, fit_cppn, save_model, training_size
+    from .pipeline import fit_for
+    from .reference import check_model_path, save_model
     from .settings import RenderSettings, parse_size
 
     width, height = parse_size(args.size)
@@ -221,10 +223,7 @@ def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
     out = check_model_path(args.output, inputs=(args.image,), overwrite=args.overwrite)  # before the slow fit
     pixels = load_image(args.image, background=settings.background)
     log.info("image: %s (%dx%d)", args.image, pixels.shape[1], pixels.shape[0])
-    tw, th = training_size(width, height)
-    cppn = fit_cppn(reference_target(pixels, settings, tw, th), n_z=settings.n_mels, hidden=settings.hidden,
-                    seed=settings.seed, options=FitOptions(steps=settings.fit_steps), progress=_bars(args),
-                    cancel=cancel)
+    cppn = fit_for(pixels, settings, cache=False, progress=_bars(args), cancel=cancel)
     save_model(cppn, out, overwrite=args.overwrite,
                info={"aspect": width / height, "fit": settings.fit, "background": settings.background,
                      "steps": settings.fit_steps, "image": os.path.basename(args.image)})

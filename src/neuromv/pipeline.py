@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_file
 from .audio import Audio, check_audible, load_audio, save_wav
 from .errors import AudioError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
@@ -91,29 +92,29 @@ def reference_target(image: np.ndarray, settings: RenderSettings, width: int | N
                      background=settings.background)
 
 
-def _resolve_image(image, song) -> tuple[np.ndarray | None, str | None, Path | None]:
-    """(pixels, description, path of an image file) of the reference image asked for; (None, None, None): abstract."""
+def _resolve_image(image, song) -> tuple[np.ndarray | None, str | None]:
+    """(pixels, description) of the reference image asked for; (None, None): abstract."""
     from .image import ImageSource, find_cover_art, load_image
 
     if image is False or (isinstance(image, str) and image.strip().lower() == "none"):
-        return None, None, None
+        return None, None
     if image is None or (isinstance(image, str) and image.strip().lower() == "auto"):
         if song is None or isinstance(song, Audio):
-            return None, None, None
+            return None, None
         source = find_cover_art(song)
         if source is None:
             log.info("image: no cover art in or beside %s", song)
-            return None, None, None
-        return load_image(source), source.description, source.data if isinstance(source.data, Path) else None
+            return None, None
+        return load_image(source), source.description
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ParameterError(f"image array must be uint8 of shape (height, width, 3), not {image.dtype} "
                                  f"{image.shape}")
-        return image, "image array", None
+        return image, "image array"
     if isinstance(image, ImageSource):
-        return load_image(image), image.description, image.data if isinstance(image.data, Path) else None
+        return load_image(image), image.description
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image), str(image), Path(image)
+        return load_image(image), str(image)
     raise ParameterError(f"image must be a path, 'auto', 'none', an ImageSource or an array, not {image!r}")
 
 
@@ -136,6 +137,15 @@ def _model_for(model, settings: RenderSettings):
         log.debug("model: n_mels %d, hidden %d (from the model)", cppn.n_z, cppn.hidden)
         settings = replace(settings, n_mels=cppn.n_z, hidden=cppn.hidden)
     return cppn, settings, where
+
+
+def _cppn_for(pixels: np.ndarray | None, settings: RenderSettings, **fit_options):
+    """The abstract CPPN of ``settings`` when ``pixels`` is None, else one fitted to ``pixels`` (:func:`fit_for`)."""
+    if pixels is None:
+        from .cppn import CPPN
+
+        return CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+    return fit_for(pixels, settings, **fit_options)
 
 
 def fit_for(pixels: np.ndarray, settings: RenderSettings, *, cache: bool = True,
@@ -250,7 +260,7 @@ def render(
     elif settings.stem_names():
         images = _stem_images(image, settings.stem_names())  # bad stem names or images fail before any slow work
     elif not auto:
-        pixels, where, _ = _resolve_image(image, None)  # a bad image, too
+        pixels, where = _resolve_image(image, None)  # a bad image, too
 
     if is_path:
         audio = load_audio(song, start=settings.start, duration=settings.duration)
@@ -271,15 +281,12 @@ def render(
         log.info("image: %s (%s)", where, "fitted image" if cppn.image else "abstract")
     else:
         if auto and is_path:
-            pixels, where, _ = _resolve_image(None, song)  # the song's cover art, once the song is known good
+            pixels, where = _resolve_image(None, song)  # the song's cover art, once the song is known good
         if pixels is None:
-            from .cppn import CPPN
-
             log.info("image: none; rendering the abstract CPPN (seed %d)", settings.seed)
-            cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
         else:
             log.info("image: %s (%dx%d)", where, pixels.shape[1], pixels.shape[0])
-            cppn = fit_for(pixels, settings, cache=cache, progress=progress, cancel=cancel)
+        cppn = _cppn_for(pixels, settings, cache=cache, progress=progress, cancel=cancel)
 
     z = latents_for(audio, settings, image=cppn.image)
     n_frames = z.shape[0]
@@ -359,10 +366,8 @@ def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, pr
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for n, a in stems.items():
-                tmp = folder / f".{n}.npy.part"
-                with open(tmp, "wb") as f:
+                with atomic_file(folder / f"{n}.npy") as tmp, open(tmp, "wb") as f:
                     np.save(f, a.samples)
-                os.replace(tmp, folder / f"{n}.npy")
         except OSError as e:
             log.warning("stem cache: could not store the stems in %s (%s)", folder, e)
     return {n: stems[n] for n in names}
@@ -393,13 +398,13 @@ def _stem_images(image, names) -> dict:
             raise ParameterError(f"--image for stem(s) not rendered: {', '.join(unknown)} (stems: {', '.join(names)})")
         out = {}
         for stem, src in image.items():
-            pixels, where, _ = _resolve_image(src, None)
+            pixels, where = _resolve_image(src, None)
             if pixels is not None:
                 out[stem] = (pixels, where)
         return out
     if image is None or (isinstance(image, str) and image.strip().lower() == "auto"):
         return {"auto": None}
-    pixels, where, _ = _resolve_image(image, None)
+    pixels, where = _resolve_image(image, None)
     return {"*": (pixels, where)} if pixels is not None else {}
 
 
@@ -410,7 +415,7 @@ def _stem_video(audio, song, settings, images, cache, progress, cancel):
     per_stem = {k: v for k, v in images.items() if k in names}
     shared = images.get("*", (None, None))[0]
     if "auto" in images and song is not None:
-        shared, where, _ = _resolve_image(None, song)
+        shared, where = _resolve_image(None, song)
         if shared is not None:
             log.info("image: %s (%dx%d), for every stem", where, shared.shape[1], shared.shape[0])
     boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)
@@ -425,15 +430,13 @@ def _stem_video(audio, song, settings, images, cache, progress, cancel):
             log.info("image for %s: %s", name, where)
         elif shared is not None:
             pixels = shared
-        if pixels is None:
-            from .cppn import CPPN
-
-            cppn = CPPN(st.n_mels, st.hidden, seed=st.seed)
-        else:
-            cppn = fit_for(pixels, st, cache=cache, progress=progress, cancel=cancel)
+        cppn = _cppn_for(pixels, st, cache=cache, progress=progress, cancel=cancel)
         z = latents_for(stems[name], st, image=cppn.image)
         renderer = build_renderer(st, cppn=cppn, z=z)
-        label = _label_mask(name, w, h) if settings.labels else None
+        label = None
+        if settings.labels:
+            mask = _label_mask(name, w, h)
+            label = (mask > 0, np.where(mask[mask > 0] > 192, 255, 0).astype(np.uint8)[:, None])  # white, outlined
         parts.append((name, (x, y, w, h), z, renderer, label))
         log.info("stem %s: %dx%d panel at (%d, %d), seed %d, %s", name, w, h, x, y, st.seed,
                  "fitted image" if cppn.image else "abstract")
@@ -448,7 +451,7 @@ def _stem_video(audio, song, settings, images, cache, progress, cancel):
             for name, (x, y, w, h), z, renderer, label in parts:
                 f = renderer.render(z[k])
                 if label is not None:
-                    f[label > 0] = np.where(label[label > 0, None] > 192, 255, 0).astype(np.uint8)
+                    f[label[0]] = label[1]
                 if blend:
                     acc += f
                 else:

@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._files import atomic_file
 from .cppn import CPPN, coordinate_grid
 from .errors import ModelError, OutputError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
@@ -182,15 +182,8 @@ def save_model(cppn: CPPN, path: str | os.PathLike, *, info: dict | None = None,
         "info": json.dumps(info or {}, sort_keys=True),
     }
     tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in cppn.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -284,12 +277,6 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # -- the fit cache ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import Audio
+from ._files import umask
 from .errors import NeuroMVError, OutputError, ParameterError
 
 __all__ = ["VideoWriter", "check_output_path", "CONTAINERS", "X264_PRESETS"]
@@ -65,12 +66,6 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite:
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class VideoWriter:
@@ -140,7 +135,7 @@ class VideoWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent or ".")
         os.close(fd)
         self._tmp = Path(tmp)
-        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a video gets the usual permissions
+        os.chmod(self._tmp, 0o666 & ~umask())  # mkstemp makes it 0600; a video gets the usual permissions
         try:
             fmt = CONTAINERS[self.path.suffix.lower()]
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
