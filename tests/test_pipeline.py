@@ -250,3 +250,16 @@ def test_bad_image_or_model_fails_before_any_work(tmp_path):
     with pytest.raises(ModelError, match="not a safetensors"):
         neuromv.render(beat_clip(duration=1.0), tmp_path / "o.mp4", model=bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png"]
+
+
+def test_background_fills_transparency_of_the_reference_image(tmp_path):
+    from PIL import Image
+
+    from neuromv.pipeline import _resolve_image
+
+    im = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    im.paste((0, 0, 255, 255), (0, 0, 16, 32))
+    im.save(tmp_path / "t.png")
+    for background, rgb in (("black", (0, 0, 0)), ("white", (255, 255, 255))):
+        pixels, _ = _resolve_image(tmp_path / "t.png", None, background)
+        assert tuple(pixels[5, 30]) == rgb and tuple(pixels[5, 2]) == (0, 0, 255)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import subprocess
 import sys
@@ -105,3 +106,8 @@ def test_cli_stems_on_a_short_mono_8k_file(tmp_path):
     p = subprocess.run([sys.executable, "-m", "neuromv", "render", str(song), "-o", str(out), "--stems", "drums"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "it makes: vocals, accompaniment" in p.stderr
+    if importlib.util.find_spec("demucs") is None:  # a backend that cannot run: one line, before any work
+        p = subprocess.run([sys.executable, "-m", "neuromv", "render", str(song), "-o", str(out), "--overwrite",
+                            "--stems", "all", "--separator", "demucs"], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+            "neuromv: error: separator 'demucs' needs the optional extra: pip install 'neuromv[demucs]'"], p.stderr

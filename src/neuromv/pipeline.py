@@ -92,8 +92,9 @@ def reference_target(image: np.ndarray, settings: RenderSettings, width: int | N
                      background=settings.background)
 
 
-def _resolve_image(image, song) -> tuple[np.ndarray | None, str | None]:
-    """(pixels, description) of the reference image asked for; (None, None): abstract."""
+def _resolve_image(image, song, background="black") -> tuple[np.ndarray | None, str | None]:
+    """(pixels, description) of the reference image asked for, transparency composited on ``background``;
+    (None, None): abstract."""
     from .image import ImageSource, find_cover_art, load_image
 
     if image is False or (isinstance(image, str) and image.strip().lower() == "none"):
@@ -105,16 +106,16 @@ def _resolve_image(image, song) -> tuple[np.ndarray | None, str | None]:
         if source is None:
             log.info("image: no cover art in or beside %s", song)
             return None, None
-        return load_image(source), source.description
+        return load_image(source, background=background), source.description
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ParameterError(f"image array must be uint8 of shape (height, width, 3), not {image.dtype} "
                                  f"{image.shape}")
         return image, "image array"
     if isinstance(image, ImageSource):
-        return load_image(image), image.description
+        return load_image(image, background=background), image.description
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image), str(image)
+        return load_image(image, background=background), str(image)
     raise ParameterError(f"image must be a path, 'auto', 'none', an ImageSource or an array, not {image!r}")
 
 
@@ -258,9 +259,12 @@ def render(
     if model is not None:
         cppn, settings, where = _model_for(model, settings)  # a bad model fails before any slow work
     elif settings.stem_names():
-        images = _stem_images(image, settings.stem_names())  # bad stem names or images fail before any slow work
+        from .separate import check_available
+
+        check_available(settings.separator)  # a backend that cannot run here fails before any slow work
+        images = _stem_images(image, settings.stem_names(), settings.background)  # so do bad stem names, images
     elif not auto:
-        pixels, where = _resolve_image(image, None)  # a bad image, too
+        pixels, where = _resolve_image(image, None, settings.background)  # a bad image, too
 
     if is_path:
         audio = load_audio(song, start=settings.start, duration=settings.duration)
@@ -281,7 +285,7 @@ def render(
         log.info("image: %s (%s)", where, "fitted image" if cppn.image else "abstract")
     else:
         if auto and is_path:
-            pixels, where = _resolve_image(None, song)  # the song's cover art, once the song is known good
+            pixels, where = _resolve_image(None, song, settings.background)  # cover art, once the song is good
         if pixels is None:
             log.info("image: none; rendering the abstract CPPN (seed %d)", settings.seed)
         else:
@@ -388,7 +392,7 @@ def _label_mask(text: str, width: int, height: int) -> np.ndarray:
     return np.asarray(im)
 
 
-def _stem_images(image, names) -> dict:
+def _stem_images(image, names, background="black") -> dict:
     """Load the images of a render with stems: {stem: (pixels, description)}, or {'*': ...} for one image for
     every stem, or {'auto': None} for the song's cover art (looked up later). Raises on unknown stems or bad
     images."""
@@ -398,13 +402,13 @@ def _stem_images(image, names) -> dict:
             raise ParameterError(f"--image for stem(s) not rendered: {', '.join(unknown)} (stems: {', '.join(names)})")
         out = {}
         for stem, src in image.items():
-            pixels, where = _resolve_image(src, None)
+            pixels, where = _resolve_image(src, None, background)
             if pixels is not None:
                 out[stem] = (pixels, where)
         return out
     if image is None or (isinstance(image, str) and image.strip().lower() == "auto"):
         return {"auto": None}
-    pixels, where = _resolve_image(image, None)
+    pixels, where = _resolve_image(image, None, background)
     return {"*": (pixels, where)} if pixels is not None else {}
 
 
@@ -415,7 +419,7 @@ def _stem_video(audio, song, settings, images, cache, progress, cancel):
     per_stem = {k: v for k, v in images.items() if k in names}
     shared = images.get("*", (None, None))[0]
     if "auto" in images and song is not None:
-        shared, where = _resolve_image(None, song)
+        shared, where = _resolve_image(None, song, settings.background)
         if shared is not None:
             log.info("image: %s (%dx%d), for every stem", where, shared.shape[1], shared.shape[0])
     boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)

@@ -33,7 +33,7 @@ from .errors import ParameterError, SeparationError
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import _SEPARATOR_STEMS
 
-__all__ = ["Separator", "BACKENDS", "SeparationError", "stems_of"]
+__all__ = ["Separator", "BACKENDS", "SeparationError", "stems_of", "check_available"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,16 @@ def stems_of(name: str) -> tuple[str, ...]:
     if name not in BACKENDS:
         raise ParameterError(f"unknown separator {name!r}; choose one of {', '.join(BACKENDS)}")
     return BACKENDS[name]
+
+
+def check_available(name: str) -> None:
+    """Raise SeparationError at once if backend ``name`` cannot run here (its package or weights are missing),
+    without loading any model."""
+    stems_of(name)
+    if name == "spleeter":
+        _spleeter_checkpoints()
+    elif name == "demucs" and importlib.util.find_spec("demucs") is None:
+        raise SeparationError(_DEMUCS_MISSING)
 
 
 class Separator:
@@ -278,13 +288,13 @@ class _HPSS:
 
 # -- demucs ------------------------------------------------------------------------------------------------------
 DEMUCS_MODEL = "htdemucs"
+_DEMUCS_MISSING = "separator 'demucs' needs the optional extra: pip install 'neuromv[demucs]'"
 _DEMUCS_HOST = "dl.fbaipublicfiles.com"
 
 
 class _Demucs:
     def __init__(self, device: str) -> None:
-        if importlib.util.find_spec("demucs") is None:
-            raise SeparationError("separator 'demucs' needs the optional extra: pip install 'neuromv[demucs]'")
+        check_available("demucs")
         import socket
 
         import torch
