@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from .errors import AudioError, ParameterError
 
-__all__ = ["Audio", "load_audio", "check_audible"]
+__all__ = ["Audio", "AudioReader", "WavWriter", "load_audio", "check_audible", "save_wav"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,119 @@ def _reason(e: Exception) -> str:
     return str(strerror or e).splitlines()[0] if (strerror or str(e)) else type(e).__name__
 
 
+class AudioReader:
+    """Decode an audio file block by block, so that memory does not grow with its length.
+
+    Parameters are those of :func:`load_audio`. Iterating yields blocks ``np.ndarray [shape=(channels, k),
+    dtype=float32]`` in order; errors (corrupt data, truncation, no samples in the excerpt) are raised by the
+    iteration as :class:`AudioError`. Use as a context manager, or call :meth:`close`.
+
+    Attributes
+    ----------
+    sr : int
+        The rate of the blocks.
+    channels : int
+        1 or 2.
+    duration : float or None
+        The length the file declares, in seconds, from ``start`` and capped by ``duration`` (None if unknown).
+    n_samples : int
+        Samples yielded so far (per channel).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, sr: int | None = None, mono: bool = False, start: float = 0.0,
+                 duration: float | None = None) -> None:
+        import av
+
+        self.path = Path(path)
+        if not (math.isfinite(start) and start >= 0):
+            raise ParameterError(f"start must be a finite number of seconds >= 0, not {start}")
+        if duration is not None and not (math.isfinite(duration) and duration > 0):
+            raise ParameterError(f"duration must be a positive number of seconds, not {duration}")
+        if sr is not None and sr <= 0:
+            raise ParameterError(f"sample rate must be positive, not {sr}")
+        self._container = _open(self.path)
+        try:
+            if not self._container.streams.audio:
+                raise AudioError(f"{self.path}: has no audio stream")
+            self._stream = stream = self._container.streams.audio[0]
+            in_channels = stream.codec_context.channels or 2
+            self.channels = 1 if (mono or in_channels == 1) else 2
+            rate = sr or stream.codec_context.sample_rate or stream.rate
+            if not rate:
+                raise AudioError(f"{self.path}: audio stream declares no sample rate")
+            self.sr = int(rate)
+            self._resampler = av.AudioResampler(format="fltp", layout="mono" if self.channels == 1 else "stereo",
+                                                rate=self.sr)
+        except BaseException:
+            self._container.close()
+            raise
+        self._declared = None
+        if stream.duration is not None and stream.time_base is not None:
+            self._declared = float(stream.duration * stream.time_base)
+        elif self._container.duration:
+            self._declared = self._container.duration / 1e6
+        self.duration = None if self._declared is None else max(0.0, self._declared - start)
+        if self.duration is not None and duration is not None:
+            self.duration = min(self.duration, duration)
+        self._start, self._keep_s = start, duration
+        self.n_samples = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
+        rate, path = self.sr, self.path
+        skip = int(round(self._start * rate))
+        keep = None if self._keep_s is None else int(round(self._keep_s * rate))
+        decoded = 0  # samples at the output rate, from the beginning of the file
+
+        def take(frames) -> Iterator[np.ndarray]:
+            nonlocal decoded, skip
+            for f in frames:
+                a = f.to_ndarray()
+                decoded += a.shape[1]
+                if skip >= a.shape[1]:
+                    skip -= a.shape[1]
+                    continue
+                a = a[:, skip:]
+                skip = 0
+                if keep is not None:
+                    a = a[:, : keep - self.n_samples]
+                if a.shape[1]:
+                    self.n_samples += a.shape[1]
+                    yield np.ascontiguousarray(a, dtype=np.float32)
+
+        reached_end = True
+        try:
+            for frame in self._container.decode(self._stream):
+                frame.pts = None  # timestamps are not needed; counting samples is exact
+                yield from take(self._resampler.resample(frame))
+                if keep is not None and self.n_samples >= keep:
+                    reached_end = False
+                    break
+            else:
+                yield from take(self._resampler.resample(None))
+        except av.FFmpegError as e:
+            raise AudioError(f"{path}: corrupt audio after {decoded / rate:.2f} s ({_reason(e)})") from e
+        if reached_end and self._declared is not None:
+            missing = self._declared - decoded / rate
+            if missing > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_FRACTION * self._declared):
+                raise AudioError(f"{path}: truncated or corrupt: decoded {decoded / rate:.2f} s of the "
+                                 f"{self._declared:.2f} s its header declares")
+        if self.n_samples == 0:
+            if decoded == 0:
+                raise AudioError(f"{path}: contains no audio samples")
+            raise AudioError(f"{path}: no audio after start={self._start:g} s (the file lasts {decoded / rate:.2f} s)")
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def load_audio(
     path: str | os.PathLike,
     *,
@@ -119,84 +233,17 @@ def load_audio(
         requested excerpt.
     ParameterError
         ``start``, ``duration`` or ``sr`` is impossible.
+
+    See Also
+    --------
+    AudioReader : the same, block by block.
     """
-    import av
-
-    path = Path(path)
-    if not (math.isfinite(start) and start >= 0):
-        raise ParameterError(f"start must be a finite number of seconds >= 0, not {start}")
-    if duration is not None and not (math.isfinite(duration) and duration > 0):
-        raise ParameterError(f"duration must be a positive number of seconds, not {duration}")
-    if sr is not None and sr <= 0:
-        raise ParameterError(f"sample rate must be positive, not {sr}")
-
-    container = _open(path)
-    try:
-        if not container.streams.audio:
-            raise AudioError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
-        in_channels = stream.codec_context.channels or 2
-        layout = "mono" if (mono or in_channels == 1) else "stereo"
-        rate = sr or stream.codec_context.sample_rate or stream.rate
-        if not rate:
-            raise AudioError(f"{path}: audio stream declares no sample rate")
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-
-        skip = int(round(start * rate))
-        keep = None if duration is None else int(round(duration * rate))
-        chunks: list[np.ndarray] = []
-        kept = 0
-        decoded = 0  # samples at the output rate, from the beginning of the file
-        reached_end = True
-
-        def take(frames) -> bool:
-            """Append resampled frames; False once enough is kept."""
-            nonlocal kept, decoded, skip
-            for f in frames:
-                a = f.to_ndarray()
-                decoded += a.shape[1]
-                if skip >= a.shape[1]:
-                    skip -= a.shape[1]
-                    continue
-                a = a[:, skip:]
-                skip = 0
-                if keep is not None and kept + a.shape[1] >= keep:
-                    chunks.append(a[:, : keep - kept])
-                    kept = keep
-                    return False
-                chunks.append(a)
-                kept += a.shape[1]
-            return True
-
-        try:
-            for frame in container.decode(stream):
-                frame.pts = None  # timestamps are not needed; counting samples is exact
-                if not take(resampler.resample(frame)):
-                    reached_end = False
-                    break
-            else:
-                take(resampler.resample(None))
-        except av.FFmpegError as e:
-            raise AudioError(f"{path}: corrupt audio after {decoded / rate:.2f} s ({_reason(e)})") from e
-
-        if reached_end and stream.duration is not None and stream.time_base is not None:
-            declared = float(stream.duration * stream.time_base)
-            missing = declared - decoded / rate
-            if missing > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_FRACTION * declared):
-                raise AudioError(
-                    f"{path}: truncated or corrupt: decoded {decoded / rate:.2f} s of the {declared:.2f} s "
-                    "its header declares"
-                )
-    finally:
-        container.close()
-
-    if kept == 0:
-        if decoded == 0:
-            raise AudioError(f"{path}: contains no audio samples")
-        raise AudioError(f"{path}: no audio after start={start:g} s (the file lasts {decoded / rate:.2f} s)")
+    with AudioReader(path, sr=sr, mono=mono, start=start, duration=duration) as reader:
+        chunks = list(reader)
     samples = np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
-    log.debug("decoded %s: %d channel(s), %d Hz, %.2f s", path, samples.shape[0], rate, samples.shape[1] / rate)
-    return Audio(samples, int(rate))
+    log.debug("decoded %s: %d channel(s), %d Hz, %.2f s", path, samples.shape[0], reader.sr,
+              samples.shape[1] / reader.sr)
+    return Audio(samples, reader.sr)
 
 
 def check_audible(audio: Audio, *, name: str = "audio") -> None:
@@ -205,6 +252,61 @@ def check_audible(audio: Audio, *, name: str = "audio") -> None:
         raise AudioError(f"{name}: contains NaN or infinite samples")
     if not np.any(audio.samples):
         raise AudioError(f"{name}: is digital silence (every sample is zero); nothing to visualize")
+
+
+class WavWriter:
+    """Write 16-bit PCM WAV with PyAV, block by block. Samples are clipped to [-1, 1].
+
+    This writes ``path`` directly; callers wrap it in :func:`neuromv._files.atomic_file` (as :func:`save_wav`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    sr : int
+    channels : {1, 2}
+    """
+
+    def __init__(self, path: str | os.PathLike, sr: int, channels: int) -> None:
+        import av
+
+        if channels not in (1, 2):
+            raise ParameterError(f"WAV output takes 1 or 2 channels, not {channels}")
+        self.sr, self.channels = int(sr), channels
+        self._layout = "mono" if channels == 1 else "stereo"
+        self._container = av.open(os.fspath(path), "w", format="wav")
+        self._stream = self._container.add_stream("pcm_s16le", rate=self.sr, layout=self._layout)
+
+    def write(self, samples: np.ndarray) -> None:
+        """Append ``samples`` [shape=(channels, k)]."""
+        import av
+
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+        block = 1 << 16
+        for i in range(0, pcm.shape[1], block):
+            chunk = np.ascontiguousarray(pcm[:, i:i + block].T).reshape(1, -1)  # packed s16
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=self._layout)
+            frame.sample_rate = self.sr
+            self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        """Flush and close (idempotent)."""
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> WavWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._container is not None:  # the file is thrown away: close without flushing
+            self._container.close()
+            self._container = None
 
 
 def save_wav(path: str | os.PathLike, audio: Audio) -> Path:
@@ -216,24 +318,11 @@ def save_wav(path: str | os.PathLike, audio: Audio) -> Path:
     -------
     Path
     """
-    import av
-
     from ._files import atomic_file
 
     path = Path(path)
-    pcm = (np.clip(audio.samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)  # (C, n)
-    layout = "mono" if audio.channels == 1 else "stereo"
     if audio.channels > 2:
         raise ParameterError(f"WAV output takes 1 or 2 channels, not {audio.channels}")
-    with atomic_file(path) as tmp, av.open(tmp, "w", format="wav") as c:
-        s = c.add_stream("pcm_s16le", rate=audio.sr, layout=layout)
-        block = 1 << 16
-        for i in range(0, audio.n_samples, block):
-            chunk = np.ascontiguousarray(pcm[:, i:i + block].T).reshape(1, -1)  # packed s16
-            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
-            frame.sample_rate = audio.sr
-            for packet in s.encode(frame):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
+    with atomic_file(path) as tmp, WavWriter(tmp, audio.sr, audio.channels) as w:
+        w.write(audio.samples)
     return path
