@@ -111,3 +111,34 @@ def test_cli_stems_on_a_short_mono_8k_file(tmp_path):
                             "--stems", "all", "--separator", "demucs"], capture_output=True, text=True, timeout=300)
         assert p.returncode == 1 and p.stderr.strip().splitlines() == [
             "neuromv: error: separator 'demucs' needs the optional extra: pip install 'neuromv[demucs]'"], p.stderr
+
+
+def test_four_stems_in_a_grid_with_a_loaded_separator(tmp_path, caplog):
+    """demucs' four stems (a tiny randomly initialised HTDemucs: the plumbing, not the quality) in a 2x2 grid."""
+    pytest.importorskip("demucs")
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    from neuromv.separate import Separator
+
+    caplog.set_level(logging.INFO, logger="neuromv")
+    torch.manual_seed(0)
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], channels=8, depth=2, t_layers=1, nfft=512,
+                     segment=2, samplerate=8000)
+    sep = Separator("demucs", device="cpu", model=model)
+    audio = _tone_and_clicks(sr=8000, seconds=2.0)
+    r = neuromv.render(audio, tmp_path / "g.mp4", width=64, height=36, preset="ultrafast", stems="all",
+                       separator=sep, labels=True)
+    info, frames = decode_video(r.path)
+    assert (info["width"], info["height"]) == (64, 36) and len(frames) == 60
+    assert abs(info["audio_duration"] - 2.0) < 0.05
+    assert r.image == "stems: drums, bass, other, vocals"
+    panels = [frames[:, y:y + h, x:x + w].astype(np.int16) for x, y, w, h in panel_boxes(4, 64, 36, "grid")]
+    assert [p.shape[1:3] for p in panels] == [(18, 32)] * 4
+    for i, p in enumerate(panels):
+        assert np.abs(np.diff(p, axis=0)).mean() > 0.5, i  # every panel moves with its stem
+        for q in panels[i + 1:]:
+            assert np.abs(p - q).mean() > 5  # its own CPPN (seed + i)
+    assert "reusing the cached separation" not in caplog.text
+    neuromv.render(audio, tmp_path / "h.mp4", width=64, height=36, preset="ultrafast", stems="all", separator=sep)
+    assert "reusing the cached separation" not in caplog.text  # a model object of its own is never cached

@@ -7,7 +7,7 @@ import numpy as np
 from .audio import Audio
 from .settings import RenderSettings
 
-__all__ = ["demo_song", "demo_cover", "DEMO_SETTINGS"]
+__all__ = ["demo_song", "demo_cover", "demo_voice", "DEMO_SETTINGS"]
 
 #: Settings of ``neuromv demo``: smaller than a full render so a new user sees a result in seconds.
 DEMO_SETTINGS = RenderSettings(width=640, height=360, seed=7)
@@ -99,6 +99,25 @@ def demo_song(duration: float = 15.0, sr: int = 44100, seed: int = 0) -> Audio:
 
     out *= 0.9 / max(1e-9, np.abs(out).max())
     return Audio(out.astype(np.float32), sr)
+
+
+def demo_voice(n: int, sr: int, seed: int = 0) -> np.ndarray:
+    """A sung-vowel-like signal, ground truth for separation tests: a glottal harmonic series with vibrato shaped by
+    two formants (700 and 1200 Hz), a melody of half-second notes, and syllables of half a second.
+
+    Returns
+    -------
+    np.ndarray [shape=(n,), dtype=float32]
+        Peak 0.3.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    notes = rng.integers(-5, 6, n // (sr // 2) + 1).repeat(sr // 2)[:n]
+    f0 = 220 * 2 ** (notes / 12) * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    y = sum(np.sin(k * phase) / k * (np.exp(-((k * f0 - 700) / 400) ** 2) + 0.5 * np.exp(-((k * f0 - 1200) / 300) ** 2))
+            for k in range(1, 30))
+    return (0.3 * y * np.sin(np.pi * (t * 2 % 1)) ** 0.5 / np.abs(y).max()).astype(np.float32)
 
 
 def demo_cover(size: int = 512) -> np.ndarray:

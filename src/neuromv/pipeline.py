@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import atomic_file
-from .audio import Audio, check_audible, load_audio, save_wav
+from .audio import Audio, AudioReader, WavWriter, check_audible, load_audio
 from .errors import AudioError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import RenderSettings
@@ -210,6 +211,7 @@ def render(
         Reuse (and store) reference-image fits in the user's cache folder.
     **options
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
+        ``separator`` may also be a loaded :class:`~neuromv.separate.Separator`, reused across renders.
 
     Returns
     -------
@@ -229,7 +231,14 @@ def render(
     from .renderer import resolve_device
     from .video import check_output_path
 
+    from .separate import Separator
+
     t0 = time.perf_counter()
+    loaded = options.get("separator")
+    if isinstance(loaded, Separator):  # a separator already loaded, reused across songs
+        options["separator"] = loaded.name
+    else:
+        loaded = None
     if "size" in options:
         size = options.pop("size")
         options["width"], options["height"] = _size_tuple(size)
@@ -261,7 +270,8 @@ def render(
     elif settings.stem_names():
         from .separate import check_available
 
-        check_available(settings.separator)  # a backend that cannot run here fails before any slow work
+        if loaded is None:
+            check_available(settings.separator)  # a backend that cannot run here fails before any slow work
         images = _stem_images(image, settings.stem_names(), settings.background)  # so do bad stem names, images
     elif not auto:
         pixels, where = _resolve_image(image, None, settings.background)  # a bad image, too
@@ -278,7 +288,7 @@ def render(
 
     if settings.stem_names():
         frames_iter, n_frames = _stem_video(audio, song if is_path else None, settings, images, cache, progress,
-                                            cancel)
+                                            cancel, loaded)
         return _encode(frames_iter, n_frames, audio, output, settings, overwrite, inputs, progress, cancel, t0,
                        "stems: " + ", ".join(settings.stem_names()))
     if model is not None:
@@ -339,8 +349,12 @@ def panel_boxes(n: int, width: int, height: int, layout: str = "auto") -> list[t
             for i in range(n)]
 
 
-def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, progress=False, cancel=None):
+def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, progress=False, cancel=None,
+               separator=None):
     """The stems ``settings.stem_names()`` of ``audio``, separated by ``settings.separator`` (cached by content).
+
+    ``separator``, a loaded :class:`~neuromv.separate.Separator`, is used instead of loading one; one with a model
+    object of its own (not a built-in model) is not cached.
 
     Returns
     -------
@@ -352,7 +366,8 @@ def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, pr
     from .separate import Separator
 
     names = settings.stem_names()
-    h = hashlib.sha256(f"{settings.separator}:{audio.sr}:{audio.samples.shape}:v1".encode())
+    cache = cache and (separator is None or separator.builtin)
+    h = hashlib.sha256(f"{settings.separator}:{audio.sr}:{audio.samples.shape}:v2".encode())
     h.update(np.ascontiguousarray(audio.samples).tobytes())
     folder = cache_dir() / "stems" / h.hexdigest()[:32]
     files = {n: folder / f"{n}.npy" for n in names}
@@ -364,7 +379,8 @@ def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, pr
         except (OSError, ValueError) as e:
             log.warning("stem cache: %s; separating again", e)
     t = time.perf_counter()
-    stems = Separator(settings.separator, device=settings.device).separate(audio, progress=progress, cancel=cancel)
+    sep = separator or Separator(settings.separator, device=settings.device)
+    stems = sep.separate(audio, progress=progress, cancel=cancel)
     log.info("stems: separated with %s in %.1f s", settings.separator, time.perf_counter() - t)
     if cache:
         try:
@@ -412,10 +428,10 @@ def _stem_images(image, names, background="black") -> dict:
     return {"*": (pixels, where)} if pixels is not None else {}
 
 
-def _stem_video(audio, song, settings, images, cache, progress, cancel):
+def _stem_video(audio, song, settings, images, cache, progress, cancel, separator=None):
     """(iterator of composed frames, n_frames) for a render with stems."""
     names = settings.stem_names()
-    stems = stem_audio(audio, settings, cache=cache, progress=progress, cancel=cancel)
+    stems = stem_audio(audio, settings, cache=cache, progress=progress, cancel=cancel, separator=separator)
     per_stem = {k: v for k, v in images.items() if k in names}
     shared = images.get("*", (None, None))[0]
     if "auto" in images and song is not None:
@@ -478,6 +494,18 @@ def _size_tuple(size) -> tuple[int, int]:
 
 
 
+def _audible(blocks, label: str):
+    """Pass ``blocks`` through; AudioError on NaN/inf at once, or at the end if every sample was zero."""
+    heard = False
+    for x in blocks:
+        if not np.all(np.isfinite(x)):
+            raise AudioError(f"{label}: contains NaN or infinite samples")
+        heard = heard or bool(np.any(x))
+        yield x
+    if not heard:
+        raise AudioError(f"{label}: is digital silence (every sample is zero); nothing to separate")
+
+
 def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, separator="spleeter", *,
                   overwrite: bool = False, device: str = "auto", progress: bool | ProgressCallback = False,
                   cancel: threading.Event | None = None) -> dict[str, Path]:
@@ -516,18 +544,29 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
         if p.exists() and not overwrite:
             raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
     sep = separator if isinstance(separator, Separator) else Separator(name, device=device)
-    if isinstance(song, Audio):
-        audio, label = song, "audio"
-    else:
-        audio, label = load_audio(song), str(song)
-    check_audible(audio, name=label)
-    log.info("audio: %s, %.2f s, %d Hz, %d channel(s)", label, audio.duration, audio.sr, audio.channels)
-    t0 = time.perf_counter()
-    result = sep.separate(audio, progress=progress, cancel=cancel)
-    log.info("separated with %s in %.1f s (%.1fx real time)", name, time.perf_counter() - t0,
-             audio.duration / max(time.perf_counter() - t0, 1e-9))
-    out_dir.mkdir(exist_ok=True)
-    for stem, a in result.items():
-        save_wav(paths[stem], a)
-        log.info("wrote %s", paths[stem])
+    with contextlib.ExitStack() as stack:
+        if isinstance(song, Audio):
+            label, sr, channels, n = "audio", song.sr, song.channels, song.n_samples
+            blocks = (song.samples[:, i:i + 65536] for i in range(0, n, 65536))
+        else:  # decoded block by block: memory does not grow with the song
+            reader = stack.enter_context(AudioReader(song))
+            label, sr, channels, blocks = str(song), reader.sr, reader.channels, reader
+            n = None if reader.duration is None else int(reader.duration * sr)
+        log.info("audio: %s, %s, %d Hz, %d channel(s)", label, "?" if n is None else f"{n / sr:.2f} s", sr, channels)
+        made_dir = not out_dir.exists()
+        out_dir.mkdir(exist_ok=True)
+        stack.callback(lambda: made_dir and not any(out_dir.iterdir()) and out_dir.rmdir())  # only when it stays empty
+        writers = [stack.enter_context(WavWriter(stack.enter_context(atomic_file(paths[stem])), sr, channels))
+                   for stem in stems]
+        t0 = time.perf_counter()
+        seconds = 0.0
+        for y in sep.stream(_audible(blocks, label), sr, channels, n_samples=n, progress=progress, cancel=cancel):
+            for w, stem_block in zip(writers, y):
+                w.write(stem_block)
+            seconds += y.shape[2] / sr
+        elapsed = time.perf_counter() - t0
+        log.info("separated %.1f s with %s in %.1f s (%.1fx real time)", seconds, name, elapsed,
+                 seconds / max(elapsed, 1e-9))
+    for p in paths.values():
+        log.info("wrote %s", p)
     return paths

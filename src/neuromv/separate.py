@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import math
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,34 +56,49 @@ def check_available(name: str) -> None:
     stems_of(name)
     if name == "spleeter":
         _spleeter_checkpoints()
-    elif name == "demucs" and importlib.util.find_spec("demucs") is None:
-        raise SeparationError(_DEMUCS_MISSING)
+    elif name == "demucs":
+        try:
+            import demucs  # noqa: F401
+        except ImportError:
+            raise SeparationError(_DEMUCS_MISSING) from None
 
 
 class Separator:
     """Splits songs into stems with one backend, loaded once.
+
+    Every backend works through the song in overlapping windows (crossfaded), so its working memory does not
+    depend on the song's length; :meth:`stream` takes and gives blocks, for songs that should never be whole in
+    memory, and :meth:`separate` takes and gives arrays.
 
     Parameters
     ----------
     name : {'spleeter', 'hpss', 'demucs'}
     device : str
         'auto', 'cpu' or 'cuda' (spleeter and demucs).
+    model : torch.nn.Module, optional
+        demucs only: a demucs model object to use instead of downloading the pretrained one (its ``sources`` must
+        include the four stems).
 
     Attributes
     ----------
     stems : tuple of str
         The stems it produces, in order.
+    builtin : bool
+        Whether it runs the backend's own model (False with ``model``); only then are its results cached by name.
     """
 
-    def __init__(self, name: str = "spleeter", *, device: str = "auto") -> None:
+    def __init__(self, name: str = "spleeter", *, device: str = "auto", model=None) -> None:
         self.name = name
+        self.builtin = model is None
         self.stems = stems_of(name)
+        if model is not None and name != "demucs":
+            raise ParameterError(f"separator {name!r} takes no model object")
         if name == "spleeter":
             self._backend = _Spleeter(device)
         elif name == "hpss":
             self._backend = _HPSS()
         else:
-            self._backend = _Demucs(device)
+            self._backend = _Demucs(device, model)
 
     def separate(self, audio: Audio, *, progress: bool | ProgressCallback = False,
                  cancel: threading.Event | None = None) -> dict[str, Audio]:
@@ -93,10 +109,140 @@ class Separator:
         dict of str to Audio
             In the order of :attr:`stems`; each ``samples`` has the input's shape.
         """
-        if audio.n_samples == 0:
+        n = audio.n_samples
+        if n == 0:
             raise ParameterError("cannot separate empty audio")
-        out = self._backend.run(audio, progress, cancel)
-        return dict(zip(self.stems, out))
+        blocks = (audio.samples[:, i:i + _BLOCK] for i in range(0, n, _BLOCK))
+        out = np.zeros((len(self.stems), audio.channels, n), dtype=np.float32)
+        pos = 0
+        for y in self.stream(blocks, audio.sr, audio.channels, n_samples=n, progress=progress, cancel=cancel):
+            k = min(y.shape[2], n - pos)
+            out[:, :, pos:pos + k] = y[:, :, :k]
+            pos += k
+        return {stem: Audio(out[i], audio.sr) for i, stem in enumerate(self.stems)}
+
+    def stream(self, blocks: Iterable[np.ndarray], sr: int, channels: int, *, n_samples: int | None = None,
+               progress: bool | ProgressCallback = False,
+               cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+        """Separate a song given block by block; memory stays bounded whatever its length.
+
+        Parameters
+        ----------
+        blocks : iterable of np.ndarray [shape=(channels, k)]
+            The song in order, blocks of any size (e.g. an :class:`~neuromv.audio.AudioReader`).
+        sr : int
+            Their sample rate.
+        channels : {1, 2}
+        n_samples : int, optional
+            The song's length, if known, for the progress bar.
+
+        Yields
+        ------
+        np.ndarray [shape=(n_stems, channels, k), dtype=float32]
+            The stems, in the order of :attr:`stems`, at ``sr``; their total length matches the input's to within
+            a few samples of resampling.
+        """
+        b = self._backend
+        wsr = b.sr or sr
+        wch = b.channels or channels
+        win, ov = b.window(wsr)
+        total = None
+        if n_samples is not None:
+            m = int(math.ceil(n_samples * wsr / sr))
+            full = 0 if m < win else (m - win) // (win - ov) + 1
+            total = full + int((full == 0 and m > 0) or m - full * (win - ov) > ov)
+
+        def working() -> Iterator[np.ndarray]:
+            rs = None if wsr == sr else _Resampler(sr, wsr, wch)
+            for x in blocks:
+                x = np.asarray(x, dtype=np.float32)
+                if x.ndim != 2 or x.shape[0] != channels:
+                    raise ParameterError(f"audio blocks must have shape ({channels}, k), not {x.shape}")
+                if wch != channels:
+                    x = np.repeat(x, wch, axis=0) if channels == 1 else x.mean(axis=0, keepdims=True)
+                yield x if rs is None else rs(x)
+            if rs is not None:
+                yield rs(np.zeros((wch, 0), np.float32), last=True)
+
+        back = None if wsr == sr else _Resampler(wsr, sr, len(self.stems) * channels)
+        with Progress("separate", total, progress, unit="window") as bar:
+            for y in _windowed(working(), win, ov, b.process, bar, cancel):
+                yield self._output(y, channels, back)
+            if back is not None:
+                yield self._output(None, channels, back)
+
+    def _output(self, y, channels: int, back) -> np.ndarray:
+        s = len(self.stems)
+        if y is None:  # flush the resampler
+            z = back(np.zeros((s * channels, 0), np.float32), last=True)
+            return z.reshape(s, channels, -1)
+        if y.shape[1] != channels:  # the backend worked in stereo on a mono song
+            y = y.mean(axis=1, keepdims=True)
+        if back is not None:
+            y = back(y.reshape(s * channels, -1)).reshape(s, channels, -1)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+
+#: Samples per block when an in-memory song is streamed through a backend.
+_BLOCK = 1 << 16
+
+
+class _Resampler:
+    """Streaming resampler (soxr, high quality; the same as librosa's ``soxr_hq``) for (channels, k) blocks."""
+
+    def __init__(self, sr_in: int, sr_out: int, channels: int) -> None:
+        import soxr
+
+        self._rs = soxr.ResampleStream(sr_in, sr_out, channels, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        y = self._rs.resample_chunk(np.ascontiguousarray(x.T, dtype=np.float32), last=last)
+        return np.ascontiguousarray(y.reshape(-1, x.shape[0]).T)
+
+
+def _windowed(blocks: Iterable[np.ndarray], win: int, ov: int, process, bar: Progress,
+              cancel: threading.Event | None) -> Iterator[np.ndarray]:
+    """Run ``process`` on windows of ``win`` samples that overlap by ``ov``, crossfading the overlaps linearly.
+
+    ``process`` maps (C, L) to (S, C, L). Yields (S, C, k) blocks whose lengths add up to the input's. Holds at most
+    one window of input and one of output.
+    """
+    ramp = np.linspace(0.0, 1.0, ov, dtype=np.float32)
+    buf: list[np.ndarray] = []
+    have = 0
+    tail = None  # the previous window's last ov output samples, to crossfade with the next window's first
+
+    def run(x: np.ndarray, last: bool) -> np.ndarray:
+        nonlocal tail
+        check_cancel(cancel)
+        y = np.asarray(process(x), dtype=np.float32)
+        if tail is not None:
+            y[..., :ov] = tail * ramp[::-1] + y[..., :ov] * ramp
+        bar.update()
+        if last:
+            tail = None
+            return y
+        tail = y[..., -ov:].copy()
+        return y[..., :-ov]
+
+    for block in blocks:
+        if block.shape[1] == 0:
+            continue
+        buf.append(block)
+        have += block.shape[1]
+        while have >= win:
+            x = np.concatenate(buf, axis=1) if len(buf) > 1 else buf[0]
+            yield run(x[:, :win], last=False)
+            buf, have = [x[:, win - ov:]], x.shape[1] - (win - ov)
+    x = np.concatenate(buf, axis=1) if buf else np.zeros((0, 0), np.float32)
+    rest = x.shape[1] if buf else 0
+    if tail is None:
+        if rest:
+            yield run(x, last=True)
+    elif rest > ov:
+        yield run(x, last=True)
+    else:
+        yield tail
 
 
 # -- spleeter ----------------------------------------------------------------------------------------------------
@@ -203,49 +349,23 @@ class _Spleeter:
             except RuntimeError as e:
                 raise SeparationError(f"separator 'spleeter': {path.name} does not fit the model ({e})") from e
             self.nets.append(net.eval().to(self.device))
-        self.window = torch.hann_window(_N_FFT, device=self.device)
+        self.hann = torch.hann_window(_N_FFT, device=self.device)
 
-    def run(self, audio: Audio, progress, cancel) -> list[Audio]:
-        import librosa
+    sr, channels = SPLEETER_SR, 2
 
-        x = audio.samples if audio.channels == 2 else np.repeat(audio.samples[:1], 2, axis=0)
-        if audio.sr != SPLEETER_SR:
-            x = librosa.resample(x, orig_sr=audio.sr, target_sr=SPLEETER_SR, res_type="soxr_hq")
-        n = x.shape[1]
-        out = np.zeros((len(self.nets), 2, n), dtype=np.float32)
-        step = _WINDOW - _OVERLAP
-        starts = list(range(0, max(1, n - _OVERLAP), step)) if n > _WINDOW else [0]
-        ramp = np.linspace(0.0, 1.0, _OVERLAP, dtype=np.float32)
-        with Progress("separate", len(starts), progress, unit="window") as bar:
-            for i, s in enumerate(starts):
-                check_cancel(cancel)
-                e = min(n, s + _WINDOW)
-                y = self._window(x[:, s:e])
-                w = np.ones(e - s, dtype=np.float32)
-                if i > 0:
-                    w[:_OVERLAP] = ramp[: e - s]
-                if i < len(starts) - 1:
-                    w[-_OVERLAP:] = ramp[::-1]
-                out[:, :, s:e] += y * w
-                bar.update()
-        stems = []
-        for k in range(len(self.nets)):
-            y = out[k]
-            if audio.sr != SPLEETER_SR:
-                y = librosa.resample(y, orig_sr=SPLEETER_SR, target_sr=audio.sr, res_type="soxr_hq")
-                y = _fit_length(y, audio.n_samples)
-            if audio.channels == 1:
-                y = y.mean(axis=0, keepdims=True)
-            stems.append(Audio(np.ascontiguousarray(y, dtype=np.float32), audio.sr))
-        return stems
+    def window(self, sr: int) -> tuple[int, int]:
+        return _WINDOW, _OVERLAP
 
-    def _window(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray) -> np.ndarray:
         """Separate one window: np.ndarray [shape=(2, L)] -> np.ndarray [shape=(n_stems, 2, L)]."""
         import torch
 
+        n = x.shape[1]
+        if n < _N_FFT:  # too short for the STFT's reflection padding
+            x = np.pad(x, ((0, 0), (0, _N_FFT - n)))
         with torch.inference_mode():
             wav = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-            spec = torch.stft(wav, _N_FFT, _HOP, window=self.window, center=True, return_complex=True)  # (2, 2049, T)
+            spec = torch.stft(wav, _N_FFT, _HOP, window=self.hann, center=True, return_complex=True)  # (2, 2049, T)
             t = spec.shape[-1]
             tp = math.ceil(t / _T) * _T
             mag = torch.nn.functional.pad(spec[:, :_F, :].abs(), (0, tp - t))  # (2, F, Tp)
@@ -258,85 +378,104 @@ class _Spleeter:
                 ratio = ratio.permute(1, 3, 0, 2).reshape(2, _F, tp)[:, :, :t]
                 top = ratio.mean(dim=1, keepdim=True).expand(2, spec.shape[1] - _F, t)  # 'average' extension
                 full = torch.cat([ratio, top], dim=1)
-                y = torch.istft(spec * full, _N_FFT, _HOP, window=self.window, center=True, length=wav.shape[1])
+                y = torch.istft(spec * full, _N_FFT, _HOP, window=self.hann, center=True, length=wav.shape[1])
                 result.append(y.cpu().numpy())
-        return np.stack(result)
-
-
-def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
-    if y.shape[1] >= n:
-        return y[:, :n]
-    return np.pad(y, ((0, 0), (0, n - y.shape[1])))
+        return np.stack(result)[:, :, :n]
 
 
 # -- hpss --------------------------------------------------------------------------------------------------------
 class _HPSS:
-    def run(self, audio: Audio, progress, cancel) -> list[Audio]:
+    sr = channels = None  # works at the song's rate and channels
+    _WINDOW_S, _OVERLAP_S = 20.0, 1.0
+
+    def window(self, sr: int) -> tuple[int, int]:
+        return int(self._WINDOW_S * sr), int(self._OVERLAP_S * sr)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
         import librosa
 
-        harm, perc = [], []
-        with Progress("separate", audio.channels, progress, unit="channel") as bar:
-            for ch in audio.samples:
-                check_cancel(cancel)
-                spec = librosa.stft(ch)
-                h, p = librosa.decompose.hpss(spec)
-                harm.append(librosa.istft(h, length=audio.n_samples))
-                perc.append(librosa.istft(p, length=audio.n_samples))
-                bar.update()
-        return [Audio(np.asarray(harm, dtype=np.float32), audio.sr), Audio(np.asarray(perc, dtype=np.float32), audio.sr)]
+        n = x.shape[1]
+        x = np.pad(x, ((0, 0), (0, max(0, 2048 - n))))  # at least one STFT frame
+        out = np.zeros((2, *x.shape), dtype=np.float32)
+        for c, ch in enumerate(x):
+            h, p = librosa.decompose.hpss(librosa.stft(ch))
+            out[0, c] = librosa.istft(h, length=len(ch))
+            out[1, c] = librosa.istft(p, length=len(ch))
+        return out[:, :, :n]
 
 
 # -- demucs ------------------------------------------------------------------------------------------------------
 DEMUCS_MODEL = "htdemucs"
 _DEMUCS_MISSING = "separator 'demucs' needs the optional extra: pip install 'neuromv[demucs]'"
-_DEMUCS_HOST = "dl.fbaipublicfiles.com"
+_DEMUCS_HOSTS = ("huggingface.co", "dl.fbaipublicfiles.com")
 
 
 class _Demucs:
-    def __init__(self, device: str) -> None:
+    channels = 2
+    _WINDOW_S, _OVERLAP_S = 60.0, 2.0  # demucs splits each window into its own overlapping segments
+
+    def __init__(self, device: str, model=None) -> None:
         check_available("demucs")
-        import socket
-
-        import torch
-
         from .renderer import resolve_device
 
         self.device = resolve_device(device)
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        cached = hub.is_dir() and any(p.name.endswith(".th") for p in hub.iterdir())
-        if not cached:  # fail at once, not after the downloader's retries
-            try:
-                socket.create_connection((_DEMUCS_HOST, 443), timeout=3).close()
-            except OSError as e:
-                raise SeparationError(f"separator 'demucs' must download its model ({DEMUCS_MODEL}) from "
-                                      f"{_DEMUCS_HOST}, which cannot be reached here ({e})") from e
-        from demucs.pretrained import get_model
+        if model is None:
+            model = _pretrained_demucs()
+        missing = [s for s in BACKENDS["demucs"] if s not in list(getattr(model, "sources", []))]
+        if missing:
+            raise SeparationError(f"separator 'demucs': the model has no {', '.join(missing)} source")
+        self.model = model.to(self.device).eval()
+        self.sr = int(model.samplerate)
+        self.channels = int(getattr(model, "audio_channels", 2))
+        self._order = [list(model.sources).index(s) for s in BACKENDS["demucs"]]
 
-        try:
-            self.model = get_model(DEMUCS_MODEL).to(self.device).eval()
-        except Exception as e:  # network and repository errors of many kinds
-            raise SeparationError(f"separator 'demucs': cannot load model {DEMUCS_MODEL} ({e})") from e
+    def window(self, sr: int) -> tuple[int, int]:
+        return int(self._WINDOW_S * sr), int(self._OVERLAP_S * sr)
 
-    def run(self, audio: Audio, progress, cancel) -> list[Audio]:
-        import librosa
+    def process(self, x: np.ndarray) -> np.ndarray:
         import torch
         from demucs.apply import apply_model
 
-        sr = self.model.samplerate
-        x = audio.samples if audio.channels == 2 else np.repeat(audio.samples[:1], 2, axis=0)
-        if audio.sr != sr:
-            x = librosa.resample(x, orig_sr=audio.sr, target_sr=sr)
-        check_cancel(cancel)
         with torch.inference_mode():
-            est = apply_model(self.model, torch.from_numpy(x)[None].to(self.device), progress=bool(progress))[0]
-        names = list(self.model.sources)
-        out = []
-        for stem in BACKENDS["demucs"]:
-            y = est[names.index(stem)].cpu().numpy()
-            if audio.sr != sr:
-                y = _fit_length(librosa.resample(y, orig_sr=sr, target_sr=audio.sr), audio.n_samples)
-            if audio.channels == 1:
-                y = y.mean(axis=0, keepdims=True)
-            out.append(Audio(np.ascontiguousarray(y, dtype=np.float32), audio.sr))
-        return out
+            est = apply_model(self.model, torch.from_numpy(np.ascontiguousarray(x))[None], device=self.device,
+                              progress=False)[0]  # (sources, C, L)
+        return est[self._order].cpu().numpy()
 
+
+def _pretrained_demucs():
+    """htdemucs from the user's cache, or downloaded; SeparationError at once when it can be neither."""
+    import socket
+
+    if not _demucs_cached():
+        for host in _DEMUCS_HOSTS:  # fail at once, not after the downloader's retries
+            try:
+                socket.create_connection((host, 443), timeout=3).close()
+                break
+            except OSError as e:
+                reason = e
+        else:
+            raise SeparationError(f"separator 'demucs' must download its model ({DEMUCS_MODEL}) from "
+                                  f"{' or '.join(_DEMUCS_HOSTS)}, which cannot be reached here ({reason})")
+    from demucs.pretrained import get_model
+
+    try:
+        return get_model(DEMUCS_MODEL)
+    except Exception as e:  # network and repository errors of many kinds
+        raise SeparationError(f"separator 'demucs': cannot load model {DEMUCS_MODEL} ({e})") from e
+
+
+def _demucs_cached() -> bool:
+    """Whether a demucs model is in the Hugging Face or torch hub cache (demucs 4.1 looks in both)."""
+    import torch
+
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    if hub.is_dir() and any(p.name.endswith(".th") for p in hub.iterdir()):
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+
+        found = try_to_load_from_cache(f"{DEFAULT_NAMESPACE}/{hf_repo_name(DEMUCS_MODEL)}", f"{DEMUCS_MODEL}.yaml")
+        return isinstance(found, str)
+    except Exception:  # older demucs without the hub, or no huggingface_hub
+        return False
