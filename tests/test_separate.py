@@ -186,6 +186,12 @@ def test_demucs_stem_plumbing_with_a_tiny_random_model(tmp_path):
     for p in paths.values():
         a = load_audio(p)
         assert a.sr == 22050 and a.channels == 1 and abs(a.n_samples - mono.n_samples) <= 2
+    mono_model = HTDemucs(sources=["drums", "bass", "other", "vocals"], audio_channels=1, channels=8, depth=2,
+                          t_layers=1, nfft=512, segment=2, samplerate=8000)
+    stereo = Audio(x[:, :23999], 22050)  # a mono model on a stereo song, resampled, odd length
+    for a in Separator("demucs", device="cpu", model=mono_model).separate(stereo).values():
+        assert a.samples.shape == (2, 23999) and np.array_equal(a.samples[0], a.samples[1])
+        assert np.abs(a.samples[:, -2000:]).max() > 0  # the whole length, not half of it
     with pytest.raises(SeparationError, match="no drums"):
         Separator("demucs", model=HTDemucs(sources=["vocals", "other"], channels=8, depth=2, t_layers=1,
                                            nfft=512, segment=2, samplerate=8000))

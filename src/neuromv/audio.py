@@ -89,7 +89,7 @@ class AudioReader:
 
     Parameters are those of :func:`load_audio`. Iterating yields blocks ``np.ndarray [shape=(channels, k),
     dtype=float32]`` in order; errors (corrupt data, truncation, no samples in the excerpt) are raised by the
-    iteration as :class:`AudioError`. Use as a context manager, or call :meth:`close`.
+    iteration as :class:`AudioError`. It can be iterated once. Use as a context manager, or call :meth:`close`.
 
     Attributes
     ----------
@@ -140,9 +140,14 @@ class AudioReader:
             self.duration = min(self.duration, duration)
         self._start, self._keep_s = start, duration
         self.n_samples = 0
+        self._read = False
 
     def __iter__(self) -> Iterator[np.ndarray]:
         import av
+
+        if self._read:
+            raise ParameterError(f"{self.path}: an AudioReader can be read only once; open another")
+        self._read = True
 
         rate, path = self.sr, self.path
         skip = int(round(self._start * rate))
@@ -279,6 +284,9 @@ class WavWriter:
     def write(self, samples: np.ndarray) -> None:
         """Append ``samples`` [shape=(channels, k)]."""
         import av
+
+        if samples.ndim != 2 or samples.shape[0] != self.channels:
+            raise ParameterError(f"WAV writer for {self.channels} channel(s) got samples of shape {samples.shape}")
 
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)
         block = 1 << 16

@@ -494,16 +494,16 @@ def _size_tuple(size) -> tuple[int, int]:
 
 
 
-def _audible(blocks, label: str):
-    """Pass ``blocks`` through; AudioError on NaN/inf at once, or at the end if every sample was zero."""
+def _check_audible_file(path) -> None:
+    """A fast decoding pass (no separation): AudioError if the file is corrupt, truncated, not finite or silent."""
     heard = False
-    for x in blocks:
-        if not np.all(np.isfinite(x)):
-            raise AudioError(f"{label}: contains NaN or infinite samples")
-        heard = heard or bool(np.any(x))
-        yield x
+    with AudioReader(path) as reader:
+        for x in reader:
+            if not np.all(np.isfinite(x)):
+                raise AudioError(f"{path}: contains NaN or infinite samples")
+            heard = heard or bool(np.any(x))
     if not heard:
-        raise AudioError(f"{label}: is digital silence (every sample is zero); nothing to separate")
+        raise AudioError(f"{path}: is digital silence (every sample is zero); nothing to separate")
 
 
 def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, separator="spleeter", *,
@@ -544,6 +544,10 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
         if p.exists() and not overwrite:
             raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
     sep = separator if isinstance(separator, Separator) else Separator(name, device=device)
+    if isinstance(song, Audio):
+        check_audible(song)
+    else:
+        _check_audible_file(song)  # silence, corruption and truncation fail before the slow work
     with contextlib.ExitStack() as stack:
         if isinstance(song, Audio):
             label, sr, channels, n = "audio", song.sr, song.channels, song.n_samples
@@ -556,11 +560,14 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
         made_dir = not out_dir.exists()
         out_dir.mkdir(exist_ok=True)
         stack.callback(lambda: made_dir and not any(out_dir.iterdir()) and out_dir.rmdir())  # only when it stays empty
-        writers = [stack.enter_context(WavWriter(stack.enter_context(atomic_file(paths[stem])), sr, channels))
-                   for stem in stems]
+        # every writer is closed (flushed) before any file is moved into place: the stems appear together
+        tmps = [stack.enter_context(atomic_file(paths[stem])) for stem in stems]
+        writers = [stack.enter_context(WavWriter(tmp, sr, channels)) for tmp in tmps]
         t0 = time.perf_counter()
         seconds = 0.0
-        for y in sep.stream(_audible(blocks, label), sr, channels, n_samples=n, progress=progress, cancel=cancel):
+        parts = stack.enter_context(contextlib.closing(
+            sep.stream(blocks, sr, channels, n_samples=n, progress=progress, cancel=cancel)))
+        for y in parts:
             for w, stem_block in zip(writers, y):
                 w.write(stem_block)
             seconds += y.shape[2] / sr

@@ -61,6 +61,8 @@ def check_available(name: str) -> None:
             import demucs  # noqa: F401
         except ImportError:
             raise SeparationError(_DEMUCS_MISSING) from None
+        except Exception as e:  # installed but broken
+            raise SeparationError(f"separator 'demucs' is installed but cannot be imported ({e})") from e
 
 
 class Separator:
@@ -148,7 +150,7 @@ class Separator:
         win, ov = b.window(wsr)
         total = None
         if n_samples is not None:
-            m = int(math.ceil(n_samples * wsr / sr))
+            m = (n_samples * wsr + sr // 2) // sr  # soxr's output length, rounded to nearest
             full = 0 if m < win else (m - win) // (win - ov) + 1
             total = full + int((full == 0 and m > 0) or m - full * (win - ov) > ov)
 
@@ -176,8 +178,10 @@ class Separator:
         if y is None:  # flush the resampler
             z = back(np.zeros((s * channels, 0), np.float32), last=True)
             return z.reshape(s, channels, -1)
-        if y.shape[1] != channels:  # the backend worked in stereo on a mono song
+        if y.shape[1] > channels:  # the backend worked in stereo on a mono song
             y = y.mean(axis=1, keepdims=True)
+        elif y.shape[1] < channels:  # a mono backend on a stereo song
+            y = np.repeat(y, channels, axis=1)
         if back is not None:
             y = back(y.reshape(s * channels, -1)).reshape(s, channels, -1)
         return np.ascontiguousarray(y, dtype=np.float32)
@@ -207,6 +211,8 @@ def _windowed(blocks: Iterable[np.ndarray], win: int, ov: int, process, bar: Pro
     ``process`` maps (C, L) to (S, C, L). Yields (S, C, k) blocks whose lengths add up to the input's. Holds at most
     one window of input and one of output.
     """
+    if not 0 < ov < win:
+        raise ValueError(f"overlap {ov} must be between 0 and the window {win}")
     ramp = np.linspace(0.0, 1.0, ov, dtype=np.float32)
     buf: list[np.ndarray] = []
     have = 0
