@@ -6,7 +6,8 @@
 In one run, on this machine, for 512x512, 1280x720 and 1920x1080 (hidden 32, z of 32, 5 hidden layers, float32):
 
 - naive: the plain forward pass, z concatenated to every pixel's input and torch.tanh (neuromv.cppn.CPPN.forward);
-- neuromv: neuromv.renderer.Renderer (what `neuromv render` uses);
+- torch tiles: neuromv.renderer.Renderer(method="tiled"), the torch CPU path (used where the kernel does not apply);
+- neuromv: neuromv.renderer.Renderer (what `neuromv render` uses: the compiled fused kernel when installed);
 - ceiling: a large float32 matrix product with numpy (OpenBLAS) and torch (MKL), in GFLOP/s;
 - end to end: neuromv.render() on a generated song (features + render + H.264/AAC encode + mux), frames/s.
 
@@ -113,14 +114,17 @@ def main(argv=None) -> int:
     rows = []
     for w, h in SIZES:
         naive_r, fast_r = naive_renderer(net, w, h), Renderer(net, w, h)
-        naive = fast = 0.0
+        tiled_r = Renderer(net, w, h, method="tiled")
+        naive = fast = tiled = 0.0
         for _ in range(args.rounds):  # interleaved, best of each: this machine's speed drifts by +-20 %
             naive = max(naive, frames_per_second(naive_r, zs[1:args.naive_frames + 1], warmup=1))
+            tiled = max(tiled, frames_per_second(tiled_r.render, zs[1:args.frames + 1], warmup=1))
             fast = max(fast, frames_per_second(fast_r.render, zs[1:args.frames + 1], warmup=1))
+        del tiled_r
         e2e = end_to_end(w, h, max(60, int(args.e2e_seconds * fast)))
         gflops = fast * flops_per_frame(w, h) / 1e9
-        rows.append((w, h, naive, fast, gflops, e2e))
-        print(f"{w}x{h}: naive {naive:.2f} fps, neuromv {fast:.2f} fps ({fast / naive:.1f}x), "
+        rows.append((w, h, naive, tiled, fast, gflops, e2e, fast_r.method))
+        print(f"{w}x{h}: naive {naive:.2f} fps, torch tiles {tiled:.2f} fps, neuromv ({fast_r.method}) {fast:.2f} fps ({fast / naive:.1f}x), "
               f"{gflops:.0f} GFLOP/s ({gflops / top:.0%} of ceiling), end to end {e2e:.2f} fps "
               f"({e2e / fast:.2f} of render-only)", file=sys.stderr)
 
@@ -135,18 +139,21 @@ def main(argv=None) -> int:
         "CPPN: hidden 32, z of 32, 5 hidden layers, float32. Naive and NeuroMV are timed in interleaved rounds and the "
         "best round of each is kept, since this machine's speed drifts by about 20 % from minute to minute. "
         "*Naive* is the plain forward pass (z concatenated to "
-        "every pixel's input, `torch.tanh`). *NeuroMV* is `neuromv.renderer.Renderer`. *GFLOP/s* counts the "
+        "every pixel's input, `torch.tanh`). *Torch tiles* is the renderer's torch CPU path (`method='tiled'`). "
+        "*NeuroMV* is `neuromv.renderer.Renderer` as `neuromv render` uses it (method in brackets: `kernel` is the "
+        "compiled fused kernel, src/neuromv/_kernel.cpp). *GFLOP/s* (NeuroMV's) counts the "
         "per-frame matrix work (4 hidden layers of 2·32·32 and the output layer of 2·32·3 per pixel) against the "
         "larger ceiling. *End to end* is `neuromv.render()` on a generated song (the demo's groove) long enough for "
         "about 12 s of work: features, render, libx264 (preset superfast, crf 18) and AAC encode and mux, all in one "
         "wall clock, after one warm-up render in the same process.",
         "",
-        "| size | naive fps | NeuroMV fps | speed-up | GFLOP/s | of ceiling | end-to-end fps | end-to-end / render-only |",
-        "|---|---|---|---|---|---|---|---|",
+        "| size | naive fps | torch tiles fps | NeuroMV fps | speed-up over naive | GFLOP/s | of ceiling | "
+        "end-to-end fps | end-to-end / render-only |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for w, h, naive, fast, gflops, e2e in rows:
-        lines.append(f"| {w}x{h} | {naive:.2f} | {fast:.2f} | {fast / naive:.1f}x | {gflops:.0f} | "
-                     f"{gflops / top:.0%} | {e2e:.2f} | {e2e / fast:.2f} |")
+    for w, h, naive, tiled, fast, gflops, e2e, method in rows:
+        lines.append(f"| {w}x{h} | {naive:.2f} | {tiled:.2f} | {fast:.2f} ({method}) | {fast / naive:.1f}x | "
+                     f"{gflops:.0f} | {gflops / top:.0%} | {e2e:.2f} | {e2e / fast:.2f} |")
     write_section(Path(args.out), "Render speed (`bench/render_bench.py`)", lines)
     return 0
 

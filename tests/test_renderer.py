@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,41 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+# -- the compiled kernel -------------------------------------------------------------------------------------------
+def _kernel_built() -> bool:
+    from neuromv.renderer import kernel_widths
+
+    return bool(kernel_widths())
+
+
+@pytest.mark.skipif(not _kernel_built() and shutil.which("c++") is None, reason="no C++ compiler: kernel not built")
+@pytest.mark.parametrize("hidden,n_hidden,size", [(32, 5, (1280, 720)), (16, 3, (37, 23)), (64, 5, (100, 31)),
+                                                  (8, 1, (5, 3)), (24, 2, (17, 16))])
+def test_kernel_matches_the_reference_forward_pass(hidden, n_hidden, size):
+    from neuromv.renderer import kernel_widths
+
+    assert hidden in kernel_widths()  # built with the package (pyproject's ext-modules)
+    net = CPPN(32, hidden, n_hidden=n_hidden, seed=3)
+    r = Renderer(net, *size)
+    assert r.method == "kernel"
+    for seed, gain in [(0, 0.3), (1, 3.0)]:  # also far into tanh's saturation
+        z = (np.random.default_rng(seed).standard_normal(32) * gain).astype(np.float32)
+        ref = np.round(reference_render(net, *size, z) * 255).astype(int)
+        diff = np.abs(r.render(z).astype(int) - ref)
+        assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())
+
+
+def test_kernel_is_chosen_only_where_it_applies():
+    from neuromv.renderer import kernel_widths
+
+    if not kernel_widths():
+        with pytest.raises(ParameterError, match="kernel"):
+            Renderer(CPPN(8, 32), 8, 8, method="kernel")
+        return
+    assert Renderer(CPPN(8, 32), 8, 8).method == "kernel"
+    assert Renderer(CPPN(8, 20), 8, 8).method == "tiled"  # no kernel for hidden 20
+    assert Renderer(CPPN(8, 32, image=True), 8, 8).method == "tiled"
+    with pytest.raises(ParameterError, match="kernel"):
+        Renderer(CPPN(8, 32, image=True), 8, 8, method="kernel")

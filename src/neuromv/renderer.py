@@ -9,6 +9,10 @@ How it is fast, while computing the same function as :meth:`neuromv.cppn.CPPN.fo
    ``sigmoid``.
 3. **Tiles.** Pixels go through all layers in tiles that stay in cache, with buffers reused between tiles, on
    one worker thread per core (each running torch single-threaded).
+4. **Fused kernel** (``method='kernel'``, the CPU default when the compiled extension ``neuromv._kernel`` is
+   installed): blocks of 16 pixels go through every layer in registers, with tanh as an order-7 rational function,
+   so the matrix work runs near the FMA units' peak (``src/neuromv/_kernel.cpp``). Abstract CPPNs with hidden
+   8, 16, 24, 32, 48 or 64; other CPPNs use the tiles of point 3.
 
 On a GPU the whole frame goes through in large chunks instead.
 
@@ -20,6 +24,9 @@ Image-mode CPPNs (:mod:`neuromv.cppn`) take no z in the first layer; their per-f
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import importlib.util
 import logging
 import os
 import threading
@@ -31,7 +38,7 @@ import torch
 from .cppn import CPPN, FLOOR, N_COORDS, coordinate_grid, headroom
 from .errors import ParameterError
 
-__all__ = ["Renderer", "reference_render", "resolve_device"]
+__all__ = ["Renderer", "reference_render", "resolve_device", "kernel_widths"]
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +123,11 @@ class Renderer:
         CPU worker threads. Default: the number of cores available.
     tile : int
         Pixels per tile on CPU.
-    method : {'auto', 'tiled', 'dense'}
-        ``'tiled'``: the CPU algorithm (sigmoid-only, cache tiles, worker threads). ``'dense'``: whole frame in big
-        chunks with tanh, for GPUs. ``'auto'`` picks ``'tiled'`` on CPU and ``'dense'`` elsewhere.
+    method : {'auto', 'kernel', 'tiled', 'dense'}
+        ``'kernel'``: the compiled fused CPU kernel (abstract CPPNs, hidden 8-64 in steps of 8 or 16). ``'tiled'``:
+        the torch CPU algorithm (sigmoid-only, cache tiles, worker threads). ``'dense'``: whole frame in big chunks
+        with tanh, for GPUs. ``'auto'``: ``'kernel'`` on CPU where it applies and is installed, else ``'tiled'``;
+        ``'dense'`` on other devices.
     centre : array [shape=(n_frames, n_z)], optional
         Image mode: the z of the frames to be rendered (already scaled). Each pixel's mean pulse over (up to
         ``CENTRE_FRAMES`` of) them is subtracted from every frame, so the mean frame is the fitted picture whatever
@@ -130,14 +139,20 @@ class Renderer:
                  method: str = "auto", centre: np.ndarray | None = None) -> None:
         if width < 1 or height < 1:
             raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
-        if method not in ("auto", "tiled", "dense"):
-            raise ParameterError(f"method must be 'auto', 'tiled' or 'dense', not {method!r}")
+        if method not in ("auto", "kernel", "tiled", "dense"):
+            raise ParameterError(f"method must be 'auto', 'kernel', 'tiled' or 'dense', not {method!r}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.width, self.height = int(width), int(height)
         self.n_pixels = self.width * self.height
         self.n_z = cppn.n_z
         self.image = cppn.image
-        self.method = ("tiled" if self.device.type == "cpu" else "dense") if method == "auto" else method
+        fits_kernel = self.device.type == "cpu" and not cppn.image and cppn.hidden in kernel_widths()
+        if method == "kernel" and not fits_kernel:
+            raise ParameterError("method 'kernel' needs the compiled extension neuromv._kernel, a CPU, an abstract "
+                                 f"CPPN and hidden in {kernel_widths() or '(none: not installed)'}")
+        if method == "auto":
+            method = ("kernel" if fits_kernel else "tiled") if self.device.type == "cpu" else "dense"
+        self.method = method
         self.threads = max(1, int(threads or _available_cores()))
         self.tile = max(64, int(tile))
         layers = [(l.weight.detach().to(torch.float64), l.bias.detach().to(torch.float64)) for l in cppn.layers]
@@ -151,7 +166,9 @@ class Renderer:
         self._offset = None
         if self.image and centre is not None:
             self._offset = _pulse_mean(cppn, coords.to(torch.float32), np.asarray(centre, dtype=np.float32))
-        if self.method == "tiled":
+        if self.method == "kernel":
+            self._init_kernel(first, w0_z, layers)
+        elif self.method == "tiled":
             self._init_tiled(first, w0_z, layers)
         else:
             self._init_dense(first, w0_z, layers)
@@ -177,6 +194,22 @@ class Renderer:
              torch.empty(self.tile, 3))
             for _ in range(self.threads)
         ]
+
+    def _init_kernel(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
+        block = _KERNEL_BLOCK
+        hidden = first.shape[1]
+        n_tiles = -(-self.n_pixels // block)
+        a0 = np.zeros((n_tiles * block, hidden), dtype=np.float32)
+        a0[: self.n_pixels] = first.numpy()
+        self._a0t = np.ascontiguousarray(a0.reshape(n_tiles, block, hidden).transpose(0, 2, 1))  # (T, H, 16)
+        del a0
+        f32 = lambda t: np.ascontiguousarray(t.numpy(), dtype=np.float32)  # noqa: E731
+        self._zw_np = f32(w0_z)
+        mid = layers[1:-1]
+        self._ws = f32(torch.stack([w for w, _ in mid])) if mid else np.zeros((0, hidden, hidden), np.float32)
+        self._bs = f32(torch.stack([b for _, b in mid])) if mid else np.zeros((0, hidden), np.float32)
+        self._wo, self._bo = f32(layers[-1][0]), f32(layers[-1][1])
+        self._n_tiles = n_tiles
 
     def _init_dense(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
         dev = self.device
@@ -204,7 +237,9 @@ class Renderer:
         z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1)
         if z.numel() != self.n_z:
             raise ParameterError(f"z has {z.numel()} values; this CPPN takes {self.n_z}")
-        if self.method == "tiled":
+        if self.method == "kernel":
+            out = self._render_kernel(z.numpy())
+        elif self.method == "tiled":
             out = self._render_tiled(z)
         else:
             out = self._render_dense(z)
@@ -280,6 +315,30 @@ class Renderer:
             o.mul_(255.0).add_(0.5)
             frame[s:e].copy_(o)  # float -> uint8 truncates: round to nearest; sigmoid keeps it in [0.5, 255.5]
 
+    def _render_kernel(self, z: np.ndarray) -> np.ndarray:
+        lib = _kernel_lib()
+        zb = np.ascontiguousarray(self._zw_np @ z, dtype=np.float32)
+        frame = np.empty(self.n_pixels * 3, dtype=np.uint8)
+        f = ctypes.POINTER(ctypes.c_float)
+        args = [self._a0t.ctypes.data_as(f), zb.ctypes.data_as(f), self._ws.ctypes.data_as(f),
+                self._bs.ctypes.data_as(f), len(self._ws), self._wo.ctypes.data_as(f), self._bo.ctypes.data_as(f),
+                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), self.n_pixels]
+        hidden = self._a0t.shape[1]
+        n = min(self.threads, self._n_tiles)
+        bounds = [self._n_tiles * i // n for i in range(n + 1)]
+
+        def work(i: int) -> None:  # ctypes releases the GIL for the call: the workers run in parallel
+            lib.neuromv_render_tiles(hidden, *args, bounds[i], bounds[i + 1])
+
+        workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, n)]
+        for t in workers:
+            t.start()
+        try:
+            work(0)
+        finally:
+            _join_all(workers)
+        return frame
+
     def _render_dense(self, z: torch.Tensor) -> np.ndarray:
         z = z.to(self.device)
         bias = self._zw @ z
@@ -299,6 +358,40 @@ class Renderer:
                 p = (p + headroom(p) * swing).clamp_(0.0, 1.0)
             frame[s:e] = _to_uint8(p)
         return frame.cpu().numpy()
+
+
+_KERNEL_BLOCK = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_lib() -> ctypes.CDLL | None:
+    """The compiled kernel (the optional extension ``neuromv._kernel``), or None if it was not built."""
+    try:
+        spec = importlib.util.find_spec("neuromv._kernel")
+        if spec is None or not spec.origin:
+            return None
+        lib = ctypes.CDLL(spec.origin)
+        fn = lib.neuromv_render_tiles
+    except (OSError, AttributeError, ImportError) as e:
+        log.debug("render kernel unavailable (%s); using the torch path", e)
+        return None
+    fp = ctypes.POINTER(ctypes.c_float)
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, fp, fp, fp, fp, ctypes.c_int, fp, fp, ctypes.POINTER(ctypes.c_uint8),
+                   ctypes.c_long, ctypes.c_long, ctypes.c_long]
+    if ctypes.c_int.in_dll(lib, "neuromv_kernel_block").value != _KERNEL_BLOCK:
+        log.warning("render kernel built for another block size; using the torch path")
+        return None
+    return lib
+
+
+def kernel_widths() -> tuple[int, ...]:
+    """Hidden widths the compiled kernel renders (empty if it is not installed)."""
+    lib = _kernel_lib()
+    if lib is None:
+        return ()
+    widths = (ctypes.c_int * 16).in_dll(lib, "neuromv_kernel_hidden")
+    return tuple(w for w in widths[: list(widths).index(0)])
 
 
 #: Frames (evenly spaced) over which the mean pulse of each pixel is estimated.
