@@ -45,6 +45,20 @@ def test_render_writes_a_video(media, tmp_path):
     assert q.returncode == 0 and q.stderr == ""
 
 
+def test_quality_presets_and_explicit_options_over_them(media, tmp_path):
+    out = tmp_path / "d.mp4"
+    p = neuromv("render", media[".ogg"], "-o", out, "--quality", "draft", "--duration", "0.5")
+    assert p.returncode == 0, p.stderr
+    info, frames = decode_video(out)
+    assert (info["width"], info["height"]) == (384, 216) and len(frames) == 15
+    p = neuromv("render", media[".ogg"], "-o", out, "--quality", "draft", "--size", "64x32", "--duration", "0.5",
+                "--overwrite")
+    assert p.returncode == 0, p.stderr
+    assert decode_video(out)[0]["width"] == 64  # --size beats the preset
+    p = neuromv("render", media[".ogg"], "-o", tmp_path / "x.mp4", "--quality", "ultra")
+    assert p.returncode == 1 and "invalid choice" in p.stderr
+
+
 def test_demo_runs_with_no_input(tmp_path):
     p = neuromv("demo", *SMALL, "--duration", "1", cwd=tmp_path)
     assert p.returncode == 0, p.stderr

@@ -263,3 +263,16 @@ def test_background_fills_transparency_of_the_reference_image(tmp_path):
     for background, rgb in (("black", (0, 0, 0)), ("white", (255, 255, 255))):
         pixels, _ = _resolve_image(tmp_path / "t.png", None, background)
         assert tuple(pixels[5, 30]) == rgb and tuple(pixels[5, 2]) == (0, 0, 255)
+
+
+def test_quality_preset_then_options():
+    from neuromv.settings import QUALITY, RenderSettings, with_quality
+
+    s = with_quality(RenderSettings(seed=3), "high")
+    assert (s.width, s.height, s.preset, s.crf, s.seed) == (1920, 1080, "veryfast", 16, 3)
+    assert with_quality(RenderSettings(), "standard") == RenderSettings()  # standard is the defaults
+    assert set(QUALITY) == {"draft", "standard", "high"}
+    with pytest.raises(ParameterError, match="quality must be one of draft, standard, high"):
+        with_quality(RenderSettings(), "best")
+    with pytest.raises(ParameterError, match="quality"):
+        neuromv.render(neuromv.demo_song(1.0), "/nonexistent/x.mp4", quality="best")

@@ -29,9 +29,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
     """Options shared by ``render`` and ``demo``; defaults come from the RenderSettings given."""
+    p.set_defaults(_defaults=defaults)
     g = p.add_argument_group("picture and motion")
-    g.add_argument("--size", default=f"{defaults.width}x{defaults.height}", metavar="WxH",
-                   help="video size (default: %(default)s); odd sizes are rounded up to even")
+    g.add_argument("--quality", choices=("draft", "standard", "high"),
+                   help="preset of size, x264 preset and crf: draft 384x216 ultrafast crf 28 (a quick look at a "
+                        "whole song), standard 1280x720 superfast crf 18, high 1920x1080 veryfast crf 16; "
+                        "--size, --preset and --crf override it")
+    g.add_argument("--size", metavar="WxH",
+                   help=f"video size (default: {defaults.width}x{defaults.height}); odd sizes are rounded up to even")
     g.add_argument("--fps", type=float, default=defaults.fps, help="frames per second (default: %(default)g)")
     g.add_argument("--n-mels", type=int, default=defaults.n_mels,
                    help="mel bands = size of the latent z (default: %(default)s)")
@@ -67,10 +72,10 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                         "auto: side-by-side for 2, grid for more (default: %(default)s)")
     t.add_argument("--labels", action="store_true", help="write each stem's name on its panel")
     e = p.add_argument_group("encoding and run")
-    e.add_argument("--crf", type=int, default=defaults.crf,
-                   help="x264 quality, 0-51, lower is better (default: %(default)s)")
-    e.add_argument("--preset", default=defaults.preset,
-                   help="x264 speed preset: ultrafast ... veryslow (default: %(default)s)")
+    e.add_argument("--crf", type=int,
+                   help=f"x264 quality, 0-51, lower is better (default: {defaults.crf})")
+    e.add_argument("--preset",
+                   help=f"x264 speed preset: ultrafast ... veryslow (default: {defaults.preset})")
     e.add_argument("--start", type=float, default=defaults.start, metavar="SECONDS",
                    help="start of the excerpt to render (default: %(default)g)")
     e.add_argument("--duration", type=float, default=defaults.duration, metavar="SECONDS",
@@ -152,12 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings_from(args: argparse.Namespace):
-    from .settings import RenderSettings, parse_size
+    from .settings import RenderSettings, parse_size, with_quality
 
-    width, height = parse_size(args.size)
+    base = with_quality(args._defaults, args.quality) if args.quality else args._defaults
+    width, height = parse_size(args.size) if args.size else (base.width, base.height)
+    crf = base.crf if args.crf is None else args.crf
+    preset = base.preset if args.preset is None else args.preset
     return RenderSettings(fps=args.fps, width=width, height=height, n_mels=args.n_mels, smooth=args.smooth,
                           reactivity=args.reactivity, hidden=args.hidden, seed=args.seed, zoom=args.zoom,
-                          crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
+                          crf=crf, preset=preset, start=args.start, duration=args.duration,
                           device=args.device, fit=args.fit, background=args.background, fit_steps=args.fit_steps,
                           stems=args.stems, separator=args.separator, layout=args.layout, labels=args.labels)
 

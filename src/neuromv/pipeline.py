@@ -212,6 +212,8 @@ def render(
     **options
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
         ``separator`` may also be a loaded :class:`~neuromv.separate.Separator`, reused across renders.
+        ``quality='draft'|'standard'|'high'`` sets size, x264 preset and crf (:data:`neuromv.settings.QUALITY`)
+        before the other options apply.
 
     Returns
     -------
@@ -239,11 +241,16 @@ def render(
         options["separator"] = loaded.name
     else:
         loaded = None
+    base = settings or RenderSettings()
+    if "quality" in options:  # the preset first; the other options override it
+        from .settings import with_quality
+
+        base = with_quality(base, options.pop("quality"))
     if "size" in options:
         size = options.pop("size")
         options["width"], options["height"] = _size_tuple(size)
     try:
-        settings = replace(settings or RenderSettings(), **options)
+        settings = replace(base, **options)
     except TypeError as e:  # unknown keyword
         raise ParameterError(str(e).replace("__init__() ", "")) from e
     width, height = settings.even_size()

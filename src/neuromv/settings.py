@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import ParameterError
 from .video import X264_PRESETS
@@ -24,6 +24,21 @@ FIT_STEPS = 3000
 FIT_MODES = ("cover", "contain")
 #: How stem panels are composed.
 LAYOUTS = ("auto", "side-by-side", "grid", "blend")
+
+#: ``--quality`` presets: size, x264 preset and crf. Options given explicitly override them. (bfloat16 is not in
+#: them: on CPU the float32 kernel is faster than torch's bfloat16, and bfloat16 frames show visible noise.)
+QUALITY: dict[str, dict] = {
+    "draft": dict(width=384, height=216, preset="ultrafast", crf=28),     # a quick look at a whole song
+    "standard": dict(width=1280, height=720, preset="superfast", crf=18),  # the defaults
+    "high": dict(width=1920, height=1080, preset="veryfast", crf=16),
+}
+
+
+def with_quality(settings: "RenderSettings", quality: str) -> "RenderSettings":
+    """``settings`` with the size, x264 preset and crf of a :data:`QUALITY` preset."""
+    if quality not in QUALITY:
+        raise ParameterError(f"quality must be one of {', '.join(QUALITY)}, not {quality!r}")
+    return replace(settings, **QUALITY[quality])
 #: The stems each separation backend makes (the same table as neuromv.separate.BACKENDS, kept light for the CLI).
 _SEPARATOR_STEMS = {"spleeter": ("vocals", "accompaniment"), "hpss": ("harmonic", "percussive"),
                     "demucs": ("drums", "bass", "other", "vocals")}
