@@ -125,3 +125,17 @@ def test_kernel_is_chosen_only_where_it_applies():
     assert Renderer(CPPN(8, 32, image=True), 8, 8).method == "tiled"
     with pytest.raises(ParameterError, match="kernel"):
         Renderer(CPPN(8, 32, image=True), 8, 8, method="kernel")
+
+
+def test_without_the_kernel_the_torch_tiles_render(monkeypatch):
+    import neuromv.renderer as renderer
+
+    monkeypatch.setattr(renderer, "kernel_widths", lambda: ())  # as installed without a C++ compiler
+    net = CPPN(8, 32, seed=1)
+    r = Renderer(net, 33, 17)
+    assert r.method == "tiled"
+    z = np.full(8, 0.2, np.float32)
+    ref = np.round(reference_render(net, 33, 17, z) * 255).astype(int)
+    assert np.abs(r.render(z).astype(int) - ref).max() <= 1
+    with pytest.raises(ParameterError, match="not installed"):
+        Renderer(net, 8, 8, method="kernel")

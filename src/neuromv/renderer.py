@@ -372,26 +372,32 @@ def _kernel_lib() -> ctypes.CDLL | None:
             return None
         lib = ctypes.CDLL(spec.origin)
         fn = lib.neuromv_render_tiles
-    except (OSError, AttributeError, ImportError) as e:
+        block = ctypes.c_int.in_dll(lib, "neuromv_kernel_block").value
+    except (OSError, AttributeError, ImportError, ValueError) as e:
         log.debug("render kernel unavailable (%s); using the torch path", e)
+        return None
+    if block != _KERNEL_BLOCK:
+        log.warning("render kernel built for another block size; using the torch path")
         return None
     fp = ctypes.POINTER(ctypes.c_float)
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int, fp, fp, fp, fp, ctypes.c_int, fp, fp, ctypes.POINTER(ctypes.c_uint8),
                    ctypes.c_long, ctypes.c_long, ctypes.c_long]
-    if ctypes.c_int.in_dll(lib, "neuromv_kernel_block").value != _KERNEL_BLOCK:
-        log.warning("render kernel built for another block size; using the torch path")
-        return None
     return lib
 
 
+@functools.lru_cache(maxsize=1)
 def kernel_widths() -> tuple[int, ...]:
     """Hidden widths the compiled kernel renders (empty if it is not installed)."""
     lib = _kernel_lib()
     if lib is None:
         return ()
-    widths = (ctypes.c_int * 16).in_dll(lib, "neuromv_kernel_hidden")
-    return tuple(w for w in widths[: list(widths).index(0)])
+    first = ctypes.c_int.in_dll(lib, "neuromv_kernel_hidden")  # a list ending with 0
+    p = ctypes.cast(ctypes.addressof(first), ctypes.POINTER(ctypes.c_int))
+    widths = []
+    while p[len(widths)] and len(widths) < 64:
+        widths.append(int(p[len(widths)]))
+    return tuple(widths)
 
 
 #: Frames (evenly spaced) over which the mean pulse of each pixel is estimated.
