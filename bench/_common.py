@@ -13,6 +13,20 @@ import torch
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
+#: ``python -c LOOPED_SONG SECONDS PATH`` writes the demo song looped to SECONDS as a 44.1 kHz stereo WAV (in a
+#: process of its own, so that the benchmarked process never holds it).
+LOOPED_SONG = r"""
+import sys
+import numpy as np
+from neuromv.audio import Audio, save_wav
+from neuromv.demo import demo_song
+seconds = float(sys.argv[1])
+base = demo_song(15.0).samples
+n = int(seconds * 44100)
+save_wav(sys.argv[2], Audio(np.ascontiguousarray(np.tile(base, (1, -(-n // base.shape[1])))[:, :n]), 44100))
+"""
+
+
 def machine() -> str:
     cpu = platform.processor() or "?"
     try:

@@ -19,18 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, machine, write_section  # noqa: E402
-
-GEN = r"""
-import sys
-import numpy as np
-from neuromv.audio import Audio, save_wav
-from neuromv.demo import demo_song
-seconds = float(sys.argv[1])
-base = demo_song(15.0).samples
-n = int(seconds * 44100)
-save_wav(sys.argv[2], Audio(np.ascontiguousarray(np.tile(base, (1, -(-n // base.shape[1])))[:, :n]), 44100))
-"""
+from _common import DOC, LOOPED_SONG, machine, write_section  # noqa: E402
 
 
 WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
@@ -57,7 +46,7 @@ def main(argv=None) -> int:
         song = args.song
         if song is None:
             song = Path(d) / "song.wav"
-            subprocess.run([sys.executable, "-c", GEN, str(args.seconds), str(song)], check=True)
+            subprocess.run([sys.executable, "-c", LOOPED_SONG, str(args.seconds), str(song)], check=True)
         out = Path(d) / "v.mp4"
         draft, draft_mb = run(song, out, "--quality", "draft", "--duration", str(args.seconds))
         std, std_mb = run(song, out, "--quality", "standard", "--duration", "30")

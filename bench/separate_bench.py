@@ -27,18 +27,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, machine, write_section  # noqa: E402
+from _common import DOC, LOOPED_SONG, machine, write_section  # noqa: E402
 
-GEN = r"""
-import sys
-import numpy as np
-from neuromv.audio import Audio, save_wav
-from neuromv.demo import demo_song
-seconds = float(sys.argv[1])
-base = demo_song(15.0).samples
-n = int(seconds * 44100)
-save_wav(sys.argv[2], Audio(np.ascontiguousarray(np.tile(base, (1, -(-n // base.shape[1])))[:, :n]), 44100))
-"""
 
 CHILD = r"""
 import json, sys, time, resource
@@ -77,7 +67,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in lengths:
             song = Path(tmp) / f"{seconds:g}.wav"
-            subprocess.run([sys.executable, "-c", GEN, str(seconds), str(song)], check=True)
+            subprocess.run([sys.executable, "-c", LOOPED_SONG, str(seconds), str(song)], check=True)
             for mode in MODES:
                 if mode == "onepass" and seconds > args.onepass_max:
                     continue

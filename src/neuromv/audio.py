@@ -59,6 +59,10 @@ class Audio:
         """Length in seconds."""
         return self.n_samples / self.sr
 
+    def blocks(self, size: int = 1 << 16) -> Iterator[np.ndarray]:
+        """The samples in order, as views of at most ``size`` samples: np.ndarray [shape=(channels, k)]."""
+        return (self.samples[:, i:i + size] for i in range(0, self.n_samples, size))
+
     def mono(self) -> np.ndarray:
         """The channels averaged: np.ndarray [shape=(n_samples,), dtype=float32]."""
         return self.samples.mean(axis=0, dtype=np.float32)

@@ -558,7 +558,7 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
     with contextlib.ExitStack() as stack:
         if isinstance(song, Audio):
             label, sr, channels, n = "audio", song.sr, song.channels, song.n_samples
-            blocks = (song.samples[:, i:i + 65536] for i in range(0, n, 65536))
+            blocks = song.blocks()
         else:  # decoded block by block: memory does not grow with the song
             reader = stack.enter_context(AudioReader(song))
             label, sr, channels, blocks = str(song), reader.sr, reader.channels, reader

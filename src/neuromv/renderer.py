@@ -210,6 +210,9 @@ class Renderer:
         self._bs = f32(torch.stack([b for _, b in mid])) if mid else np.zeros((0, hidden), np.float32)
         self._wo, self._bo = f32(layers[-1][0]), f32(layers[-1][1])
         self._n_tiles = n_tiles
+        fp = ctypes.POINTER(ctypes.c_float)
+        self._kernel_args = (self._a0t.ctypes.data_as(fp), self._ws.ctypes.data_as(fp), self._bs.ctypes.data_as(fp),
+                             len(self._ws), self._wo.ctypes.data_as(fp), self._bo.ctypes.data_as(fp))
 
     def _init_dense(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
         dev = self.device
@@ -265,24 +268,8 @@ class Renderer:
             with _torch_threads(1) if n > 1 else contextlib.nullcontext():
                 self._tiles(bias, out, frame, 0, self.n_pixels, self._buffers[0])
             return frame.numpy()
-        errors: list[BaseException] = []
-
-        def work(i: int) -> None:
-            try:
-                self._tiles(bias, out, frame, bounds[i], bounds[i + 1], self._buffers[i])
-            except Exception as e:  # re-raised on the calling thread
-                errors.append(e)
-
-        with _torch_threads(1):
-            workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, n)]
-            for t in workers:
-                t.start()
-            try:
-                work(0)
-            finally:
-                _join_all(workers)  # even on Ctrl-C: torch settings must not change under a running op
-        if errors:
-            raise errors[0]
+        with _torch_threads(1):  # _in_parallel joins even on Ctrl-C: these settings must not change under an op
+            _in_parallel(lambda i: self._tiles(bias, out, frame, bounds[i], bounds[i + 1], self._buffers[i]), n)
         return frame.numpy()
 
     def _tiles(self, bias: torch.Tensor, out, frame: torch.Tensor, lo: int, hi: int, buffers) -> None:
@@ -319,24 +306,13 @@ class Renderer:
         lib = _kernel_lib()
         zb = np.ascontiguousarray(self._zw_np @ z, dtype=np.float32)
         frame = np.empty(self.n_pixels * 3, dtype=np.uint8)
-        f = ctypes.POINTER(ctypes.c_float)
-        args = [self._a0t.ctypes.data_as(f), zb.ctypes.data_as(f), self._ws.ctypes.data_as(f),
-                self._bs.ctypes.data_as(f), len(self._ws), self._wo.ctypes.data_as(f), self._bo.ctypes.data_as(f),
-                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), self.n_pixels]
-        hidden = self._a0t.shape[1]
+        a0t, ws, bs, n_layers, wo, bo = self._kernel_args
+        args = (self._a0t.shape[1], a0t, zb.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), ws, bs, n_layers, wo, bo,
+                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), self.n_pixels)
         n = min(self.threads, self._n_tiles)
         bounds = [self._n_tiles * i // n for i in range(n + 1)]
-
-        def work(i: int) -> None:  # ctypes releases the GIL for the call: the workers run in parallel
-            lib.neuromv_render_tiles(hidden, *args, bounds[i], bounds[i + 1])
-
-        workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, n)]
-        for t in workers:
-            t.start()
-        try:
-            work(0)
-        finally:
-            _join_all(workers)
+        # ctypes releases the GIL for the call: the workers run in parallel
+        _in_parallel(lambda i: lib.neuromv_render_tiles(*args, bounds[i], bounds[i + 1]), n)
         return frame
 
     def _render_dense(self, z: torch.Tensor) -> np.ndarray:
@@ -423,6 +399,28 @@ def _available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _in_parallel(work, n: int) -> None:
+    """Run ``work(0)`` on this thread and ``work(1)`` ... ``work(n - 1)`` on worker threads; wait for all (even on
+    Ctrl-C), then re-raise the first exception of any of them."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except Exception as e:  # re-raised on the calling thread
+            errors.append(e)
+
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, n)]
+    for t in workers:
+        t.start()
+    try:
+        run(0)
+    finally:
+        _join_all(workers)
+    if errors:
+        raise errors[0]
 
 
 def _join_all(threads: list[threading.Thread]) -> None:

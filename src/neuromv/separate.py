@@ -114,7 +114,7 @@ class Separator:
         n = audio.n_samples
         if n == 0:
             raise ParameterError("cannot separate empty audio")
-        blocks = (audio.samples[:, i:i + _BLOCK] for i in range(0, n, _BLOCK))
+        blocks = audio.blocks()
         out = np.zeros((len(self.stems), audio.channels, n), dtype=np.float32)
         pos = 0
         for y in self.stream(blocks, audio.sr, audio.channels, n_samples=n, progress=progress, cancel=cancel):
@@ -185,10 +185,6 @@ class Separator:
         if back is not None:
             y = back(y.reshape(s * channels, -1)).reshape(s, channels, -1)
         return np.ascontiguousarray(y, dtype=np.float32)
-
-
-#: Samples per block when an in-memory song is streamed through a backend.
-_BLOCK = 1 << 16
 
 
 class _Resampler:
@@ -390,12 +386,18 @@ class _Spleeter:
 
 
 # -- hpss --------------------------------------------------------------------------------------------------------
-class _HPSS:
-    sr = channels = None  # works at the song's rate and channels
-    _WINDOW_S, _OVERLAP_S = 20.0, 1.0
+class _SecondsWindow:
+    """Windows of a fixed length in seconds, whatever the working rate."""
+    _WINDOW_S: float
+    _OVERLAP_S: float
 
     def window(self, sr: int) -> tuple[int, int]:
         return int(self._WINDOW_S * sr), int(self._OVERLAP_S * sr)
+
+
+class _HPSS(_SecondsWindow):
+    sr = channels = None  # works at the song's rate and channels
+    _WINDOW_S, _OVERLAP_S = 20.0, 1.0
 
     def process(self, x: np.ndarray) -> np.ndarray:
         import librosa
@@ -416,7 +418,7 @@ _DEMUCS_MISSING = "separator 'demucs' needs the optional extra: pip install 'neu
 _DEMUCS_HOSTS = ("huggingface.co", "dl.fbaipublicfiles.com")
 
 
-class _Demucs:
+class _Demucs(_SecondsWindow):
     channels = 2
     _WINDOW_S, _OVERLAP_S = 60.0, 2.0  # demucs splits each window into its own overlapping segments
 
@@ -434,9 +436,6 @@ class _Demucs:
         self.sr = int(model.samplerate)
         self.channels = int(getattr(model, "audio_channels", 2))
         self._order = [list(model.sources).index(s) for s in BACKENDS["demucs"]]
-
-    def window(self, sr: int) -> tuple[int, int]:
-        return int(self._WINDOW_S * sr), int(self._OVERLAP_S * sr)
 
     def process(self, x: np.ndarray) -> np.ndarray:
         import torch
