@@ -100,3 +100,37 @@ def test_audio_shape_is_checked():
         Audio(np.zeros(10, np.float32), 8000)
     with pytest.raises(ParameterError):
         Audio(np.zeros((3, 10), np.float32), 8000)
+
+
+def test_audio_file_reads_the_same_samples_in_blocks_every_time(media):
+    from neuromv.audio import AudioFile
+
+    whole = load_audio(media[".flac"], start=0.3, duration=1.7)
+    src = AudioFile(media[".flac"], start=0.3, duration=1.7)
+    assert (src.sr, src.channels, src.n_samples) == (whole.sr, whole.channels, whole.n_samples)
+    assert src.duration == pytest.approx(whole.duration)
+    for size in (1000, 1 << 16):
+        blocks = list(src.blocks(size))
+        assert all(b.shape[1] == size for b in blocks[:-1]) and 0 < blocks[-1].shape[1] <= size
+        assert np.array_equal(np.concatenate(blocks, axis=1), whole.samples)
+    assert np.array_equal(src.load().samples, whole.samples)
+
+
+def test_audio_file_checks_before_any_work(media):
+    from neuromv.audio import AudioFile
+
+    with pytest.raises(AudioError, match="digital silence"):
+        AudioFile(media["silent"])
+    assert AudioFile(media["silent"], allow_silence=True).n_samples == 44100
+    with pytest.raises(AudioError, match="no such file"):
+        AudioFile(media["silent"].with_name("missing.wav"))
+
+
+def test_audio_file_that_changes_between_reads_is_an_error(tmp_path):
+    from neuromv.audio import AudioFile
+
+    path = write_audio(tmp_path / "a.wav", tone(duration=1.0))
+    src = AudioFile(path)
+    write_audio(path, tone(duration=0.5))
+    with pytest.raises(AudioError, match="changed while it was being read"):
+        list(src.blocks())

@@ -89,3 +89,35 @@ def test_bad_parameters(kwargs):
 def test_smoothing_rejects_negative_release():
     with pytest.raises(ParameterError):
         smooth_release(np.zeros((1, 3)), fps=30, release=-1)
+
+
+@pytest.mark.parametrize("fps", [30, 24, 25])
+def test_mel_stream_equals_librosa_on_the_whole_signal_in_any_blocks(fps):
+    import librosa
+
+    from neuromv.features import MelStream
+
+    rng = np.random.default_rng(fps)
+    y = (rng.standard_normal(22050 * 3 + 123) * np.linspace(0, 1, 22050 * 3 + 123)).astype(np.float32)
+    hop = round(22050 / fps)
+    ref = librosa.feature.melspectrogram(y=y, sr=22050, n_fft=2 * hop, hop_length=hop, window="hann",
+                                         center=True, power=2.0, n_mels=32, fmax=11025)
+    whole = mel_power(y, 22050, fps=fps)
+    mel = MelStream(22050, fps=fps)
+    for block in np.array_split(y, 37):  # blocks shorter and longer than a window
+        mel.feed(block)
+    assert np.allclose(mel.finish(), whole, rtol=1e-4, atol=1e-6 * whole.max())
+    if 22050 % fps == 0:  # whole hop: librosa's columns themselves
+        assert np.allclose(whole, ref[:, : whole.shape[1]], rtol=1e-4, atol=1e-6 * ref.max())
+
+
+def test_latents_from_blocks_equal_song_latents():
+    from neuromv.features import latents_from_blocks
+
+    x = (np.random.default_rng(0).standard_normal((2, 44100 * 3)) * 0.3).astype(np.float32)
+    whole = song_latents(x.mean(axis=0), 44100, n_mels=16)
+    streamed = latents_from_blocks((x[:, i:i + 777] for i in range(0, x.shape[1], 777)), 44100, n_mels=16)
+    assert streamed.shape == whole.shape == (90, 16)
+    assert np.abs(streamed - whole).max() < 1e-4
+    with pytest.raises(ParameterError, match="no audio"):
+        latents_from_blocks([], 44100)

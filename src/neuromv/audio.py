@@ -1,6 +1,8 @@
 """Audio in: decode any common audio file with PyAV (FFmpeg's libraries).
 
-This is the one module that reads audio files. Everything after it works on :class:`Audio` arrays.
+This is the one module that reads audio files. Everything after it works on :class:`Audio` arrays, or, for songs
+of any length in constant memory, on :class:`AudioFile`, which has the same attributes and re-reads the file block
+by block each time its :meth:`~AudioFile.blocks` are asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from .errors import AudioError, ParameterError
 
-__all__ = ["Audio", "AudioReader", "WavWriter", "load_audio", "check_audible", "save_wav"]
+__all__ = ["Audio", "AudioFile", "AudioReader", "WavWriter", "load_audio", "check_audible", "save_wav"]
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,86 @@ class AudioReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class AudioFile:
+    """An audio file (or an excerpt of it) that is never held in memory: the streaming counterpart of :class:`Audio`.
+
+    Opening it decodes it once, block by block, to count its samples and to check it (readable, complete, finite
+    and, unless ``allow_silence``, not digital silence), so that a bad song fails before any slow work. Every call
+    of :meth:`blocks` decodes it again from the start: the same samples each time (decoding is deterministic).
+
+    Parameters
+    ----------
+    path, sr, mono, start, duration
+        As for :func:`load_audio`.
+    allow_silence : bool
+        Accept a file whose samples are all zero.
+
+    Attributes
+    ----------
+    path : Path
+    sr : int
+    channels : int
+    n_samples : int
+        Per channel.
+    duration : float
+        Seconds.
+
+    Raises
+    ------
+    AudioError, ParameterError
+        As :func:`load_audio`, and :class:`AudioError` for digital silence or samples that are not finite.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, sr: int | None = None, mono: bool = False, start: float = 0.0,
+                 duration: float | None = None, allow_silence: bool = False) -> None:
+        self.path = Path(path)
+        self._options = dict(sr=sr, mono=mono, start=start, duration=duration)
+        heard = False
+        with AudioReader(self.path, **self._options) as reader:
+            for x in reader:
+                if not np.all(np.isfinite(x)):
+                    raise AudioError(f"{self.path}: contains NaN or infinite samples")
+                heard = heard or bool(np.any(x))
+        if not (heard or allow_silence):
+            raise AudioError(f"{self.path}: is digital silence (every sample is zero); nothing to work with")
+        self.sr, self.channels, self.n_samples = reader.sr, reader.channels, reader.n_samples
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.n_samples / self.sr
+
+    def blocks(self, size: int = 1 << 16) -> Iterator[np.ndarray]:
+        """Decode the samples again, in order: np.ndarray [shape=(channels, k), dtype=float32], ``k <= size``.
+
+        Exactly :attr:`n_samples` samples in all (should the file have changed since it was opened, an
+        :class:`AudioError` is raised).
+        """
+        sent = 0
+        with AudioReader(self.path, **self._options) as reader:
+            pending: list[np.ndarray] = []
+            held = 0
+            for x in reader:
+                x = x[:, : self.n_samples - sent - held]
+                pending.append(x)
+                held += x.shape[1]
+                while held >= size:
+                    joined = np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
+                    yield joined[:, :size]
+                    sent += size
+                    rest = joined[:, size:]
+                    pending, held = ([rest], rest.shape[1]) if rest.shape[1] else ([], 0)
+            if held:
+                yield np.concatenate(pending, axis=1)
+                sent += held
+        if sent != self.n_samples:
+            raise AudioError(f"{self.path}: changed while it was being read ({sent} samples, not {self.n_samples})")
+
+    def load(self) -> Audio:
+        """The whole file in memory."""
+        return Audio(np.concatenate(list(self.blocks()), axis=1), self.sr)
 
 
 def load_audio(

@@ -1,6 +1,7 @@
 """Features: one latent vector z per video frame, from a Mel spectrogram (librosa).
 
-Pure functions of arrays; no I/O.
+Pure functions of arrays (and of iterables of blocks, so that a song of any length is analysed in constant
+memory); no I/O.
 
 Frame ``i`` of the video shows time ``i / fps``; its mel column is computed with a window of ``2 / fps`` seconds
 centred on that time (hop = ``1 / fps``). There are ``ceil(duration * fps)`` frames, so the video never ends
@@ -10,6 +11,7 @@ before the music.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from fractions import Fraction
 
 import numpy as np
@@ -20,6 +22,8 @@ __all__ = [
     "ANALYSIS_SR",
     "n_video_frames",
     "mel_power",
+    "MelStream",
+    "latents_from_blocks",
     "power_to_db",
     "standardize",
     "normalize",
@@ -66,33 +70,104 @@ def mel_power(y: np.ndarray, sr: int, *, fps: float = 30, n_mels: int = 32) -> n
     np.ndarray [shape=(n_mels, n_frames), dtype=float32]
         Power; ``n_frames = ceil(len(y) / sr * fps)``.
     """
-    import librosa
-
-    fps_q = _check_fps(fps)
-    if isinstance(n_mels, bool) or not isinstance(n_mels, (int, np.integer)) or not 1 <= n_mels <= 256:
-        raise ParameterError(f"n_mels must be an integer from 1 to 256, not {n_mels!r}")
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1 or y.size == 0:
         raise ParameterError(f"y must be a non-empty 1-D array, not shape {y.shape}")
-    n_frames = n_video_frames(y.size, sr, fps_q)
-    hop_exact = Fraction(sr) / fps_q
-    hop = max(1, round(hop_exact))
-    n_fft = 2 * hop
-    if y.size < n_fft:  # librosa needs one full window; pad very short clips with silence
-        y = np.pad(y, (0, n_fft - y.size))
-    S = librosa.feature.melspectrogram(
-        y=y, sr=sr, n_fft=n_fft, hop_length=hop, win_length=n_fft, window="hann", center=True,
-        power=2.0, n_mels=int(n_mels), fmax=sr / 2,
-    ).astype(np.float32)
-    if hop_exact == hop:
-        cols = S[:, :n_frames]
-        if cols.shape[1] < n_frames:  # cannot happen with center=True, but never return too few frames
-            cols = np.pad(cols, ((0, 0), (0, n_frames - cols.shape[1])), mode="edge")
-        return np.ascontiguousarray(cols)
-    # Non-integer hop (e.g. 24 fps at 22050 Hz): sample the columns at the exact frame times.
-    pos = np.arange(n_frames) * float(hop_exact / hop)
-    col_idx = np.arange(S.shape[1])
-    return np.stack([np.interp(pos, col_idx, band) for band in S]).astype(np.float32)
+    mel = MelStream(sr, fps=fps, n_mels=n_mels)
+    mel.feed(y)
+    return mel.finish()
+
+
+class MelStream:
+    """:func:`mel_power` block by block: feed mono audio in pieces of any size, get the same spectrogram.
+
+    The result equals ``librosa.feature.melspectrogram(y, sr, n_fft=2 * hop, hop_length=hop, window='hann',
+    center=True, power=2, fmax=sr / 2)`` on the whole signal (sampled at the exact frame times when ``sr / fps``
+    is not a whole number), while only one block and one window of audio are held.
+
+    Parameters
+    ----------
+    sr : int
+    fps : float
+    n_mels : int
+
+    Examples
+    --------
+    >>> mel = MelStream(22050, fps=30, n_mels=16)
+    >>> for block in np.split(np.zeros(22050, np.float32), 4):
+    ...     mel.feed(block)
+    >>> mel.finish().shape
+    (16, 30)
+    """
+
+    def __init__(self, sr: int, *, fps: float = 30, n_mels: int = 32) -> None:
+        import librosa
+
+        self.fps = _check_fps(fps)
+        if isinstance(n_mels, bool) or not isinstance(n_mels, (int, np.integer)) or not 1 <= n_mels <= 256:
+            raise ParameterError(f"n_mels must be an integer from 1 to 256, not {n_mels!r}")
+        if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+            raise ParameterError(f"sample rate must be a positive integer, not {sr!r}")
+        self.sr, self.n_mels = int(sr), int(n_mels)
+        self._hop_exact = Fraction(self.sr) / self.fps
+        self.hop = max(1, round(self._hop_exact))
+        self.n_fft = 2 * self.hop
+        self._basis = librosa.filters.mel(sr=self.sr, n_fft=self.n_fft, n_mels=self.n_mels, fmax=self.sr / 2)
+        self._buf = np.zeros(self.n_fft // 2, dtype=np.float32)  # center=True: half a window of silence first
+        self._cols: list[np.ndarray] = []
+        self.n_samples = 0
+        self._done = False
+
+    def feed(self, y: np.ndarray) -> None:
+        """Add the next samples: np.ndarray [shape=(k,)], mono."""
+        if self._done:
+            raise ParameterError("MelStream: finish() was already called")
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        self.n_samples += y.size
+        self._buf = np.concatenate([self._buf, y])
+        self._columns()
+
+    def finish(self) -> np.ndarray:
+        """The spectrogram of everything fed.
+
+        Returns
+        -------
+        np.ndarray [shape=(n_mels, n_frames), dtype=float32]
+            Power; ``n_frames = ceil(n_samples / sr * fps)``.
+        """
+        if self.n_samples == 0:
+            raise ParameterError("MelStream: no samples were fed")
+        if not self._done:
+            self._done = True
+            length = max(self.n_samples, self.n_fft)  # very short clips are padded to one full window
+            tail = length - self.n_samples + self.n_fft // 2  # and centre padding at the end
+            self._buf = np.concatenate([self._buf, np.zeros(tail, dtype=np.float32)])
+            self._columns()
+            self._S = np.concatenate(self._cols, axis=1)[:, : 1 + length // self.hop]
+            self._cols = []
+        S = self._S
+        n_frames = n_video_frames(self.n_samples, self.sr, self.fps)
+        if self._hop_exact == self.hop:
+            cols = S[:, :n_frames]
+            if cols.shape[1] < n_frames:  # cannot happen with centred windows, but never return too few frames
+                cols = np.pad(cols, ((0, 0), (0, n_frames - cols.shape[1])), mode="edge")
+            return np.ascontiguousarray(cols)
+        # Non-integer hop (e.g. 24 fps at 22050 Hz): sample the columns at the exact frame times.
+        pos = np.arange(n_frames) * float(self._hop_exact / self.hop)
+        col_idx = np.arange(S.shape[1])
+        return np.stack([np.interp(pos, col_idx, band) for band in S]).astype(np.float32)
+
+    def _columns(self) -> None:
+        """Turn every complete window in the buffer into a mel column; keep the rest."""
+        import librosa
+
+        n = 0 if self._buf.size < self.n_fft else 1 + (self._buf.size - self.n_fft) // self.hop
+        if n == 0:
+            return
+        D = librosa.stft(self._buf[: (n - 1) * self.hop + self.n_fft], n_fft=self.n_fft, hop_length=self.hop,
+                         window="hann", center=False)
+        self._cols.append((self._basis @ (np.abs(D) ** 2)).astype(np.float32))
+        self._buf = self._buf[n * self.hop:].copy()
 
 
 def power_to_db(S: np.ndarray, *, top_db: float = TOP_DB) -> np.ndarray:
@@ -214,14 +289,52 @@ def song_latents(
     >>> song_latents(y, sr, fps=30, n_mels=16).shape
     (60, 16)
     """
-    import librosa
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0:
+        raise ParameterError(f"y must be a non-empty 1-D array, not shape {y.shape}")
+    return latents_from_blocks([y], sr, fps=fps, n_mels=n_mels, smooth=smooth)
+
+
+def latents_from_blocks(
+    blocks: Iterable[np.ndarray], sr: int, *, fps: float = 30, n_mels: int = 32, smooth: float = 0.2
+) -> np.ndarray:
+    """:func:`song_latents` of a song given as consecutive blocks, in memory that does not grow with its length.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(k,) mono or (channels, k)]
+        The song in order; channels are averaged.
+    sr : int
+        Their sample rate (resampled to :data:`ANALYSIS_SR` on the fly).
+    fps, n_mels, smooth
+        As for :func:`song_latents`.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames, n_mels), dtype=float32]
+        The same as ``song_latents`` of the whole song.
+    """
+    import soxr
 
     fps_q = _check_fps(fps)
-    y = np.asarray(y, dtype=np.float32)
-    n_frames = n_video_frames(y.size, sr, fps_q)
-    if sr != ANALYSIS_SR:
-        y = librosa.resample(y, orig_sr=sr, target_sr=ANALYSIS_SR)
-    S = mel_power(y, ANALYSIS_SR, fps=fps_q, n_mels=n_mels)
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise ParameterError(f"smooth must be a number of seconds >= 0, not {smooth}")
+    mel = MelStream(ANALYSIS_SR, fps=fps_q, n_mels=n_mels)
+    resampler = None if sr == ANALYSIS_SR else soxr.ResampleStream(sr, ANALYSIS_SR, 1, dtype="float32",
+                                                                  quality="HQ")
+    n_samples = 0
+    for block in blocks:
+        y = np.asarray(block, dtype=np.float32)
+        if y.ndim == 2:
+            y = y.mean(axis=0, dtype=np.float32)
+        n_samples += y.size
+        mel.feed(y if resampler is None else resampler.resample_chunk(y))
+    if n_samples == 0:
+        raise ParameterError("no audio samples to analyse")
+    if resampler is not None:
+        mel.feed(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    S = mel.finish()
+    n_frames = n_video_frames(n_samples, sr, fps_q)
     # resampling can change the length by a sample; the frame count is the original audio's
     if S.shape[1] > n_frames:
         S = S[:, :n_frames]
@@ -230,4 +343,3 @@ def song_latents(
     # smoothing acts on the dB scale, how loudness is heard
     db = smooth_release(power_to_db(S), fps=float(fps_q), release=smooth)
     return np.ascontiguousarray(standardize(db).T)
-
