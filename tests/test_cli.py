@@ -84,6 +84,8 @@ def test_demo_runs_with_no_input(tmp_path):
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--fps", "abc"], "invalid float"),
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--device", "cuda:7"], "cuda"),
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.avi"], "unsupported extension"),
+        (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--codec", "nope264"], "not available"),
+        (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--codec", "aac"], "not a video encoder"),
         (lambda m, d: ["render", m[".wav"]], "required: -o/--output"),
     ],
 )

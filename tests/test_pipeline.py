@@ -50,6 +50,19 @@ def test_same_seed_same_video_bit_for_bit(rendered, media, tmp_path):
     assert np.abs(decode_video(other.path)[1].astype(int) - frames).mean() > 10
 
 
+def test_a_file_streamed_renders_like_the_same_audio_in_memory(media, tmp_path):
+    # a path is read block by block (features, then the mux), an Audio object is held: same video
+    from neuromv.audio import load_audio
+
+    kw = dict(width=48, height=32, start=0.5, duration=2.0, seed=3)
+    streamed = neuromv.render(media[".flac"], tmp_path / "s.mp4", **kw)
+    held = neuromv.render(load_audio(media[".flac"]), tmp_path / "h.mp4", **kw)
+    (info_s, a), (info_h, b) = decode_video(streamed.path), decode_video(held.path)
+    assert a.shape == b.shape == (60, 32, 48, 3)
+    assert np.abs(a.astype(int) - b).max() <= 1
+    assert info_s["audio_duration"] == pytest.approx(info_h["audio_duration"])
+
+
 def test_from_audio_object_excerpt_and_progress(tmp_path):
     events = []
     result = neuromv.render(beat_clip(), tmp_path / "x.mp4", width=48, height=32, start=0.5, duration=1.0, fps=24,

@@ -139,3 +139,60 @@ def test_without_the_kernel_the_torch_tiles_render(monkeypatch):
     assert np.abs(r.render(z).astype(int) - ref).max() <= 1
     with pytest.raises(ParameterError, match="not installed"):
         Renderer(net, 8, 8, method="kernel")
+
+
+def _bt709_i420(rgb: np.ndarray) -> np.ndarray:
+    """The I420 definition of Renderer.render_yuv420, in numpy: BT.709 limited range, 2 x 2 mean chroma."""
+    h, w, _ = rgb.shape
+    rgb = rgb.astype(np.float64)
+    luma = rgb @ [0.2126, 0.7152, 0.0722]
+    pool = lambda x: x.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # noqa: E731
+    y = np.floor(16.5 + 219 / 255 * luma)
+    u = np.floor(128.5 + 224 / 255 / 1.8556 * pool(rgb[..., 2] - luma))
+    v = np.floor(128.5 + 224 / 255 / 1.5748 * pool(rgb[..., 0] - luma))
+    return np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h * 3 // 2, w)
+
+
+@pytest.mark.parametrize("method", ["kernel", "dense"])
+@pytest.mark.parametrize("size", [(38, 22), (64, 48), (2, 2)])
+def test_yuv420_frames_are_the_bt709_conversion_of_the_rgb_frames(method, size):
+    from neuromv.renderer import kernel_widths
+
+    if method == "kernel" and 16 not in kernel_widths():
+        pytest.skip("no compiled kernel here")
+    net = CPPN(8, 16, seed=5)
+    r = Renderer(net, *size, method=method)
+    assert r.yuv420
+    zs = (np.random.default_rng(1).standard_normal((3, 8)) * 0.5).astype(np.float32)
+    for z, i420 in zip(zs, r.frames(zs, yuv420=True)):
+        expected = _bt709_i420(r.render(z))
+        assert i420.shape == expected.shape and i420.dtype == np.uint8
+        diff = np.abs(i420.astype(int) - expected)
+        # the kernel converts float RGB, the reference the rounded RGB: one level apart at most
+        assert diff.max() <= 1 and diff.sum() <= max(2, 0.3 * diff.size), (diff.max(), diff.mean())
+        assert np.array_equal(i420, r.render_yuv420(z))
+
+
+def test_yuv420_needs_an_even_size_and_a_method_that_makes_it():
+    odd = Renderer(CPPN(8, 16, seed=5), 7, 4, method="dense")
+    assert not odd.yuv420
+    with pytest.raises(ParameterError, match="even size"):
+        odd.render_yuv420(np.zeros(8, np.float32))
+    tiled = Renderer(CPPN(8, 16, seed=5), 8, 4, method="tiled")
+    assert not tiled.yuv420
+    with pytest.raises(ParameterError):
+        list(tiled.frames(np.zeros((1, 8), np.float32), yuv420=True))
+
+
+def test_kernel_workers_share_the_tiles_of_a_frame():
+    # many workers and frames of every shape: each tile rendered exactly once, whoever takes it
+    from neuromv.renderer import kernel_widths
+
+    if 16 not in kernel_widths():
+        pytest.skip("no compiled kernel here")
+    net = CPPN(8, 16, seed=9)
+    z = (np.random.default_rng(2).standard_normal(8) * 0.3).astype(np.float32)
+    for size in [(1, 1), (9, 3), (1000, 77)]:
+        one = Renderer(net, *size, threads=1).render(z)
+        many = Renderer(net, *size, threads=7).render(z)
+        assert np.array_equal(one, many)

@@ -142,3 +142,62 @@ def test_mp4_is_faststart(tmp_path):
             w.write(f)
     data = out.read_bytes()
     assert 0 < data.find(b"moov") < data.find(b"mdat")  # the index comes first: playable while downloading
+
+
+def test_i420_frames_encode_without_conversion(tmp_path):
+    import av
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(16, 236, size=(72, 64), dtype=np.uint8) for _ in range(10)]  # Y, then U and V
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, 64, 48, 30, crf=0, preset="ultrafast") as w:  # crf 0: x264 is lossless
+        for f in frames:
+            w.write(f)
+    with av.open(str(out)) as c:
+        decoded = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+    assert len(decoded) == 10
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, frames))  # exactly the planes we gave
+
+
+def test_i420_frame_shape_is_checked(tmp_path):
+    with VideoWriter(tmp_path / "v.mp4", 64, 48, 30) as w:
+        w.write(np.zeros((72, 64), np.uint8))  # 48 * 3 / 2 rows: I420
+        with pytest.raises(ParameterError, match="I420"):
+            w.write(np.zeros((48, 64), np.uint8))
+
+
+def test_codec_that_cannot_start_is_a_clear_error_and_leaves_nothing(tmp_path):
+    from neuromv.video import check_codec
+
+    assert check_codec("libx264") == "libx264"
+    with pytest.raises(ParameterError, match="not available in this FFmpeg build"):
+        check_codec("no_such_encoder")
+    with pytest.raises(ParameterError, match="not a video encoder"):
+        check_codec("aac")
+    try:
+        check_codec("h264_nvenc")
+    except ParameterError as e:  # no NVIDIA GPU or driver here: says so, and what to use instead
+        assert "NVENC" in str(e) and "--codec libx264" in str(e)
+        with pytest.raises(ParameterError, match="NVENC"):
+            VideoWriter(tmp_path / "v.mp4", 64, 48, 30, codec="h264_nvenc")
+        assert not list(tmp_path.iterdir())
+    else:  # a machine with NVENC: it really encodes
+        with VideoWriter(tmp_path / "v.mp4", 64, 48, 30, codec="h264_nvenc") as w:
+            for f in _frames(10):
+                w.write(f)
+        info, frames = decode_video(tmp_path / "v.mp4")
+        assert info["vcodec"] == "h264" and len(frames) == 10
+
+
+def test_audio_file_is_muxed_block_by_block(tmp_path):
+    from neuromv.audio import AudioFile, save_wav
+
+    song = beat_clip(duration=2.0)
+    save_wav(tmp_path / "s.wav", song)
+    src = AudioFile(tmp_path / "s.wav")
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, 64, 48, 30, audio=src) as w:
+        for f in _frames(60):
+            w.write(f)
+    info, _ = decode_video(out)
+    assert info["acodec"] == "aac" and abs(info["audio_duration"] - 2.0) < 1 / 30

@@ -76,6 +76,8 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                    help=f"x264 quality, 0-51, lower is better (default: {defaults.crf})")
     e.add_argument("--preset",
                    help=f"x264 speed preset: ultrafast ... veryslow (default: {defaults.preset})")
+    e.add_argument("--codec", default=defaults.codec,
+                   help="video encoder: libx264 (default), libx265, or a GPU one such as h264_nvenc (NVIDIA)")
     e.add_argument("--start", type=float, default=defaults.start, metavar="SECONDS",
                    help="start of the excerpt to render (default: %(default)g)")
     e.add_argument("--duration", type=float, default=defaults.duration, metavar="SECONDS",
@@ -165,7 +167,7 @@ def _settings_from(args: argparse.Namespace):
     preset = base.preset if args.preset is None else args.preset
     return RenderSettings(fps=args.fps, width=width, height=height, n_mels=args.n_mels, smooth=args.smooth,
                           reactivity=args.reactivity, hidden=args.hidden, seed=args.seed, zoom=args.zoom,
-                          crf=crf, preset=preset, start=args.start, duration=args.duration,
+                          crf=crf, preset=preset, codec=args.codec, start=args.start, duration=args.duration,
                           device=args.device, fit=args.fit, background=args.background, fit_steps=args.fit_steps,
                           stems=args.stems, separator=args.separator, layout=args.layout, labels=args.labels)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import atomic_file
-from .audio import Audio, AudioReader, WavWriter, check_audible, load_audio
+from .audio import Audio, AudioFile, AudioReader, WavWriter, check_audible
 from .errors import AudioError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import RenderSettings
@@ -54,18 +54,19 @@ class RenderResult:
     image: str | None = None
 
 
-def latents_for(audio: Audio, settings: RenderSettings, *, image: bool = False) -> np.ndarray:
+def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bool = False) -> np.ndarray:
     """What the CPPN sees per frame: ``Z_GAIN * reactivity * z`` (abstract) or ``PULSE_GAIN * reactivity * z``
-    (image mode).
+    (image mode). An :class:`~neuromv.audio.AudioFile` is analysed block by block.
 
     Returns
     -------
     np.ndarray [shape=(n_frames, n_mels), dtype=float32]
     """
-    from .features import song_latents
+    from .features import latents_from_blocks
     from .settings import PULSE_GAIN, Z_GAIN
 
-    z = song_latents(audio.mono(), audio.sr, fps=settings.fps, n_mels=settings.n_mels, smooth=settings.smooth)
+    z = latents_from_blocks(audio.blocks(), audio.sr, fps=settings.fps, n_mels=settings.n_mels,
+                            smooth=settings.smooth)
     return z * np.float32((PULSE_GAIN if image else Z_GAIN) * settings.reactivity)
 
 
@@ -231,9 +232,8 @@ def render(
     >>> neuromv.render("song.mp3", "video.mp4", width=640, height=360, seed=7)  # doctest: +SKIP
     """
     from .renderer import resolve_device
-    from .video import check_output_path
-
     from .separate import Separator
+    from .video import check_codec, check_output_path
 
     t0 = time.perf_counter()
     loaded = options.get("separator")
@@ -269,6 +269,7 @@ def render(
     inputs = tuple(p for p in (song if is_path else None, model if isinstance(model, (str, os.PathLike)) else None,
                                image if image_file else None) if p is not None)
     check_output_path(output, inputs=inputs, overwrite=overwrite)  # fail before any slow work
+    check_codec(settings.codec, width, height)
     resolve_device(settings.device)
     auto = image is None or (isinstance(image, str) and image.strip().lower() == "auto")
     pixels = where = None
@@ -283,14 +284,16 @@ def render(
     elif not auto:
         pixels, where = _resolve_image(image, None, settings.background)  # a bad image, too
 
-    if is_path:
-        audio = load_audio(song, start=settings.start, duration=settings.duration)
+    if is_path:  # read block by block (twice more: features, then the mux), never held whole
+        audio = AudioFile(song, start=settings.start, duration=settings.duration)
         name = str(song)
+        if settings.stem_names():
+            audio = audio.load()  # separation works on the whole song (docs/separation.md)
     else:
         audio = _excerpt(song, settings.start, settings.duration)
         name = "audio"
+        check_audible(audio, name=name)
     check_cancel(cancel)
-    check_audible(audio, name=name)
     log.info("audio: %s, %.2f s, %d Hz, %d channel(s)", name, audio.duration, audio.sr, audio.channels)
 
     if settings.stem_names():
@@ -316,7 +319,8 @@ def render(
     check_cancel(cancel)
     renderer = build_renderer(settings, cppn=cppn, z=z)
     log.info("rendering %dx%d on %s (%s)", width, height, renderer.device, renderer.method)
-    return _encode((renderer.render(zi) for zi in z), n_frames, audio, output, settings, overwrite, inputs,
+    # I420 frames go to the encoder without a colour conversion; on a GPU, frames come in double-buffered batches
+    return _encode(renderer.frames(z, yuv420=renderer.yuv420), n_frames, audio, output, settings, overwrite, inputs,
                    progress, cancel, t0, where)
 
 
@@ -326,7 +330,7 @@ def _encode(frames, n_frames, audio, output, settings, overwrite, inputs, progre
 
     width, height = settings.width, settings.height
     with VideoWriter(output, width, height, settings.fps, audio=audio, crf=settings.crf, preset=settings.preset,
-                     overwrite=overwrite, inputs=inputs) as writer:
+                     codec=settings.codec, overwrite=overwrite, inputs=inputs) as writer:
         with Progress("render", n_frames, progress) as bar:
             for _ in range(n_frames):
                 check_cancel(cancel)
@@ -501,18 +505,6 @@ def _size_tuple(size) -> tuple[int, int]:
 
 
 
-def _check_audible_file(path) -> None:
-    """A fast decoding pass (no separation): AudioError if the file is corrupt, truncated, not finite or silent."""
-    heard = False
-    with AudioReader(path) as reader:
-        for x in reader:
-            if not np.all(np.isfinite(x)):
-                raise AudioError(f"{path}: contains NaN or infinite samples")
-            heard = heard or bool(np.any(x))
-    if not heard:
-        raise AudioError(f"{path}: is digital silence (every sample is zero); nothing to separate")
-
-
 def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, separator="spleeter", *,
                   overwrite: bool = False, device: str = "auto", progress: bool | ProgressCallback = False,
                   cancel: threading.Event | None = None) -> dict[str, Path]:
@@ -554,7 +546,7 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
     if isinstance(song, Audio):
         check_audible(song)
     else:
-        _check_audible_file(song)  # silence, corruption and truncation fail before the slow work
+        AudioFile(song)  # a decoding pass: silence, corruption and truncation fail before the slow work
     with contextlib.ExitStack() as stack:
         if isinstance(song, Audio):
             label, sr, channels, n = "audio", song.sr, song.channels, song.n_samples

@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 #: Pixels per tile on CPU: a tile's activations (tile x hidden float32) stay in L2 cache.
 DEFAULT_TILE = 8192
+#: Dense path (GPU): pixel-frames per chunk; the activations alive at once are 2 x this x hidden float32.
+DENSE_CHUNK = 1 << 22
+#: :meth:`Renderer.frames` on a GPU: default batch of about this many pixel-frames, and at most MAX_BATCH frames.
+BATCH_PIXELS = 1 << 26
+MAX_BATCH = 32
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -162,12 +167,12 @@ class Renderer:
         # image mode: the frozen pulse projections R [shape=(n_z, 3, hidden)], flattened for one matmul per frame
         self._pulse = cppn.pulse.detach().reshape(self.n_z, -1).to(torch.float32) if self.image else None
         coords = coordinate_grid(self.width, self.height, scale=scale, dtype=torch.float64)
-        first = coords @ w0_xyr.T + b0  # (P, H): the coordinate part, once per resolution
+        first = None if self.method == "kernel" else coords @ w0_xyr.T + b0  # (P, H): the coordinate part, once
         self._offset = None
         if self.image and centre is not None:
             self._offset = _pulse_mean(cppn, coords.to(torch.float32), np.asarray(centre, dtype=np.float32))
         if self.method == "kernel":
-            self._init_kernel(first, w0_z, layers)
+            self._init_kernel(coords, w0_xyr, b0, w0_z, layers)
         elif self.method == "tiled":
             self._init_tiled(first, w0_z, layers)
         else:
@@ -195,33 +200,39 @@ class Renderer:
             for _ in range(self.threads)
         ]
 
-    def _init_kernel(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
-        block = _KERNEL_BLOCK
-        hidden = first.shape[1]
-        n_tiles = -(-self.n_pixels // block)
-        a0 = np.zeros((n_tiles * block, hidden), dtype=np.float32)
-        a0[: self.n_pixels] = first.numpy()
-        self._a0t = np.ascontiguousarray(a0.reshape(n_tiles, block, hidden).transpose(0, 2, 1))  # (T, H, 16)
-        del a0
+    def _init_kernel(self, coords: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, w0_z: torch.Tensor,
+                     layers) -> None:
+        hidden = w0.shape[0]
+        # tiles of 8 columns x 2 rows (the kernel's 16 lanes), partial ones at the edges padded
+        rows, cols = -(-self.height // 2), -(-self.width // 8)
+        ct = np.zeros((2 * rows, 8 * cols, N_COORDS), dtype=np.float32)
+        ct[: self.height, : self.width] = coords.numpy().reshape(self.height, self.width, N_COORDS)
+        ct = ct.reshape(rows, 2, cols, 8, N_COORDS).transpose(0, 2, 4, 1, 3)  # (rows, cols, 3, 2, 8)
+        self._ct = np.ascontiguousarray(ct).reshape(rows * cols, N_COORDS, 16)
+        n_tiles = rows * cols
+        del ct
         f32 = lambda t: np.ascontiguousarray(t.numpy(), dtype=np.float32)  # noqa: E731
-        self._zw_np = f32(w0_z)
+        self._w0_np = f32(w0)  # (H, 3): the coordinate part of layer 0
+        self._b0_np, self._zw_np = b0.numpy(), w0_z.numpy()  # float64: the frame's bias is b0 + W_z z
         mid = layers[1:-1]
         self._ws = f32(torch.stack([w for w, _ in mid])) if mid else np.zeros((0, hidden, hidden), np.float32)
         self._bs = f32(torch.stack([b for _, b in mid])) if mid else np.zeros((0, hidden), np.float32)
         self._wo, self._bo = f32(layers[-1][0]), f32(layers[-1][1])
         self._n_tiles = n_tiles
         fp = ctypes.POINTER(ctypes.c_float)
-        self._kernel_args = (self._a0t.ctypes.data_as(fp), self._ws.ctypes.data_as(fp), self._bs.ctypes.data_as(fp),
-                             len(self._ws), self._wo.ctypes.data_as(fp), self._bo.ctypes.data_as(fp))
+        self._kernel_args = (self._ct.ctypes.data_as(fp), self._w0_np.ctypes.data_as(fp),
+                             self._ws.ctypes.data_as(fp), self._bs.ctypes.data_as(fp), len(self._ws),
+                             self._wo.ctypes.data_as(fp), self._bo.ctypes.data_as(fp))
 
     def _init_dense(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
         dev = self.device
-        self._a0 = first.to(device=dev, dtype=torch.float32).contiguous()
-        self._zw = w0_z.to(device=dev, dtype=torch.float32)
+        self._a0 = first.to(device=dev, dtype=torch.float32).contiguous()  # (P, H)
+        self._zw = w0_z.to(device=dev, dtype=torch.float32)  # (H, n_z): per-frame bias = _zw @ z
         self._mats = [(w.T.contiguous().to(dev, torch.float32), b.to(dev, torch.float32)) for w, b in layers[1:]]
         if self._pulse is not None:
             self._pulse = self._pulse.to(dev)
-        self._chunk = 1 << 20
+        #: Pixel-frames per chunk of the dense path: the activations alive at once are 2 x this x hidden floats.
+        self.dense_chunk = DENSE_CHUNK
 
     # -- rendering ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -247,6 +258,41 @@ class Renderer:
         else:
             out = self._render_dense(z)
         return out.reshape(self.height, self.width, 3)
+
+    @property
+    def yuv420(self) -> bool:
+        """Whether frames can come straight in the encoder's format (:meth:`render_yuv420`, ``frames(...,
+        yuv420=True)``): the compiled kernel or the dense (GPU) method, at an even size."""
+        return self.method in ("kernel", "dense") and self.width % 2 == 0 and self.height % 2 == 0
+
+    def render_yuv420(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One frame straight in the encoder's format, skipping a separate RGB-to-YUV conversion.
+
+        Parameters
+        ----------
+        z : array [shape=(n_z,)]
+
+        Returns
+        -------
+        np.ndarray [shape=(height * 3 // 2, width), dtype=uint8]
+            I420 (``yuv420p``): the Y plane, then the U and V planes (each ``height // 2 x width // 2``, stored
+            row after row), BT.709 limited range, chroma the mean of each 2 x 2 block.
+
+        Raises
+        ------
+        ParameterError
+            Not available here (see :attr:`yuv420`).
+        """
+        if not self.yuv420:
+            raise ParameterError("render_yuv420 needs the compiled kernel or the dense method, and an even size")
+        z = np.asarray(z, dtype=np.float32).reshape(-1)
+        if z.size != self.n_z:
+            raise ParameterError(f"z has {z.size} values; this CPPN takes {self.n_z}")
+        if self.method == "dense":
+            with torch.no_grad(), _exact_float32():
+                frame = self._dense_batch(torch.from_numpy(z).reshape(1, -1).to(self.device))
+                return self._i420(frame)[0].cpu().numpy()
+        return self._render_kernel(z, yuv=True).reshape(self.height * 3 // 2, self.width)
 
     def _frame_out(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output layer of this frame in the sigmoid form: (weights [hidden, 3 or 6], bias [3 or 6])."""
@@ -302,41 +348,213 @@ class Renderer:
             o.mul_(255.0).add_(0.5)
             frame[s:e].copy_(o)  # float -> uint8 truncates: round to nearest; sigmoid keeps it in [0.5, 255.5]
 
-    def _render_kernel(self, z: np.ndarray) -> np.ndarray:
+    def _render_kernel(self, z: np.ndarray, yuv: bool = False) -> np.ndarray:
         lib = _kernel_lib()
-        zb = np.ascontiguousarray(self._zw_np @ z, dtype=np.float32)
-        frame = np.empty(self.n_pixels * 3, dtype=np.uint8)
-        a0t, ws, bs, n_layers, wo, bo = self._kernel_args
-        args = (self._a0t.shape[1], a0t, zb.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), ws, bs, n_layers, wo, bo,
-                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), self.n_pixels)
-        n = min(self.threads, self._n_tiles)
-        bounds = [self._n_tiles * i // n for i in range(n + 1)]
-        # ctypes releases the GIL for the call: the workers run in parallel
-        _in_parallel(lambda i: lib.neuromv_render_tiles(*args, bounds[i], bounds[i + 1]), n)
+        c0 = (self._b0_np + self._zw_np @ z.astype(np.float64)).astype(np.float32)
+        frame = np.empty(self.n_pixels * 3 // 2 if yuv else self.n_pixels * 3, dtype=np.uint8)
+        ct, w0, ws, bs, n_layers, wo, bo = self._kernel_args
+        n = min(self.threads, -(-self._n_tiles // _KERNEL_CHUNK))
+        counter = ctypes.c_long(0)  # the next tile to render, shared by the workers
+        args = (self._w0_np.shape[0], ct, w0, c0.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), ws, bs, n_layers,
+                wo, bo, frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), self.width, self.height,
+                ctypes.byref(counter), _KERNEL_CHUNK)
+
+        def work(_: int) -> None:
+            if lib.neuromv_render(*args) != 0:
+                raise RuntimeError(f"render kernel refused hidden {args[0]}, {self.width}x{self.height}")
+
+        # ctypes releases the GIL for the call: the workers run in parallel, taking chunks of tiles as they go
+        _in_parallel(work, n)
         return frame
 
     def _render_dense(self, z: torch.Tensor) -> np.ndarray:
-        z = z.to(self.device)
-        bias = self._zw @ z
-        frame = torch.empty(self.n_pixels, 3, dtype=torch.uint8, device=self.device)
-        for s in range(0, self.n_pixels, self._chunk):
-            e = min(s + self._chunk, self.n_pixels)
-            h = torch.tanh(self._a0[s:e] + bias)
+        with _exact_float32():
+            frame = self._dense_batch(z.reshape(1, -1).to(self.device))
+        return frame[0].cpu().numpy()
+
+    # -- batches of frames (the GPU path) ------------------------------------------------------------------------
+    def _batch_z(self, zs) -> torch.Tensor:
+        """zs [shape=(n_frames, n_z)] -> a float32 CPU tensor of that shape, checked."""
+        if isinstance(zs, torch.Tensor):
+            zs = zs.detach().cpu()
+        zs = torch.as_tensor(np.asarray(zs, dtype=np.float32))
+        if zs.dim() != 2 or zs.shape[1] != self.n_z:
+            raise ParameterError(f"zs must have shape (n_frames, {self.n_z}) for this CPPN, not {tuple(zs.shape)}")
+        return zs.contiguous()
+
+    def default_batch(self) -> int:
+        """Frames per batch of :meth:`frames` on a GPU: about ``BATCH_PIXELS`` pixel-frames, 1 to ``MAX_BATCH``."""
+        return max(1, min(MAX_BATCH, BATCH_PIXELS // self.n_pixels))
+
+    @torch.no_grad()
+    def render_batch(self, zs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Several frames at once; with ``method='dense'`` (GPUs) they go through the network together.
+
+        Parameters
+        ----------
+        zs : array [shape=(B, n_z)]
+            One latent vector per frame (already scaled by the reactivity).
+
+        Returns
+        -------
+        np.ndarray [shape=(B, height, width, 3), dtype=uint8]
+        """
+        zs = self._batch_z(zs)
+        if self.method != "dense":
+            out = np.empty((len(zs), self.height, self.width, 3), dtype=np.uint8)
+            for i, z in enumerate(zs):
+                out[i] = self.render(z)
+            return out
+        with _exact_float32():
+            frames = self._dense_batch(zs.to(self.device))
+        return frames.cpu().numpy().reshape(len(zs), self.height, self.width, 3)
+
+    def frames(self, zs: np.ndarray | torch.Tensor, batch: int | None = None, *,
+               yuv420: bool = False) -> Iterator[np.ndarray]:
+        """Every frame of ``zs``, in order, as a generator (the way to render a whole video).
+
+        On a GPU (``method='dense'`` on CUDA) the frames are rendered ``batch`` at a time and double-buffered: batch
+        k + 1 is queued on the GPU before the frames of batch k are yielded, and each batch is copied to pinned host
+        memory on a side stream, so the copies overlap the rendering and the caller's own work (encoding). At most
+        about three batches are alive at once, however many frames there are. ``method='dense'`` on CPU runs the
+        same batching (without streams and pinned memory); the CPU methods render frame by frame.
+
+        Parameters
+        ----------
+        zs : array [shape=(n_frames, n_z)]
+            One latent vector per frame (already scaled by the reactivity).
+        batch : int, optional
+            Frames per batch (dense method only). Default: :meth:`default_batch` (about 64 M pixel-frames, at
+            most 32 frames).
+
+        Yields
+        ------
+        np.ndarray [shape=(height, width, 3), dtype=uint8]
+            One frame. It is a view into its batch's buffer, never overwritten: keeping a frame keeps its batch's
+            buffer alive (copy it to keep just the frame).
+        """
+        zs = self._batch_z(zs)
+        if batch is None:
+            batch = self.default_batch()
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ParameterError(f"batch must be an integer >= 1, not {batch!r}")
+        if self.method != "dense":
+            draw = self.render_yuv420 if yuv420 else self.render
+            if yuv420 and not self.yuv420:
+                raise ParameterError("yuv420 frames need the compiled kernel or the dense method, and an even size")
+            return (draw(z) for z in zs)
+        if yuv420 and not self.yuv420:
+            raise ParameterError("yuv420 frames need an even size")
+        return self._dense_frames(zs, int(batch), yuv420)
+
+    def _dense_frames(self, zs: torch.Tensor, batch: int, yuv420: bool = False) -> Iterator[np.ndarray]:
+        n = len(zs)
+        cuda = self.device.type == "cuda"
+        copies = torch.cuda.Stream(device=self.device) if cuda and n else None
+        zs = zs.to(self.device)  # all at once: a copy per batch would wait for the work queued before it
+
+        def launch(s: int):
+            """Queue the frames s ... s + batch - 1; returns (host frames, event marking their arrival or None)."""
+            e = min(s + batch, n)
+            with torch.no_grad(), _exact_float32(), (torch.cuda.device(self.device) if cuda
+                                                     else contextlib.nullcontext()):
+                out = self._dense_batch(zs[s:e])
+                if yuv420:
+                    out = self._i420(out)
+                if not cuda:
+                    return out, None
+                host = torch.empty(out.shape, dtype=torch.uint8, pin_memory=True)
+                copies.wait_stream(torch.cuda.current_stream(self.device))  # the copy waits for the batch
+                with torch.cuda.stream(copies):
+                    host.copy_(out, non_blocking=True)
+                    done = torch.cuda.Event()
+                    done.record(copies)
+                out.record_stream(copies)  # not reused by the allocator before the copy has read it
+                return host, done
+
+        def deliver(pending) -> Iterator[np.ndarray]:
+            host, done = pending
+            if done is not None:
+                done.synchronize()
+            frames = host.numpy().reshape((-1, self.height * 3 // 2, self.width) if yuv420 else
+                                          (-1, self.height, self.width, 3))
+            del host, pending
+            for i in range(len(frames)):
+                yield frames[i]
+
+        ahead = None
+        for s in range(0, n, batch):
+            queued = launch(s)  # batch k + 1 is on its way before batch k is handed out
+            if ahead is not None:
+                yield from deliver(ahead)
+            ahead = queued
+            del queued
+        if ahead is not None:
+            yield from deliver(ahead)
+
+    def _i420(self, frames: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """RGB frames [shape=(B, n_pixels, 3), uint8] -> I420 [shape=(B, height * 3 // 2, width), uint8] on their
+        device: BT.709 limited range, chroma the mean of each 2 x 2 block (as the CPU kernel's I420 output)."""
+        h, w = self.height, self.width
+        out = torch.empty(frames.shape[0], h * 3 // 2, w, dtype=torch.uint8, device=frames.device)
+        for s in range(0, frames.shape[0], chunk):  # bounded float work space
+            rgb = frames[s:s + chunk].reshape(-1, h, w, 3).to(torch.float32)
+            r, g, b = rgb.unbind(-1)
+            luma = 0.2126 * r + 0.7152 * g + 0.0722 * b
+            n = rgb.shape[0]
+            out[s:s + chunk, :h] = (luma * (219.0 / 255.0) + 16.5).to(torch.uint8)
+            pool = lambda x: x.reshape(n, h // 2, 2, w // 2, 2).mean(dim=(2, 4))  # noqa: E731
+            cb = pool(b - luma) * (224.0 / 255.0 / 1.8556) + 128.5
+            cr = pool(r - luma) * (224.0 / 255.0 / 1.5748) + 128.5
+            out[s:s + chunk, h:].view(n, -1)[:, : h * w // 4] = cb.clamp_(16, 240).to(torch.uint8).reshape(n, -1)
+            out[s:s + chunk, h:].view(n, -1)[:, h * w // 4:] = cr.clamp_(16, 240).to(torch.uint8).reshape(n, -1)
+        return out
+
+    def _dense_batch(self, zs: torch.Tensor) -> torch.Tensor:
+        """zs [shape=(B, n_z)] on the device -> frames, torch.Tensor [shape=(B, n_pixels, 3), dtype=uint8] on the
+        device. Only queues work (no host synchronisation), in chunks of at most ``dense_chunk`` pixel-frames."""
+        n_b, n_pix = zs.shape[0], self.n_pixels
+        dev = self.device
+        frames = torch.empty(n_b, n_pix, 3, dtype=torch.uint8, device=dev)
+        if n_b == 0:
+            return frames
+        hidden = self._a0.shape[1]
+        bias = (zs @ self._zw.T).unsqueeze(1)  # (B, 1, H)
+        wo, bo = self._mats[-1]
+        if self.image:
+            # one batched product per chunk gives the 3 colour logits and the 3 pulse arguments h m^T together
+            m = (zs @ self._pulse).reshape(n_b, 3, hidden)  # sum_j z_j R_j per frame
+            w_out = torch.cat([wo.expand(n_b, hidden, 3), m.transpose(1, 2)], dim=2)  # (B, H, 6)
+            b_out = torch.cat([bo, torch.zeros_like(bo)]).expand(n_b, 1, 6)
+        chunk = max(1, min(n_pix, self.dense_chunk // n_b))
+        x = torch.empty(n_b * chunk, hidden, device=dev)
+        y = torch.empty(n_b * chunk, hidden, device=dev)
+        for s in range(0, n_pix, chunk):
+            e = min(s + chunk, n_pix)
+            rows = n_b * (e - s)
+            h, g = x[:rows], y[:rows]
+            torch.add(self._a0[s:e], bias, out=h.view(n_b, e - s, hidden))
+            torch.tanh_(h)
             for w, b in self._mats[:-1]:
-                h = torch.tanh(torch.addmm(b, h, w))
-            wo, bo = self._mats[-1]
-            p = torch.sigmoid(torch.addmm(bo, h, wo))
+                torch.addmm(b, h, w, out=g)
+                torch.tanh_(g)
+                h, g = g, h
             if self.image:
-                m = (z @ self._pulse).reshape(3, -1)
-                swing = torch.sin(h @ m.T)
+                o = torch.baddbmm(b_out, h.view(n_b, e - s, hidden), w_out)  # (B, n, 6)
+                p = torch.sigmoid(o[..., :3])
+                swing = torch.sin(o[..., 3:])
                 if self._offset is not None:
                     swing -= self._offset[s:e]
                 p = (p + headroom(p) * swing).clamp_(0.0, 1.0)
-            frame[s:e] = _to_uint8(p)
-        return frame.cpu().numpy()
+            else:
+                p = torch.sigmoid_(torch.addmm(bo, h, wo)).view(n_b, e - s, 3)
+            frames[:, s:e] = _to_uint8(p)
+        return frames
 
 
 _KERNEL_BLOCK = 16
+#: Tiles a kernel worker takes at a time (4096 pixels): small enough that a core busy with the encoder takes fewer.
+_KERNEL_CHUNK = 256
 
 
 @functools.lru_cache(maxsize=1)
@@ -347,7 +565,7 @@ def _kernel_lib() -> ctypes.CDLL | None:
         if spec is None or not spec.origin:
             return None
         lib = ctypes.CDLL(spec.origin)
-        fn = lib.neuromv_render_tiles
+        fn = lib.neuromv_render
         block = ctypes.c_int.in_dll(lib, "neuromv_kernel_block").value
     except (OSError, AttributeError, ImportError, ValueError) as e:
         log.debug("render kernel unavailable (%s); using the torch path", e)
@@ -357,8 +575,8 @@ def _kernel_lib() -> ctypes.CDLL | None:
         return None
     fp = ctypes.POINTER(ctypes.c_float)
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int, fp, fp, fp, fp, ctypes.c_int, fp, fp, ctypes.POINTER(ctypes.c_uint8),
-                   ctypes.c_long, ctypes.c_long, ctypes.c_long]
+    fn.argtypes = [ctypes.c_int, fp, fp, fp, fp, fp, ctypes.c_int, fp, fp, ctypes.POINTER(ctypes.c_uint8),
+                   ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.POINTER(ctypes.c_long), ctypes.c_long]
     return lib
 
 
@@ -434,3 +652,18 @@ def _join_all(threads: list[threading.Thread]) -> None:
                 pending = pending or e
     if pending is not None:
         raise pending
+
+
+@contextlib.contextmanager
+def _exact_float32() -> Iterator[None]:
+    """float32 matrix products in full float32 (no TF32 or bfloat16 passes) for the work launched inside, even
+    where the caller has lowered ``torch.set_float32_matmul_precision``; the caller's setting is restored."""
+    old = torch.get_float32_matmul_precision()
+    if old == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)

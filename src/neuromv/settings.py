@@ -86,9 +86,11 @@ class RenderSettings:
     zoom : float
         Coordinate scale: larger values show more of the pattern (smaller features).
     crf : int
-        x264 constant rate factor (0-51; lower is better quality and larger files).
+        x264 constant rate factor (0-51; lower is better quality and larger files); NVENC's constant quality.
     preset : str
         x264 speed preset.
+    codec : str
+        FFmpeg video encoder: 'libx264' (default), 'libx265', or a hardware one such as 'h264_nvenc' (NVIDIA GPUs).
     start, duration : float
         Excerpt of the song to render, in seconds (duration None: to the end).
     device : str
@@ -122,6 +124,7 @@ class RenderSettings:
     zoom: float = 1.0
     crf: int = 18
     preset: str = "superfast"
+    codec: str = "libx264"
     start: float = 0.0
     duration: float | None = None
     device: str = "auto"
@@ -156,6 +159,9 @@ class RenderSettings:
             raise ParameterError(f"crf must be an integer from 0 to 51, not {self.crf!r}")
         if self.preset not in X264_PRESETS:
             raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {self.preset!r}")
+        if not isinstance(self.codec, str) or not re.fullmatch(r"[a-z0-9_]+", self.codec):
+            raise ParameterError(f"codec must be an FFmpeg encoder name such as libx264 or h264_nvenc, "
+                                 f"not {self.codec!r}")
         if not (_is_num(self.start) and self.start >= 0):
             raise ParameterError(f"start must be a number of seconds >= 0, not {self.start!r}")
         if self.duration is not None and not (_is_num(self.duration) and self.duration > 0):

@@ -17,22 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Audio
+from .audio import Audio, AudioFile
 from ._files import umask
 from .errors import NeuroMVError, OutputError, ParameterError
 
-__all__ = ["VideoWriter", "check_output_path", "CONTAINERS", "X264_PRESETS"]
+__all__ = ["VideoWriter", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
 
 log = logging.getLogger(__name__)
 
 #: Output file extensions and their FFmpeg muxers.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
+#: Hardware H.264/HEVC/AV1 encoders on NVIDIA GPUs (in PyAV's FFmpeg build; they need the GPU's driver to run).
+NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 _DONE = object()
+_AUDIO_BLOCK = 1 << 14
 
 
 def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite: bool = False) -> Path:
@@ -68,6 +72,44 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite:
     return out
 
 
+def check_codec(codec: str, width: int = 64, height: int = 64) -> str:
+    """Check that the video encoder ``codec`` exists in this FFmpeg build and can start on this machine (a
+    hardware encoder needs its GPU and driver); return its name.
+
+    Raises
+    ------
+    ParameterError
+        Unknown, not a video encoder, or present but unable to start here.
+    """
+    import av
+
+    try:
+        cc = av.CodecContext.create(codec, "w")
+    except (av.FFmpegError, ValueError, TypeError) as e:
+        raise ParameterError(f"video codec {codec!r} is not available in this FFmpeg build") from e
+    if cc.type != "video":
+        raise ParameterError(f"{codec!r} is not a video encoder")
+    cc.width, cc.height, cc.pix_fmt, cc.time_base = width + width % 2, height + height % 2, "yuv420p", Fraction(1, 30)
+    _open_encoder(cc, codec)
+    return codec
+
+
+def _open_encoder(cc, codec: str) -> None:
+    import av
+
+    try:
+        cc.open()
+    except (av.FFmpegError, OSError, ValueError) as e:
+        hint = " (it needs an NVIDIA GPU and driver with NVENC)" if codec in NVENC else ""
+        raise ParameterError(f"video codec {codec!r} is in this FFmpeg build but cannot start here{hint}: "
+                             f"{_reason(e)}; use --codec libx264") from e
+
+
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return text.splitlines()[0]
+
+
 class VideoWriter:
     """Write RGB frames and audio to a video file, atomically.
 
@@ -82,8 +124,10 @@ class VideoWriter:
         Frame size; H.264 with yuv420p needs both even.
     fps : float or Fraction
         Frame rate.
-    audio : Audio, optional
-        Muxed in as AAC (192 kb/s), interleaved with the video as frames arrive.
+    audio : Audio or AudioFile, optional
+        Muxed in as AAC (192 kb/s), interleaved with the video as frames arrive. Anything with ``sr``,
+        ``channels``, ``n_samples`` and ``blocks(size)`` will do; an :class:`~neuromv.audio.AudioFile` is read block
+        by block as the video proceeds, never whole.
     codec : str
         FFmpeg video encoder, ``'libx264'`` by default.
     crf : int
@@ -105,7 +149,8 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float | Fraction, *,
-                 audio: Audio | None = None, codec: str = "libx264", crf: int = 18, preset: str = "superfast",
+                 audio: Audio | AudioFile | None = None, codec: str = "libx264", crf: int = 18,
+                 preset: str = "superfast",
                  overwrite: bool = False, inputs: tuple = (), queue_size: int = 8) -> None:
         import av
 
@@ -113,7 +158,7 @@ class VideoWriter:
         for name, v in (("width", width), ("height", height)):
             if not isinstance(v, (int, np.integer)) or v < 2:
                 raise ParameterError(f"{name} must be an integer >= 2, not {v!r}")
-        if codec in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc") and (width % 2 or height % 2):
+        if codec in ("libx264", "libx265", *NVENC) and (width % 2 or height % 2):
             raise ParameterError(f"{codec} with yuv420p needs an even width and height, not {width}x{height}")
         if not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
             raise ParameterError(f"crf must be an integer from 0 to 51, not {crf!r}")
@@ -129,6 +174,7 @@ class VideoWriter:
         self.audio = audio
         self.frames_written = 0
         self._audio_pos = 0
+        self._audio_blocks = None
         self._error: BaseException | None = None
         self._closed = False
 
@@ -140,17 +186,17 @@ class VideoWriter:
             fmt = CONTAINERS[self.path.suffix.lower()]
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
             self._container = av.open(os.fspath(self._tmp), "w", format=fmt, options=options)
-            try:
-                vs = self._container.add_stream(codec, rate=self.fps)
-            except (av.FFmpegError, ValueError) as e:  # unknown codec
-                raise ParameterError(f"video codec {codec!r} is not available in this FFmpeg build") from e
+            vs = self._container.add_stream(check_codec(codec), rate=self.fps)
             vs.width, vs.height = self.width, self.height
             vs.pix_fmt = "yuv420p"
             if codec in ("libx264", "libx265"):
                 vs.options = {"crf": str(int(crf)), "preset": preset}
+            elif codec in NVENC:  # constant quality, NVENC's own presets (p1 fastest ... p7 best)
+                vs.options = {"rc": "vbr", "cq": str(max(1, int(crf))), "b": "0", "preset": "p4"}
             # BT.709, limited range: the usual HD tagging, so players show the colours we rendered
             cc = vs.codec_context
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
+            _open_encoder(cc, codec)  # one that cannot run here (no GPU, no driver) fails before any frame
             self._vstream = vs
             self._astream = None
             if audio is not None:
@@ -168,13 +214,22 @@ class VideoWriter:
 
     # -- public ------------------------------------------------------------------------------------------------
     def write(self, frame: np.ndarray) -> None:
-        """Queue one frame: np.ndarray [shape=(height, width, 3), dtype=uint8], RGB. Blocks while the queue is full."""
+        """Queue one frame. Blocks while the queue is full.
+
+        Parameters
+        ----------
+        frame : np.ndarray [shape=(height, width, 3) or (height * 3 // 2, width), dtype=uint8]
+            RGB, or I420 (``yuv420p`` planes one after the other, BT.709 limited range, as
+            :meth:`neuromv.renderer.Renderer.render_yuv420` makes), which the encoder takes without conversion.
+        """
         if self._closed:
             raise OutputError(f"{self.path}: writer is closed")
         frame = np.asarray(frame)
-        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ParameterError(f"frame must be uint8 of shape {(self.height, self.width, 3)}, "
-                                 f"not {frame.dtype} {frame.shape}")
+        i420 = (self.height * 3 // 2, self.width)
+        if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3) and (
+                frame.shape != i420 or self.height % 2 or self.width % 2):
+            raise ParameterError(f"frame must be uint8 of shape {(self.height, self.width, 3)} (RGB) or {i420} "
+                                 f"(I420), not {frame.dtype} {frame.shape}")
         while True:
             self._raise_worker_error()
             try:
@@ -243,6 +298,9 @@ class VideoWriter:
                 pass
             self._queue.put(_DONE)
             worker.join()
+        blocks = getattr(self, "_audio_blocks", None)
+        if blocks is not None and hasattr(blocks, "close"):
+            blocks.close()  # an AudioFile's reader
         container = getattr(self, "_container", None)
         if container is not None:
             try:
@@ -263,8 +321,11 @@ class VideoWriter:
                 item = self._queue.get()
                 if item is _DONE or self._error is not None:
                     break
-                vf = av.VideoFrame.from_ndarray(item, format="rgb24")
-                vf = vf.reformat(format="yuv420p", dst_colorspace=av.video.reformatter.Colorspace.ITU709)
+                if item.ndim == 2:  # I420 already
+                    vf = av.VideoFrame.from_ndarray(item, format="yuv420p")
+                else:
+                    vf = av.VideoFrame.from_ndarray(item, format="rgb24")
+                    vf = vf.reformat(format="yuv420p", dst_colorspace=av.video.reformatter.Colorspace.ITU709)
                 vf.pts = self.frames_written
                 vf.time_base = 1 / self.fps
                 self._container.mux(vs.encode(vf))
@@ -283,17 +344,26 @@ class VideoWriter:
         if self._astream is None:
             return
         a = self.audio
+        if self._audio_blocks is None:
+            self._audio_blocks = a.blocks(_AUDIO_BLOCK)
+            self._audio_held = np.zeros((a.channels, 0), dtype=np.float32)
         end = a.n_samples if t is None else min(a.n_samples, int(t * a.sr))
-        step = 1 << 14
         while self._audio_pos < end:
-            stop = min(end, self._audio_pos + step)
+            if self._audio_held.shape[1] == 0:
+                self._audio_held = next(self._audio_blocks, None)
+                if self._audio_held is None:  # the source ended early: nothing more to mux
+                    self._audio_held = np.zeros((a.channels, 0), dtype=np.float32)
+                    break
+            take = min(end - self._audio_pos, self._audio_held.shape[1])
             af = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(a.samples[:, self._audio_pos:stop]), format="fltp", layout=self._alayout
+                np.ascontiguousarray(self._audio_held[:, :take], dtype=np.float32), format="fltp", layout=self._alayout
             )
+            self._audio_held = self._audio_held[:, take:]
             af.sample_rate = a.sr
             af.pts = self._audio_pos
             af.time_base = Fraction(1, a.sr)
             self._container.mux(self._astream.encode(af))
-            self._audio_pos = stop
+            self._audio_pos += take
         if t is None:
             self._container.mux(self._astream.encode(None))
+            self._audio_blocks = None
