@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "render": "pipeline", "RenderResult": "pipeline",
     "RenderSettings": "settings", "parse_size": "settings",
-    "Audio": "audio", "load_audio": "audio", "check_audible": "audio",
+    "Audio": "audio", "AudioFile": "audio", "load_audio": "audio", "check_audible": "audio",
     "song_latents": "features", "mel_power": "features", "normalize": "features",
     "CPPN": "cppn", "coordinate_grid": "cppn",
     "Renderer": "renderer", "reference_render": "renderer", "resolve_device": "renderer",

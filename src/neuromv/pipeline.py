@@ -191,7 +191,9 @@ def render(
     Parameters
     ----------
     song : str, os.PathLike or Audio
-        An audio file (wav, mp3, flac, ogg, opus, m4a, ...) or decoded :class:`~neuromv.audio.Audio`.
+        An audio file (wav, mp3, flac, ogg, opus, m4a, ...) or decoded :class:`~neuromv.audio.Audio`. A file is
+        read block by block (:class:`~neuromv.audio.AudioFile`), so memory does not grow with its length (except
+        with ``stems``, which separate the whole song in memory).
     output : str or os.PathLike
         The video file to write (.mp4, .m4v, .mov or .mkv). It appears only when complete.
     settings : RenderSettings, optional

@@ -10,11 +10,14 @@ How it is fast, while computing the same function as :meth:`neuromv.cppn.CPPN.fo
 3. **Tiles.** Pixels go through all layers in tiles that stay in cache, with buffers reused between tiles, on
    one worker thread per core (each running torch single-threaded).
 4. **Fused kernel** (``method='kernel'``, the CPU default when the compiled extension ``neuromv._kernel`` is
-   installed): blocks of 16 pixels go through every layer in registers, with tanh as an order-7 rational function,
-   so the matrix work runs near the FMA units' peak (``src/neuromv/_kernel.cpp``). Abstract CPPNs with hidden
-   8, 16, 24, 32, 48 or 64; other CPPNs use the tiles of point 3.
+   installed): tiles of 8 x 2 pixels go through every layer in registers, layer 1 computed from the pixels'
+   coordinates, with tanh as an order-7 rational function, so the matrix work runs near the FMA units' peak
+   (``src/neuromv/_kernel.cpp``). The cores share a frame's tiles through an atomic counter. It can write I420,
+   the encoder's format (:meth:`Renderer.render_yuv420`). Abstract CPPNs with hidden 8, 16, 24, 32, 48 or 64;
+   other CPPNs use the tiles of point 3.
 
-On a GPU the whole frame goes through in large chunks instead.
+On a GPU (``method='dense'``) batches of frames go through together in large chunks; :meth:`Renderer.frames`
+double-buffers them and overlaps the copies to the host with the caller's encoding (docs/performance.md).
 
 Image-mode CPPNs (:mod:`neuromv.cppn`) take no z in the first layer; their per-frame pulse matrix
 ``sum_j z_j R_j`` (3 x hidden) rides along with the output layer: one ``addmm`` gives the 3 colour logits and the
