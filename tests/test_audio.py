@@ -114,6 +114,8 @@ def test_audio_file_reads_the_same_samples_in_blocks_every_time(media):
         assert all(b.shape[1] == size for b in blocks[:-1]) and 0 < blocks[-1].shape[1] <= size
         assert np.array_equal(np.concatenate(blocks, axis=1), whole.samples)
     assert np.array_equal(src.load().samples, whole.samples)
+    with pytest.raises(ParameterError, match="block size"):
+        next(src.blocks(0))
 
 
 def test_audio_file_checks_before_any_work(media):

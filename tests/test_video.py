@@ -169,21 +169,23 @@ def test_i420_frame_shape_is_checked(tmp_path):
 def test_codec_that_cannot_start_is_a_clear_error_and_leaves_nothing(tmp_path):
     from neuromv.video import check_codec
 
-    assert check_codec("libx264") == "libx264"
+    assert check_codec("libx264", 256, 144) == "libx264"
+    with pytest.raises(ParameterError, match="16x10 yuv420p"):  # FFmpeg's refusal names the size it was asked
+        check_codec("libx265", 16, 10)
     with pytest.raises(ParameterError, match="not available in this FFmpeg build"):
-        check_codec("no_such_encoder")
+        check_codec("no_such_encoder", 256, 144)
     with pytest.raises(ParameterError, match="not a video encoder"):
-        check_codec("aac")
+        check_codec("aac", 256, 144)
     try:
-        check_codec("h264_nvenc")
+        check_codec("h264_nvenc", 256, 144)  # NVENC's minimum frame size is about 145 pixels
     except ParameterError as e:  # no NVIDIA GPU or driver here: says so, and what to use instead
         assert "NVENC" in str(e) and "--codec libx264" in str(e)
         with pytest.raises(ParameterError, match="NVENC"):
-            VideoWriter(tmp_path / "v.mp4", 64, 48, 30, codec="h264_nvenc")
+            VideoWriter(tmp_path / "v.mp4", 256, 144, 30, codec="h264_nvenc")
         assert not list(tmp_path.iterdir())
     else:  # a machine with NVENC: it really encodes
-        with VideoWriter(tmp_path / "v.mp4", 64, 48, 30, codec="h264_nvenc") as w:
-            for f in _frames(10):
+        with VideoWriter(tmp_path / "v.mp4", 256, 144, 30, codec="h264_nvenc") as w:
+            for f in _frames(10, 256, 144):
                 w.write(f)
         info, frames = decode_video(tmp_path / "v.mp4")
         assert info["vcodec"] == "h264" and len(frames) == 10

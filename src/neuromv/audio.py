@@ -260,9 +260,11 @@ class AudioFile:
     def blocks(self, size: int = 1 << 16) -> Iterator[np.ndarray]:
         """Decode the samples again, in order: np.ndarray [shape=(channels, k), dtype=float32], ``k <= size``.
 
-        Exactly :attr:`n_samples` samples in all (should the file have changed since it was opened, an
-        :class:`AudioError` is raised).
+        :attr:`n_samples` samples in all: should the file have become shorter since it was opened, an
+        :class:`AudioError` is raised; samples beyond :attr:`n_samples` are not read.
         """
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ParameterError(f"block size must be a positive integer, not {size!r}")
         sent = 0
         with AudioReader(self.path, **self._options) as reader:
             pending: list[np.ndarray] = []

@@ -106,8 +106,8 @@ class MelStream:
         self.fps = _check_fps(fps)
         if isinstance(n_mels, bool) or not isinstance(n_mels, (int, np.integer)) or not 1 <= n_mels <= 256:
             raise ParameterError(f"n_mels must be an integer from 1 to 256, not {n_mels!r}")
-        if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-            raise ParameterError(f"sample rate must be a positive integer, not {sr!r}")
+        if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0 or sr != int(sr):
+            raise ParameterError(f"sample rate must be a positive whole number of Hz, not {sr!r}")
         self.sr, self.n_mels = int(sr), int(n_mels)
         self._hop_exact = Fraction(self.sr) / self.fps
         self.hop = max(1, round(self._hop_exact))

@@ -327,7 +327,8 @@ def render(
 
 
 def _encode(frames, n_frames, audio, output, settings, overwrite, inputs, progress, cancel, t0, where):
-    """Stream ``frames`` (an iterator of uint8 (h, w, 3)) into the video file with the song's audio."""
+    """Stream ``frames`` (an iterator of uint8 RGB (h, w, 3) or I420 (h * 3 // 2, w)) into the video file with the
+    song's audio."""
     from .video import VideoWriter
 
     width, height = settings.width, settings.height

@@ -216,7 +216,7 @@ class Renderer:
         del ct
         f32 = lambda t: np.ascontiguousarray(t.numpy(), dtype=np.float32)  # noqa: E731
         self._w0_np = f32(w0)  # (H, 3): the coordinate part of layer 0
-        self._b0_np, self._zw_np = b0.numpy(), w0_z.numpy()  # float64: the frame's bias is b0 + W_z z
+        self._b0_np, self._zw_np = b0.numpy().copy(), w0_z.numpy().copy()  # float64: the frame's bias, b0 + W_z z
         mid = layers[1:-1]
         self._ws = f32(torch.stack([w for w, _ in mid])) if mid else np.zeros((0, hidden, hidden), np.float32)
         self._bs = f32(torch.stack([b for _, b in mid])) if mid else np.zeros((0, hidden), np.float32)
@@ -497,7 +497,8 @@ class Renderer:
 
     def _i420(self, frames: torch.Tensor, chunk: int = 8) -> torch.Tensor:
         """RGB frames [shape=(B, n_pixels, 3), uint8] -> I420 [shape=(B, height * 3 // 2, width), uint8] on their
-        device: BT.709 limited range, chroma the mean of each 2 x 2 block (as the CPU kernel's I420 output)."""
+        device: BT.709 limited range, chroma the mean of each 2 x 2 block: the CPU kernel's I420 within 1 level
+        (the kernel converts the colours before rounding, this the rounded ones)."""
         h, w = self.height, self.width
         out = torch.empty(frames.shape[0], h * 3 // 2, w, dtype=torch.uint8, device=frames.device)
         for s in range(0, frames.shape[0], chunk):  # bounded float work space
@@ -660,7 +661,8 @@ def _join_all(threads: list[threading.Thread]) -> None:
 @contextlib.contextmanager
 def _exact_float32() -> Iterator[None]:
     """float32 matrix products in full float32 (no TF32 or bfloat16 passes) for the work launched inside, even
-    where the caller has lowered ``torch.set_float32_matmul_precision``; the caller's setting is restored."""
+    where the caller has lowered ``torch.set_float32_matmul_precision``; the caller's setting is restored. The
+    setting is process-wide: torch work on other threads meanwhile also runs in full float32."""
     old = torch.get_float32_matmul_precision()
     if old == "highest":
         yield

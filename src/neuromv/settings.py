@@ -159,7 +159,7 @@ class RenderSettings:
             raise ParameterError(f"crf must be an integer from 0 to 51, not {self.crf!r}")
         if self.preset not in X264_PRESETS:
             raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {self.preset!r}")
-        if not isinstance(self.codec, str) or not re.fullmatch(r"[a-z0-9_]+", self.codec):
+        if not isinstance(self.codec, str) or not re.fullmatch(r"[a-z0-9_-]+", self.codec):
             raise ParameterError(f"codec must be an FFmpeg encoder name such as libx264 or h264_nvenc, "
                                  f"not {self.codec!r}")
         if not (_is_num(self.start) and self.start >= 0):

@@ -72,15 +72,24 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite:
     return out
 
 
-def check_codec(codec: str, width: int = 64, height: int = 64) -> str:
-    """Check that the video encoder ``codec`` exists in this FFmpeg build and can start on this machine (a
-    hardware encoder needs its GPU and driver); return its name.
+def check_codec(codec: str, width: int, height: int) -> str:
+    """Check that the video encoder ``codec`` exists in this FFmpeg build and can start on this machine for
+    ``width x height`` yuv420p frames (a hardware encoder needs its GPU and driver, and has a minimum size);
+    return its name. The encoder is opened and closed again.
 
     Raises
     ------
     ParameterError
-        Unknown, not a video encoder, or present but unable to start here.
+        Unknown, not a video encoder, or present but unable to start here at that size.
     """
+    cc = _encoder(codec)
+    cc.width, cc.height, cc.pix_fmt, cc.time_base = width + width % 2, height + height % 2, "yuv420p", Fraction(1, 30)
+    _open_encoder(cc, codec)
+    return codec
+
+
+def _encoder(codec: str):
+    """A new (unopened) encoder context; ParameterError if there is no such video encoder."""
     import av
 
     try:
@@ -89,9 +98,7 @@ def check_codec(codec: str, width: int = 64, height: int = 64) -> str:
         raise ParameterError(f"video codec {codec!r} is not available in this FFmpeg build") from e
     if cc.type != "video":
         raise ParameterError(f"{codec!r} is not a video encoder")
-    cc.width, cc.height, cc.pix_fmt, cc.time_base = width + width % 2, height + height % 2, "yuv420p", Fraction(1, 30)
-    _open_encoder(cc, codec)
-    return codec
+    return cc
 
 
 def _open_encoder(cc, codec: str) -> None:
@@ -100,9 +107,10 @@ def _open_encoder(cc, codec: str) -> None:
     try:
         cc.open()
     except (av.FFmpegError, OSError, ValueError) as e:
-        hint = " (it needs an NVIDIA GPU and driver with NVENC)" if codec in NVENC else ""
-        raise ParameterError(f"video codec {codec!r} is in this FFmpeg build but cannot start here{hint}: "
-                             f"{_reason(e)}; use --codec libx264") from e
+        hint = (" (NVENC needs an NVIDIA GPU that has the encoder, its driver, and frames of at least about 256x256; "
+                "data-centre GPUs such as the H100 have no NVENC)" if codec in NVENC else "")
+        raise ParameterError(f"video codec {codec!r} is in this FFmpeg build but cannot start here for "
+                             f"{cc.width}x{cc.height} {cc.pix_fmt}{hint}: {_reason(e)}; use --codec libx264") from e
 
 
 def _reason(e: BaseException) -> str:
@@ -186,7 +194,8 @@ class VideoWriter:
             fmt = CONTAINERS[self.path.suffix.lower()]
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
             self._container = av.open(os.fspath(self._tmp), "w", format=fmt, options=options)
-            vs = self._container.add_stream(check_codec(codec), rate=self.fps)
+            _encoder(codec)  # a clear error for an unknown encoder; it is opened at the real size below
+            vs = self._container.add_stream(codec, rate=self.fps)
             vs.width, vs.height = self.width, self.height
             vs.pix_fmt = "yuv420p"
             if codec in ("libx264", "libx265"):
