@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         st.run(f"video encode (libx264 {settings.preset}, from {kind})", lambda: encode(None, (w, h), frames))
         tiny = [np.zeros((16, 16, 3), np.uint8)]
         st.run("audio encode + mux (AAC, with a 16x16 video)", lambda: encode(src, (16, 16), tiny))
-        del frames
+        frames.clear()  # free the rendered frames before the end-to-end run
         wall, c = time.perf_counter(), cpu()
         result = neuromv.render(song, Path(d) / "e2e.mp4", width=w, height=h, preset=args.preset, seed=7,
                                 start=4.0, image="none")
