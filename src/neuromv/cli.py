@@ -155,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing stem files")
     _add_verbosity(s)
     s.set_defaults(func=_cmd_separate)
+
+    v = sub.add_parser("serve", help="live preview in the browser (a local web app)",
+                       description="Start a local web server: drop a song on the page, see the CPPN play with it, "
+                                   "tune it, and render the video.")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only)")
+    v.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
+    v.add_argument("--max-upload", type=int, default=512, metavar="MB",
+                   help="largest song accepted, in MB (default: %(default)s)")
+    _add_verbosity(v)
+    v.set_defaults(func=_cmd_serve)
     return parser
 
 
@@ -247,6 +258,25 @@ def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> None:
     RenderSettings(device=args.device)  # validates the device name
     separate_song(args.song, args.output, args.separator, overwrite=args.overwrite, device=args.device,
                   progress=_bars(args), cancel=cancel)
+
+
+def _cmd_serve(args: argparse.Namespace, cancel: threading.Event) -> None:
+    import importlib.util
+
+    from .errors import ParameterError
+
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ParameterError(f"neuromv serve needs the 'serve' extra: pip install 'neuromv[serve]' "
+                             f"({', '.join(missing)} missing)")
+    from .serve import serve
+    if not 1 <= args.max_upload <= 1 << 20:
+        raise ParameterError(f"--max-upload must be from 1 to 1048576 MB, not {args.max_upload}")
+    if not 0 < args.port < 65536:
+        raise ParameterError(f"port must be from 1 to 65535, not {args.port}")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"neuromv: live preview at http://{host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
+    serve(args.host, args.port, max_upload=args.max_upload * 2**20)
 
 
 def _bars(args: argparse.Namespace) -> bool:

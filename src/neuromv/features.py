@@ -24,6 +24,8 @@ __all__ = [
     "mel_power",
     "MelStream",
     "latents_from_blocks",
+    "song_db",
+    "latents_from_db",
     "power_to_db",
     "standardize",
     "normalize",
@@ -314,11 +316,30 @@ def latents_from_blocks(
     np.ndarray [shape=(n_frames, n_mels), dtype=float32]
         The same as ``song_latents`` of the whole song.
     """
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise ParameterError(f"smooth must be a number of seconds >= 0, not {smooth}")
+    return latents_from_db(song_db(blocks, sr, fps=fps, n_mels=n_mels), fps=fps, smooth=smooth)
+
+
+def song_db(blocks: Iterable[np.ndarray], sr: int, *, fps: float = 30, n_mels: int = 32) -> np.ndarray:
+    """The first half of :func:`latents_from_blocks`: the song's mel spectrogram per video frame, in dB relative to
+    its peak (:func:`power_to_db`), computed block by block.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(k,) mono or (channels, k)]
+    sr : int
+    fps : float
+    n_mels : int
+
+    Returns
+    -------
+    np.ndarray [shape=(n_mels, n_frames), dtype=float32]
+        Values in [-TOP_DB, 0].
+    """
     import soxr
 
     fps_q = _check_fps(fps)
-    if not (math.isfinite(smooth) and smooth >= 0):
-        raise ParameterError(f"smooth must be a number of seconds >= 0, not {smooth}")
     mel = MelStream(ANALYSIS_SR, fps=fps_q, n_mels=n_mels)
     resampler = None if sr == ANALYSIS_SR else soxr.ResampleStream(sr, ANALYSIS_SR, 1, dtype="float32",
                                                                   quality="HQ")
@@ -340,6 +361,21 @@ def latents_from_blocks(
         S = S[:, :n_frames]
     elif S.shape[1] < n_frames:
         S = np.pad(S, ((0, 0), (0, n_frames - S.shape[1])), mode="edge")
-    # smoothing acts on the dB scale, how loudness is heard
-    db = smooth_release(power_to_db(S), fps=float(fps_q), release=smooth)
+    return power_to_db(S)
+
+
+def latents_from_db(db: np.ndarray, *, fps: float = 30, smooth: float = 0.2) -> np.ndarray:
+    """The second half of :func:`latents_from_blocks`: smoothing (on the dB scale, how loudness is heard) and
+    :func:`standardize`. Cheap: the live preview (``neuromv serve``) does the same in JavaScript.
+
+    Parameters
+    ----------
+    db : np.ndarray [shape=(n_mels, n_frames)]
+        From :func:`song_db`.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames, n_mels), dtype=float32]
+    """
+    db = smooth_release(np.asarray(db, dtype=np.float32), fps=float(_check_fps(fps)), release=smooth)
     return np.ascontiguousarray(standardize(db).T)
