@@ -12,6 +12,7 @@ const state = {
   net: null,           // {hidden, n_z, layers: [{out, in, w: Float32Array, b: Float32Array}]}
   gl: null, program: null, uniforms: {}, buffers: [],
   frameIndex: -1,      // the frame on screen (tests read it)
+  clock: 0,            // the audio time it was chosen for
   framesDrawn: 0,
   settings: { reactivity: 1, smooth: 0.2, zoom: 1, seed: 0, hidden: 32, n_mels: 32, fps: 30, width: 1280, height: 720 },
 };
@@ -201,8 +202,8 @@ let fpsCount = 0, fpsSince = performance.now();
 function loop() {
   if (state.z) {
     const s = state.song;
-    const index = Math.min(s.n_frames - 1, Math.max(0, Math.floor($("player").currentTime * s.fps)));
-    draw(index);
+    state.clock = $("player").currentTime; // the audio clock picks the frame
+    draw(Math.min(s.n_frames - 1, Math.max(0, Math.floor(state.clock * s.fps))));
     fpsCount += 1;
   }
   const now = performance.now();
