@@ -67,7 +67,7 @@ def main(argv=None) -> int:
             page.wait_for_function("window.neuromv.z !== null && window.neuromv.program !== null", timeout=60_000)
             page.evaluate("() => document.getElementById('player').play()")
             for w, h in SIZES:
-                page.evaluate(f"() => {{ window.neuromv.gl.canvas.width = {w}; window.neuromv.gl.canvas.height = {h}; }}")
+                page.evaluate(f"() => {{ const c = window.neuromv.gl.canvas; c.width = {w}; c.height = {h}; }}")
                 time.sleep(1.0)
                 n0, t0 = page.evaluate("() => window.neuromv.framesDrawn"), time.perf_counter()
                 time.sleep(args.seconds)
