@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Audio, AudioFile
+from .audio import Audio, AudioFile, _reason
 from ._files import umask
 from .errors import NeuroMVError, OutputError, ParameterError
 
@@ -111,11 +111,6 @@ def _open_encoder(cc, codec: str) -> None:
                 "data-centre GPUs such as the H100 have no NVENC)" if codec in NVENC else "")
         raise ParameterError(f"video codec {codec!r} is in this FFmpeg build but cannot start here for "
                              f"{cc.width}x{cc.height} {cc.pix_fmt}{hint}: {_reason(e)}; use --codec libx264") from e
-
-
-def _reason(e: BaseException) -> str:
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return text.splitlines()[0]
 
 
 class VideoWriter:
