@@ -54,3 +54,43 @@ def test_bad_parameters(kwargs):
         CPPN(**kwargs)
     with pytest.raises(ParameterError):
         coordinate_grid(0, 10)
+
+
+def test_coordinate_grid_pan_shifts_x_and_y_and_recomputes_r():
+    plain = coordinate_grid(37, 23, scale=1.5, dtype=torch.float64)
+    panned = coordinate_grid(37, 23, scale=1.5, pan=(0.75, -2.0), dtype=torch.float64)
+    assert torch.allclose(panned[:, 0], plain[:, 0] + 0.75, rtol=0, atol=1e-12)
+    assert torch.allclose(panned[:, 1], plain[:, 1] - 2.0, rtol=0, atol=1e-12)
+    assert torch.allclose(panned[:, 2], torch.sqrt(panned[:, 0] ** 2 + panned[:, 1] ** 2), rtol=0, atol=1e-12)
+    assert abs(panned[:, 0].mean() - 0.75) < 1e-12 and abs(panned[:, 1].mean() + 2.0) < 1e-12  # the view's centre
+    # the pan is in the CPPN's coordinates: the same shift at any scale and resolution
+    big = coordinate_grid(74, 46, scale=0.5, pan=(0.75, -2.0), dtype=torch.float64)
+    assert torch.allclose(big[:, :2].mean(0), torch.tensor([0.75, -2.0], dtype=torch.float64), atol=1e-12)
+
+
+def test_coordinate_grid_without_pan_is_unchanged_bit_for_bit():
+    # the formula from before the pan existed, in float64, then cast
+    for width, height, scale in [(37, 23, 1.0), (1280, 720, 2.5), (1, 5, 0.3)]:
+        half = min(width, height) / 2.0
+        xs = (torch.arange(width, dtype=torch.float64) + 0.5 - width / 2.0) / half * scale
+        ys = (torch.arange(height, dtype=torch.float64) + 0.5 - height / 2.0) / half * scale
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        old = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.sqrt(xx * xx + yy * yy).reshape(-1)], dim=1)
+        for pan in [(0.0, 0.0), (0, 0), [0.0, -0.0]]:
+            assert torch.equal(coordinate_grid(width, height, scale=scale, pan=pan), old.float())
+            assert torch.equal(coordinate_grid(width, height, scale=scale, pan=pan, dtype=torch.float64), old)
+
+
+@pytest.mark.parametrize("pan", [(1.0,), (0.0, 0.0, 0.0), (float("nan"), 0.0), (0.0, float("-inf")), None, 1.0,
+                                 "xy", (True, False), ("0", "0"), (0.0, None), (1j, 0)])
+def test_coordinate_grid_bad_pan(pan):
+    with pytest.raises(ParameterError, match="pan must be two finite numbers"):
+        coordinate_grid(10, 10, pan=pan)
+
+
+def test_coordinate_grid_pan_takes_numpy_and_integers():
+    import numpy as np
+
+    a = coordinate_grid(9, 7, pan=np.array([1, -1]))
+    b = coordinate_grid(9, 7, pan=(np.float32(1.0), -1.0))
+    assert torch.equal(a, b) and torch.equal(a, coordinate_grid(9, 7, pan=(1.0, -1.0)))

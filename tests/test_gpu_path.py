@@ -275,6 +275,59 @@ def test_frames_early_stop_is_clean():
     assert _levels(first, r.render(_zs(10, 4)[0])) <= 1
 
 
+# -- pan and colour on the batched path -----------------------------------------------------------------------------
+PAN = (0.6, -1.1)
+
+
+def _colour() -> np.ndarray:
+    return renderer.color_matrix(hue=140.0, saturation=1.5, brightness=-0.05, contrast=1.2)
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["abstract", "image"])
+def test_render_batch_and_frames_honour_pan_and_colour(image):
+    net = CPPN(8, 16, seed=14, image=image)
+    zs = np.concatenate([_zs(3, 8, 0.3, 1), _zs(4, 8, 2.0, 2)])
+    centre = zs if image else None
+    dense = Renderer(net, W, H, method="dense", pan=PAN, color=_colour(), centre=centre)
+    batch = dense.render_batch(zs)
+    frames = np.stack(list(dense.frames(zs, batch=BATCH)))
+    tiled = Renderer(net, W, H, method="tiled", pan=PAN, color=_colour(), centre=centre)
+    assert _levels(batch, np.stack([tiled.render(z) for z in zs])) <= 1
+    assert _levels(frames, batch) <= 1
+    assert _levels(batch, np.stack([dense.render(z) for z in zs])) <= 1
+    plain = Renderer(net, W, H, method="dense", centre=centre).render_batch(zs)
+    assert _levels(batch, plain) > 8  # pan and colour changed the frames
+    if not image:
+        for frame, z in zip(batch, zs):
+            ref = reference_render(net, W, H, z, pan=PAN, color=_colour())
+            assert np.abs(frame.astype(np.float64) / 255.0 - ref).max() <= 1.0 / 255.0
+            assert np.mean(frame == np.round(ref * 255).astype(np.uint8)) > 0.99
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 7 * 13 * 9 + 3])
+def test_render_batch_colour_in_any_chunk_size(chunk):
+    net = CPPN(8, 16, seed=15)
+    zs = _zs(7, 8, 1.5, 7)
+    r = Renderer(net, 13, 9, method="dense", pan=PAN, color=_colour())
+    r.dense_chunk = chunk
+    for frame, z in zip(r.render_batch(zs), zs):
+        ref = reference_render(net, 13, 9, z, pan=PAN, color=_colour())
+        assert np.abs(frame.astype(np.float64) / 255.0 - ref).max() <= 1.0 / 255.0
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["abstract", "image"])
+def test_yuv420_frames_carry_the_colour(image):
+    net = CPPN(8, 16, seed=16, image=image)
+    zs = _zs(5, 8, 1.0, 8)
+    r = Renderer(net, 38, 22, method="dense", pan=PAN, color=_colour(), centre=zs if image else None)
+    yuv = np.stack(list(r.frames(zs, batch=2, yuv420=True)))
+    np.testing.assert_array_equal(yuv, r._i420(torch.from_numpy(r.render_batch(zs)).reshape(len(zs), -1, 3)).numpy())
+    grey = Renderer(net, 38, 22, method="dense", pan=PAN, color=renderer.color_matrix(saturation=0.0),
+                    centre=zs if image else None)
+    chroma = np.stack(list(grey.frames(zs, yuv420=True)))[:, 22:]
+    assert np.abs(chroma.astype(int) - 128).max() <= 1  # no saturation: no chroma
+
+
 # -- CUDA only ---------------------------------------------------------------------------------------------------
 @cuda
 @pytest.mark.parametrize("image", [False, True], ids=["abstract", "image"])
@@ -291,6 +344,20 @@ def test_cuda_render_batch_matches_cpu_and_reference(image):
     assert _levels(batch, np.stack([gpu.render(z) for z in zs])) <= 1
     if not image:
         _assert_matches_reference(batch, net, zs, 97, 53)
+
+
+@cuda
+@pytest.mark.parametrize("image", [False, True], ids=["abstract", "image"])
+def test_cuda_pan_and_colour_match_cpu(image):
+    net = CPPN(16, 32, seed=17, image=image)
+    zs = _zs(5, 16, 2.0, 9)
+    centre = zs if image else None
+    gpu = Renderer(net, 64, 36, device="cuda", pan=PAN, color=_colour(), centre=centre)
+    cpu = Renderer(net, 64, 36, method="tiled", pan=PAN, color=_colour(), centre=centre)
+    frames = np.stack(list(gpu.frames(zs, batch=2)))
+    assert _levels(frames, np.stack([cpu.render(z) for z in zs])) <= 1
+    yuv = np.stack(list(gpu.frames(zs, batch=2, yuv420=True)))
+    np.testing.assert_array_equal(yuv, gpu._i420(torch.from_numpy(frames).reshape(len(zs), -1, 3).cuda()).cpu().numpy())
 
 
 def _owner(frame: np.ndarray):

@@ -196,3 +196,189 @@ def test_kernel_workers_share_the_tiles_of_a_frame():
         one = Renderer(net, *size, threads=1).render(z)
         many = Renderer(net, *size, threads=7).render(z)
         assert np.array_equal(one, many)
+
+
+# -- pan and colour ------------------------------------------------------------------------------------------------
+def _have(method: str) -> bool:
+    from neuromv.renderer import kernel_widths
+
+    return method != "kernel" or 16 in kernel_widths()
+
+
+#: (method, image) pairs: the kernel renders abstract CPPNs only
+METHODS_KINDS = [pytest.param(m, i, id=f"{m}-{'image' if i else 'abstract'}")
+                 for m in ("kernel", "tiled", "dense") for i in (False, True) if not (m == "kernel" and i)]
+#: a strong colour map (channels mixed with weights up to 1.5, some clipping) and a gentle one
+STRONG = dict(hue=75.0, saturation=1.4, brightness=0.05, contrast=1.3)
+GENTLE = dict(hue=-20.0, saturation=0.6, brightness=-0.1, contrast=0.9)
+
+
+def test_color_matrix_identity_is_none_and_the_formula_holds():
+    from neuromv.renderer import color_matrix
+
+    assert color_matrix() is None and color_matrix(0, 1, 0, 1) is None and color_matrix(0.0, 1.0, 0.0, 1.0) is None
+    a = color_matrix(360.0)
+    assert a.shape == (3, 4) and a.dtype == np.float64
+    np.testing.assert_allclose(a, np.hstack([np.eye(3), np.zeros((3, 1))]), rtol=0, atol=1e-12)
+    # hue 120: red -> green -> blue -> red, greys kept
+    a = color_matrix(hue=120.0)
+    apply = lambda a, c: a[:, :3] @ np.asarray(c, float) + a[:, 3]  # noqa: E731
+    np.testing.assert_allclose(apply(a, [1, 0, 0]), [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(apply(a, [0, 1, 0]), [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(apply(a, [0.3, 0.3, 0.3]), [0.3, 0.3, 0.3], atol=1e-12)
+    # saturation 0: the grey of the colour's Rec. 709 luma
+    c = np.array([0.9, 0.2, 0.4])
+    luma = 0.2126 * 0.9 + 0.7152 * 0.2 + 0.0722 * 0.4
+    np.testing.assert_allclose(apply(color_matrix(saturation=0.0), c), [luma] * 3, atol=1e-12)
+    np.testing.assert_allclose(apply(color_matrix(saturation=2.0), c), 2 * c - luma, atol=1e-12)
+    # contrast around mid-grey, then brightness added
+    a = color_matrix(brightness=0.1, contrast=1.5)
+    np.testing.assert_allclose(a[:, :3], 1.5 * np.eye(3), atol=1e-15)
+    np.testing.assert_allclose(a[:, 3], [0.5 * (1 - 1.5) + 0.1] * 3, atol=1e-15)
+    np.testing.assert_allclose(apply(a, c), 1.5 * (c - 0.5) + 0.5 + 0.1, atol=1e-12)
+    # all together: M = contrast * S @ Hrot
+    hue, sat = color_matrix(hue=33.0), color_matrix(saturation=1.7)
+    both = color_matrix(hue=33.0, saturation=1.7, contrast=0.8, brightness=-0.2)
+    np.testing.assert_allclose(both[:, :3], 0.8 * sat[:, :3] @ hue[:, :3], atol=1e-12)
+    np.testing.assert_allclose(both[:, 3], 0.5 * 0.2 - 0.2, atol=1e-15)
+    for bad in (dict(hue=float("nan")), dict(contrast=float("inf")), dict(saturation="1"), dict(brightness=None)):
+        with pytest.raises(ParameterError):
+            color_matrix(**bad)
+
+
+def _image_reference(net: CPPN, width: int, height: int, z, *, pan=(0.0, 0.0), color=None, centre=None):
+    """Image mode, the definition (docs of neuromv.cppn and Renderer): clip(p + m(p) (sin(d) - mean sin(d))), then
+    the colour map, clamped. float [shape=(height, width, 3)]."""
+    from neuromv.cppn import coordinate_grid, headroom
+
+    with torch.no_grad():
+        h = net.features(coordinate_grid(width, height, pan=pan))
+        p = torch.sigmoid(net.layers[-1](h)).double()
+        swing = torch.sin(h @ net.pulse_matrix(torch.as_tensor(z)).T).double()
+        if centre is not None:
+            swings = [torch.sin(h @ net.pulse_matrix(torch.as_tensor(c)).T) for c in centre]
+            swing -= torch.stack(swings).double().mean(0)
+        rgb = (p + headroom(p) * swing).clamp(0.0, 1.0).numpy().reshape(height, width, 3)
+    if color is not None:
+        rgb = np.clip(rgb @ color[:, :3].T + color[:, 3], 0.0, 1.0)
+    return rgb
+
+
+def _check_levels(method: str, fast: np.ndarray, ref: np.ndarray) -> None:
+    """The tolerances of the tests above: within one level, rounding to nearest (the kernel: its approximate tanh
+    moves a few pixels by one level)."""
+    assert fast.dtype == np.uint8 and fast.shape == ref.shape
+    diff = np.abs(fast.astype(int) - np.round(ref * 255).astype(int))
+    assert diff.max() <= 1, diff.max()
+    if method == "kernel":
+        assert diff.mean() < 0.05, diff.mean()
+    else:
+        assert np.abs(fast / 255.0 - ref).max() <= 1.0 / 255.0
+        assert np.mean(diff == 0) > 0.99
+
+
+@pytest.mark.parametrize("method, image", METHODS_KINDS)
+@pytest.mark.parametrize("pan, colour", [((0.4, -0.9), STRONG), ((-3.0, 2.5), GENTLE), ((0.25, 0.0), None),
+                                         ((0.0, 0.0), STRONG)])
+def test_pan_and_colour_match_the_reference(method, image, pan, colour):
+    from neuromv.renderer import color_matrix
+
+    if not _have(method):
+        pytest.skip("no compiled kernel here")
+    color = color_matrix(**colour) if colour else None
+    net = CPPN(8, 16, seed=4, image=image)
+    zs = (np.random.default_rng(3).standard_normal((4, 8)) * np.array([[0.3], [1.0], [3.0], [1.0]])).astype(np.float32)
+    centre = zs if image else None
+    r = Renderer(net, 37, 23, method=method, threads=2, tile=256, pan=pan, color=color, centre=centre)
+    assert r.method == method and r.pan == tuple(map(float, pan))
+    assert (r.color is None) if color is None else np.array_equal(r.color, color)
+    for z in zs:
+        if image:
+            ref = _image_reference(net, 37, 23, z, pan=pan, color=color, centre=centre)
+        else:
+            ref = reference_render(net, 37, 23, z, pan=pan, color=color)
+        _check_levels(method, r.render(z), ref)
+    if image:  # the reference of the test agrees with reference_render's where both apply (no centre)
+        ref = reference_render(net, 37, 23, zs[1], pan=pan, color=color)
+        np.testing.assert_allclose(ref, _image_reference(net, 37, 23, zs[1], pan=pan, color=color), atol=1e-6)
+
+
+@pytest.mark.parametrize("method, image", [p for p in METHODS_KINDS if p.values[0] != "tiled"])
+def test_yuv420_with_pan_and_colour_is_the_bt709_conversion_of_the_rgb_frames(method, image):
+    from neuromv.renderer import color_matrix
+
+    if not _have(method):
+        pytest.skip("no compiled kernel here")
+    net = CPPN(8, 16, seed=5, image=image)
+    zs = (np.random.default_rng(1).standard_normal((3, 8)) * 0.8).astype(np.float32)
+    r = Renderer(net, 38, 22, method=method, pan=(0.5, 0.3), color=color_matrix(**STRONG),
+                 centre=zs if image else None)
+    assert r.yuv420
+    for z, i420 in zip(zs, r.frames(zs, yuv420=True)):
+        rgb = r.render(z)
+        if not image:  # the colour is in the RGB frames...
+            _check_levels(method, rgb, reference_render(net, 38, 22, z, pan=(0.5, 0.3), color=r.color))
+        expected = _bt709_i420(rgb)  # ...and the I420 frames are their conversion
+        diff = np.abs(i420.astype(int) - expected)
+        assert diff.max() <= 1 and diff.sum() <= max(2, 0.3 * diff.size), (diff.max(), diff.mean())
+        assert np.array_equal(i420, r.render_yuv420(z))
+
+
+@pytest.mark.parametrize("method, image", METHODS_KINDS)
+def test_no_pan_and_no_colour_is_bit_identical_to_the_plain_renderer(method, image):
+    if not _have(method):
+        pytest.skip("no compiled kernel here")
+    net = CPPN(8, 16, seed=6, image=image)
+    zs = (np.random.default_rng(2).standard_normal((2, 8)) * 2.0).astype(np.float32)
+    centre = zs if image else None
+    plain = Renderer(net, 37, 23, method=method, centre=centre)
+    given = Renderer(net, 37, 23, method=method, centre=centre, pan=(0, 0.0), color=None)
+    assert given.pan == (0.0, 0.0) and given.color is None and plain.pan == (0.0, 0.0) and plain.color is None
+    for z in zs:
+        np.testing.assert_array_equal(plain.render(z), given.render(z))
+    np.testing.assert_array_equal(reference_render(net, 37, 23, zs[0]), reference_render(net, 37, 23, zs[0],
+                                                                                         pan=(0.0, 0.0)))
+
+
+def test_pan_moves_the_view_over_the_pattern():
+    # a view panned by a whole number of pixels shows the unpanned frame's pixels, shifted
+    net = CPPN(8, 16, seed=7)
+    z = _z(8, 0.5)
+    step = 2.0 / 23  # one pixel of a 37 x 23 frame: the short side spans 2
+    plain = Renderer(net, 37, 23, method="tiled").render(z)
+    panned = Renderer(net, 37, 23, method="tiled", pan=(5 * step, -3 * step)).render(z)
+    assert np.abs(panned[3:, :-5].astype(int) - plain[:-3, 5:]).max() <= 1
+    assert not np.array_equal(panned, plain)
+
+
+@pytest.mark.parametrize("method", ["kernel", "tiled", "dense"])
+def test_bad_pan_and_colour(method):
+    if not _have(method):
+        pytest.skip("no compiled kernel here")
+    net = CPPN(8, 16)
+    for pan in [(1.0,), (0, 0, 0), (float("nan"), 0), (0, float("inf")), "ab", None, 3.0, (True, 0), ("1", 0)]:
+        with pytest.raises(ParameterError, match="pan"):
+            Renderer(net, 8, 8, method=method, pan=pan)
+    for color in [np.eye(3), np.zeros((4, 3)), np.full((3, 4), np.nan), [[1, 2, 3]], "red"]:
+        with pytest.raises(ParameterError, match="color"):
+            Renderer(net, 8, 8, method=method, color=color)
+    with pytest.raises(ParameterError, match="color"):
+        reference_render(net, 8, 8, np.zeros(8), color=np.ones((3, 3)))
+    with pytest.raises(ParameterError, match="pan"):
+        reference_render(net, 8, 8, np.zeros(8), pan=(0, None))
+    r = Renderer(net, 8, 8, method=method, pan=np.array([1, -2]), color=np.ones((3, 4), np.float32).tolist())
+    assert r.pan == (1.0, -2.0) and type(r.pan[0]) is float
+    assert r.color.dtype == np.float64 and r.color.shape == (3, 4)
+
+
+def test_a_kernel_build_without_the_colour_argument_is_not_used(monkeypatch):
+    # a stale build exports only the old entry point: it must be ignored (torch path), never called wrongly
+    import ctypes
+
+    import neuromv.renderer as renderer
+
+    class Stale:
+        neuromv_render = object()  # the old symbol only
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda path: Stale())
+    assert renderer._kernel_lib.__wrapped__() is None

@@ -8,6 +8,9 @@
 // Layout: ct [n_tiles][3][16] holds the pixel coordinates (x, y, r) per tile; W0 [H][3] is layer 0's coordinate
 // part and c0 [H] the frame's bias (layer 0's bias plus its z part); Ws [L][H][H] and bs [L][H] the
 // hidden-to-hidden layers (row j = output j); Wo [3][H] and bo [3] the output layer.
+// Colour (optional, nullptr for none): color [3][4] is an affine map A of RGB in [0, 1], c -> clamp(A[:, :3] c +
+// A[:, 3], 0, 1), applied to each pixel's colour before it is written (9 FMAs and a clamp per 16 pixels; without
+// it the kernel is compiled without the step, a template parameter).
 // Output, mode 0 (RGB): out [height][width][3] gets round(255 * sigmoid(logit)). Mode 1 (I420, even sizes only):
 // out holds the Y plane [height][width], then U and V [height / 2][width / 2]: BT.709, limited range, chroma the
 // mean of each 2 x 2 block, as an encoder takes it, so no separate colour conversion is needed.
@@ -45,9 +48,15 @@ inline vf vtanh(vf x) {
     return x * p * reciprocal(q);
 }
 
-template <int H>
+// The colour map in the kernel's scale (colours in [0, 255]): m [3][3] as given, the offsets times 255.
+struct Colour {
+    float m[3][3], o[3];
+};
+
+template <int H, bool COLOUR>
 void tiles(const float *ct, const float *W0, const float *c0, const float *Ws, const float *bs, int L,
-           const float *Wo, const float *bo, uint8_t *out, int mode, long width, long height, long t0, long t1) {
+           const float *Wo, const float *bo, const Colour &colour, uint8_t *out, int mode, long width, long height,
+           long t0, long t1) {
     static_assert(H % JB == 0, "hidden must be a multiple of 8");
     const long per_row = (width + 7) / 8;
     vf bufa[H], bufb[H];
@@ -74,6 +83,16 @@ void tiles(const float *ct, const float *W0, const float *c0, const float *Ws, c
             vf acc = splat(bo[c]);
             for (int k = 0; k < H; k++) acc += Wo[c * H + k] * h[k];
             rgb[c] = vtanh(acc * 0.5f) * 127.5f + 127.5f;  // 255 sigmoid(a) = 127.5 tanh(a / 2) + 127.5
+        }
+        if (COLOUR) {  // c -> clamp(M c + 255 o, 0, 255)
+            const vf lo = splat(0.0f), hi = splat(255.0f);
+            vf mixed[3];
+            for (int c = 0; c < 3; c++) {
+                vf v = colour.m[c][0] * rgb[0] + colour.m[c][1] * rgb[1] + colour.m[c][2] * rgb[2] + colour.o[c];
+                v = v < lo ? lo : v;
+                mixed[c] = v > hi ? hi : v;
+            }
+            for (int c = 0; c < 3; c++) rgb[c] = mixed[c];
         }
         const long row0 = 2 * (t / per_row), col0 = 8 * (t % per_row);
         const int cols = width - col0 < 8 ? (int)(width - col0) : 8, rows = height - row0 < 2 ? 1 : 2;
@@ -110,17 +129,33 @@ void tiles(const float *ct, const float *W0, const float *c0, const float *Ws, c
     }
 }
 
-template <int H>
+template <int H, bool COLOUR>
 void shared(const float *ct, const float *W0, const float *c0, const float *Ws, const float *bs, int L,
-            const float *Wo, const float *bo, uint8_t *out, int mode, long width, long height, long *next,
-            long chunk) {
+            const float *Wo, const float *bo, const Colour &colour, uint8_t *out, int mode, long width, long height,
+            long *next, long chunk) {
     const long n_tiles = ((width + 7) / 8) * ((height + 1) / 2);
     for (;;) {
         long t0 = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
         if (t0 >= n_tiles) return;
         long t1 = t0 + chunk < n_tiles ? t0 + chunk : n_tiles;
-        tiles<H>(ct, W0, c0, Ws, bs, L, Wo, bo, out, mode, width, height, t0, t1);
+        tiles<H, COLOUR>(ct, W0, c0, Ws, bs, L, Wo, bo, colour, out, mode, width, height, t0, t1);
     }
+}
+
+template <int H>
+void dispatch(const float *ct, const float *W0, const float *c0, const float *Ws, const float *bs, int L,
+              const float *Wo, const float *bo, const float *color, uint8_t *out, int mode, long width, long height,
+              long *next, long chunk) {
+    Colour colour = {};
+    if (!color) {
+        shared<H, false>(ct, W0, c0, Ws, bs, L, Wo, bo, colour, out, mode, width, height, next, chunk);
+        return;
+    }
+    for (int c = 0; c < 3; c++) {
+        for (int k = 0; k < 3; k++) colour.m[c][k] = color[4 * c + k];
+        colour.o[c] = 255.0f * color[4 * c + 3];
+    }
+    shared<H, true>(ct, W0, c0, Ws, bs, L, Wo, bo, colour, out, mode, width, height, next, chunk);
 }
 
 }  // namespace
@@ -133,16 +168,18 @@ extern const int neuromv_kernel_block = P;
 
 // Renders a whole frame (all ceil(width / 8) * ceil(height / 2) tiles); each calling thread takes chunks of
 // `chunk` tiles from *next (start it at 0; every worker of one frame gets the same pointer) until none are left.
-// mode 0: RGB, mode 1: I420 (width and height even). Returns 0, or -1 if `hidden` has no compiled kernel or the
-// arguments are impossible.
-int neuromv_render(int hidden, const float *ct, const float *W0, const float *c0, const float *Ws, const float *bs,
-                   int L, const float *Wo, const float *bo, uint8_t *out, int mode, long width, long height,
-                   long *next, long chunk) {
+// mode 0: RGB, mode 1: I420 (width and height even). color: the [3][4] affine colour map, or nullptr for none.
+// Returns 0, or -1 if `hidden` has no compiled kernel or the arguments are impossible.
+// (Named ...2 since the colour argument came: a stale build of the old signature is not found, and the renderer
+// falls back to its torch path instead of calling it with the wrong arguments.)
+int neuromv_render2(int hidden, const float *ct, const float *W0, const float *c0, const float *Ws, const float *bs,
+                    int L, const float *Wo, const float *bo, const float *color, uint8_t *out, int mode, long width,
+                    long height, long *next, long chunk) {
     if (chunk < 1) chunk = 1;
     if (width < 1 || height < 1 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2))) return -1;
     switch (hidden) {
 #define NEUROMV_CASE(H) \
-        case H: shared<H>(ct, W0, c0, Ws, bs, L, Wo, bo, out, mode, width, height, next, chunk); return 0;
+        case H: dispatch<H>(ct, W0, c0, Ws, bs, L, Wo, bo, color, out, mode, width, height, next, chunk); return 0;
         NEUROMV_CASE(8) NEUROMV_CASE(16) NEUROMV_CASE(24) NEUROMV_CASE(32) NEUROMV_CASE(48) NEUROMV_CASE(64)
 #undef NEUROMV_CASE
         default: return -1;

@@ -19,12 +19,15 @@ fast renderer, which must agree with it.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
 from .errors import ParameterError
 
-__all__ = ["CPPN", "coordinate_grid", "N_COORDS", "FLOOR", "headroom"]
+__all__ = ["CPPN", "coordinate_grid", "check_pan", "N_COORDS", "FLOOR", "headroom"]
 
 #: Coordinate inputs per pixel: x, y and r (distance from the centre).
 N_COORDS = 3
@@ -124,22 +127,70 @@ class CPPN(nn.Module):
         return torch.sigmoid(self.layers[-1](h))
 
 
-def coordinate_grid(width: int, height: int, *, scale: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+def coordinate_grid(width: int, height: int, *, scale: float = 1.0, pan: tuple[float, float] = (0.0, 0.0),
+                    dtype=torch.float32) -> torch.Tensor:
     """Pixel-centre coordinates ``(x, y, r)`` of a ``width x height`` image, centred and aspect-correct.
 
     The shorter side spans [-scale, scale] and the longer side proportionally more, so a picture keeps its shape
-    at any resolution and aspect ratio; ``r = sqrt(x^2 + y^2)``. Row-major order: pixel ``(row, col)`` is at index
-    ``row * width + col``; y grows downwards.
+    at any resolution and aspect ratio; ``pan`` then moves the view over the pattern, in the CPPN's own
+    coordinates: ``x = (col + 0.5 - width / 2) / half * scale + pan[0]`` with ``half = min(width, height) / 2``,
+    and ``y`` likewise from the row and ``pan[1]``. ``r = sqrt(x^2 + y^2)`` of the panned ``x, y`` (so panning
+    moves the view off the pattern's centre). Computed in float64. Row-major order: pixel ``(row, col)`` is at
+    index ``row * width + col``; y grows downwards.
+
+    Parameters
+    ----------
+    width, height : int
+        Size in pixels.
+    scale : float
+        Half the shorter side's span (zoom out for larger values).
+    pan : (float, float)
+        ``(x, y)`` added to every pixel's coordinates; ``(0, 0)``: the view centred on the pattern.
+    dtype : torch.dtype
+        Of the result.
 
     Returns
     -------
     torch.Tensor [shape=(height * width, 3)]
+
+    Raises
+    ------
+    ParameterError
+        Size below 1x1, or ``pan`` not two finite numbers.
     """
     if width < 1 or height < 1:
         raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
+    pan_x, pan_y = check_pan(pan)
     half = min(width, height) / 2.0
     xs = (torch.arange(width, dtype=torch.float64) + 0.5 - width / 2.0) / half * scale
     ys = (torch.arange(height, dtype=torch.float64) + 0.5 - height / 2.0) / half * scale
+    if pan_x:  # (0, 0) leaves the grid bit for bit as it was without a pan
+        xs = xs + pan_x
+    if pan_y:
+        ys = ys + pan_y
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     rr = torch.sqrt(xx * xx + yy * yy)
     return torch.stack([xx.reshape(-1), yy.reshape(-1), rr.reshape(-1)], dim=1).to(dtype)
+
+
+def check_pan(pan) -> tuple[float, float]:
+    """``pan`` (any sequence of two finite real numbers) -> ``(x, y)`` as floats.
+
+    Raises
+    ------
+    ParameterError
+        Not two finite numbers.
+    """
+    bad = ParameterError(f"pan must be two finite numbers (x, y), not {pan!r}")
+    if isinstance(pan, (str, bytes)):
+        raise bad
+    try:
+        values = list(pan)
+    except TypeError:
+        raise bad from None
+    if len(values) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise bad
+    x, y = float(values[0]), float(values[1])
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise bad
+    return x, y

@@ -22,6 +22,10 @@ double-buffers them and overlaps the copies to the host with the caller's encodi
 Image-mode CPPNs (:mod:`neuromv.cppn`) take no z in the first layer; their per-frame pulse matrix
 ``sum_j z_j R_j`` (3 x hidden) rides along with the output layer: one ``addmm`` gives the 3 colour logits and the
 3 pulse offsets together, and a few element-wise operations on 3 channels finish the pixel.
+
+The view can be panned over the pattern (``pan``, :func:`~neuromv.cppn.coordinate_grid`), and the final colours
+go through an optional affine colour map (``color``, from :func:`color_matrix`: hue, saturation, brightness,
+contrast) on every path; without one, no path does any work for it.
 """
 
 from __future__ import annotations
@@ -38,10 +42,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .cppn import CPPN, FLOOR, N_COORDS, coordinate_grid, headroom
+from .cppn import CPPN, FLOOR, N_COORDS, check_pan, coordinate_grid, headroom
 from .errors import ParameterError
 
-__all__ = ["Renderer", "reference_render", "resolve_device", "kernel_widths"]
+__all__ = ["Renderer", "reference_render", "resolve_device", "kernel_widths", "color_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,88 @@ def resolve_device(device: str = "auto") -> torch.device:
     raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
 
 
+#: Rec. 709 luma weights of (R, G, B): what saturation keeps.
+LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def color_matrix(hue: float = 0.0, saturation: float = 1.0, brightness: float = 0.0,
+                 contrast: float = 1.0) -> np.ndarray | None:
+    """The affine colour map of the given adjustments, for ``Renderer(..., color=...)``.
+
+    An RGB colour ``c`` in [0, 1] becomes ``clamp(A[:, :3] @ c + A[:, 3], 0, 1)`` with ``A[:, :3] = contrast * S @
+    Hrot`` and ``A[:, 3] = 0.5 * (1 - contrast) + brightness`` on all three channels, where
+
+    - ``Hrot = cos(t) I + sin(t) K + (1 - cos(t)) k k^T`` is the rotation by ``t = radians(hue)`` about the grey
+      axis ``k = (1, 1, 1) / sqrt(3)``, ``K = [[0, -k3, k2], [k3, 0, -k1], [-k2, k1, 0]]`` (hue 120 turns red to
+      green, green to blue, and keeps greys);
+    - ``S = saturation * I + (1 - saturation) * 1 w^T`` mixes each colour with its Rec. 709 luma
+      ``w = (0.2126, 0.7152, 0.0722)`` (saturation 0: the grey of the same luma);
+    - contrast scales around mid-grey 0.5, and brightness is added.
+
+    The live preview's page computes the same matrix in JavaScript.
+
+    Parameters
+    ----------
+    hue : float
+        Rotation in degrees.
+    saturation : float
+        1: unchanged, 0: grey.
+    brightness : float
+        Added to every channel; 0: unchanged.
+    contrast : float
+        1: unchanged, 0: everything mid-grey.
+
+    Returns
+    -------
+    np.ndarray [shape=(3, 4), dtype=float64] or None
+        ``A``; None for the identity (hue 0, saturation 1, brightness 0, contrast 1): no colour work at all.
+
+    Raises
+    ------
+    ParameterError
+        A parameter that is not a finite number.
+    """
+    values = {"hue": hue, "saturation": saturation, "brightness": brightness, "contrast": contrast}
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise ParameterError(f"{name} must be a finite number, not {v!r}")
+    if hue == 0 and saturation == 1 and brightness == 0 and contrast == 1:
+        return None
+    t = np.radians(float(hue))
+    k = np.full(3, 1.0 / np.sqrt(3.0))
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    rotation = np.cos(t) * np.eye(3) + np.sin(t) * cross + (1.0 - np.cos(t)) * np.outer(k, k)
+    s = float(saturation)
+    sat = s * np.eye(3) + (1.0 - s) * np.ones((3, 1)) @ np.asarray([LUMA])
+    out = np.empty((3, 4))
+    out[:, :3] = float(contrast) * sat @ rotation
+    out[:, 3] = 0.5 * (1.0 - float(contrast)) + float(brightness)
+    return out
+
+
+def _check_color(color) -> np.ndarray | None:
+    """``color`` (None or an array [shape=(3, 4)] of finite numbers) -> None or a float64 copy."""
+    if color is None:
+        return None
+    try:
+        a = np.array(color, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"color must be None or a (3, 4) array of numbers: {e}") from None
+    if a.shape != (3, 4):
+        raise ParameterError(f"color must be None or a (3, 4) array (see color_matrix), not shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ParameterError("color must hold finite numbers")
+    return a
+
+
+def _apply_color(rgb: np.ndarray, color: np.ndarray | None) -> np.ndarray:
+    """RGB [shape=(..., 3)] in [0, 1] -> ``clamp(color[:, :3] @ c + color[:, 3], 0, 1)`` per colour, computed in
+    float64 and returned in ``rgb``'s dtype (``rgb`` itself where ``color`` is None)."""
+    if color is None:
+        return rgb
+    return np.clip(rgb.astype(np.float64) @ color[:, :3].T + color[:, 3], 0.0, 1.0).astype(rgb.dtype)
+
+
 def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
     """RGB in [0, 1] -> uint8, rounding to nearest."""
     return (rgb * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
@@ -89,17 +175,29 @@ def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_render(cppn: CPPN, width: int, height: int, z: np.ndarray | torch.Tensor, *,
-                     scale: float = 1.0) -> np.ndarray:
+                     scale: float = 1.0, pan: tuple[float, float] = (0.0, 0.0),
+                     color: np.ndarray | None = None) -> np.ndarray:
     """The plain forward pass over a whole frame (slow; the standard the fast renderer is tested against).
+
+    Parameters
+    ----------
+    cppn : CPPN
+    width, height : int
+    z : array [shape=(n_z,)]
+    scale, pan
+        As :func:`~neuromv.cppn.coordinate_grid` takes them.
+    color : np.ndarray [shape=(3, 4)], optional
+        Affine colour map (:func:`color_matrix`) applied to each pixel's colour, then clamped to [0, 1].
 
     Returns
     -------
     np.ndarray [shape=(height, width, 3), dtype=float32]
-        RGB in (0, 1).
+        RGB in [0, 1].
     """
-    coords = coordinate_grid(width, height, scale=scale)
+    color = _check_color(color)
+    coords = coordinate_grid(width, height, scale=scale, pan=pan)
     rgb = cppn(coords, torch.as_tensor(np.asarray(z, dtype=np.float32)))
-    return rgb.reshape(height, width, 3).numpy()
+    return _apply_color(rgb.reshape(height, width, 3).numpy(), color)
 
 
 @contextlib.contextmanager
@@ -140,15 +238,29 @@ class Renderer:
         Image mode: the z of the frames to be rendered (already scaled). Each pixel's mean pulse over (up to
         ``CENTRE_FRAMES`` of) them is subtracted from every frame, so the mean frame is the fitted picture whatever
         the song's z distribution. None: no centring.
+    pan : (float, float)
+        Moves the view over the pattern, in the CPPN's coordinates (:func:`~neuromv.cppn.coordinate_grid`).
+    color : np.ndarray [shape=(3, 4)], optional
+        Affine colour map ``A`` (:func:`color_matrix`): each pixel's final colour ``c`` in [0, 1] becomes
+        ``clamp(A[:, :3] @ c + A[:, 3], 0, 1)`` before it is rounded (RGB) or converted (I420). None: none, at
+        no cost.
+
+    Attributes
+    ----------
+    pan : tuple[float, float]
+    color : np.ndarray [shape=(3, 4), dtype=float64] or None
     """
 
     def __init__(self, cppn: CPPN, width: int, height: int, *, device: str | torch.device = "cpu",
                  scale: float = 1.0, threads: int | None = None, tile: int = DEFAULT_TILE,
-                 method: str = "auto", centre: np.ndarray | None = None) -> None:
+                 method: str = "auto", centre: np.ndarray | None = None, pan: tuple[float, float] = (0.0, 0.0),
+                 color: np.ndarray | None = None) -> None:
         if width < 1 or height < 1:
             raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
         if method not in ("auto", "kernel", "tiled", "dense"):
             raise ParameterError(f"method must be 'auto', 'kernel', 'tiled' or 'dense', not {method!r}")
+        self.pan = check_pan(pan)
+        self.color = _check_color(color)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.width, self.height = int(width), int(height)
         self.n_pixels = self.width * self.height
@@ -169,7 +281,7 @@ class Renderer:
         w0_z = torch.zeros(w0.shape[0], self.n_z, dtype=w0.dtype) if self.image else w0[:, N_COORDS:]
         # image mode: the frozen pulse projections R [shape=(n_z, 3, hidden)], flattened for one matmul per frame
         self._pulse = cppn.pulse.detach().reshape(self.n_z, -1).to(torch.float32) if self.image else None
-        coords = coordinate_grid(self.width, self.height, scale=scale, dtype=torch.float64)
+        coords = coordinate_grid(self.width, self.height, scale=scale, pan=self.pan, dtype=torch.float64)
         first = None if self.method == "kernel" else coords @ w0_xyr.T + b0  # (P, H): the coordinate part, once
         self._offset = None
         if self.image and centre is not None:
@@ -199,9 +311,14 @@ class Renderer:
         n_out = 6 if self.image else 3  # image mode: 3 logits + 3 pulse offsets
         self._buffers = [
             (torch.empty(self.tile, hidden), torch.empty(self.tile, hidden), torch.empty(self.tile, n_out),
-             torch.empty(self.tile, 3))
+             torch.empty(self.tile, 3), torch.empty(self.tile, 3))
             for _ in range(self.threads)
         ]
+        # the colour map in the tiles' final scale: 255 (M c + o) + 0.5, so one addmm does it and the rounding
+        self._color_t = None
+        if self.color is not None:
+            a = torch.from_numpy(self.color)
+            self._color_t = ((255.0 * a[:, :3]).T.contiguous().to(**f32), (255.0 * a[:, 3] + 0.5).to(**f32))
 
     def _init_kernel(self, coords: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, w0_z: torch.Tensor,
                      layers) -> None:
@@ -223,9 +340,12 @@ class Renderer:
         self._wo, self._bo = f32(layers[-1][0]), f32(layers[-1][1])
         self._n_tiles = n_tiles
         fp = ctypes.POINTER(ctypes.c_float)
+        # the colour map, 12 floats row-major, or a null pointer: the kernel then compiles the step out
+        self._color_np = None if self.color is None else np.ascontiguousarray(self.color, dtype=np.float32)
         self._kernel_args = (self._ct.ctypes.data_as(fp), self._w0_np.ctypes.data_as(fp),
                              self._ws.ctypes.data_as(fp), self._bs.ctypes.data_as(fp), len(self._ws),
-                             self._wo.ctypes.data_as(fp), self._bo.ctypes.data_as(fp))
+                             self._wo.ctypes.data_as(fp), self._bo.ctypes.data_as(fp),
+                             None if self._color_np is None else self._color_np.ctypes.data_as(fp))
 
     def _init_dense(self, first: torch.Tensor, w0_z: torch.Tensor, layers) -> None:
         dev = self.device
@@ -234,6 +354,10 @@ class Renderer:
         self._mats = [(w.T.contiguous().to(dev, torch.float32), b.to(dev, torch.float32)) for w, b in layers[1:]]
         if self._pulse is not None:
             self._pulse = self._pulse.to(dev)
+        self._color_t = None  # (M^T [3, 3], offset [3]) on the device
+        if self.color is not None:
+            a = torch.from_numpy(self.color).to(torch.float32)
+            self._color_t = (a[:, :3].T.contiguous().to(dev), a[:, 3].contiguous().to(dev))
         #: Pixel-frames per chunk of the dense path: the activations alive at once are 2 x this x hidden floats.
         self.dense_chunk = DENSE_CHUNK
 
@@ -322,9 +446,9 @@ class Renderer:
         return frame.numpy()
 
     def _tiles(self, bias: torch.Tensor, out, frame: torch.Tensor, lo: int, hi: int, buffers) -> None:
-        b1, b2, bo, bp = buffers
+        b1, b2, bo, bp, bc = buffers
         wo, co = out
-        a0, mats, tile, image = self._a0, self._mats, self.tile, self.image
+        a0, mats, tile, image, colour = self._a0, self._mats, self.tile, self.image, self._color_t
         for s in range(lo, hi, tile):
             e = min(s + tile, hi)
             n = e - s
@@ -344,10 +468,16 @@ class Renderer:
                 torch.sin_(d)
                 if self._offset is not None:
                     d.sub_(self._offset[s:e])
-                m.mul_(d).add_(p).clamp_(0.0, 1.0).mul_(255.0).add_(0.5)
-                frame[s:e].copy_(m)
+                m.mul_(d).add_(p).clamp_(0.0, 1.0)
+                if colour is not None:  # 255 (M c + o) + 0.5, kept in [0.5, 255.5]
+                    frame[s:e].copy_(torch.addmm(colour[1], m, colour[0], out=bc[:n]).clamp_(0.5, 255.5))
+                    continue
+                frame[s:e].copy_(m.mul_(255.0).add_(0.5))
                 continue
             torch.sigmoid_(o)
+            if colour is not None:
+                frame[s:e].copy_(torch.addmm(colour[1], o, colour[0], out=bc[:n]).clamp_(0.5, 255.5))
+                continue
             o.mul_(255.0).add_(0.5)
             frame[s:e].copy_(o)  # float -> uint8 truncates: round to nearest; sigmoid keeps it in [0.5, 255.5]
 
@@ -355,15 +485,15 @@ class Renderer:
         lib = _kernel_lib()
         c0 = (self._b0_np + self._zw_np @ z.astype(np.float64)).astype(np.float32)
         frame = np.empty(self.n_pixels * 3 // 2 if yuv else self.n_pixels * 3, dtype=np.uint8)
-        ct, w0, ws, bs, n_layers, wo, bo = self._kernel_args
+        ct, w0, ws, bs, n_layers, wo, bo, color = self._kernel_args
         n = min(self.threads, -(-self._n_tiles // _KERNEL_CHUNK))
         counter = ctypes.c_long(0)  # the next tile to render, shared by the workers
         args = (self._w0_np.shape[0], ct, w0, c0.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), ws, bs, n_layers,
-                wo, bo, frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), self.width, self.height,
-                ctypes.byref(counter), _KERNEL_CHUNK)
+                wo, bo, color, frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), self.width,
+                self.height, ctypes.byref(counter), _KERNEL_CHUNK)
 
         def work(_: int) -> None:
-            if lib.neuromv_render(*args) != 0:
+            if lib.neuromv_render2(*args) != 0:
                 raise RuntimeError(f"render kernel refused hidden {args[0]}, {self.width}x{self.height}")
 
         # ctypes releases the GIL for the call: the workers run in parallel, taking chunks of tiles as they go
@@ -552,6 +682,9 @@ class Renderer:
                 p = (p + headroom(p) * swing).clamp_(0.0, 1.0)
             else:
                 p = torch.sigmoid_(torch.addmm(bo, h, wo)).view(n_b, e - s, 3)
+            if self._color_t is not None:
+                m, c = self._color_t
+                p = torch.addmm(c, p.reshape(-1, 3), m).clamp_(0.0, 1.0).view(n_b, e - s, 3)
             frames[:, s:e] = _to_uint8(p)
         return frames
 
@@ -569,7 +702,7 @@ def _kernel_lib() -> ctypes.CDLL | None:
         if spec is None or not spec.origin:
             return None
         lib = ctypes.CDLL(spec.origin)
-        fn = lib.neuromv_render
+        fn = lib.neuromv_render2  # a build from before the colour argument lacks it: the torch path then
         block = ctypes.c_int.in_dll(lib, "neuromv_kernel_block").value
     except (OSError, AttributeError, ImportError, ValueError) as e:
         log.debug("render kernel unavailable (%s); using the torch path", e)
@@ -579,7 +712,7 @@ def _kernel_lib() -> ctypes.CDLL | None:
         return None
     fp = ctypes.POINTER(ctypes.c_float)
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int, fp, fp, fp, fp, fp, ctypes.c_int, fp, fp, ctypes.POINTER(ctypes.c_uint8),
+    fn.argtypes = [ctypes.c_int, fp, fp, fp, fp, fp, ctypes.c_int, fp, fp, fp, ctypes.POINTER(ctypes.c_uint8),
                    ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.POINTER(ctypes.c_long), ctypes.c_long]
     return lib
 
