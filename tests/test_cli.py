@@ -87,6 +87,8 @@ def test_demo_runs_with_no_input(tmp_path):
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--codec", "nope264"], "not available"),
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--codec", "aac"], "not a video encoder"),
         (lambda m, d: ["render", m[".wav"]], "required: -o/--output"),
+        (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--brightness", "2"], "brightness"),
+        (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--pan-x", "nan"], "pan-x"),
     ],
 )
 def test_bad_input_one_line_exit_1_no_output(media, tmp_path, make_args, message):

@@ -103,9 +103,30 @@ def test_bad_audio_leaves_no_output(media, tmp_path, key, error, message):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_colour_and_pan_reach_the_video(tmp_path):
+    """Saturation 0 gives a grey video (no chroma); pan moves the view: the panned render's frame is the plain
+    render's frame shifted by whole pixels."""
+    from neuromv.cppn import CPPN
+    from neuromv.pipeline import build_renderer
+    from neuromv.renderer import Renderer
+
+    grey = neuromv.render(beat_clip(duration=0.5), tmp_path / "grey.mp4", size="64x36", saturation=0.0, crf=0)
+    _, frames = decode_video(grey.path)
+    assert np.abs(frames.astype(int) - frames.mean(axis=3, keepdims=True)).max() <= 2  # r = g = b, within x264
+    plain = neuromv.render(beat_clip(duration=0.5), tmp_path / "plain.mp4", size="64x36", crf=0, hue=90)
+    assert np.abs(decode_video(plain.path)[1].astype(int) - frames).mean() > 5
+    settings = neuromv.RenderSettings(width=64, height=36, pan_x=8 / 18)  # 8 px right (half the short side: 18 px)
+    z = np.zeros(settings.n_mels, np.float32)
+    net = CPPN(settings.n_mels, settings.hidden)
+    panned = build_renderer(settings, cppn=net).render(z).astype(int)
+    wide = Renderer(net, 96, 36).render(z).astype(int)  # 16 px more on each side, the same scale
+    assert np.abs(panned - wide[:, 24:24 + 64]).max() <= 1
+
+
 @pytest.mark.parametrize(
     "options",
-    [{"fps": 0}, {"width": 0, "height": 0}, {"n_mels": 0}, {"reactivity": -1}, {"device": "tpu"}, {"bogus": 1}],
+    [{"fps": 0}, {"width": 0, "height": 0}, {"n_mels": 0}, {"reactivity": -1}, {"device": "tpu"}, {"bogus": 1},
+     {"hue": 400}, {"saturation": -1}, {"contrast": float("inf")}, {"pan_y": "up"}],
 )
 def test_bad_options_fail_before_any_work(media, tmp_path, options):
     with pytest.raises(ParameterError):

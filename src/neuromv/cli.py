@@ -50,6 +50,20 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                    help="seed of the CPPN's weights: another seed, another look (default: %(default)s)")
     g.add_argument("--zoom", type=float, default=defaults.zoom,
                    help="coordinate scale: larger shows smaller, busier patterns (default: %(default)g)")
+    g.add_argument("--pan-x", type=float, default=defaults.pan_x, metavar="X",
+                   help="move the view right (positive) or left over the pattern, in the CPPN's coordinates; the "
+                        "frame's shorter side spans 2 x zoom of them (default: %(default)g)")
+    g.add_argument("--pan-y", type=float, default=defaults.pan_y, metavar="Y",
+                   help="move the view down (positive) or up (default: %(default)g)")
+    c = p.add_argument_group("colour")
+    c.add_argument("--hue", type=float, default=defaults.hue, metavar="DEGREES",
+                   help="rotate every colour's hue, -360 to 360 (default: %(default)g)")
+    c.add_argument("--saturation", type=float, default=defaults.saturation,
+                   help="0 grey, 1 unchanged, 2 twice as vivid (default: %(default)g)")
+    c.add_argument("--brightness", type=float, default=defaults.brightness,
+                   help="added to every colour, -1 to 1 (default: %(default)g)")
+    c.add_argument("--contrast", type=float, default=defaults.contrast,
+                   help="contrast around mid-grey: below 1 flatter, above 1 harder (default: %(default)g)")
     i = p.add_argument_group("reference image")
     i.add_argument("--image", metavar="PATH|none|STEM=PATH", action="append",
                    help="picture the video should look like (PNG, JPEG, WebP, GIF, BMP, TIFF). Default: the song's "
@@ -178,6 +192,8 @@ def _settings_from(args: argparse.Namespace):
     preset = base.preset if args.preset is None else args.preset
     return RenderSettings(fps=args.fps, width=width, height=height, n_mels=args.n_mels, smooth=args.smooth,
                           reactivity=args.reactivity, hidden=args.hidden, seed=args.seed, zoom=args.zoom,
+                          pan_x=args.pan_x, pan_y=args.pan_y, hue=args.hue, saturation=args.saturation,
+                          brightness=args.brightness, contrast=args.contrast,
                           crf=crf, preset=preset, codec=args.codec, start=args.start, duration=args.duration,
                           device=args.device, fit=args.fit, background=args.background, fit_steps=args.fit_steps,
                           stems=args.stems, separator=args.separator, layout=args.layout, labels=args.labels)

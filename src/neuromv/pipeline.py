@@ -81,7 +81,8 @@ def build_renderer(settings: RenderSettings, width: int | None = None, height: i
     if cppn is None:
         cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
     return Renderer(cppn, width or settings.width, height or settings.height, device=settings.device,
-                    scale=settings.zoom, centre=z if cppn.image else None)
+                    scale=settings.zoom, pan=(settings.pan_x, settings.pan_y), color=settings.color(),
+                    centre=z if cppn.image else None)
 
 
 def reference_target(image: np.ndarray, settings: RenderSettings, width: int | None = None,

@@ -85,6 +85,18 @@ class RenderSettings:
         Seed of the CPPN's weights: same seed and song, same video.
     zoom : float
         Coordinate scale: larger values show more of the pattern (smaller features).
+    pan_x, pan_y : float
+        Centre of the view in the CPPN's coordinates (the shorter side of the frame spans ``2 * zoom`` of them;
+        y grows downwards): moves the camera over the pattern.
+    hue : float
+        Colour adjustments, applied to each pixel's final colour (:func:`neuromv.renderer.color_matrix`): hue
+        rotation in degrees about the grey axis,
+    saturation : float
+        saturation (0: grey, 1: unchanged, 2: twice as vivid),
+    brightness : float
+        brightness added (-1 to 1; 0: unchanged)
+    contrast : float
+        and contrast around mid-grey (1: unchanged).
     crf : int
         x264 constant rate factor (0-51; lower is better quality and larger files); NVENC's constant quality.
     preset : str
@@ -122,6 +134,12 @@ class RenderSettings:
     hidden: int = 32
     seed: int = 0
     zoom: float = 1.0
+    pan_x: float = 0.0
+    pan_y: float = 0.0
+    hue: float = 0.0
+    saturation: float = 1.0
+    brightness: float = 0.0
+    contrast: float = 1.0
     crf: int = 18
     preset: str = "superfast"
     codec: str = "libx264"
@@ -155,6 +173,18 @@ class RenderSettings:
             raise ParameterError(f"seed must be an integer >= 0, not {self.seed!r}")
         if not (_is_num(self.zoom) and 0 < self.zoom <= 1000):
             raise ParameterError(f"zoom must be a number above 0, not {self.zoom!r}")
+        for name in ("pan_x", "pan_y"):
+            if not (_is_num(getattr(self, name)) and abs(getattr(self, name)) <= 1000):
+                raise ParameterError(f"{name.replace('_', '-')} must be a number from -1000 to 1000, "
+                                     f"not {getattr(self, name)!r}")
+        if not (_is_num(self.hue) and -360 <= self.hue <= 360):
+            raise ParameterError(f"hue must be from -360 to 360 degrees, not {self.hue!r}")
+        if not (_is_num(self.saturation) and 0 <= self.saturation <= 10):
+            raise ParameterError(f"saturation must be from 0 to 10, not {self.saturation!r}")
+        if not (_is_num(self.brightness) and -1 <= self.brightness <= 1):
+            raise ParameterError(f"brightness must be from -1 to 1, not {self.brightness!r}")
+        if not (_is_num(self.contrast) and 0 <= self.contrast <= 10):
+            raise ParameterError(f"contrast must be from 0 to 10, not {self.contrast!r}")
         if not (_is_int(self.crf) and 0 <= self.crf <= 51):
             raise ParameterError(f"crf must be an integer from 0 to 51, not {self.crf!r}")
         if self.preset not in X264_PRESETS:
@@ -199,6 +229,13 @@ class RenderSettings:
         if len(set(asked)) != len(asked):
             raise ParameterError(f"stems named twice: {self.stems!r}")
         return tuple(s for s in known if s in asked)
+
+    def color(self):
+        """The colour adjustments as an affine matrix for :class:`~neuromv.renderer.Renderer` (np.ndarray
+        [shape=(3, 4)]), or None when there are none."""
+        from .renderer import color_matrix
+
+        return color_matrix(self.hue, self.saturation, self.brightness, self.contrast)
 
     @property
     def size(self) -> tuple[int, int]:
