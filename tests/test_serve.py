@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import beat_clip, decode_video, write_audio
+from conftest import beat_clip, decode_video, write_audio, write_cover
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
@@ -109,18 +109,92 @@ def test_render_job_gives_a_valid_video(client, song):
     assert client.get("/api/jobs/nope").status_code == 404
 
 
+def _wait(client, jid, timeout=300):
+    for _ in range(timeout * 10):
+        st = client.get(f"/api/jobs/{jid}").json()
+        if st["state"] != "running":
+            return st
+        time.sleep(0.1)
+    raise AssertionError(f"job {jid} still running")
+
+
+def test_image_upload_fit_and_render_with_it(client, song, tmp_path):
+    from neuromv.pipeline import fit_for
+    from neuromv.settings import RenderSettings
+
+    cover = write_cover(tmp_path / "cover.png")
+    r = client.post("/api/images", content=cover.read_bytes(), headers={"X-Filename": "cover.png"})
+    assert r.status_code == 200, r.text
+    image = r.json()
+    assert (image["name"], image["width"], image["height"]) == ("cover.png", 96, 96)
+    bad = client.post("/api/images", content=b"GIF89a broken", headers={"X-Filename": "bad.gif"})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("bad.gif: "), bad.json()
+    sid = client.post("/api/songs", content=song.read_bytes(), headers={"X-Filename": "beat.flac"}).json()["id"]
+    settings = {"width": 64, "height": 36, "fit_steps": 40, "seed": 2, "hidden": 16, "n_mels": 8}
+    jid = client.post("/api/prepare", json={"song": sid, "image": image["id"], "settings": settings}).json()["job"]
+    st = _wait(client, jid)
+    assert st["state"] == "done", st
+    [panel] = st["result"]["panels"]
+    assert panel["box"] == [0, 0, 1, 1] and panel["db"] is None and panel["net"]["image"]
+    # the fitted network is the pipeline's (the fit cache is shared: the render below reuses it)
+    from neuromv.image import load_image
+
+    net = fit_for(load_image(cover), RenderSettings(**settings))
+    np.testing.assert_array_equal(_floats(panel["net"]["pulse"]), net.pulse.numpy().ravel())
+    np.testing.assert_array_equal(_floats(panel["net"]["layers"][-1]["w"]),
+                                  net.layers[-1].weight.detach().numpy().ravel())
+    from neuromv.reference import cache_dir
+
+    fits = sorted((cache_dir() / "fits").iterdir())
+    jid = client.post("/api/render", json={"song": sid, "image": image["id"], "settings": settings}).json()["job"]
+    st = _wait(client, jid)
+    assert st["state"] == "done", st
+    assert sorted((cache_dir() / "fits").iterdir()) == fits  # the render reused the preview's fit
+    path = tmp_path / "image.mp4"
+    path.write_bytes(client.get(st["url"]).content)
+    _, frames = decode_video(path)
+    assert frames.shape == (90, 36, 64, 3)
+    cmd = client.post("/api/cli", json={"song": sid, "image": image["id"], "settings": settings}).json()["command"]
+    assert "--image cover.png" in cmd and "--fit-steps 40" in cmd
+    assert client.post("/api/prepare", json={"song": sid, "image": "nope"}).status_code == 400
+
+
+def test_prepare_stems_gives_a_panel_per_stem(client, song):
+    from neuromv.audio import AudioFile as AF
+    from neuromv.pipeline import stem_audio
+    from neuromv.settings import RenderSettings
+
+    sid = client.post("/api/songs", content=song.read_bytes(), headers={"X-Filename": "beat.flac"}).json()["id"]
+    settings = {"width": 64, "height": 36, "stems": "all", "separator": "hpss", "n_mels": 8, "hidden": 16, "seed": 5}
+    st = _wait(client, client.post("/api/prepare", json={"song": sid, "settings": settings}).json()["job"])
+    assert st["state"] == "done", st
+    panels = st["result"]["panels"]
+    assert [p["name"] for p in panels] == ["harmonic", "percussive"] and st["result"]["layout"] == "auto"
+    assert [p["box"] for p in panels] == [[0, 0, 0.5, 1], [0.5, 0, 0.5, 1]]
+    assert [p["net"]["seed"] for p in panels] == [5, 6]
+    stems = stem_audio(AF(song).load(), RenderSettings(**settings))
+    for p in panels:
+        a = stems[p["name"]]
+        expected = song_db(a.blocks(), a.sr, fps=30, n_mels=8)
+        np.testing.assert_array_equal(_floats(p["db"]).reshape(8, -1), expected)
+
+
 def test_cli_command_gives_the_same_settings():
     from neuromv.cli import _settings_from, build_parser
     from neuromv.settings import RenderSettings
 
-    settings = {"width": 640, "height": 360, "seed": 7, "reactivity": 1.5, "smooth": 0.4, "zoom": 2.0}
+    settings = {"width": 640, "height": 360, "seed": 7, "reactivity": 1.5, "smooth": 0.4, "zoom": 2.0,
+                "pan_x": -0.5, "pan_y": 0.25, "hue": 40.0, "saturation": 1.3, "brightness": -0.1, "contrast": 1.2,
+                "fit": "contain", "fit_steps": 300, "stems": "all", "separator": "hpss", "layout": "blend"}
     cmd = cli_command("my song.mp3", "out.mp4", settings)
-    assert cmd.startswith("neuromv render 'my song.mp3' -o out.mp4")
+    assert cmd.startswith("neuromv render 'my song.mp3' -o out.mp4") and cmd.endswith("--image none")
     import shlex
 
     args = build_parser().parse_args(shlex.split(cmd)[1:])
     args._defaults = RenderSettings()
-    assert _settings_from(args) == RenderSettings(**settings)
+    assert _settings_from(args) == RenderSettings(**settings) and args.image == ["none"]
+    assert "--image" not in cli_command("a.mp3", "b.mp4", {}, "auto")  # the CLI's default: the song's cover art
+    assert cli_command("a.mp3", "b.mp4", {}, "my cover.png").endswith("--image 'my cover.png'")
 
 
 # ---- the page in a real browser --------------------------------------------------------------------------------
@@ -128,9 +202,12 @@ def test_cli_command_gives_the_same_settings():
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--autoplay-policy=no-user-gesture-required"]
+
+
 @pytest.fixture(scope="module")
-def browser_page(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def server_url(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api")
     if CHROMIUM is None:
         pytest.skip("no chromium here (Debian package 'chromium')")
     import uvicorn
@@ -145,15 +222,26 @@ def browser_page(tmp_path_factory):
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--autoplay-policy=no-user-gesture-required"])
-        page = browser.new_page(accept_downloads=True)
-        page.goto(f"http://127.0.0.1:{port}/")
-        yield page
-        browser.close()
+    yield f"http://127.0.0.1:{port}/"
     server.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def playwright(server_url):
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:  # one per process: a second one cannot start while this one runs
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser_page(playwright, server_url):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(accept_downloads=True)
+    page.goto(server_url)
+    yield page
+    browser.close()
 
 
 def _canvas(page, width, height, index):
@@ -174,7 +262,7 @@ def test_page_frame_matches_the_offline_renderer(browser_page, song):
 
     page = browser_page
     page.set_input_files("#file", str(song))
-    page.wait_for_function("window.neuromv.z !== null && window.neuromv.program !== null", timeout=60_000)
+    page.wait_for_function("window.neuromv.panels.length > 0 && window.neuromv.panels[0].z", timeout=60_000)
     w, h = 96, 54
     settings = RenderSettings(width=w, height=h)
     z = latents_for(AudioFile(song), settings)
@@ -183,16 +271,115 @@ def test_page_frame_matches_the_offline_renderer(browser_page, song):
     for index in (10, 45, 80):
         web = _canvas(page, w, h, index).astype(int)
         diff = np.abs(web - renderer.render(z[index]))
+        print(f"abstract, frame {index}: mean {diff.mean():.4f}, max {diff.max()}")
         assert diff.mean() < 2.0 and diff.max() <= 2, (index, diff.mean(), diff.max())
         frames.append(web)
     assert np.abs(frames[0] - frames[1]).mean() > 1.0  # and the frames move with the music
 
 
+def _knob(page, id_, value, event="input"):
+    page.evaluate(f"""() => {{ const e = document.getElementById({id_!r}); e.value = {str(value)!r};
+        e.dispatchEvent(new Event({event!r})); }}""")
+
+
+def _load_song(page, song):
+    if not page.evaluate("window.neuromv.song !== null && window.neuromv.panels.length > 0"):
+        page.set_input_files("#file", str(song))
+        page.wait_for_function("window.neuromv.panels.length > 0 && window.neuromv.panels[0].z", timeout=60_000)
+
+
+def test_colour_and_pan_knobs_match_the_offline_renderer(browser_page, song):
+    from neuromv.pipeline import build_renderer, latents_for
+    from neuromv.settings import RenderSettings
+
+    page = browser_page
+    _load_song(page, song)
+    knobs = {"hue": 40, "saturation": 1.3, "brightness": -0.1, "contrast": 1.2, "pan_x": 0.3, "pan_y": -0.2,
+             "zoom": 1.5}
+    try:
+        for k, v in knobs.items():
+            _knob(page, k, v)
+        w, h = 96, 54
+        settings = RenderSettings(width=w, height=h, **knobs)
+        renderer = build_renderer(settings)
+        assert renderer.color is not None and renderer.pan == (0.3, -0.2)
+        z = latents_for(AudioFile(song), settings)
+        for index in (10, 45):
+            diff = np.abs(_canvas(page, w, h, index).astype(int) - renderer.render(z[index]))
+            print(f"colour and pan, frame {index}: mean {diff.mean():.4f}, max {diff.max()}")
+            assert diff.mean() < 2.0 and diff.max() <= 2, (index, diff.mean(), diff.max())
+    finally:
+        for k, v in {"hue": 0, "saturation": 1, "brightness": 0, "contrast": 1, "pan_x": 0, "pan_y": 0,
+                     "zoom": 1}.items():
+            _knob(page, k, v)
+
+
+def test_image_mode_frame_matches_the_offline_renderer(browser_page, song, tmp_path):
+    from neuromv.image import load_image
+    from neuromv.pipeline import build_renderer, fit_for, latents_for
+    from neuromv.settings import RenderSettings
+
+    page = browser_page
+    _load_song(page, song)
+    page.evaluate("() => { window.neuromv.settings.fit_steps = 60; window.neuromv.settings.reactivity = 1.5; }")
+    cover = write_cover(tmp_path / "cover.png")
+    try:
+        page.set_input_files("#image-file", str(cover))
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.image",
+                               timeout=120_000)
+        assert page.evaluate("window.neuromv.floatTargets")  # the centring pass renders to float textures
+        video = RenderSettings(fit_steps=60, reactivity=1.5)  # the fit is made for the video's size (1280x720)
+        cppn = fit_for(load_image(cover), video)
+        w, h = 96, 54
+        settings = RenderSettings(width=w, height=h, fit_steps=60, reactivity=1.5)
+        z = latents_for(AudioFile(song), settings, image=True)
+        renderer = build_renderer(settings, cppn=cppn, z=z)
+        frames = []
+        for index in (10, 45, 80):
+            web = _canvas(page, w, h, index).astype(int)
+            diff = np.abs(web - renderer.render(z[index]))
+            print(f"image mode, frame {index}: mean {diff.mean():.4f}, max {diff.max()}")
+            assert diff.mean() < 2.0 and diff.max() <= 3, (index, diff.mean(), diff.max())
+            frames.append(web)
+        assert np.abs(frames[0] - frames[1]).mean() > 1.0
+    finally:
+        page.evaluate("() => { window.neuromv.settings.fit_steps = 3000; window.neuromv.settings.reactivity = 1; }")
+        page.select_option("#picture", "none")
+        page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
+
+
+def test_stem_panels_match_the_offline_renderer(browser_page, song):
+    from neuromv.audio import AudioFile as AF
+    from neuromv.pipeline import _stem_video
+    from neuromv.settings import RenderSettings
+
+    page = browser_page
+    _load_song(page, song)
+    try:
+        page.select_option("#separator", "hpss")
+        for layout in ("auto", "blend"):
+            page.select_option("#layout", layout)
+            page.select_option("#stems", "all")
+            page.wait_for_function(f"window.neuromv.panels.length === 2 && window.neuromv.panels.every(p => p.z) "
+                                   f"&& window.neuromv.layout === {layout!r}", timeout=120_000)
+            w, h = 96, 54
+            settings = RenderSettings(width=w, height=h, stems="all", separator="hpss", layout=layout)
+            frames, _ = _stem_video(AF(song).load(), None, settings, {}, True, False, None)
+            expected = [f for i, f in zip(range(46), frames)]
+            for index in (10, 45):
+                diff = np.abs(_canvas(page, w, h, index).astype(int) - expected[index])
+                print(f"stems {layout}, frame {index}: mean {diff.mean():.4f}, max {diff.max()}")
+                assert diff.mean() < 2.0 and diff.max() <= 3, (layout, index, diff.mean(), diff.max())
+    finally:
+        page.select_option("#stems", "")
+        page.wait_for_function("window.neuromv.panels.length === 1")
+
+
 def test_audio_clock_drives_the_frame_through_play_pause_and_seek(browser_page, song):
     page = browser_page
-    if page.evaluate("window.neuromv.z === null"):
+    if not page.evaluate("window.neuromv.panels.length > 0 && !!window.neuromv.panels[0].z"):
         page.set_input_files("#file", str(song))
-        page.wait_for_function("window.neuromv.z !== null && window.neuromv.program !== null", timeout=60_000)
+        page.wait_for_function("window.neuromv.panels.length > 0 && window.neuromv.panels[0].z", timeout=60_000)
     # a small canvas: software GL draws it many times a second (the test is about the clock, not GL speed)
     page.evaluate("() => { window.neuromv.gl.canvas.width = 160; window.neuromv.gl.canvas.height = 90; }")
     page.evaluate("() => { const a = document.getElementById('player'); a.currentTime = 1.5; }")
@@ -252,3 +439,45 @@ def test_serve_command_refuses_impossible_options():
                        timeout=60)
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == ["neuromv: error: port must be from 1 to 65535, not 70000"]
+
+
+def test_live_mode_follows_the_microphone(playwright, server_url, tmp_path):
+    """A fake capture device plays a file into the page's live mode: the mel features computed in JavaScript
+    (web/mel.js) match Python's on that file, and the picture moves with them."""
+    from neuromv.features import song_db
+
+    clip = beat_clip(sr=44100, duration=4.0, channels=1)  # beats, 1.5 s of silence, beats; the capture loops it
+    wav = write_audio(tmp_path / "mic.wav", clip)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}"])
+    try:
+        page = browser.new_page()
+        page.goto(server_url)
+        page.evaluate("() => { window.neuromv.gl.canvas.width = 64; window.neuromv.gl.canvas.height = 36; }")
+        page.check("#live")
+        page.wait_for_function("window.neuromv.live !== null && window.neuromv.live.frames > 30", timeout=30_000)
+        assert page.evaluate("window.neuromv.live.sr") == 22050
+        first = page.evaluate("window.neuromv.framesDrawn")
+        shots = set()
+        for _ in range(6):  # the picture changes as the input does
+            shots.add(bytes(page.evaluate("""() => { const gl = window.neuromv.gl, a = new Uint8Array(64 * 36 * 4);
+                gl.readPixels(0, 0, 64, 36, gl.RGBA, gl.UNSIGNED_BYTE, a); return Array.from(a); }""")))
+            time.sleep(0.4)
+        assert len(shots) >= 3 and page.evaluate("window.neuromv.framesDrawn") > first
+        page.wait_for_function("window.neuromv.live.frames > 300", timeout=60_000)  # 10 s: 2.5 loops
+        power = np.array(page.evaluate("window.neuromv.live.power.slice(-240).map(c => Array.from(c))"))
+        z = np.array(page.evaluate("window.neuromv.live.history.slice(-240).map(c => Array.from(c))"))
+    finally:
+        browser.close()
+    # the band profile of the captured loop (2 whole loops of 4 s) against Python's features of the file
+    expected = song_db([clip.samples], clip.sr, fps=30, n_mels=32)  # dB relative to the file's peak
+    got = 10 * np.log10(np.maximum(power, power.max() * 1e-8) / power.max()).T
+    diff = np.abs(got.mean(axis=1) - expected.mean(axis=1))
+    print(f"live: band means differ from Python's by {diff.mean():.3f} dB on average, {diff.max():.3f} at most")
+    assert diff.mean() < 1.0 and diff.max() < 2.0, diff
+    # z moves with the music: its RMS norm about its mean over these 8 s is 1 for Python's z of the loop; live, the
+    # running statistics (10-s memory) are still settling after 10 s, so less is asked
+    swing = np.sqrt(np.mean(np.sum((z - z.mean(axis=0)) ** 2, axis=1)))
+    print(f"live: z swings by {swing:.2f} (RMS norm about its mean)")
+    assert np.isfinite(z).all() and swing > 0.5, swing

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 #: Largest upload accepted (bytes): a long song in a lossless format fits.
 MAX_UPLOAD = 512 * 2**20
 #: The page's files (in ``neuromv/web/``), the only ones served besides rendered videos.
-ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "mel.js": "text/javascript",
+          "capture.js": "text/javascript", "style.css": "text/css"}
 _WEB = Path(__file__).resolve().parent / "web"
 
 
@@ -45,20 +46,28 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
 
-def cppn_json(n_z: int, hidden: int, seed: int) -> dict:
-    """The weights of the abstract CPPN of ``seed``, as the page's shader takes them: per layer ``w``
-    [shape=(out, in)] and ``b`` [shape=(out,)], base64 float32. Layer 0's inputs are (x, y, r, z...)."""
-    from .cppn import CPPN
-
-    net = CPPN(n_z, hidden, seed=seed)
+def net_json(net) -> dict:
+    """A CPPN's weights as the page's shaders take them: per layer ``w`` [shape=(out, in)] and ``b``
+    [shape=(out,)], base64 float32; an image-mode CPPN also has ``pulse`` [shape=(n_z, 3, hidden)]. Layer 0's
+    inputs are (x, y, r, z...) for an abstract CPPN, (x, y, r) for an image one."""
     layers = [{"out": int(l.weight.shape[0]), "in": int(l.weight.shape[1]),
                "w": _b64(l.weight.detach().numpy()), "b": _b64(l.bias.detach().numpy())} for l in net.layers]
-    return {"n_z": n_z, "hidden": hidden, "seed": seed, "layers": layers}
+    out = {"n_z": net.n_z, "hidden": net.hidden, "seed": net.seed, "image": net.image, "layers": layers}
+    if net.image:
+        out["pulse"] = _b64(net.pulse.detach().numpy())
+    return out
 
 
-def cli_command(song: str, output: str, settings: dict) -> str:
+def cppn_json(n_z: int, hidden: int, seed: int) -> dict:
+    """:func:`net_json` of the abstract CPPN of ``seed``."""
+    from .cppn import CPPN
+
+    return net_json(CPPN(n_z, hidden, seed=seed))
+
+
+def cli_command(song: str, output: str, settings: dict, image: str = "none") -> str:
     """The ``neuromv render`` command line that renders ``song`` with ``settings`` (only what differs from the
-    defaults)."""
+    defaults). ``image``: 'none' (abstract), 'auto' (the song's cover art, the CLI's default) or an image file."""
     import shlex
 
     from .settings import RenderSettings
@@ -78,6 +87,8 @@ def cli_command(song: str, output: str, settings: dict) -> str:
         args += [flag, str(v)]
     if (s.width, s.height) != (default.width, default.height):
         args += ["--size", f"{s.width}x{s.height}"]
+    if image != "auto":
+        args += ["--image", image]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -87,6 +98,7 @@ class _State:
     def __init__(self, workdir: Path, max_upload: int) -> None:
         self.workdir, self.max_upload = workdir, max_upload
         self.songs: dict[str, dict] = {}
+        self.images: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
         self.lock = threading.Lock()
 
@@ -124,13 +136,17 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
             return error(404, "not found")
         return FileResponse(_WEB / name, media_type=ASSETS[name])
 
-    async def upload_song(request: Request) -> Response:
+    async def receive(request: Request, kind: str) -> tuple[str, str, Path] | JSONResponse:
+        """Store an upload in the work folder under a name of our own: (id, the user's file name, path)."""
+        too_large = f"file too large: the limit is {state.max_upload // 2**20} MB"
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > state.max_upload:
-            return error(413, f"file too large: the limit is {state.max_upload // 2**20} MB")
-        name = Path(request.headers.get("x-filename", "song")).name or "song"
-        sid = uuid.uuid4().hex
-        path = state.workdir / f"song-{sid}{Path(name).suffix[:10]}"
+            return error(413, too_large)
+        from urllib.parse import unquote
+
+        name = Path(unquote(request.headers.get("x-filename", kind))).name or kind
+        uid = uuid.uuid4().hex
+        path = state.workdir / f"{kind}-{uid}{''.join(c for c in Path(name).suffix[:10] if c.isalnum() or c == '.')}"
         size = 0
         with open(path, "wb") as f:
             async for chunk in request.stream():
@@ -138,8 +154,29 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
                 if size > state.max_upload:
                     f.close()
                     path.unlink(missing_ok=True)
-                    return error(413, f"file too large: the limit is {state.max_upload // 2**20} MB")
+                    return error(413, too_large)
                 f.write(chunk)
+        return uid, name, path
+
+    async def upload_image(request: Request) -> Response:
+        got = await receive(request, "image")
+        if isinstance(got, Response):
+            return got
+        iid, name, path = got
+        try:
+            pixels = await run_in_threadpool(_load_image, path)
+        except NeuroMVError as e:
+            path.unlink(missing_ok=True)
+            return error(400, f"{name}: {str(e).split(': ', 1)[-1]}")
+        with state.lock:
+            state.images[iid] = {"path": path, "name": name}
+        return JSONResponse({"id": iid, "name": name, "width": int(pixels.shape[1]), "height": int(pixels.shape[0])})
+
+    async def upload_song(request: Request) -> Response:
+        got = await receive(request, "song")
+        if isinstance(got, Response):
+            return got
+        sid, name, path = got
         fps = float(request.query_params.get("fps", 30))
         n_mels = int(request.query_params.get("n_mels", 32))
         try:
@@ -148,7 +185,7 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
             path.unlink(missing_ok=True)
             return error(400, f"{name}: {str(e).split(': ', 1)[-1]}")
         with state.lock:
-            state.songs[sid] = {"path": path, "name": name, **{k: info[k] for k in ("duration", "n_frames")}}
+            state.songs[sid] = {"path": path, "name": name, **{k: info[k] for k in ("duration", "n_frames", "cover")}}
         return JSONResponse({"id": sid, "name": name, **info})
 
     async def cppn(request: Request) -> Response:
@@ -161,32 +198,56 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
             return error(400, "n_z and hidden must be integers from 1 to 256, seed an integer >= 0")
         return JSONResponse(await run_in_threadpool(cppn_json, n_z, hidden, seed))
 
-    async def start_render(request: Request) -> Response:
-        try:
-            body = await request.json()
-            song = state.songs[body["song"]]
-            from .settings import RenderSettings
+    def job_request(body: dict):
+        """(song, settings, image) of a prepare or render request: image is 'none', 'auto' or an image's path."""
+        from .settings import RenderSettings
 
-            settings = RenderSettings.from_dict(body.get("settings", {}))
-        except KeyError:
-            return error(400, "unknown song: upload it first")
-        except (ValueError, TypeError, NeuroMVError) as e:
-            return error(400, str(e))
+        song = state.songs.get(body.get("song"))
+        if song is None:
+            raise ParameterError("unknown song: upload it first")
+        settings = RenderSettings.from_dict(body.get("settings", {}))
+        image = body.get("image") or "none"
+        if image not in ("none", "auto"):
+            if image not in state.images:
+                raise ParameterError("unknown image: upload it first")
+            image = state.images[image]
+        return song, settings, image
+
+    def start_job(target, *args) -> JSONResponse:
         jid = uuid.uuid4().hex
-        job = {"state": "running", "done": 0, "total": 0, "error": None, "cancel": threading.Event(),
-               "path": state.workdir / f"video-{jid}.mp4", "name": Path(song["name"]).stem + ".mp4"}
+        job = {"state": "running", "stage": "", "done": 0, "total": 0, "error": None, "result": None,
+               "cancel": threading.Event()}
         with state.lock:
             state.jobs[jid] = job
-        threading.Thread(target=_render_job, args=(song["path"], settings, job), daemon=True).start()
+        job["thread"] = threading.Thread(target=_run_job, args=(job, target, *args), daemon=True)
+        job["thread"].start()
         return JSONResponse({"job": jid})
+
+    async def start_prepare(request: Request) -> Response:
+        try:
+            song, settings, image = job_request(await request.json())
+        except (ValueError, TypeError, AttributeError, NeuroMVError) as e:
+            return error(400, str(e))
+        return start_job(_prepare, song, settings, image)
+
+    async def start_render(request: Request) -> Response:
+        try:
+            song, settings, image = job_request(await request.json())
+        except (ValueError, TypeError, AttributeError, NeuroMVError) as e:
+            return error(400, str(e))
+        path = state.workdir / f"video-{uuid.uuid4().hex}.mp4"
+        return start_job(_render, song, settings, image, path)
 
     async def job_status(request: Request) -> Response:
         job = state.jobs.get(request.path_params["jid"])
         if job is None:
             return error(404, "no such job")
-        out = {k: job[k] for k in ("state", "done", "total", "error")}
+        out = {k: job[k] for k in ("state", "stage", "done", "total", "error")}
         if job["state"] == "done":
-            out["url"] = f"/api/files/{request.path_params['jid']}"
+            if isinstance(job["result"], Path):
+                out["url"] = f"/api/files/{request.path_params['jid']}"
+            else:
+                out["result"] = job["result"]
         return JSONResponse(out)
 
     async def cancel_job(request: Request) -> Response:
@@ -198,22 +259,27 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
 
     async def download(request: Request) -> Response:
         job = state.jobs.get(request.path_params["jid"])  # files are found by job id only, never by path
-        if job is None or job["state"] != "done":
+        if job is None or job["state"] != "done" or not isinstance(job["result"], Path):
             return error(404, "no such video")
-        return FileResponse(job["path"], media_type="video/mp4", filename=job["name"])
+        return FileResponse(job["result"], media_type="video/mp4", filename=job["name"])
 
     async def command(request: Request) -> Response:
         try:
             body = await request.json()
             song = state.songs.get(body.get("song"), {}).get("name", "song.mp3")
+            image = body.get("image") or "none"
+            if image not in ("none", "auto"):
+                image = state.images.get(image, {}).get("name", "image.png")
             return JSONResponse({"command": cli_command(song, body.get("output") or "video.mp4",
-                                                        body.get("settings", {}))})
+                                                        body.get("settings", {}), image)})
         except (ValueError, TypeError, NeuroMVError) as e:
             return error(400, str(e))
 
     def cleanup() -> None:
         for job in state.jobs.values():
             job["cancel"].set()
+        for job in state.jobs.values():  # a job still writing must stop before its folder goes
+            job["thread"].join(10)
         if own:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -225,6 +291,8 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
         Route("/favicon.ico", favicon),
         Route("/assets/{name}", asset),
         Route("/api/songs", upload_song, methods=["POST"]),
+        Route("/api/images", upload_image, methods=["POST"]),
+        Route("/api/prepare", start_prepare, methods=["POST"]),
         Route("/api/cppn", cppn),
         Route("/api/render", start_render, methods=["POST"]),
         Route("/api/jobs/{jid}", job_status),
@@ -246,27 +314,91 @@ def _analyse(path: Path, fps: float, n_mels: int) -> dict:
     """Decode and check a song, and compute its dB mel matrix (what the page needs to compute z)."""
     from .audio import AudioFile
     from .features import song_db
+    from .image import find_cover_art
 
     song = AudioFile(path)
     db = song_db(song.blocks(), song.sr, fps=fps, n_mels=n_mels)
     return {"duration": song.duration, "fps": fps, "n_mels": n_mels, "n_frames": int(db.shape[1]),
-            "db": _b64(db)}
+            "cover": find_cover_art(path) is not None, "db": _b64(db)}
 
 
-def _render_job(song: Path, settings, job: dict) -> None:
-    from .pipeline import render
+def _load_image(path: Path) -> np.ndarray:
+    from .image import load_image
 
-    def progress(stage: str, done: int, total: int) -> None:
-        job["stage"], job["done"], job["total"] = stage, done, total
+    return load_image(path)
 
+
+def _run_job(job: dict, target, *args) -> None:
+    """Run ``target(job, *args)`` on a worker thread; its result (or error) goes into ``job`` for the page."""
     try:
-        render(song, job["path"], settings, image="none", overwrite=True, progress=progress, cancel=job["cancel"])
+        job["result"] = target(job, *args)
         job["state"] = "done"
     except NeuroMVError as e:
         job["state"], job["error"] = "error", str(e)
     except Exception as e:  # noqa: BLE001 - reported on the page; the server keeps running
-        log.exception("render job failed")
-        job["state"], job["error"] = "error", f"render failed: {e}"
+        log.exception("job failed")
+        job["state"], job["error"] = "error", f"failed: {e}"
+
+
+def _progress(job: dict):
+    def progress(stage: str, done: int, total: int) -> None:
+        job["stage"], job["done"], job["total"] = stage, done, total
+
+    return progress
+
+
+def _pixels(song: dict, image, settings):
+    """The reference image's pixels for ``image`` ('none', 'auto' or an uploaded image), or None."""
+    from .image import find_cover_art, load_image
+
+    if image == "none":
+        return None
+    if image == "auto":
+        source = find_cover_art(song["path"])
+        return None if source is None else load_image(source, background=settings.background)
+    return load_image(image["path"], background=settings.background)
+
+
+def _prepare(job: dict, song: dict, settings, image) -> dict:
+    """What the page needs to play ``settings`` with ``image``: per panel (one, or one per stem) its place in the
+    frame (fractions), the CPPN's weights (fitted to the image, if any) and the dB mel matrix of its audio (None:
+    the song's own, which the page has). Mirrors :func:`neuromv.pipeline.render`."""
+    from dataclasses import replace
+
+    from .audio import AudioFile
+    from .features import song_db
+    from .pipeline import _cppn_for, panel_boxes, stem_audio
+
+    progress = _progress(job)
+    pixels = _pixels(song, image, settings)
+    names = settings.stem_names()
+    if names:
+        audio = AudioFile(song["path"], start=settings.start, duration=settings.duration).load()
+        stems = stem_audio(audio, settings, progress=progress, cancel=job["cancel"])
+        boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)
+    else:
+        stems, boxes = {None: None}, [(0, 0, settings.width, settings.height)]
+    panels = []
+    for i, (name, (x, y, w, h)) in enumerate(zip(stems, boxes)):
+        st = replace(settings, seed=settings.seed + i, width=w, height=h, stems=None)
+        net = _cppn_for(pixels, st, progress=progress, cancel=job["cancel"])
+        db = None
+        if name is not None:
+            a = stems[name]
+            db = _b64(song_db(a.blocks(), a.sr, fps=settings.fps, n_mels=settings.n_mels))
+        panels.append({"name": name, "box": [x / settings.width, y / settings.height, w / settings.width,
+                                             h / settings.height], "net": net_json(net), "db": db})
+    return {"panels": panels, "layout": settings.layout if names else None}
+
+
+def _render(job: dict, song: dict, settings, image, path: Path) -> Path:
+    from .pipeline import render
+
+    job["name"] = Path(song["name"]).stem + ".mp4"
+    if image not in ("none", "auto"):
+        image = image["path"]
+    render(song["path"], path, settings, image=image, overwrite=True, progress=_progress(job), cancel=job["cancel"])
+    return path
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, max_upload: int = MAX_UPLOAD) -> None:
