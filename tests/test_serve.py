@@ -29,7 +29,8 @@ def _floats(b64: str) -> np.ndarray:
 
 @pytest.fixture()
 def client(tmp_path):
-    with TestClient(create_app(workdir=tmp_path / "work", max_upload=2 * 2**20)) as c:
+    app = create_app(workdir=tmp_path / "work", max_upload=2 * 2**20)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
         yield c
 
 
@@ -47,6 +48,29 @@ def test_page_and_only_its_own_assets(client):
         r = client.get(bad)
         assert r.status_code == 404, bad
         assert "import" not in r.text and "root:" not in r.text
+
+
+def test_other_hosts_and_other_sites_are_refused(client, tmp_path):
+    r = client.get("/", headers={"Host": "evil.example"})  # a DNS-rebound name
+    assert r.status_code == 403 and r.text == "unknown host"
+    r = client.post("/api/cli", json={}, headers={"Origin": "http://evil.example"})  # another site's page
+    assert r.status_code == 403 and r.text == "cross-site request refused"
+    assert client.post("/api/cli", json={}, headers={"Origin": "http://127.0.0.1:8765"}).status_code == 200
+    assert client.get("/", headers={"Host": "[::1]:8765"}).status_code == 200
+    with TestClient(create_app(workdir=tmp_path / "any", hosts=None), base_url="http://192.168.1.9:8765") as c:
+        assert c.get("/").status_code == 200  # --host 0.0.0.0: any name, still no cross-site changes
+        assert c.post("/api/cli", json={}, headers={"Origin": "http://evil.example"}).status_code == 403
+
+
+def test_bad_requests_get_a_message_and_leave_nothing(client):
+    r = client.post("/api/songs?fps=abc", content=b"whatever")
+    assert r.status_code == 400 and "fps" in r.json()["error"]
+    r = client.post("/api/songs?n_mels=1.5", content=b"whatever")
+    assert r.status_code == 400
+    assert client.post("/api/cli", json=[1, 2]).json()["error"] == "the request must be a JSON object"
+    assert client.post("/api/render", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    assert client.post("/api/prepare", json={"settings": {"stems": "all"}}).status_code == 400  # stems need a song
+    assert not [p for p in client.app.state.neuromv.workdir.iterdir()]
 
 
 def test_upload_gives_the_features_of_the_song(client, song):
@@ -202,6 +226,7 @@ def test_cli_command_gives_the_same_settings():
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+APPS = []  # the browser tests' server app, to look at its jobs
 CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--autoplay-policy=no-user-gesture-required"]
 
 
@@ -216,8 +241,9 @@ def server_url(tmp_path_factory):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    server = uvicorn.Server(uvicorn.Config(create_app(workdir=tmp_path_factory.mktemp("web")), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    app = create_app(workdir=tmp_path_factory.mktemp("web"))
+    APPS.append(app)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -348,6 +374,33 @@ def test_image_mode_frame_matches_the_offline_renderer(browser_page, song, tmp_p
         page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
 
 
+def test_a_newer_picture_request_cancels_the_older_ones(browser_page, song, tmp_path):
+    page = browser_page
+    _load_song(page, song)
+    cover = write_cover(tmp_path / "slow.png")
+    page.evaluate("() => { window.neuromv.settings.fit_steps = 100000; }")  # fits that would take minutes
+    try:
+        page.set_input_files("#image-file", str(cover))
+        page.wait_for_function("window.neuromv.busy > 0")
+        for seed in (1, 2, 3):
+            _knob(page, "seed", seed, "change")
+            time.sleep(0.3)
+        page.select_option("#picture", "none")
+        page.wait_for_function("window.neuromv.busy === 0 && document.getElementById('busy').hidden", timeout=30_000)
+        page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
+        deadline = time.time() + 30
+        jobs = APPS[-1].state.neuromv.jobs
+        while any(j["state"] == "running" for j in jobs.values()) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(j["state"] == "running" for j in jobs.values())  # every superseded fit was cancelled
+        assert page.get_attribute("#status", "class") != "error", page.text_content("#status")
+        assert not page.is_disabled("#render")
+    finally:
+        _knob(page, "seed", 0, "change")
+        page.evaluate("() => { window.neuromv.settings.fit_steps = 3000; }")
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.seed === 0")
+
+
 def test_stem_panels_match_the_offline_renderer(browser_page, song):
     from neuromv.audio import AudioFile as AF
     from neuromv.pipeline import _stem_video
@@ -454,7 +507,11 @@ def test_live_mode_follows_the_microphone(playwright, server_url, tmp_path):
     try:
         page = browser.new_page()
         page.goto(server_url)
-        page.evaluate("() => { window.neuromv.gl.canvas.width = 64; window.neuromv.gl.canvas.height = 36; }")
+        page.evaluate("() => { window.neuromv.gl.canvas.width = 64; window.neuromv.gl.canvas.height = 36; "
+                      "window.neuromv.settings.fit_steps = 60; }")
+        page.set_input_files("#image-file", str(write_cover(tmp_path / "cover.png")))  # an image, and no song
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.image",
+                               timeout=60_000)
         page.check("#live")
         page.wait_for_function("window.neuromv.live !== null && window.neuromv.live.frames > 30", timeout=30_000)
         assert page.evaluate("window.neuromv.live.sr") == 22050

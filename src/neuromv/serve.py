@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 #: Largest upload accepted (bytes): a long song in a lossless format fits.
 MAX_UPLOAD = 512 * 2**20
+#: Largest JSON request body (bytes): settings documents are a few hundred.
+MAX_JSON = 64 * 1024
+#: Finished prepare jobs kept (their results hold weights and features).
+MAX_FINISHED = 8
+#: Hosts the server answers by default (a page of another site, or a DNS-rebound name, is refused).
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: The page's files (in ``neuromv/web/``), the only ones served besides rendered videos.
 ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "mel.js": "text/javascript",
           "capture.js": "text/javascript", "style.css": "text/css"}
@@ -103,7 +109,45 @@ class _State:
         self.lock = threading.Lock()
 
 
-def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MAX_UPLOAD):
+def _host_of(value: str) -> str:
+    """'127.0.0.1:8765' -> '127.0.0.1'; '[::1]:8765' -> '::1'; 'http://localhost:8765' -> 'localhost'."""
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    try:
+        return (urlsplit(value if "//" in value else f"//{value}").hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+class _SameHostOnly:
+    """ASGI middleware: answer only requests for ``hosts`` (a DNS-rebound name is refused), and refuse requests
+    that change something when a page of another site sent them (their Origin is not this server)."""
+
+    def __init__(self, app, hosts) -> None:
+        self.app, self.hosts = app, {h.lower() for h in hosts}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            from starlette.responses import PlainTextResponse
+
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            host = headers.get("host", "")
+            origin = headers.get("origin")
+            reason = None
+            if "*" not in self.hosts and _host_of(host) not in self.hosts:
+                reason = "unknown host"
+            elif scope["method"] not in ("GET", "HEAD") and origin is not None and \
+                    origin.split("://", 1)[-1].lower() != host.lower():
+                reason = "cross-site request refused"
+            if reason:
+                await PlainTextResponse(reason, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MAX_UPLOAD,
+               hosts: tuple[str, ...] | None = LOCAL_HOSTS):
     """The web app (Starlette ASGI).
 
     Parameters
@@ -112,6 +156,9 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
         Where uploaded songs and rendered videos are kept. Default: a new temporary folder, removed at shutdown.
     max_upload : int
         Largest accepted upload in bytes.
+    hosts : tuple of str or None
+        The host names it answers to (the Host header); None: any (a server that listens beyond this machine).
+        Requests that change something are refused when another site's page sent them, whatever ``hosts``.
     """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -148,14 +195,18 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
         uid = uuid.uuid4().hex
         path = state.workdir / f"{kind}-{uid}{''.join(c for c in Path(name).suffix[:10] if c.isalnum() or c == '.')}"
         size = 0
-        with open(path, "wb") as f:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > state.max_upload:
-                    f.close()
-                    path.unlink(missing_ok=True)
-                    return error(413, too_large)
-                f.write(chunk)
+        try:
+            with open(path, "wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > state.max_upload:
+                        f.close()
+                        path.unlink(missing_ok=True)
+                        return error(413, too_large)
+                    f.write(chunk)
+        except BaseException:  # the client went away (or the server is stopping): no partial file is kept
+            path.unlink(missing_ok=True)
+            raise
         return uid, name, path
 
     async def upload_image(request: Request) -> Response:
@@ -173,17 +224,26 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
         return JSONResponse({"id": iid, "name": name, "width": int(pixels.shape[1]), "height": int(pixels.shape[0])})
 
     async def upload_song(request: Request) -> Response:
+        from .settings import RenderSettings
+
+        try:  # checked before the upload is read
+            q = request.query_params
+            fps, n_mels = float(q.get("fps", 30)), int(q.get("n_mels", 32))
+            RenderSettings(fps=fps, n_mels=n_mels)
+        except (ValueError, NeuroMVError) as e:
+            return error(400, f"fps and n_mels: {e}")
         got = await receive(request, "song")
         if isinstance(got, Response):
             return got
         sid, name, path = got
-        fps = float(request.query_params.get("fps", 30))
-        n_mels = int(request.query_params.get("n_mels", 32))
         try:
             info = await run_in_threadpool(_analyse, path, fps, n_mels)
         except NeuroMVError as e:
             path.unlink(missing_ok=True)
             return error(400, f"{name}: {str(e).split(': ', 1)[-1]}")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         with state.lock:
             state.songs[sid] = {"path": path, "name": name, **{k: info[k] for k in ("duration", "n_frames", "cover")}}
         return JSONResponse({"id": sid, "name": name, **info})
@@ -198,12 +258,21 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
             return error(400, "n_z and hidden must be integers from 1 to 256, seed an integer >= 0")
         return JSONResponse(await run_in_threadpool(cppn_json, n_z, hidden, seed))
 
-    def job_request(body: dict):
-        """(song, settings, image) of a prepare or render request: image is 'none', 'auto' or an image's path."""
+    async def json_body(request: Request):
+        declared = request.headers.get("content-length")
+        if not declared or not declared.isdigit() or int(declared) > MAX_JSON:
+            raise ParameterError(f"the request must be JSON of at most {MAX_JSON // 1024} KB, with its length")
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ParameterError("the request must be a JSON object")
+        return body
+
+    def job_request(body: dict, need_song: bool = True):
+        """(song, settings, image) of a prepare or render request: image is 'none', 'auto' or an uploaded image."""
         from .settings import RenderSettings
 
         song = state.songs.get(body.get("song"))
-        if song is None:
+        if song is None and (need_song or body.get("song") is not None):
             raise ParameterError("unknown song: upload it first")
         settings = RenderSettings.from_dict(body.get("settings", {}))
         image = body.get("image") or "none"
@@ -213,11 +282,14 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
             image = state.images[image]
         return song, settings, image
 
-    def start_job(target, *args) -> JSONResponse:
+    def start_job(kind: str, target, *args) -> JSONResponse:
         jid = uuid.uuid4().hex
-        job = {"state": "running", "stage": "", "done": 0, "total": 0, "error": None, "result": None,
+        job = {"kind": kind, "state": "running", "stage": "", "done": 0, "total": 0, "error": None, "result": None,
                "cancel": threading.Event()}
         with state.lock:
+            finished = [k for k, j in state.jobs.items() if j["state"] != "running" and j["kind"] == "prepare"]
+            for k in finished[:-MAX_FINISHED]:  # prepared pictures are fetched once; keep only the last few
+                del state.jobs[k]
             state.jobs[jid] = job
         job["thread"] = threading.Thread(target=_run_job, args=(job, target, *args), daemon=True)
         job["thread"].start()
@@ -225,18 +297,24 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
 
     async def start_prepare(request: Request) -> Response:
         try:
-            song, settings, image = job_request(await request.json())
-        except (ValueError, TypeError, AttributeError, NeuroMVError) as e:
+            song, settings, image = job_request(await json_body(request), need_song=False)
+            if song is None and (settings.stem_names() or image == "auto"):
+                raise ParameterError("stems and the song's cover art need a song: upload it first")
+        except (ValueError, TypeError, NeuroMVError) as e:
             return error(400, str(e))
-        return start_job(_prepare, song, settings, image)
+        with state.lock:  # one picture at a time: a newer request replaces the one under way
+            for job in state.jobs.values():
+                if job["kind"] == "prepare" and job["state"] == "running":
+                    job["cancel"].set()
+        return start_job("prepare", _prepare, song, settings, image)
 
     async def start_render(request: Request) -> Response:
         try:
-            song, settings, image = job_request(await request.json())
-        except (ValueError, TypeError, AttributeError, NeuroMVError) as e:
+            song, settings, image = job_request(await json_body(request))
+        except (ValueError, TypeError, NeuroMVError) as e:
             return error(400, str(e))
         path = state.workdir / f"video-{uuid.uuid4().hex}.mp4"
-        return start_job(_render, song, settings, image, path)
+        return start_job("render", _render, song, settings, image, path)
 
     async def job_status(request: Request) -> Response:
         job = state.jobs.get(request.path_params["jid"])
@@ -265,7 +343,7 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
 
     async def command(request: Request) -> Response:
         try:
-            body = await request.json()
+            body = await json_body(request)
             song = state.songs.get(body.get("song"), {}).get("name", "song.mp3")
             image = body.get("image") or "none"
             if image not in ("none", "auto"):
@@ -278,8 +356,11 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
     def cleanup() -> None:
         for job in state.jobs.values():
             job["cancel"].set()
-        for job in state.jobs.values():  # a job still writing must stop before its folder goes
-            job["thread"].join(10)
+        import time
+
+        deadline = time.monotonic() + 10
+        for job in state.jobs.values():  # a job still writing must stop before its folder goes (10 s in all)
+            job["thread"].join(max(0.0, deadline - time.monotonic()))
         if own:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -305,7 +386,10 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
         yield
         cleanup()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    from starlette.middleware import Middleware
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(_SameHostOnly, hosts=hosts if hosts is not None else ("*",))])
     app.state.neuromv = state
     return app
 
@@ -409,4 +493,6 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, max_upload: int = MAX_UP
         log.warning("serving on %s: anyone who can reach this machine can use the server", host)
     if not 0 < port < 65536:
         raise ParameterError(f"port must be from 1 to 65535, not {port}")
-    uvicorn.run(create_app(max_upload=max_upload), host=host, port=port, log_level="warning")
+    local = host in ("127.0.0.1", "localhost", "::1")
+    uvicorn.run(create_app(max_upload=max_upload, hosts=LOCAL_HOSTS if local else None), host=host, port=port,
+                log_level="warning")

@@ -388,6 +388,7 @@ function drawPanel(panel, zRow, box) {
       const rows = state.live ? state.live.centreRows() : centreRows(panel);
       panel.hasOffset = rows.length > 0 && computeOffset(panel, box.w, box.h, rows) !== null;
       panel.offsetFor = key;
+      if (state.layout === "blend") gl.enable(gl.BLEND); // the centring pass turned it off
     }
     offset = panel.hasOffset;
   }
@@ -433,7 +434,6 @@ function draw(index) {
       zRow = panel.z.subarray(index * nMels, (index + 1) * nMels);
     }
     drawPanel(panel, zRow, panelBox(panel, W, H));
-    if (blend) { gl.enable(gl.BLEND); }
   }
   gl.disable(gl.BLEND);
   state.frameIndex = index;
@@ -493,10 +493,18 @@ function setPanels(panels, layout) {
 
 const STAGES = { fit: "Fitting the image", separate: "Separating the stems", render: "Rendering" };
 
-async function poll(job, bar, what) {
+class Superseded extends Error {}
+
+// follow a server job until it ends; `stale()` true: a newer request replaced it (it is cancelled, quietly)
+async function poll(job, bar, what, stale = () => false) {
   for (;;) {
     await new Promise((r) => setTimeout(r, 200));
+    if (stale()) {
+      fetch(`/api/jobs/${job}/cancel`, { method: "POST" }).catch(() => {});
+      throw new Superseded();
+    }
     const st = await api(`/api/jobs/${job}`);
+    if (stale()) continue;
     if (st.total) bar.value = st.done / st.total;
     if (st.state === "running" && st.total) {
       what(`${STAGES[st.stage] || st.stage}… ${Math.round((100 * st.done) / st.total)} %`);
@@ -510,14 +518,15 @@ let prepareToken = 0;
 // the pictures for the current settings: abstract ones come at once; an image fit or stems take a server job
 async function prepare() {
   const s = state.settings, token = ++prepareToken;
+  const stale = () => token !== prepareToken;
   if (state.image === "none" && !s.stems) {
     const net = decodeNet(await api(`/api/cppn?n_z=${s.n_mels}&hidden=${s.hidden}&seed=${s.seed}`));
-    if (token !== prepareToken) return;
+    if (stale()) return;
     setPanels([{ name: null, box: [0, 0, 1, 1], db: null, net }], null);
     return;
   }
-  if (!state.song) {
-    status("Drop a song first: images and stems are prepared for a song.");
+  if (!state.song && (s.stems || state.image === "auto")) {
+    status("Drop a song first: stems and cover art come from a song.");
     return;
   }
   const bar = $("busy");
@@ -528,19 +537,23 @@ async function prepare() {
   try {
     const { job } = await api("/api/prepare", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ song: state.song.id, image: state.image, settings: renderSettings() }),
+      body: JSON.stringify({ song: state.song ? state.song.id : null, image: state.image, settings: renderSettings() }),
     });
-    const st = await poll(job, bar, (text) => status(text));
-    if (token !== prepareToken) return;
+    const st = await poll(job, bar, (text) => status(text), stale);
+    if (stale()) return;
     const panels = st.result.panels.map((p) => ({ name: p.name, box: p.box, db: p.db ? floats(p.db) : null,
                                                  net: decodeNet(p.net) }));
     setPanels(panels, st.result.layout);
     const what = [state.image !== "none" ? "image fitted" : null, s.stems ? `${panels.length} stems` : null];
-    status(`${state.song.name}: ${what.filter(Boolean).join(", ")}. Press play.`);
+    const where = state.song ? `${state.song.name}: ` : "";
+    status(`${where}${what.filter(Boolean).join(", ")}.${state.live ? "" : state.song ? " Press play." :
+      " Drop a song, or use the microphone."}`);
+  } catch (e) {
+    if (!(e instanceof Superseded) && !stale()) throw e;
   } finally {
     state.busy -= 1;
     if (!state.busy) bar.hidden = true;
-    $("render").disabled = !state.song;
+    $("render").disabled = !state.song || state.busy > 0;
   }
 }
 
@@ -560,6 +573,9 @@ async function loadSong(file) {
     state.db = floats(song.db);
     delete song.db;
     state.song = song;
+    // panels with features of their own (stems) belong to the old song: none is drawn until they are remade
+    const own = state.panels.some((p) => p.db);
+    if (own) setPanels([], null);
     const cover = $("picture").querySelector("option[value=auto]");
     cover.disabled = !song.cover;
     if (state.image === "auto" && !song.cover) {
@@ -571,11 +587,15 @@ async function loadSong(file) {
     player.src = URL.createObjectURL(file);
     status(`${song.name}: ${song.duration.toFixed(1)} s, ${song.n_frames} frames${song.cover ?
       " (it has cover art: choose it under Picture)" : ""}. Press play.`);
-    if (state.image !== "none" || s.stems || !state.panels.length) await prepare();
-    else updateLatents();
-    $("render").disabled = $("cli").disabled = false;
+    $("cli").disabled = false;
+    const stale = state.panels.some((p) => p.net.image) !== (state.image !== "none");
+    updateLatents(); // the panels that use the song's features follow it at once
+    if (state.image !== "none" || s.stems || !state.panels.length || stale) prepareLater();
   } catch (e) {
     status(`Could not use this file: ${e.message}`, true);
+  } finally {
+    $("render").disabled = !state.song || state.busy > 0;
+    $("cli").disabled = !state.song;
   }
 }
 
@@ -591,8 +611,8 @@ async function loadImage(file) {
     $("picture").appendChild(option);
     $("picture").value = image.id;
     state.image = image.id;
-    status(`${image.name}: ${image.width}x${image.height}.${state.song ? "" : " Drop a song to fit it."}`);
-    if (state.song) await prepare();
+    status(`${image.name}: ${image.width}x${image.height}.`);
+    prepareLater();
   } catch (e) {
     status(`Could not use this image: ${e.message}`, true);
   }
@@ -643,7 +663,7 @@ async function copyCommand() {
       body: JSON.stringify({ song: state.song.id, image: state.image, settings: renderSettings() }),
     });
     $("command").textContent = command;
-    await navigator.clipboard.writeText(command).catch(() => {});
+    if (navigator.clipboard) await navigator.clipboard.writeText(command).catch(() => {}); // not on plain http
   } catch (e) {
     $("command").textContent = e.message;
   }
@@ -653,51 +673,69 @@ async function copyCommand() {
 const LIVE_CENTRE_SECONDS = 20;
 const ANALYSIS_SR = 22050; // neuromv.features.ANALYSIS_SR
 
+let liveGeneration = 0;
+
 async function startLive() {
   if (!navigator.mediaDevices || !window.AudioWorkletNode) {
     throw new Error("this browser cannot capture audio here (it needs http://127.0.0.1 or https)");
   }
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-  });
-  // the features are computed at neuromv.features.ANALYSIS_SR, as offline (the browser resamples the input)
-  const context = new AudioContext({ sampleRate: ANALYSIS_SR });
-  await context.audioWorklet.addModule("/assets/capture.js");
-  const source = context.createMediaStreamSource(stream);
-  const node = new AudioWorkletNode(context, "neuromv-capture");
-  const s = state.settings;
-  const live = {
-    context, stream, node, sr: context.sampleRate, frames: 0, centreVersion: 0,
-    mel: new NeuroMVMel.MelStream(context.sampleRate, s.fps, s.n_mels),
-    latents: new NeuroMVMel.LiveLatents(s.n_mels, s.fps, { smooth: s.smooth }),
-    z: new Float32Array(s.n_mels),
-    history: [],   // recent z, for the image mode's centring
-    power: [],     // recent mel power columns (tests compare them with Python's)
-    centreRows() { return this.history.filter((_, i) => i % Math.max(1, Math.ceil(this.history.length / 64)) === 0); },
+  const generation = ++liveGeneration;
+  let stream = null, context = null;
+  const release = () => {
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    if (context) context.close().catch(() => {});
   };
-  node.port.onmessage = (e) => {
-    for (const column of live.mel.feed(e.data)) {
-      live.z = live.latents.push(column);
-      live.power.push(column);
-      if (live.power.length > LIVE_CENTRE_SECONDS * s.fps) live.power.shift();
-      live.frames += 1;
-      live.history.push(live.z);
-      if (live.history.length > LIVE_CENTRE_SECONDS * s.fps) live.history.shift();
-      if (live.frames % (4 * s.fps) === 0) live.centreVersion += 1; // recentre every 4 s
-    }
-  };
-  source.connect(node); // not to the speakers: no feedback
-  state.live = live;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    // the features are computed at neuromv.features.ANALYSIS_SR, as offline (the browser resamples the input)
+    context = new AudioContext({ sampleRate: ANALYSIS_SR });
+    await context.audioWorklet.addModule("/assets/capture.js");
+    if (generation !== liveGeneration) { release(); return; } // turned off (or on again) meanwhile
+    const source = context.createMediaStreamSource(stream);
+    const node = new AudioWorkletNode(context, "neuromv-capture");
+    const s = state.settings;
+    const live = {
+      context, stream, node, sr: context.sampleRate, frames: 0, centreVersion: 0,
+      mel: new NeuroMVMel.MelStream(context.sampleRate, s.fps, s.n_mels),
+      latents: new NeuroMVMel.LiveLatents(s.n_mels, s.fps, { smooth: s.smooth }),
+      z: new Float32Array(s.n_mels),
+      history: [],   // recent z, for the image mode's centring
+      power: [],     // recent mel power columns (tests compare them with Python's)
+      centreRows() {
+        const step = Math.max(1, Math.ceil(this.history.length / 64));
+        return this.history.filter((_, i) => i % step === 0);
+      },
+    };
+    node.port.onmessage = (e) => {
+      for (const column of live.mel.feed(e.data)) {
+        live.z = live.latents.push(column);
+        live.power.push(column);
+        if (live.power.length > LIVE_CENTRE_SECONDS * s.fps) live.power.shift();
+        live.frames += 1;
+        live.history.push(live.z);
+        if (live.history.length > LIVE_CENTRE_SECONDS * s.fps) live.history.shift();
+        if (live.frames % (4 * s.fps) === 0) live.centreVersion += 1; // recentre every 4 s
+      }
+    };
+    source.connect(node); // not to the speakers: no feedback
+    state.live = live;
+  } catch (e) {
+    release();
+    throw e;
+  }
   $("player").pause();
+  status(`Live: listening at ${state.live.sr} Hz. The picture follows the input.`);
   if (!state.panels.length || state.settings.stems) {
     state.settings.stems = null;
     $("stems").value = "";
-    await prepare();
+    prepareLater();
   }
-  status(`Live: listening at ${live.sr} Hz. The picture follows the input.`);
 }
 
 function stopLive() {
+  liveGeneration += 1; // a start still waiting for the microphone gives up
   const live = state.live;
   if (!live) return;
   state.live = null;
@@ -766,13 +804,16 @@ function init() {
       startLive().catch((e) => { $("live").checked = false; status(`No live input: ${e.message}`, true); });
     } else stopLive();
   });
-  const useFile = (file) => {
+  const IMAGE = /\.(png|jpe?g|webp|gif|bmp|tiff?)$/i;
+  const useFile = (file) => { // dropped: an image by its type or name, else a song
     if (!file) return;
-    if (file.type.startsWith("image/")) loadImage(file);
+    if (file.type.startsWith("image/") || IMAGE.test(file.name)) loadImage(file);
     else loadSong(file);
   };
-  $("file").addEventListener("change", () => useFile($("file").files[0]));
-  $("image-file").addEventListener("change", () => useFile($("image-file").files[0]));
+  $("file").addEventListener("change", () => { if ($("file").files[0]) loadSong($("file").files[0]); });
+  $("image-file").addEventListener("change", () => {
+    if ($("image-file").files[0]) loadImage($("image-file").files[0]);
+  });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
