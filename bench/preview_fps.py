@@ -2,9 +2,11 @@
 
     python bench/preview_fps.py            # needs Debian's chromium and Playwright (the test extra)
 
-The server runs in this process; the page loads the demo song (20 s), plays it, and the frames drawn in 4 s are
-counted per canvas size. With software GL (SwiftShader, as here) this measures the CPU; on a GPU machine, run it
-without --software to measure the GPU.
+The server runs in this process; the page loads the demo song (20 s), and frames of it are drawn one after the other
+for at least 4 s (and at least 3 frames) per canvas size, each waited for; first with the abstract CPPN, then with the CPPN fitted to the demo cover (image mode,
+a quick 300-step fit). The reference is the offline CPU renderer (`Renderer.render`, same network) at the same
+size in the same run. With software GL (SwiftShader, as here) the page measures the CPU; on a GPU machine, run it
+with --no-software to measure the GPU.
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ def main(argv=None) -> int:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
+    import numpy as np
+    from PIL import Image
+
     import neuromv
     from neuromv.audio import save_wav
+    from neuromv.demo import demo_cover
+    from neuromv.pipeline import build_renderer, fit_for
     from neuromv.serve import create_app
+    from neuromv.settings import RenderSettings
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -64,18 +72,46 @@ def main(argv=None) -> int:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             page.set_input_files("#file", str(song))
-            page.wait_for_function("window.neuromv.z !== null && window.neuromv.program !== null", timeout=60_000)
-            page.evaluate("() => document.getElementById('player').play()")
-            for w, h in SIZES:
-                page.evaluate(f"() => {{ const c = window.neuromv.gl.canvas; c.width = {w}; c.height = {h}; }}")
-                time.sleep(1.0)
-                n0, t0 = page.evaluate("() => window.neuromv.framesDrawn"), time.perf_counter()
-                time.sleep(args.seconds)
-                n1, t1 = page.evaluate("() => window.neuromv.framesDrawn"), time.perf_counter()
-                rows.append((w, h, (n1 - n0) / (t1 - t0)))
-                print(f"{w}x{h}: {rows[-1][2]:.2f} frames/s", file=sys.stderr)
-            renderer = page.evaluate("() => { const gl = window.neuromv.gl; "
-                                     "return gl.getParameter(gl.RENDERER); }")
+            page.wait_for_function("window.neuromv.panels.length > 0 && window.neuromv.panels[0].z", timeout=60_000)
+            fps = {}
+            for mode in ("abstract", "image"):
+                if mode == "image":
+                    cover = Path(d) / "cover.png"
+                    Image.fromarray(demo_cover(256)).save(cover)
+                    page.evaluate("() => { window.neuromv.settings.fit_steps = 300; }")
+                    page.set_input_files("#image-file", str(cover))
+                    page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.image "
+                                           "&& window.neuromv.panels[0].z", timeout=300_000)
+                for w, h in SIZES:
+                    # each draw is followed by a 1-pixel readPixels, which waits for the GPU (software GL here)
+                    # to finish it; the first draw at a size (image mode: with its centring pass) is not counted
+                    fps[mode, w, h] = page.evaluate(f"""() => {{
+                        const s = window.neuromv, gl = s.gl, px = new Uint8Array(4);
+                        gl.canvas.width = {w}; gl.canvas.height = {h};
+                        s.draw(100); gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
+                        let n = 0; const t0 = performance.now();
+                        while (n < 3 || performance.now() - t0 < {args.seconds * 1000}) {{
+                            s.draw(101 + n); gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px); n++;
+                        }}
+                        return n * 1000 / (performance.now() - t0); }}""")
+                    print(f"{mode} {w}x{h}: {fps[mode, w, h]:.2f} frames/s", file=sys.stderr)
+            for w, h in SIZES:  # the reference: the offline CPU renderer, same networks and sizes
+                ref = []
+                for image in (False, True):
+                    settings = RenderSettings(width=w, height=h, fit_steps=300)
+                    cppn = fit_for(demo_cover(256), RenderSettings(fit_steps=300)) if image else None
+                    z = np.zeros((4, settings.n_mels), np.float32)
+                    r = build_renderer(settings, cppn=cppn, z=z if image else None)
+                    r.render(z[0])
+                    t = time.perf_counter()
+                    for k in range(4):
+                        r.render(z[k])
+                    ref.append(4 / (time.perf_counter() - t))
+                rows.append((w, h, fps["abstract", w, h], ref[0], fps["image", w, h], ref[1]))
+            renderer = page.evaluate("() => { const gl = window.neuromv.gl, "
+                                     "e = gl.getExtension('WEBGL_debug_renderer_info'); "
+                                     "return e ? gl.getParameter(e.UNMASKED_RENDERER_WEBGL) : "
+                                     "gl.getParameter(gl.RENDERER); }")
             browser.close()
         server.should_exit = True
     lines = [
@@ -83,12 +119,16 @@ def main(argv=None) -> int:
         f"Run: {_dt.date.today().isoformat()}, `python bench/preview_fps.py"
         + ("" if args.software else " --no-software") + "`.",
         "",
-        "The page of `neuromv serve` in headless Chromium playing the demo song; frames drawn per second (each frame "
-        "evaluates the CPPN, hidden 32, for every pixel in the fragment shader).",
+        "The page of `neuromv serve` in headless Chromium with the demo song; frames drawn per second, each waited "
+        "for with a 1-pixel readPixels (each frame "
+        "evaluates the CPPN, hidden 32, for every pixel in the fragment shader), with the abstract CPPN and with "
+        "one fitted to the demo cover (image mode: pulse and centring). Reference: the offline CPU renderer "
+        "(`Renderer.render`: the compiled kernel for the abstract CPPN, torch tiles for the image one) at the same "
+        "size in the same run.",
         "",
-        "| canvas | frames/s |",
-        "|---|---|",
-        *[f"| {w}x{h} | {fps:.2f} |" for w, h, fps in rows],
+        "| canvas | page, abstract | offline CPU, abstract | page, image | offline CPU, image |",
+        "|---|---|---|---|---|",
+        *[f"| {w}x{h} | {a:.2f} | {ra:.1f} | {i:.2f} | {ri:.1f} |" for w, h, a, ra, i, ri in rows],
     ]
     write_section(Path(args.out), "Live preview frame rate (`bench/preview_fps.py`)", lines)
     return 0
