@@ -468,18 +468,14 @@ class Renderer:
                 torch.sin_(d)
                 if self._offset is not None:
                     d.sub_(self._offset[s:e])
-                m.mul_(d).add_(p).clamp_(0.0, 1.0)
-                if colour is not None:  # 255 (M c + o) + 0.5, kept in [0.5, 255.5]
-                    frame[s:e].copy_(torch.addmm(colour[1], m, colour[0], out=bc[:n]).clamp_(0.5, 255.5))
-                    continue
-                frame[s:e].copy_(m.mul_(255.0).add_(0.5))
-                continue
-            torch.sigmoid_(o)
-            if colour is not None:
-                frame[s:e].copy_(torch.addmm(colour[1], o, colour[0], out=bc[:n]).clamp_(0.5, 255.5))
-                continue
-            o.mul_(255.0).add_(0.5)
-            frame[s:e].copy_(o)  # float -> uint8 truncates: round to nearest; sigmoid keeps it in [0.5, 255.5]
+                rgb = m.mul_(d).add_(p).clamp_(0.0, 1.0)
+            else:
+                rgb = torch.sigmoid_(o)
+            if colour is not None:  # 255 (M c + o) + 0.5, kept in [0.5, 255.5]
+                rgb = torch.addmm(colour[1], rgb, colour[0], out=bc[:n]).clamp_(0.5, 255.5)
+            else:
+                rgb.mul_(255.0).add_(0.5)
+            frame[s:e].copy_(rgb)  # float -> uint8 truncates: round to nearest; values are in [0.5, 255.5]
 
     def _render_kernel(self, z: np.ndarray, yuv: bool = False) -> np.ndarray:
         lib = _kernel_lib()
