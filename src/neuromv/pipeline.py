@@ -20,7 +20,7 @@ from .progress import Progress, ProgressCallback, check_cancel
 from .settings import RenderSettings
 
 __all__ = ["render", "RenderResult", "ProgressCallback", "latents_for", "build_renderer", "fit_for",
-           "reference_target", "separate_song"]
+           "reference_target", "separate_song", "stem_panels"]
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,15 @@ def panel_boxes(n: int, width: int, height: int, layout: str = "auto") -> list[t
             for i in range(n)]
 
 
+def stem_panels(settings: RenderSettings) -> list[tuple[str, tuple[int, int, int, int], RenderSettings]]:
+    """Each stem's panel of a render with stems: ``(stem, (x, y, w, h), settings)``, the panel's settings being
+    its size and the seed ``settings.seed + i`` of the i-th stem (the live preview lays them out the same way)."""
+    names = settings.stem_names()
+    boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)
+    return [(name, box, replace(settings, seed=settings.seed + i, width=box[2], height=box[3], stems=None))
+            for i, (name, box) in enumerate(zip(names, boxes))]
+
+
 def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, progress=False, cancel=None,
                separator=None):
     """The stems ``settings.stem_names()`` of ``audio``, separated by ``settings.separator`` (cached by content).
@@ -453,12 +462,10 @@ def _stem_video(audio, song, settings, images, cache, progress, cancel, separato
         shared, where = _resolve_image(None, song, settings.background)
         if shared is not None:
             log.info("image: %s (%dx%d), for every stem", where, shared.shape[1], shared.shape[0])
-    boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)
     blend = settings.layout == "blend"
     parts = []
-    for i, (name, (x, y, w, h)) in enumerate(zip(names, boxes)):
+    for name, (x, y, w, h), st in stem_panels(settings):
         check_cancel(cancel)
-        st = replace(settings, seed=settings.seed + i, width=w, height=h, stems=None)
         pixels = None
         if name in per_stem:
             pixels, where = per_stem[name]

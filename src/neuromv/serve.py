@@ -209,16 +209,29 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
             raise
         return uid, name, path
 
-    async def upload_image(request: Request) -> Response:
-        got = await receive(request, "image")
+    async def receive_checked(request: Request, kind: str, check):
+        """:func:`receive`, then ``check(path)`` on a worker thread: (id, name, path, its result), or the error
+        response (a file that fails the check is not kept)."""
+        got = await receive(request, kind)
         if isinstance(got, Response):
             return got
-        iid, name, path = got
+        uid, name, path = got
         try:
-            pixels = await run_in_threadpool(_load_image, path)
+            return uid, name, path, await run_in_threadpool(check, path)
         except NeuroMVError as e:
             path.unlink(missing_ok=True)
-            return error(400, f"{name}: {str(e).split(': ', 1)[-1]}")
+            return error(400, f"{name}: {str(e).split(': ', 1)[-1]}")  # the user's name, not the stored one
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    async def upload_image(request: Request) -> Response:
+        from .image import load_image
+
+        got = await receive_checked(request, "image", load_image)
+        if isinstance(got, Response):
+            return got
+        iid, name, path, pixels = got
         with state.lock:
             state.images[iid] = {"path": path, "name": name}
         return JSONResponse({"id": iid, "name": name, "width": int(pixels.shape[1]), "height": int(pixels.shape[0])})
@@ -232,30 +245,23 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
             RenderSettings(fps=fps, n_mels=n_mels)
         except (ValueError, NeuroMVError) as e:
             return error(400, f"fps and n_mels: {e}")
-        got = await receive(request, "song")
+        got = await receive_checked(request, "song", lambda path: _analyse(path, fps, n_mels))
         if isinstance(got, Response):
             return got
-        sid, name, path = got
-        try:
-            info = await run_in_threadpool(_analyse, path, fps, n_mels)
-        except NeuroMVError as e:
-            path.unlink(missing_ok=True)
-            return error(400, f"{name}: {str(e).split(': ', 1)[-1]}")
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        sid, name, path, info = got
         with state.lock:
             state.songs[sid] = {"path": path, "name": name, **{k: info[k] for k in ("duration", "n_frames", "cover")}}
         return JSONResponse({"id": sid, "name": name, **info})
 
     async def cppn(request: Request) -> Response:
+        from .settings import RenderSettings
+
         try:
             q = request.query_params
             n_z, hidden, seed = int(q.get("n_z", 32)), int(q.get("hidden", 32)), int(q.get("seed", 0))
-            if not (1 <= n_z <= 256 and 1 <= hidden <= 256 and 0 <= seed < 2**63):
-                raise ValueError
-        except ValueError:
-            return error(400, "n_z and hidden must be integers from 1 to 256, seed an integer >= 0")
+            RenderSettings(n_mels=n_z, hidden=hidden, seed=seed)  # the same limits as a render's
+        except (ValueError, NeuroMVError) as e:
+            return error(400, f"n_z, hidden and seed: {e}")
         return JSONResponse(await run_in_threadpool(cppn_json, n_z, hidden, seed))
 
     async def json_body(request: Request):
@@ -268,7 +274,8 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
         return body
 
     def job_request(body: dict, need_song: bool = True):
-        """(song, settings, image) of a prepare or render request: image is 'none', 'auto' or an uploaded image."""
+        """(song, settings, image) of a prepare or render request: image is 'none', 'auto' or an uploaded image's
+        file, as :func:`neuromv.render` takes it."""
         from .settings import RenderSettings
 
         song = state.songs.get(body.get("song"))
@@ -279,7 +286,7 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = MA
         if image not in ("none", "auto"):
             if image not in state.images:
                 raise ParameterError("unknown image: upload it first")
-            image = state.images[image]
+            image = state.images[image]["path"]
         return song, settings, image
 
     def start_job(kind: str, target, *args) -> JSONResponse:
@@ -406,12 +413,6 @@ def _analyse(path: Path, fps: float, n_mels: int) -> dict:
             "cover": find_cover_art(path) is not None, "db": _b64(db)}
 
 
-def _load_image(path: Path) -> np.ndarray:
-    from .image import load_image
-
-    return load_image(path)
-
-
 def _run_job(job: dict, target, *args) -> None:
     """Run ``target(job, *args)`` on a worker thread; its result (or error) goes into ``job`` for the page."""
     try:
@@ -431,56 +432,40 @@ def _progress(job: dict):
     return progress
 
 
-def _pixels(song: dict, image, settings):
-    """The reference image's pixels for ``image`` ('none', 'auto' or an uploaded image), or None."""
-    from .image import find_cover_art, load_image
-
-    if image == "none":
-        return None
-    if image == "auto":
-        source = find_cover_art(song["path"])
-        return None if source is None else load_image(source, background=settings.background)
-    return load_image(image["path"], background=settings.background)
-
-
-def _prepare(job: dict, song: dict, settings, image) -> dict:
-    """What the page needs to play ``settings`` with ``image``: per panel (one, or one per stem) its place in the
-    frame (fractions), the CPPN's weights (fitted to the image, if any) and the dB mel matrix of its audio (None:
-    the song's own, which the page has). Mirrors :func:`neuromv.pipeline.render`."""
+def _prepare(job: dict, song: dict | None, settings, image: str | Path) -> dict:
+    """What the page needs to play ``settings`` with ``image`` ('none', 'auto' or a file): per panel (one, or one
+    per stem) its place in the frame (fractions), the CPPN's weights (fitted to the image, if any) and the dB mel
+    matrix of its audio (None: the song's own, which the page has). Mirrors :func:`neuromv.pipeline.render`."""
     from dataclasses import replace
 
     from .audio import AudioFile
     from .features import song_db
-    from .pipeline import _cppn_for, panel_boxes, stem_audio
+    from .pipeline import _cppn_for, _resolve_image, stem_audio, stem_panels
 
     progress = _progress(job)
-    pixels = _pixels(song, image, settings)
-    names = settings.stem_names()
-    if names:
+    pixels, _ = _resolve_image(image, None if song is None else song["path"], settings.background)
+    if settings.stem_names():
         audio = AudioFile(song["path"], start=settings.start, duration=settings.duration).load()
         stems = stem_audio(audio, settings, progress=progress, cancel=job["cancel"])
-        boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)
+        panels = stem_panels(settings)
     else:
-        stems, boxes = {None: None}, [(0, 0, settings.width, settings.height)]
-    panels = []
-    for i, (name, (x, y, w, h)) in enumerate(zip(stems, boxes)):
-        st = replace(settings, seed=settings.seed + i, width=w, height=h, stems=None)
+        stems, panels = {}, [(None, (0, 0, settings.width, settings.height), replace(settings, stems=None))]
+    out = []
+    for name, (x, y, w, h), st in panels:
         net = _cppn_for(pixels, st, progress=progress, cancel=job["cancel"])
         db = None
         if name is not None:
             a = stems[name]
             db = _b64(song_db(a.blocks(), a.sr, fps=settings.fps, n_mels=settings.n_mels))
-        panels.append({"name": name, "box": [x / settings.width, y / settings.height, w / settings.width,
-                                             h / settings.height], "net": net_json(net), "db": db})
-    return {"panels": panels, "layout": settings.layout if names else None}
+        out.append({"name": name, "box": [x / settings.width, y / settings.height, w / settings.width,
+                                          h / settings.height], "net": net_json(net), "db": db})
+    return {"panels": out, "layout": settings.layout if stems else None}
 
 
-def _render(job: dict, song: dict, settings, image, path: Path) -> Path:
+def _render(job: dict, song: dict, settings, image: str | Path, path: Path) -> Path:
     from .pipeline import render
 
     job["name"] = Path(song["name"]).stem + ".mp4"
-    if image not in ("none", "auto"):
-        image = image["path"]
     render(song["path"], path, settings, image=image, overwrite=True, progress=_progress(job), cancel=job["cancel"])
     return path
 
