@@ -535,10 +535,7 @@ async function prepare() {
   bar.value = 0;
   $("render").disabled = true;
   try {
-    const { job } = await api("/api/prepare", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ song: state.song ? state.song.id : null, image: state.image, settings: renderSettings() }),
-    });
+    const { job } = await postSettings("/api/prepare");
     const st = await poll(job, bar, (text) => status(text), stale);
     if (stale()) return;
     const panels = st.result.panels.map((p) => ({ name: p.name, box: p.box, db: p.db ? floats(p.db) : null,
@@ -629,6 +626,14 @@ function renderSettings() {
   return out;
 }
 
+// the one settings document (song, picture, settings) that the preview, the render and the command line share
+function postSettings(path) {
+  return api(path, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ song: state.song ? state.song.id : null, image: state.image, settings: renderSettings() }),
+  });
+}
+
 async function renderVideo() {
   const bar = $("progress");
   $("render").disabled = true;
@@ -636,10 +641,7 @@ async function renderVideo() {
   bar.hidden = false;
   bar.value = 0;
   try {
-    const { job } = await api("/api/render", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ song: state.song.id, image: state.image, settings: renderSettings() }),
-    });
+    const { job } = await postSettings("/api/render");
     const st = await poll(job, bar, (text) => { $("result").textContent = text; });
     $("result").innerHTML = "";
     const a = document.createElement("a");
@@ -658,10 +660,7 @@ async function renderVideo() {
 
 async function copyCommand() {
   try {
-    const { command } = await api("/api/cli", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ song: state.song.id, image: state.image, settings: renderSettings() }),
-    });
+    const { command } = await postSettings("/api/cli");
     $("command").textContent = command;
     if (navigator.clipboard) await navigator.clipboard.writeText(command).catch(() => {}); // not on plain http
   } catch (e) {
