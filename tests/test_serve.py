@@ -52,14 +52,19 @@ def test_page_and_only_its_own_assets(client):
 
 def test_other_hosts_and_other_sites_are_refused(client, tmp_path):
     r = client.get("/", headers={"Host": "evil.example"})  # a DNS-rebound name
-    assert r.status_code == 403 and r.text == "unknown host"
+    assert r.status_code == 403 and r.json()["error"].startswith("unknown host 'evil.example'")
     r = client.post("/api/cli", json={}, headers={"Origin": "http://evil.example"})  # another site's page
-    assert r.status_code == 403 and r.text == "cross-site request refused"
+    assert r.status_code == 403 and r.json()["error"] == "cross-site request refused"
     assert client.post("/api/cli", json={}, headers={"Origin": "http://127.0.0.1:8765"}).status_code == 200
     assert client.get("/", headers={"Host": "[::1]:8765"}).status_code == 200
-    with TestClient(create_app(workdir=tmp_path / "any", hosts=None), base_url="http://192.168.1.9:8765") as c:
-        assert c.get("/").status_code == 200  # --host 0.0.0.0: any name, still no cross-site changes
+    from neuromv.serve import allowed_hosts
+
+    app = create_app(workdir=tmp_path / "any", hosts=allowed_hosts("0.0.0.0", ["studio.lan"]))
+    with TestClient(app, base_url="http://192.168.1.9:8765") as c:
+        assert c.get("/").status_code == 200  # --host 0.0.0.0: any address, still no cross-site changes
         assert c.post("/api/cli", json={}, headers={"Origin": "http://evil.example"}).status_code == 403
+        assert c.get("/", headers={"Host": "studio.lan:8765"}).status_code == 200  # --allow-host studio.lan
+        assert c.get("/", headers={"Host": "rebound.example:8765"}).status_code == 403
 
 
 def test_bad_requests_get_a_message_and_leave_nothing(client):
@@ -81,7 +86,9 @@ def test_upload_gives_the_features_of_the_song(client, song):
     expected = song_db(src.blocks(), src.sr, fps=30, n_mels=16)
     assert info["n_frames"] == expected.shape[1] == 90 and info["n_mels"] == 16
     assert info["duration"] == pytest.approx(3.0)
-    np.testing.assert_array_equal(_floats(info["db"]).reshape(16, -1), expected)
+    f = client.get(info["features"])  # binary: float32 little-endian, (n_mels, n_frames)
+    assert f.headers["content-type"] == "application/octet-stream" and f.headers["x-shape"] == "16,90"
+    np.testing.assert_array_equal(np.frombuffer(f.content, "<f4").reshape(16, -1), expected)
 
 
 def test_bad_and_oversized_uploads_get_a_message(client, tmp_path):
@@ -116,7 +123,7 @@ def test_render_job_gives_a_valid_video(client, song):
     jid = r.json()["job"]
     for _ in range(600):
         st = client.get(f"/api/jobs/{jid}").json()
-        if st["state"] != "running":
+        if st["state"] not in ("queued", "running"):
             break
         time.sleep(0.1)
     assert st["state"] == "done", st
@@ -136,7 +143,7 @@ def test_render_job_gives_a_valid_video(client, song):
 def _wait(client, jid, timeout=300):
     for _ in range(timeout * 10):
         st = client.get(f"/api/jobs/{jid}").json()
-        if st["state"] != "running":
+        if st["state"] not in ("queued", "running"):
             return st
         time.sleep(0.1)
     raise AssertionError(f"job {jid} still running")
@@ -387,10 +394,10 @@ def test_a_newer_picture_request_cancels_the_older_ones(browser_page, song, tmp_
         page.wait_for_function("window.neuromv.busy === 0 && document.getElementById('busy').hidden", timeout=30_000)
         page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
         deadline = time.time() + 30
-        jobs = APPS[-1].state.neuromv.jobs
-        while any(j["state"] == "running" for j in jobs.values()) and time.time() < deadline:
+        jobs = APPS[-1].state.neuromv.queue.jobs
+        while any(not j.finished for j in jobs.values()) and time.time() < deadline:
             time.sleep(0.2)
-        assert not any(j["state"] == "running" for j in jobs.values())  # every superseded fit was cancelled
+        assert not any(not j.finished for j in jobs.values())  # every superseded fit was cancelled
         assert page.get_attribute("#status", "class") != "error", page.text_content("#status")
         assert not page.is_disabled("#render")
     finally:

@@ -176,8 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only)")
     v.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
+    v.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this host name (repeatable; the local names and the --host "
+                        "address are always answered)")
+    v.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="fits, separations and renders run at a time; others wait (default: %(default)s)")
     v.add_argument("--max-upload", type=int, default=512, metavar="MB",
                    help="largest song accepted, in MB (default: %(default)s)")
+    v.add_argument("--max-image", type=int, default=32, metavar="MB",
+                   help="largest image accepted, in MB (default: %(default)s)")
+    v.add_argument("--max-storage", type=int, default=2048, metavar="MB",
+                   help="the server's files (songs, stems, images, videos) stay under this; the least recently "
+                        "used go first (default: %(default)s)")
+    v.add_argument("--max-connections", type=int, default=64, metavar="N",
+                   help="open connections at once; more are answered 503 (default: %(default)s)")
     _add_verbosity(v)
     v.set_defaults(func=_cmd_serve)
     return parser
@@ -286,13 +298,16 @@ def _cmd_serve(args: argparse.Namespace, cancel: threading.Event) -> None:
         raise ParameterError(f"neuromv serve needs the 'serve' extra: pip install 'neuromv[serve]' "
                              f"({', '.join(missing)} missing)")
     from .serve import serve
-    if not 1 <= args.max_upload <= 1 << 20:
-        raise ParameterError(f"--max-upload must be from 1 to 1048576 MB, not {args.max_upload}")
-    if not 0 < args.port < 65536:
-        raise ParameterError(f"port must be from 1 to 65535, not {args.port}")
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"neuromv: live preview at http://{host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.host, args.port, max_upload=args.max_upload * 2**20)
+    for flag, v in (("--max-upload", args.max_upload), ("--max-image", args.max_image),
+                    ("--max-storage", args.max_storage)):
+        if not 1 <= v <= 1 << 20:
+            raise ParameterError(f"{flag} must be from 1 to 1048576 MB, not {v}")
+    if not 1 <= args.jobs <= 64:
+        raise ParameterError(f"--jobs must be from 1 to 64, not {args.jobs}")
+    serve(args.host, args.port, max_upload=args.max_upload * 2**20, max_image=args.max_image * 2**20,
+          max_storage=args.max_storage * 2**20, jobs=args.jobs, allow_hosts=args.allow_host,
+          max_connections=args.max_connections,
+          on_listen=lambda url: print(f"neuromv: live preview at {url} (Ctrl-C to stop)", file=sys.stderr))
 
 
 def _bars(args: argparse.Namespace) -> bool:

@@ -374,11 +374,12 @@ def stem_panels(settings: RenderSettings) -> list[tuple[str, tuple[int, int, int
 
 
 def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, progress=False, cancel=None,
-               separator=None):
+               separator=None, cache_root: Path | None = None):
     """The stems ``settings.stem_names()`` of ``audio``, separated by ``settings.separator`` (cached by content).
 
     ``separator``, a loaded :class:`~neuromv.separate.Separator`, is used instead of loading one; one with a model
-    object of its own (not a built-in model) is not cached.
+    object of its own (not a built-in model) is not cached. ``cache_root``: the folder that holds the cache's
+    ``stems/`` (default: :func:`neuromv.reference.cache_dir`; the server keeps its own inside its work folder).
 
     Returns
     -------
@@ -393,7 +394,7 @@ def stem_audio(audio: Audio, settings: RenderSettings, *, cache: bool = True, pr
     cache = cache and (separator is None or separator.builtin)
     h = hashlib.sha256(f"{settings.separator}:{audio.sr}:{audio.samples.shape}:v2".encode())
     h.update(np.ascontiguousarray(audio.samples).tobytes())
-    folder = cache_dir() / "stems" / h.hexdigest()[:32]
+    folder = Path(cache_root or cache_dir()) / "stems" / h.hexdigest()[:32]
     files = {n: folder / f"{n}.npy" for n in names}
     if cache and all(f.is_file() for f in files.values()):
         try:

@@ -10,7 +10,7 @@ const CENTRE_FRAMES = 256; // neuromv.renderer.CENTRE_FRAMES
 const LUMA = [0.2126, 0.7152, 0.0722];
 
 const state = {
-  song: null,          // {id, name, duration, fps, n_mels, n_frames, cover}
+  song: null,          // {id, name, duration, fps, n_mels, n_frames, cover, features (its URL)}
   db: null,            // Float32Array [n_mels * n_frames], row-major (band, frame): neuromv.features.song_db
   panels: [],          // one per picture: {name, box: [x, y, w, h] fractions, db, z, net, ...} (several with stems)
   layout: null,        // the stems' layout, or null
@@ -474,6 +474,21 @@ async function api(path, options) {
   return body;
 }
 
+// a song's dB mel matrix: little-endian float32 bytes, (n_mels, n_frames) row-major (the X-Shape header)
+async function features(song) {
+  const response = await fetch(song.features);
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(body.error || `server error ${response.status}`);
+  }
+  const [nMels, nFrames] = (response.headers.get("X-Shape") || "").split(",").map(Number);
+  const db = new Float32Array(await response.arrayBuffer());
+  if (nMels !== song.n_mels || nFrames !== song.n_frames || db.length !== nMels * nFrames) {
+    throw new Error("the song's features did not arrive whole");
+  }
+  return db;
+}
+
 function decodeNet(net) {
   net.layers = net.layers.map((l) => ({ out: l.out, in: l.in, w: floats(l.w), b: floats(l.b) }));
   if (net.pulse) net.pulse = floats(net.pulse);
@@ -506,11 +521,15 @@ async function poll(job, bar, what, stale = () => false) {
     const st = await api(`/api/jobs/${job}`);
     if (stale()) continue;
     if (st.total) bar.value = st.done / st.total;
+    if (st.state === "queued") {
+      what(`Waiting for the server: ${st.position} job${st.position === 1 ? "" : "s"} ahead of this one…`);
+    }
     if (st.state === "running" && st.total) {
       what(`${STAGES[st.stage] || st.stage}… ${Math.round((100 * st.done) / st.total)} %`);
     }
     if (st.state === "done") return st;
     if (st.state === "error") throw new Error(st.error);
+    if (st.state === "cancelled") throw new Superseded();
   }
 }
 
@@ -567,8 +586,7 @@ async function loadSong(file) {
     const song = await api(`/api/songs?fps=${s.fps}&n_mels=${s.n_mels}`, {
       method: "POST", body: file, headers: { "X-Filename": encodeURIComponent(file.name) },
     });
-    state.db = floats(song.db);
-    delete song.db;
+    state.db = await features(song);
     state.song = song;
     // panels with features of their own (stems) belong to the old song: none is drawn until they are remade
     const own = state.panels.some((p) => p.db);
@@ -651,7 +669,7 @@ async function renderVideo() {
     a.download = "";
     $("result").appendChild(a);
   } catch (e) {
-    $("result").textContent = `Render failed: ${e.message}`;
+    $("result").textContent = e instanceof Superseded ? "Render cancelled." : `Render failed: ${e.message}`;
   } finally {
     bar.hidden = true;
     $("render").disabled = false;
