@@ -660,6 +660,7 @@ async def _receive(request, kind: str, limit: int) -> Item:
 
         if isinstance(e, ClientDisconnect):
             log.info("upload of %s cut short: the client went away", name)
+            request.state.disconnect_logged = True
         raise
 
 
@@ -897,7 +898,8 @@ async def _on_os_error(request, exc: OSError):
 async def _on_disconnect(request, exc):
     from starlette.responses import Response
 
-    log.info("%s %s: the client went away", request.method, request.url.path)
+    if not getattr(request.state, "disconnect_logged", False):  # one line per disconnect
+        log.info("%s %s: the client went away", request.method, request.url.path)
     return Response(status_code=499)
 
 
@@ -1076,9 +1078,9 @@ def _render(job: Job, song: Item, settings, image: str | Path, st: ServerState) 
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host``:``port``; :class:`ParameterError` with one line when the address is
-    unknown or in use."""
-    if not 0 < port < 65536:
+    """A listening TCP socket on ``host``:``port`` (0: any free port); :class:`ParameterError` with one line when
+    the address is unknown or in use."""
+    if not 0 <= port < 65536:
         raise ParameterError(f"port must be from 1 to 65535, not {port}")
     try:
         info = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -1112,6 +1114,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, max_upload: int = MAX_UP
     """
     import uvicorn
 
+    if not 0 < port < 65536:
+        raise ParameterError(f"port must be from 1 to 65535, not {port}")
     if not 1 <= max_connections <= 10_000:
         raise ParameterError(f"max connections must be from 1 to 10000, not {max_connections}")
     sock = listen(host, port)
