@@ -264,14 +264,14 @@ def test_out_of_file_descriptors_is_a_503(tmp_path, song):
 
 def test_song_features_are_bounded_and_binary(tmp_path, song, monkeypatch):
     with _client(tmp_path) as c:
-        r = c.post("/api/songs?fps=240&n_mels=256", content=song.read_bytes(), headers={"X-Filename": "b.flac"})
+        r = c.post("/api/songs?fps=240&n_mels=128", content=song.read_bytes(), headers={"X-Filename": "b.flac"})
         assert r.status_code == 200 and len(r.content) < 1000  # the JSON answer holds no features
         f = c.get(r.json()["features"])
-        assert f.headers["x-shape"] == "256,720" and len(f.content) == 256 * 720 * 4
-        monkeypatch.setattr(serve_module, "MAX_FEATURES", 100_000)
+        assert f.headers["x-shape"] == "128,720" and len(f.content) == 128 * 720 * 4
+        monkeypatch.setattr(serve_module, "MAX_FEATURES", 50_000)
         t = time.monotonic()
-        r = c.post("/api/songs?fps=240&n_mels=256", content=song.read_bytes(), headers={"X-Filename": "b.flac"})
-        assert r.status_code == 413 and r.json()["error"].startswith("b.flac: 720 frames x 256 bands is more")
+        r = c.post("/api/songs?fps=240&n_mels=128", content=song.read_bytes(), headers={"X-Filename": "b.flac"})
+        assert r.status_code == 413 and r.json()["error"].startswith("b.flac: 720 frames x 128 bands is more")
         assert time.monotonic() - t < 2
         assert len(list((tmp_path / "work").iterdir())) == 2  # the first song and its features only
 
