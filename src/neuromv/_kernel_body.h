@@ -108,10 +108,11 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
                     for (int i = 0; i < JB; i++)
                         acc[i] = _mm512_dpwssd_epi32(acc[i], xk, _mm512_set1_epi32((int)W[(jb + i) * (H / 2) + k]));
                 }
-                for (int i = 0; i < JB; i++) {
-                    vf a = (vf)_mm512_cvtepi32_ps(acc[i]) * d[jb + i] + b[jb + i];
-                    g[jb + i] = last ? vtanh(a) : vtanh_fixed(a);
-                }
+                if (last)
+                    for (int i = 0; i < JB; i++) g[jb + i] = vtanh((vf)_mm512_cvtepi32_ps(acc[i]) * d[jb + i] + b[jb + i]);
+                else
+                    for (int i = 0; i < JB; i++)
+                        g[jb + i] = vtanh_fixed((vf)_mm512_cvtepi32_ps(acc[i]) * d[jb + i] + b[jb + i]);
             }
             if (!last)
                 for (int k = 0; k < H / 2; k++) pairs[k] = pack_pairs(g[2 * k], g[2 * k + 1]);
