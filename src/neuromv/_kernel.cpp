@@ -12,7 +12,8 @@
 //   path 3: AVX-512 + VNNI: the hidden-to-hidden products in 16-bit fixed point, summed exactly in int32
 //           (vpdpwssd: two products a lane per instruction), the reduced precision 'int16'; layer 1's sums, the
 //           last hidden layer's activations, the output layer and the colour work stay float32.
-// The base flags carry no -march: only the functions of paths 1-3 use the wider instructions.
+// The base flags carry no -march: only the functions of paths 1-3 use the wider instructions. Non-x86 builds (and
+// -DNEUROMV_PORTABLE_ONLY, which checks that) have path 0 alone: no x86 intrinsic is outside the x86 guard.
 //
 // Tiles are 8 columns x 2 rows of pixels (16 lanes: lane p is row p / 8, column p % 8), tile t at tile row
 // t / tiles_per_row; partial tiles at the right and bottom edges are computed but not written.
@@ -32,7 +33,7 @@
 // Each pixel's value depends only on its own inputs and the path: not on the threads or the order of the tiles.
 #include <stdint.h>
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(NEUROMV_PORTABLE_ONLY)
 #define NEUROMV_X86 1
 #include <immintrin.h>
 #endif
