@@ -7,7 +7,8 @@ In one run, on this machine, for 512x512, 1280x720 and 1920x1080 (hidden 32, z o
 
 - naive: the plain forward pass, z concatenated to every pixel's input and torch.tanh (neuromv.cppn.CPPN.forward);
 - torch tiles: neuromv.renderer.Renderer(method="tiled"), the torch CPU path (used where the kernel does not apply);
-- neuromv: neuromv.renderer.Renderer (what `neuromv render` uses: the compiled fused kernel when installed);
+- neuromv: neuromv.renderer.Renderer (what `neuromv render` uses: the compiled fused kernel when installed), in
+  float32 and, where the CPU has AVX512-VNNI, in the reduced precision int16 (issue 19), side by side;
 - ceiling: a large float32 matrix product with numpy (OpenBLAS) and torch (MKL), in GFLOP/s;
 - end to end: neuromv.render() on a generated song (features + render + H.264/AAC encode + mux), frames/s.
 
@@ -30,7 +31,7 @@ import torch
 
 import neuromv
 from neuromv.cppn import CPPN, coordinate_grid
-from neuromv.renderer import Renderer
+from neuromv.renderer import Renderer, kernel_precisions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOC, machine, write_section  # noqa: E402
@@ -84,13 +85,22 @@ def naive_renderer(net: CPPN, width: int, height: int):
     return render
 
 
-def end_to_end(width: int, height: int, n_frames: int, fps: int = 30) -> float:
-    """neuromv.render() of a generated song lasting n_frames / fps seconds: frames per wall-clock second."""
+def end_to_end(width: int, height: int, n_frames: int, fps: int = 30, **options) -> float:
+    """neuromv.render() of a generated song lasting n_frames / fps seconds: frames per wall-clock second (NaN
+    where neuromv.render() does not take ``options``, e.g. a precision not yet among the render settings)."""
     song = neuromv.demo_song(duration=4.0 + n_frames / fps)
     with tempfile.TemporaryDirectory() as d:
         # skip the demo's quiet intro: the benchmark should see the full groove
-        result = neuromv.render(song, Path(d) / "bench.mp4", width=width, height=height, fps=fps, start=4.0,
-                                duration=n_frames / fps, seed=7)
+        try:
+            result = neuromv.render(song, Path(d) / "bench.mp4", width=width, height=height, fps=fps, start=4.0,
+                                    duration=n_frames / fps, seed=7, **options)
+        except (TypeError, neuromv.NeuroMVError) as e:
+            if options != {"precision": "float32"}:
+                print(f"end to end with {options}: not measured ({e})", file=sys.stderr)
+                return float("nan")
+            # a version without the precision setting renders in float32
+            result = neuromv.render(song, Path(d) / "bench.mp4", width=width, height=height, fps=fps, start=4.0,
+                                    duration=n_frames / fps, seed=7)
     return result.frames / result.seconds
 
 
@@ -111,22 +121,33 @@ def main(argv=None) -> int:
     top = max(ceiling.values())
     net = CPPN(N_Z, HIDDEN, seed=7)
     zs = (np.random.default_rng(0).standard_normal((max(args.frames, args.naive_frames) + 1, N_Z)) * 0.3).astype(np.float32)
-    rows = []
+    reduced = "int16" in kernel_precisions()  # the kernel's reduced precision runs on this CPU
+    rows, rows_int16 = [], []
     for w, h in SIZES:
-        naive_r, fast_r = naive_renderer(net, w, h), Renderer(net, w, h)
+        naive_r, fast_r = naive_renderer(net, w, h), Renderer(net, w, h, precision="float32")
         tiled_r = Renderer(net, w, h, method="tiled")
-        naive = fast = tiled = 0.0
+        int16_r = Renderer(net, w, h, precision="int16") if reduced else None
+        naive = fast = tiled = quick = 0.0
         for _ in range(args.rounds):  # interleaved, best of each: this machine's speed drifts by +-20 %
             naive = max(naive, frames_per_second(naive_r, zs[1:args.naive_frames + 1], warmup=1))
             tiled = max(tiled, frames_per_second(tiled_r.render, zs[1:args.frames + 1], warmup=1))
             fast = max(fast, frames_per_second(fast_r.render, zs[1:args.frames + 1], warmup=1))
+            if int16_r is not None:
+                quick = max(quick, frames_per_second(int16_r.render, zs[1:args.frames + 1], warmup=1))
         del tiled_r
-        e2e = end_to_end(w, h, max(60, int(args.e2e_seconds * fast)))
+        e2e = end_to_end(w, h, max(60, int(args.e2e_seconds * fast)), precision="float32")
         gflops = fast * flops_per_frame(w, h) / 1e9
-        rows.append((w, h, naive, tiled, fast, gflops, e2e, fast_r.method))
+        rows.append((w, h, naive, tiled, fast, gflops, e2e, f"{fast_r.method}, {fast_r.isa}"))
         print(f"{w}x{h}: naive {naive:.2f} fps, torch tiles {tiled:.2f} fps, neuromv ({fast_r.method}) {fast:.2f} fps ({fast / naive:.1f}x), "
               f"{gflops:.0f} GFLOP/s ({gflops / top:.0%} of ceiling), end to end {e2e:.2f} fps "
               f"({e2e / fast:.2f} of render-only)", file=sys.stderr)
+        if int16_r is not None:
+            e2e_q = end_to_end(w, h, max(60, int(args.e2e_seconds * quick)), precision="int16")
+            gq = quick * flops_per_frame(w, h) / 1e9
+            rows_int16.append((w, h, fast, quick, gq, e2e_q))
+            print(f"{w}x{h}: int16 ({int16_r.isa}) {quick:.2f} fps ({quick / fast:.2f}x float32), {gq:.0f} GFLOP/s "
+                  f"counted as float32 work ({gq / top:.2f}x ceiling), end to end {e2e_q:.2f} fps "
+                  f"({e2e_q / quick:.2f} of render-only)", file=sys.stderr)
 
     lines = [
         f"Machine: {machine()}.  ",
@@ -154,6 +175,15 @@ def main(argv=None) -> int:
     for w, h, naive, tiled, fast, gflops, e2e, method in rows:
         lines.append(f"| {w}x{h} | {naive:.2f} | {tiled:.2f} | {fast:.2f} ({method}) | {fast / naive:.1f}x | "
                      f"{gflops:.0f} | {gflops / top:.0%} | {e2e:.2f} | {e2e / fast:.2f} |")
+    lines += ["", "Reduced precision (`Renderer(precision='int16')`: the hidden layers in 16-bit fixed point with exact "
+              "int32 sums, `vpdpwssd`), against float32 in the same rounds; GFLOP/s counted as the same float32 work:"
+              if reduced else "Reduced precision: not measured (this CPU has no AVX512-VNNI).", ""]
+    if reduced:
+        lines += ["| size | float32 fps | int16 fps | int16 / float32 | int16 GFLOP/s | of ceiling | "
+                  "int16 end-to-end fps | end-to-end / render-only |", "|---|---|---|---|---|---|---|---|"]
+        for w, h, fast, quick, gq, e2e_q in rows_int16:
+            lines.append(f"| {w}x{h} | {fast:.2f} | {quick:.2f} | {quick / fast:.2f}x | {gq:.0f} | {gq / top:.2f}x | "
+                         f"{e2e_q:.2f} | {e2e_q / quick:.2f} |")
     write_section(Path(args.out), "Render speed (`bench/render_bench.py`)", lines)
     return 0
 

@@ -1,0 +1,98 @@
+"""The compiled kernel's instruction-set paths (run-time dispatch) and its reduced precision (int16)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neuromv.cppn import CPPN
+from neuromv.errors import ParameterError
+from neuromv.renderer import (ISA_ENV, KERNEL_ISAS, Renderer, color_matrix, kernel_isas, kernel_precisions,
+                              reference_render, resolve_precision)
+
+pytestmark = pytest.mark.skipif(not kernel_isas(), reason="compiled kernel not installed")
+
+
+def _z(seed: int, gain: float = 1.0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(32) * gain).astype(np.float32)
+
+
+def test_the_portable_path_is_always_there_and_the_best_comes_first():
+    isas = kernel_isas()
+    assert isas[-1] == "portable" and set(isas) <= set(KERNEL_ISAS)
+    assert list(isas) == sorted(isas, key=KERNEL_ISAS.index, reverse=True)
+
+
+@pytest.mark.parametrize("isa", KERNEL_ISAS)
+def test_each_path_this_cpu_runs_matches_the_reference(isa, monkeypatch):
+    if isa not in kernel_isas():
+        pytest.skip(f"this CPU cannot run {isa}")
+    monkeypatch.setenv(ISA_ENV, isa)
+    net = CPPN(32, 16, n_hidden=3, seed=3)
+    r = Renderer(net, 37, 23, method="kernel", threads=2, color=color_matrix(hue=40, saturation=1.3))
+    assert r.isa == ("avx512" if isa == "avx512vnni" else isa) and r.precision == "float32"
+    for seed, gain in ((0, 0.3), (1, 3.0)):
+        ref = np.round(reference_render(net, 37, 23, _z(seed, gain), color=r.color) * 255).astype(int)
+        diff = np.abs(r.render(_z(seed, gain)).astype(int) - ref)
+        assert diff.max() <= 1 and diff.mean() < 0.05, (isa, diff.max(), diff.mean())
+
+
+def test_a_forced_path_must_exist_and_run_here(monkeypatch):
+    monkeypatch.setenv(ISA_ENV, "sse9")
+    with pytest.raises(ParameterError, match=f"{ISA_ENV}='sse9' is not a kernel path"):
+        Renderer(CPPN(8, 16), 8, 8, method="kernel")
+    missing = [i for i in KERNEL_ISAS if i not in kernel_isas()]
+    if missing:
+        monkeypatch.setenv(ISA_ENV, missing[0])
+        with pytest.raises(ParameterError, match="this CPU cannot run that path"):
+            Renderer(CPPN(8, 16), 8, 8, method="kernel")
+
+
+def test_precision_names_and_where_int16_applies(monkeypatch):
+    with pytest.raises(ParameterError, match="precision must be one of auto, float32, int16, not 'bf16'"):
+        Renderer(CPPN(8, 16), 8, 8, precision="bf16")
+    with pytest.raises(ParameterError, match="precision 'int16' needs the compiled kernel"):
+        Renderer(CPPN(8, 16, image=True), 8, 8, precision="int16")  # image mode: torch tiles, float32
+    assert Renderer(CPPN(8, 16, image=True), 8, 8, precision="auto").precision == "float32"
+    assert Renderer(CPPN(8, 16), 8, 8).precision == "float32"  # the library's default is the exact path
+    monkeypatch.setenv(ISA_ENV, "portable")
+    assert kernel_precisions() == ("float32",) and resolve_precision("auto") == "float32"
+    with pytest.raises(ParameterError, match="precision 'int16' needs the kernel's avx512vnni path"):
+        Renderer(CPPN(8, 16), 8, 8, precision="int16")
+
+
+needs_int16 = pytest.mark.skipif("avx512vnni" not in kernel_isas(), reason="this CPU has no AVX512-VNNI")
+
+
+@needs_int16
+def test_auto_precision_is_int16_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.delenv(ISA_ENV, raising=False)
+    assert kernel_precisions() == ("float32", "int16") and resolve_precision("auto") == "int16"
+    r = Renderer(CPPN(8, 32), 16, 8, precision="auto")
+    assert (r.isa, r.precision) == ("avx512vnni", "int16")
+    monkeypatch.setenv(ISA_ENV, "avx512")  # forcing the float32 AVX-512 path turns auto into float32
+    assert Renderer(CPPN(8, 32), 16, 8, precision="auto").precision == "float32"
+
+
+@needs_int16
+@pytest.mark.parametrize("hidden, n_hidden, seed", [(32, 5, 7), (32, 5, 3), (64, 5, 1), (16, 3, 2), (8, 1, 4)])
+def test_int16_is_within_two_levels_of_float32(hidden, n_hidden, seed):
+    net = CPPN(32, hidden, n_hidden=n_hidden, seed=seed)
+    exact, fast = (Renderer(net, 96, 54, precision=p, threads=2) for p in ("float32", "int16"))
+    for gain in (0.3, 1.0, 3.0):
+        a, b = exact.render(_z(seed, gain)).astype(int), fast.render(_z(seed, gain)).astype(int)
+        diff = np.abs(a - b)
+        assert np.mean(diff <= 2) >= 0.99, (np.mean(diff <= 2), diff.max())
+        assert diff.max() <= 16 and diff.mean() < 0.2, (diff.max(), diff.mean())
+
+
+@needs_int16
+def test_int16_frames_do_not_depend_on_threads_or_tiling_and_i420_follows_rgb():
+    net = CPPN(32, 32, seed=9)
+    z = _z(5)
+    one = Renderer(net, 130, 38, precision="int16", threads=1)
+    frames = [one.render(z)] + [Renderer(net, 130, 38, precision="int16", threads=t).render(z) for t in (2, 3)]
+    assert all(np.array_equal(frames[0], f) for f in frames[1:])
+    assert np.array_equal(one.render_yuv420(z), Renderer(net, 130, 38, precision="int16", threads=3).render_yuv420(z))
+    # and it is not the float32 frame (the path really changed)
+    assert not np.array_equal(frames[0], Renderer(net, 130, 38, precision="float32").render(z))
