@@ -77,7 +77,8 @@ def test_page_gets_pythons_constants_and_keeps_no_copies(client):
         "TOP_DB": features.TOP_DB}
     assert config["defaults"] == dataclasses.asdict(settings.RenderSettings())
     assert config["choices"]["separator"] == {k: list(v) for k, v in separate.BACKENDS.items()}
-    assert config["choices"]["layout"] == list(settings.LAYOUTS) and config["choices"]["fit"] == list(settings.FIT_MODES)
+    assert config["choices"]["layout"] == list(settings.LAYOUTS)
+    assert config["choices"]["fit"] == list(settings.FIT_MODES)
     assert config["choices"]["size"]["standard"] == [1280, 720]
     # the page's code defines none of them, nor holds their values (index.html: no default values either)
     for js in WEB.glob("*.js"):

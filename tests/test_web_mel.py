@@ -314,7 +314,8 @@ SPEED_JS = """([sr, seconds]) => {
   const y = new Float32Array(sr * seconds);
   for (let i = 0; i < y.length; i++) y[i] = Math.sin(i * 0.01) * 0.3 + (Math.random() - 0.5) * 0.1;
   const run = () => {
-    const ms = new NeuroMVMel.MelStream(sr, 30, 32), live = new NeuroMVMel.LiveLatents(32, 30, { smooth: 0.2, topDb: TOP_DB });
+    const ms = new NeuroMVMel.MelStream(sr, 30, 32);
+    const live = new NeuroMVMel.LiveLatents(32, 30, { smooth: 0.2, topDb: TOP_DB });
     let n = 0;
     const t0 = performance.now();
     for (let i = 0; i < y.length; i += 128) for (const c of ms.feed(y.subarray(i, i + 128))) { live.push(c); n++; }
