@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
+import json
+import re
 import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +21,12 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
+import neuromv  # noqa: E402
+
 from neuromv.audio import Audio, AudioFile  # noqa: E402
 from neuromv.cppn import CPPN  # noqa: E402
 from neuromv.features import song_db  # noqa: E402
-from neuromv.serve import cli_command, create_app  # noqa: E402
+from neuromv.serve import cli_command, create_app, page_config  # noqa: E402
 
 
 def _floats(b64: str) -> np.ndarray:
@@ -42,12 +48,47 @@ def song(tmp_path_factory):
 def test_page_and_only_its_own_assets(client):
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
-    assert client.get("/assets/app.js").headers["content-type"].startswith("text/javascript")
+    for name in ("app.js", "api.js", "colour.js", "gl.js", "live.js", "mel.js", "capture.js"):  # ES modules
+        assert client.get(f"/assets/{name}").headers["content-type"].startswith("text/javascript"), name
     for bad in ("/assets/..%2Fserve.py", "/assets/../serve.py", "/assets/serve.py", "/assets/%2Fetc%2Fpasswd",
                 "/api/files/..%2F..%2Fetc%2Fpasswd", "/api/files/nope"):
         r = client.get(bad)
         assert r.status_code == 404, bad
         assert "import" not in r.text and "root:" not in r.text
+
+
+WEB = Path(neuromv.__file__).parent / "web"
+
+
+def _page_config(text: str) -> dict:
+    m = re.search(r'<script type="application/json" id="neuromv-config">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1))
+
+
+def test_page_gets_pythons_constants_and_keeps_no_copies(client):
+    from neuromv import cppn, features, renderer, separate, settings
+
+    config = _page_config(client.get("/").text)
+    assert config == page_config()
+    assert {k: config[k] for k in ("Z_GAIN", "PULSE_GAIN", "FLOOR", "CENTRE_FRAMES", "LUMA", "ANALYSIS_SR",
+                                   "TOP_DB")} == {
+        "Z_GAIN": settings.Z_GAIN, "PULSE_GAIN": settings.PULSE_GAIN, "FLOOR": cppn.FLOOR,
+        "CENTRE_FRAMES": renderer.CENTRE_FRAMES, "LUMA": list(renderer.LUMA), "ANALYSIS_SR": features.ANALYSIS_SR,
+        "TOP_DB": features.TOP_DB}
+    assert config["defaults"] == dataclasses.asdict(settings.RenderSettings())
+    assert config["choices"]["separator"] == {k: list(v) for k, v in separate.BACKENDS.items()}
+    assert config["choices"]["layout"] == list(settings.LAYOUTS)
+    assert config["choices"]["fit"] == list(settings.FIT_MODES)
+    assert config["choices"]["size"]["standard"] == [1280, 720]
+    # the page's code defines none of them, nor holds their values (index.html: no default values either)
+    for js in WEB.glob("*.js"):
+        text = js.read_text()
+        assert not re.search(r"\b(Z_GAIN|PULSE_GAIN|FLOOR|CENTRE_FRAMES|LUMA|ANALYSIS_SR|TOP_DB)\s*=", text), js.name
+        for literal in ("0.2126", "0.7152", "0.0722", "22050", "2.5", "3000", "spleeter", "side-by-side"):
+            assert literal not in text, (js.name, literal)
+    assert not re.search(r'id="(reactivity|smooth|zoom|hue|saturation|contrast|seed)"[^>]* value=',
+                         (WEB / "index.html").read_text())
+    assert client.get("/assets/index.html").status_code == 404  # only the page at / (it has the configuration)
 
 
 def test_other_hosts_and_other_sites_are_refused(client, tmp_path):
@@ -315,6 +356,31 @@ def test_page_frame_matches_the_offline_renderer(browser_page, song):
     renderer = build_renderer(settings)
     frames = _same_look(page, "abstract", w, h, {i: renderer.render(z[i]) for i in (10, 45, 80)}, max_level=2)
     assert np.abs(frames[0] - frames[1]).mean() > 1.0  # and the frames move with the music
+
+
+def test_page_draws_with_the_served_gain(browser_page, song, monkeypatch):
+    """The page takes Z_GAIN from the server (neuromv.serve.page_config), not from a copy: served twice as large,
+    its frames at reactivity 1 are the offline renderer's at reactivity 2 (the CPPN sees Z_GAIN * reactivity * z)."""
+    import neuromv.settings
+    from neuromv.pipeline import build_renderer, latents_for
+    from neuromv.settings import RenderSettings
+
+    w, h = 96, 54
+    settings = RenderSettings(width=w, height=h, reactivity=2.0)
+    z = latents_for(AudioFile(song), settings)
+    renderer = build_renderer(settings)
+    expected = {i: renderer.render(z[i]) for i in (10, 45)}
+    monkeypatch.setattr(neuromv.settings, "Z_GAIN", 2 * neuromv.settings.Z_GAIN)
+    page = browser_page.context.browser.new_page()
+    try:
+        page.goto(browser_page.url)
+        assert page.evaluate("window.neuromv.config.Z_GAIN") == 2 * 0.3
+        assert page.evaluate("window.neuromv.settings.reactivity") == 1
+        page.set_input_files("#file", str(song))
+        page.wait_for_function("window.neuromv.panels.length > 0 && window.neuromv.panels[0].z", timeout=60_000)
+        _same_look(page, "served Z_GAIN x2 at reactivity 1", w, h, expected, max_level=2)
+    finally:
+        page.close()
 
 
 def _knob(page, id_, value, event="input"):

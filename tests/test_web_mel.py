@@ -1,4 +1,5 @@
-"""src/neuromv/web/mel.js (the live microphone mode's features) in real headless Chromium, against neuromv.features.
+"""src/neuromv/web/mel.js (the song's z, and the live microphone mode's features) in real headless Chromium, against
+neuromv.features.
 
 Audio is made here with numpy and passed to the page as base64 float32; results come back the same way.
 """
@@ -13,15 +14,17 @@ import numpy as np
 import pytest
 
 import neuromv
-from neuromv.features import MelStream, latents_from_db, power_to_db, smooth_release, song_db
+from neuromv.features import TOP_DB, MelStream, latents_from_db, power_to_db, smooth_release, song_db
 
 librosa = pytest.importorskip("librosa")
 
 MEL_JS = Path(neuromv.__file__).parent / "web" / "mel.js"
 CHROMIUM = "/usr/bin/chromium"
+ORIGIN = "http://neuromv.test"
 
-# Test-only helpers in the page: float32 arrays to and from base64.
-HELPERS = """
+# Test-only helpers in the page: float32 arrays to and from base64, and neuromv.features.TOP_DB (the page has it
+# from the server's configuration: mel.js keeps no copy).
+HELPERS = f"window.TOP_DB = {TOP_DB!r};" + """
 window.fromB64 = (s) => {
   const b = atob(s), u = new Uint8Array(b.length);
   for (let i = 0; i < b.length; i++) u[i] = b.charCodeAt(i);
@@ -53,18 +56,40 @@ def page():
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or CHROMIUM,
                                     args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         pg = browser.new_page()
-        pg.set_content("<html></html>")
-        pg.add_script_tag(path=str(MEL_JS))
+        # mel.js is an ES module: it is imported from an origin of its own (served by the test, nothing listens)
+        pg.route(f"{ORIGIN}/**", lambda route: route.fulfill(
+            status=200, body=MEL_JS.read_text() if route.request.url.endswith("/mel.js") else "<html></html>",
+            content_type="text/javascript" if route.request.url.endswith(".js") else "text/html"))
+        pg.goto(f"{ORIGIN}/")
+        pg.add_script_tag(type="module", content="import * as mel from '/mel.js'; window.NeuroMVMel = mel;")
+        pg.wait_for_function("window.NeuroMVMel !== undefined")
         pg.add_script_tag(content=HELPERS)
         yield pg
         browser.close()
 
 
-def test_plain_script_defines_one_global_and_can_be_injected_twice(page):
+def test_module_exports_and_keeps_no_constants(page):
     assert page.evaluate("typeof NeuroMVMel.MelStream") == "function"
-    assert page.evaluate("typeof MelStream") == "undefined"  # everything else stays inside the script
-    page.add_script_tag(content=MEL_JS.read_text())  # as content, a second time: no redeclaration error
+    assert page.evaluate("typeof MelStream") == "undefined"  # an ES module: nothing becomes global
     assert page.evaluate("typeof NeuroMVMel.LiveLatents") == "function"
+    assert page.evaluate("NeuroMVMel.TOP_DB") is None  # the caller passes neuromv.features.TOP_DB
+    err = page.evaluate("() => { try { new NeuroMVMel.LiveLatents(8, 30, { smooth: 0.2 }); } "
+                        "catch (e) { return e.message; } }")
+    assert err == "topDb must be a number of dB above 0, not undefined"
+
+
+@pytest.mark.parametrize("smooth", [0.0, 0.2, 1.5])
+def test_latents_from_db_equals_python(page, smooth):
+    # the song's z in the page (web/app.js draws with it): from the dB matrix the server sends
+    y = _beat_pattern(22050, 6.0)
+    db = song_db([y], 22050, fps=30, n_mels=16)
+    ref = latents_from_db(db, fps=30, smooth=smooth)  # (n_frames, n_mels)
+    z = page.evaluate("([s, m, n, smooth]) => Array.from(NeuroMVMel.latentsFromDb(fromB64(s), m, n, 30, smooth))",
+                      [_b64(db), db.shape[0], db.shape[1], smooth])
+    z = np.array(z).reshape(ref.shape)
+    err = np.abs(z - ref).max()
+    print(f"latentsFromDb smooth={smooth}: max |dz| = {err:.1e}")
+    assert err < 1e-5 and np.abs(ref).max() > 0.3  # (z has unit RMS norm over the bands)
 
 
 def _signal(sr: int, seconds: float = 3.0, seed: int = 0) -> np.ndarray:
@@ -178,13 +203,13 @@ def test_power_to_db_equals_python(page):
     y[sr:2 * sr] = 0  # a second of digital silence: the -80 dB floor
     S_py = _python_mel(y, sr)
     S_js = _js_mel(page, y, sr)
-    db_js = _floats(page.evaluate("(s) => toB64(NeuroMVMel.powerToDb(fromB64(s)))", _b64(S_js))).reshape(32, -1)
+    db_js = _floats(page.evaluate("(s) => toB64(NeuroMVMel.powerToDb(fromB64(s), TOP_DB))", _b64(S_js))).reshape(32, -1)
     same_input = np.abs(db_js - power_to_db(S_js)).max()
     end_to_end = np.abs(db_js - power_to_db(S_py)).max()
     print(f"powerToDb: {same_input:.1e} dB from power_to_db of the same S, {end_to_end:.1e} dB end to end")
     assert same_input < 1e-4 and end_to_end < 1e-3
     assert db_js.min() == -80 and db_js.max() == 0
-    silent = page.evaluate("() => Array.from(NeuroMVMel.powerToDb(new Float32Array(5)))")
+    silent = page.evaluate("() => Array.from(NeuroMVMel.powerToDb(new Float32Array(5), TOP_DB))")
     assert silent == [-80] * 5  # digital silence: -top_db everywhere, as in Python
     col = page.evaluate("() => Array.from(NeuroMVMel.dbColumn([1, 0.1, 0, 2], 2, 60))")
     np.testing.assert_allclose(col, [10 * np.log10(0.5), -10 * np.log10(20), -60, 0], atol=1e-5)
@@ -212,7 +237,7 @@ def test_live_latents_steps(page, smooth):
     cols = 10 ** rng.uniform(-4, 0, (200, 8))  # within 70 dB of the final peak: never floored
     cols[[20, 50, 120]] *= [[3], [30], [1000]]
     z = np.array(page.evaluate("""([cols, smooth]) => {
-      const L = new NeuroMVMel.LiveLatents(8, 30, { smooth, window: 2 });
+      const L = new NeuroMVMel.LiveLatents(8, 30, { smooth, window: 2, topDb: TOP_DB });
       return cols.map((c) => Array.from(L.push(Float32Array.from(c))));
     }""", [cols.astype(np.float32).tolist(), smooth]))
     db = power_to_db(cols.T.astype(np.float32))
@@ -226,7 +251,7 @@ def test_live_latents_steps(page, smooth):
 
 def test_live_latents_setters(page):
     res = page.evaluate("""() => {
-      const L = new NeuroMVMel.LiveLatents(2, 30, { smooth: 0.5 });
+      const L = new NeuroMVMel.LiveLatents(2, 30, { smooth: 0.5, topDb: TOP_DB });
       const a0 = L._a;
       L.smooth = 0;
       const errors = [];
@@ -257,7 +282,7 @@ def _beat_pattern(sr: int, seconds: float, seed: int = 1) -> np.ndarray:
 
 LIVE_JS = """([s, sr, smooth]) => {
   const y = fromB64(s), ms = new NeuroMVMel.MelStream(sr, 30, 32);
-  const live = new NeuroMVMel.LiveLatents(32, 30, { smooth, window: 10 });
+  const live = new NeuroMVMel.LiveLatents(32, 30, { smooth, window: 10, topDb: TOP_DB });
   const z = [];
   for (let i = 0; i < y.length; i += 128) for (const c of ms.feed(y.subarray(i, i + 128))) z.push(live.push(c));
   const out = new Float32Array(32 * z.length);
@@ -289,7 +314,8 @@ SPEED_JS = """([sr, seconds]) => {
   const y = new Float32Array(sr * seconds);
   for (let i = 0; i < y.length; i++) y[i] = Math.sin(i * 0.01) * 0.3 + (Math.random() - 0.5) * 0.1;
   const run = () => {
-    const ms = new NeuroMVMel.MelStream(sr, 30, 32), live = new NeuroMVMel.LiveLatents(32, 30);
+    const ms = new NeuroMVMel.MelStream(sr, 30, 32);
+    const live = new NeuroMVMel.LiveLatents(32, 30, { smooth: 0.2, topDb: TOP_DB });
     let n = 0;
     const t0 = performance.now();
     for (let i = 0; i < y.length; i += 128) for (const c of ms.feed(y.subarray(i, i + 128))) { live.push(c); n++; }

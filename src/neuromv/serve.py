@@ -44,7 +44,7 @@ from .errors import Interrupted, NeuroMVError, ParameterError
 __all__ = ["create_app", "serve", "listen", "cli_command", "Job", "JobQueue", "Storage", "Refused",
            "MAX_UPLOAD", "MAX_IMAGE_UPLOAD", "MAX_STORAGE", "MAX_JSON", "MAX_JSON_DEPTH", "MAX_FEATURES",
            "MAX_WAITING", "MAX_CONNECTIONS", "UPLOAD_IDLE_S", "UPLOAD_MIN_RATE", "UPLOAD_GRACE_S", "LOCAL_HOSTS",
-           "ASSETS"]
+           "ASSETS", "page_config"]
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,14 @@ UPLOAD_GRACE_S = 10.0
 IMAGE_TRAILER = 2**20
 #: Host names the server always answers (a page of another site, or a DNS-rebound name, is refused).
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-#: The page's files (in ``neuromv/web/``), the only ones served besides rendered videos.
-ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "mel.js": "text/javascript",
+#: The page's files (in ``neuromv/web/``) under ``/assets/``, the only ones served besides the page itself (``/``:
+#: index.html with :func:`page_config` in it) and rendered videos. The .js files are ES modules (app.js imports the
+#: others); capture.js is the live mode's AudioWorklet.
+ASSETS = {"app.js": "text/javascript", "api.js": "text/javascript", "colour.js": "text/javascript",
+          "gl.js": "text/javascript", "live.js": "text/javascript", "mel.js": "text/javascript",
           "capture.js": "text/javascript", "style.css": "text/css"}
+#: Where index.html receives :func:`page_config` (as the text of a ``<script type="application/json">``).
+_CONFIG_MARK = "/*neuromv-config*/"
 _WEB = Path(__file__).resolve().parent / "web"
 _WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -611,10 +616,32 @@ def _error(status: int, message: str, close: bool = False):
     return JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"} if close else None)
 
 
-async def _page(request):
-    from starlette.responses import FileResponse
+def page_config() -> dict:
+    """The constants and choices the page's code (``web/*.js``) uses, read from the Python modules that define them,
+    so that the page keeps no copies: the CPPN's gains (:data:`neuromv.settings.Z_GAIN`, ``PULSE_GAIN``), the
+    image mode's :data:`neuromv.cppn.FLOOR` and :data:`neuromv.renderer.CENTRE_FRAMES`, the colour matrix's
+    :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, the default
+    settings (every :class:`neuromv.settings.RenderSettings` field) and the choice lists (fit modes, separators
+    with their stems, layouts, the quality presets' sizes). A JSON object, embedded in the page (``/``)."""
+    from . import cppn, features, renderer, separate, settings
 
-    return FileResponse(_WEB / "index.html", media_type=ASSETS["index.html"])
+    return {
+        "Z_GAIN": settings.Z_GAIN, "PULSE_GAIN": settings.PULSE_GAIN, "FLOOR": cppn.FLOOR,
+        "CENTRE_FRAMES": renderer.CENTRE_FRAMES, "LUMA": list(renderer.LUMA),
+        "ANALYSIS_SR": features.ANALYSIS_SR, "TOP_DB": features.TOP_DB,
+        "defaults": dataclasses.asdict(settings.RenderSettings()),
+        "choices": {"fit": list(settings.FIT_MODES), "layout": list(settings.LAYOUTS),
+                    "separator": {name: list(stems) for name, stems in separate.BACKENDS.items()},
+                    "size": {name: [q["width"], q["height"]] for name, q in settings.QUALITY.items()}},
+    }
+
+
+async def _page(request):
+    """index.html with :func:`page_config` in it (``<`` escaped: the JSON cannot end its script element)."""
+    from starlette.responses import HTMLResponse
+
+    config = json.dumps(page_config()).replace("<", "\\u003c")
+    return HTMLResponse((_WEB / "index.html").read_text(encoding="utf-8").replace(_CONFIG_MARK, config))
 
 
 async def _asset(request):
