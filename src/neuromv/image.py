@@ -52,8 +52,13 @@ class ImageSource:
 
 def parse_color(text: str | tuple) -> tuple[int, int, int]:
     """``'black'``, ``'#102030'``, ``'16,32,48'`` or a tuple -> (r, g, b) in 0-255."""
+    from .limits import show
+
+    bad = ParameterError(f"background must be a colour like black, white, '#1a2b3c' or '26,43,60', not {show(text)}")
     if isinstance(text, tuple):
         rgb = text
+    elif not isinstance(text, str) or len(text) > 64:
+        raise bad
     else:
         t = str(text).strip().lower()
         if t in _NAMED_COLORS:
@@ -65,8 +70,9 @@ def parse_color(text: str | tuple) -> tuple[int, int, int]:
                 rgb = tuple(int(v) for v in t.split(","))
         except ValueError:
             rgb = ()
-    if len(rgb) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in rgb):
-        raise ParameterError(f"background must be a colour like black, white, '#1a2b3c' or '26,43,60', not {text!r}")
+    if len(rgb) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+                                for v in rgb):
+        raise bad
     return tuple(int(v) for v in rgb)
 
 
