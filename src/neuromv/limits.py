@@ -173,34 +173,42 @@ def check_mels(n_mels, fps: float, sr: int) -> None:
 #: Frames waiting for or inside the encoder: :class:`neuromv.video.VideoWriter`'s queue (8), the one being
 #: converted, the one being rendered.
 _QUEUED_FRAMES = 10
-#: libx264 keeps about this many frames of its own per preset (lookahead + references + B-frames + threads),
-#: each about 3 bytes a pixel (padded planes and the half-resolution lookahead planes).
-_X264_FRAMES = {"ultrafast": 4, "superfast": 6, "veryfast": 16, "faster": 26, "fast": 36, "medium": 48,
-                "slow": 60, "slower": 72, "veryslow": 80}
+#: The encoder's resident memory per pixel of the frame with I420 frames queued (the queue and libx264's own
+#: frames: lookahead, references, B-frames, one per frame thread), measured with 3 x264 threads (2 cores) at
+#: 2560x1440 for ultrafast, superfast, veryfast and medium; the others interpolated from their lookahead and
+#: reference counts.
+_ENCODER_BYTES_PER_PIXEL = {"ultrafast": 40, "superfast": 72, "veryfast": 95, "faster": 110, "fast": 120,
+                            "medium": 134, "slow": 160, "slower": 190, "veryslow": 240}
+#: Each x264 frame thread beyond the 3 of the measurement holds about one more frame and its reconstruction.
+_ENCODER_BYTES_PER_THREAD = 4.5
 
 
 def estimate_memory(settings: RenderSettings, *, duration: float | None = None, image: bool = False,
                     method: str | None = None) -> int:
-    """The memory a render needs beyond what the process already holds, in bytes: the larger of the renderer's
-    set-up peak and its steady state (renderer buffers, frames queued for the encoder, the encoder's own frames),
-    plus the features of ``duration`` seconds and, with stems, the separated song.
+    """The memory a render needs beyond what the process already holds, in bytes: the renderer's set-up peak
+    or its steady state (renderer buffers, frames queued for the encoder, the encoder's own frames) with half the
+    set-up still resident (the allocator keeps freed blocks), whichever is larger, plus the features of
+    ``duration`` seconds and, with stems, the separated song.
 
     This is the one formula; it follows what :class:`neuromv.renderer.Renderer`, :class:`neuromv.video.VideoWriter`
     and :mod:`neuromv.features` allocate (P pixels, H hidden units; float64 is 8 bytes, float32 4):
 
-    - the coordinate grid: float64 (x, y, r) per pixel, 24 P, built with about as much again in temporaries;
-    - ``'kernel'`` (compiled CPU kernel): float32 tiles of the coordinates, 12 P, made from a padded copy
-      (set-up peak 48 P: grid, copy, tiles); frames come as I420, 1.5 P;
-    - ``'tiled'`` (torch CPU, image mode, hidden widths the kernel lacks): the first layer's coordinate part,
-      float64 P x H then float32 P x H (set-up peak 24 P + 20 P H, steady 4 P H); RGB frames, 3 P;
-    - ``'dense'`` (GPU): the same first layer built on the host (the same peak); batches of frames on the host;
-    - image mode: the per-pixel mean pulse and its work space (36 P) and the target picture (3 P);
-    - the encoder: :data:`_QUEUED_FRAMES` frames and libx264's frames (:data:`_X264_FRAMES` x 3 P);
+    - ``'kernel'`` (compiled CPU kernel): the coordinate grid, float64 (x, y, r) per pixel (24 P, built with as
+      much again in temporaries), then float32 tiles of it through a padded copy: set-up peak about 56 P
+      (measured), steady 12 P; frames come as I420, 1.5 P;
+    - ``'tiled'`` (torch CPU: image mode, hidden widths the kernel lacks): the first layer's coordinate part,
+      float64 P x H twice then float32 P x H: set-up peak 24 P + 20 P H, steady 4 P H; RGB frames, 3 P;
+    - ``'dense'`` (GPU): the same first layer built on the host (the same peak), and about 3 batches of frames on
+      the host;
+    - image mode: the per-pixel mean pulse and its work space (36 P) and the target picture;
+    - the encoder: :data:`_ENCODER_BYTES_PER_PIXEL` of the x264 preset (measured), more with RGB frames and with
+      more cores;
     - features: about 48 bytes per frame and mel band (float64 work arrays of the spectrogram);
     - stems: the whole song as float32, plus each stem and the separator's work: 4 x (2 + 2 x stems) bytes a
       sample and channel (stereo, 44.1 kHz assumed).
 
-    Within a factor of about 2 of a real render's growth in resident memory (tests/test_hostile_inputs.py).
+    Checked against the growth of a real render's peak resident memory (tests/test_hostile_inputs.py: within a
+    factor of 2; measured 1.0 to 1.4 on the tiled and kernel paths from 640x360 to 2560x1440).
 
     Parameters
     ----------
@@ -226,12 +234,11 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
     if method is None:
         method = _method(settings, image)
     total_p = w * h
-    setup = steady = 0
+    setup = steady = 0.0
     for pw, ph, hidden in panels:  # every panel's renderer is alive at once
         p = pw * ph
-        grid = 48 * p
         if method == "kernel":
-            setup += max(grid, 48 * p)
+            setup += 56 * p
             steady += 12 * p
         else:
             setup += 24 * p + 20 * p * hidden
@@ -239,21 +246,23 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
         if image:
             setup += 36 * p
             steady += 15 * p
-    frame = 1.5 * total_p if method == "kernel" else 3 * total_p
+    frame = 1.5 if method == "kernel" else 3.0  # bytes a pixel of the frames handed to the encoder
+    threads = max(3, int(1.5 * (os.cpu_count() or 2)))
+    encoder = (_ENCODER_BYTES_PER_PIXEL.get(settings.preset, 134) + _QUEUED_FRAMES * (frame - 1.5)
+               + _ENCODER_BYTES_PER_THREAD * (threads - 3)) * total_p
     if method == "dense":
         from .renderer import BATCH_PIXELS, MAX_BATCH
 
         batch = max(1, min(MAX_BATCH, BATCH_PIXELS // total_p))
-        steady += 3 * batch * frame
-    encoder = _QUEUED_FRAMES * (frame + 1.5 * total_p) + _X264_FRAMES.get(settings.preset, 48) * 3 * total_p
+        steady += 3 * batch * frame * total_p
     steady += encoder
-    extra = 0
+    extra = 0.0
     if duration is not None:
         n_frames = math.ceil(duration * settings.fps)
         extra += 48 * n_frames * settings.n_mels * len(panels)
         if settings.stem_names():
             extra += 4 * 2 * 44100 * duration * (2 + 2 * len(settings.stem_names()))
-    return int(max(setup, steady) + extra)
+    return int(max(setup, steady + setup / 2) + extra)
 
 
 def _method(settings: RenderSettings, image: bool) -> str:
