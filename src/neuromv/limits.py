@@ -133,8 +133,15 @@ def number(name: str, value, lo: float, hi: float, *, integer: bool = False, lo_
             ok = math.isfinite(v) and (lo < value if lo_open else lo <= value) and value <= hi  # ints exactly
     if not ok:
         kind = "an integer" if integer else "a number"
-        rng = f"above {lo:g} and at most {hi:g}" if lo_open else f"from {lo:g} to {hi:g}"
+        rng = f"above {_num(lo)} and at most {_num(hi)}" if lo_open else f"from {_num(lo)} to {_num(hi)}"
         raise ParameterError(f"{name} must be {kind} {rng}{unit}, not {show(value)}")
+
+
+def _num(x: float) -> str:
+    """A bound as people write it: 1000000, 0.5, 2.5e+20."""
+    if isinstance(x, int) or (float(x).is_integer() and abs(x) < 1e15):
+        return str(int(x))
+    return f"{x:g}"
 
 
 def max_mels(fps: float, sr: int) -> int:
@@ -186,8 +193,8 @@ _ENCODER_BYTES_PER_THREAD = 4.5
 def estimate_memory(settings: RenderSettings, *, duration: float | None = None, image: bool = False,
                     method: str | None = None) -> int:
     """The memory a render needs beyond what the process already holds, in bytes: the renderer's set-up peak
-    or its steady state (renderer buffers, frames queued for the encoder, the encoder's own frames) with half the
-    set-up still resident (the allocator keeps freed blocks), whichever is larger, plus the features of
+    or its steady state (renderer buffers, frames queued for the encoder, the encoder's own frames) with a quarter
+    of the set-up still resident (the allocator keeps some freed blocks), whichever is larger, plus the features of
     ``duration`` seconds and, with stems, the separated song.
 
     This is the one formula; it follows what :class:`neuromv.renderer.Renderer`, :class:`neuromv.video.VideoWriter`
@@ -208,7 +215,7 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
       sample and channel (stereo, 44.1 kHz assumed).
 
     Checked against the growth of a real render's peak resident memory (tests/test_hostile_inputs.py: within a
-    factor of 2; measured 1.0 to 1.4 on the tiled and kernel paths from 640x360 to 2560x1440).
+    factor of 2; measured 1.0 to 1.4 on the tiled and kernel paths from 640x360 to 3840x2160, 2 cores).
 
     Parameters
     ----------
@@ -262,7 +269,7 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
         extra += 48 * n_frames * settings.n_mels * len(panels)
         if settings.stem_names():
             extra += 4 * 2 * 44100 * duration * (2 + 2 * len(settings.stem_names()))
-    return int(max(setup, steady + setup / 2) + extra)
+    return int(max(setup, steady + setup / 4) + extra)
 
 
 def _method(settings: RenderSettings, image: bool) -> str:
