@@ -26,7 +26,7 @@ __all__ = [
     "MAX_SEED", "MAX_ZOOM", "MAX_PAN", "MAX_GAIN", "MAX_SMOOTH", "MAX_NAME_CHARS",
     "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_MODEL_HEADER_BYTES", "max_model_bytes",
     "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
-    "check_memory", "format_bytes",
+    "check_memory", "format_bytes", "format_count",
 ]
 
 log = logging.getLogger(__name__)
@@ -326,6 +326,15 @@ def memory_available() -> int | None:
     return min(room) if room else None
 
 
+def format_count(n: float) -> str:
+    """``3.1e6`` -> ``'3.1 M'``, ``2.8e14`` -> ``'280 T'`` (decimal prefixes, two or three figures)."""
+    for prefix in ("", " k", " M", " G", " T"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{prefix}"
+        n /= 1000
+    return f"{n:.3g} P"
+
+
 def format_bytes(n: float) -> str:
     """``3.5e9`` -> ``'3.5 GB'`` (decimal units)."""
     for unit in ("B", "KB", "MB", "GB"):
@@ -358,8 +367,8 @@ def check_memory(settings: RenderSettings, *, duration: float | None = None, ima
     need = estimate_memory(settings, duration=duration, image=image, method=method)
     w, h = settings.even_size()
     macs = w * h * (settings.hidden * (3 + settings.n_mels) + 4 * settings.hidden ** 2 + 3 * settings.hidden)
-    log.info("%dx%d, hidden %d: about %s working set, %.1f M pixels and %.2f G multiply-adds a frame", w, h,
-             settings.hidden, format_bytes(need), w * h / 1e6, macs / 1e9)
+    log.info("%dx%d, hidden %d: about %s working set, %s pixels and %s multiply-adds a frame", w, h,
+             settings.hidden, format_bytes(need), format_count(w * h), format_count(macs))
     room = memory_available()
     if room is None:
         return need
