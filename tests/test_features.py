@@ -121,3 +121,24 @@ def test_latents_from_blocks_equal_song_latents():
     assert np.abs(streamed - whole).max() < 1e-4
     with pytest.raises(ParameterError, match="no audio"):
         latents_from_blocks([], 44100)
+
+
+@pytest.mark.parametrize("sr", [22050, 44100, 48000])
+def test_max_mels_leaves_no_mel_filter_empty(sr):
+    """neuromv.limits.max_mels: at every allowed frame rate, that many bands each hold an FFT bin (librosa's own
+    filter bank), and the frame rates bound the window: 1 fps is a 2 s window."""
+    import librosa
+
+    from neuromv.features import MelStream
+    from neuromv.limits import MAX_FPS, MIN_FPS, max_mels
+
+    for fps in (MIN_FPS, 23.976, 30, 60, 61, 120, 199, MAX_FPS):
+        n = max_mels(fps, sr)
+        hop = max(1, round(sr / fps))
+        basis = librosa.filters.mel(sr=sr, n_fft=2 * hop, n_mels=n, fmax=sr / 2)
+        assert (basis.max(axis=1) > 0).all(), (fps, n)
+    assert MelStream(sr, fps=MIN_FPS, n_mels=8).n_fft == 2 * sr
+    with pytest.raises(ParameterError, match="fps must be a number from 1 to 240"):
+        MelStream(sr, fps=0.5)
+    with pytest.raises(ParameterError, match="n_mels must be at most"):
+        MelStream(sr, fps=MAX_FPS, n_mels=max_mels(MAX_FPS, sr) + 1)

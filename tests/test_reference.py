@@ -141,7 +141,7 @@ def _good_meta(net):
     ("missing", "no such file"),
     ("directory", "is a directory"),
     ("text", "not a safetensors model file"),
-    ("empty", "not a safetensors model file"),
+    ("empty", "file is empty"),
     ("truncated", "not a safetensors model file"),
     ("pickle", "not a safetensors model file"),
     ("foreign", "not a NeuroMV model"),

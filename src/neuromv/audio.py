@@ -73,16 +73,58 @@ class Audio:
 def _open(path: Path):
     import av
 
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty (0 bytes)")
+    from ._files import open_input_file
+
+    with open_input_file(path, "audio") as f:  # a regular file: never a FIFO or a device
+        _check_wav_size(path, f)
     try:
         return av.open(os.fspath(path))
     except av.FFmpegError as e:
         raise AudioError(f"{path}: not a readable audio file ({_reason(e)})") from e
+
+
+#: WAV data sizes that mean "unknown" (a stream written before its length was known): the file is read to its end.
+_WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+#: Chunks looked at before the data chunk (a WAV has a handful: fmt, LIST, fact, ...).
+_WAV_MAX_CHUNKS = 64
+
+
+def _check_wav_size(path: Path, f) -> None:
+    """A RIFF/WAVE file whose data chunk declares more bytes than the file holds is truncated.
+
+    FFmpeg measures a WAV's length from the file's size, so it would decode what is there without a word; this
+    compares the header's declared data size with the file, with the tolerance used for other formats'
+    truncation. A data size of 0 or 0xFFFFFFFF is a "length unknown" marker (streamed WAVs; RF64 keeps the real
+    size in its ds64 chunk, which is used when present); trailing chunks after the data are fine.
+    """
+    import struct
+
+    head = f.read(12)
+    if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RF64"):
+        return  # not a WAV: FFmpeg decides
+    size = os.fstat(f.fileno()).st_size
+    pos, byte_rate, ds64 = 12, 0, None
+    for _ in range(_WAV_MAX_CHUNKS):
+        f.seek(pos)
+        hdr = f.read(8)
+        if len(hdr) < 8:
+            return
+        cid, n = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+        if cid == b"fmt " and n >= 16:
+            byte_rate = struct.unpack("<I", f.read(16)[8:12])[0]
+        elif cid == b"ds64" and n >= 16:
+            ds64 = struct.unpack("<Q", f.read(16)[8:16])[0]
+        elif cid == b"data":
+            declared = ds64 if (head[:4] == b"RF64" and n == 0xFFFFFFFF and ds64) else n
+            if declared in _WAV_UNKNOWN_SIZES or not byte_rate:
+                return
+            held = size - (pos + 8)
+            want_s, held_s = declared / byte_rate, max(0, held) / byte_rate
+            if want_s - held_s > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_FRACTION * want_s):
+                raise AudioError(f"{path}: truncated or corrupt: holds {held_s:.2f} s of the {want_s:.2f} s of "
+                                 "audio its WAV header declares")
+            return
+        pos += 8 + n + (n & 1)  # chunks are padded to an even size
 
 
 def _reason(e: Exception) -> str:

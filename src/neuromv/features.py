@@ -17,6 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from .errors import ParameterError
+from .limits import MAX_FPS, MIN_FPS, check_mels, number
 
 __all__ = [
     "ANALYSIS_SR",
@@ -41,10 +42,8 @@ TOP_DB = 80.0
 
 
 def _check_fps(fps: float) -> Fraction:
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not math.isfinite(fps) or fps <= 0:
-        raise ParameterError(f"fps must be a positive number, not {fps!r}")
-    if fps > 240:
-        raise ParameterError(f"fps must be at most 240, not {fps}")
+    """fps within :data:`neuromv.limits.MIN_FPS` to ``MAX_FPS`` (the window and filter bank grow as 1 / fps)."""
+    number("fps", float(fps) if isinstance(fps, (Fraction, np.floating, np.integer)) else fps, MIN_FPS, MAX_FPS)
     return Fraction(fps).limit_denominator(1001)
 
 
@@ -106,10 +105,9 @@ class MelStream:
         import librosa
 
         self.fps = _check_fps(fps)
-        if isinstance(n_mels, bool) or not isinstance(n_mels, (int, np.integer)) or not 1 <= n_mels <= 256:
-            raise ParameterError(f"n_mels must be an integer from 1 to 256, not {n_mels!r}")
         if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0 or sr != int(sr):
             raise ParameterError(f"sample rate must be a positive whole number of Hz, not {sr!r}")
+        check_mels(int(n_mels) if isinstance(n_mels, np.integer) else n_mels, self.fps, int(sr))
         self.sr, self.n_mels = int(sr), int(n_mels)
         self._hop_exact = Fraction(self.sr) / self.fps
         self.hop = max(1, round(self._hop_exact))

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, ParameterError
+from .errors import ImageError, NeuroMVError, ParameterError
+from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
-__all__ = ["ImageSource", "load_image", "fit_image", "find_cover_art", "parse_color", "MAX_PIXELS", "MIN_SIDE"]
+__all__ = ["ImageSource", "load_image", "fit_image", "find_cover_art", "parse_color", "MAX_PIXELS", "MAX_IMAGE_BYTES",
+           "MIN_SIDE"]
 
 log = logging.getLogger(__name__)
 
-#: Images declaring more pixels than this are refused before decoding (decompression bombs).
-MAX_PIXELS = 50_000_000
+#: Images declaring more pixels than this are refused before decoding (decompression bombs): see neuromv.limits.
+MAX_PIXELS = MAX_IMAGE_PIXELS
 #: Images with a side shorter than this carry no picture to learn.
 MIN_SIDE = 8
 
@@ -47,13 +49,19 @@ class ImageSource:
     description: str
 
     def read_bytes(self) -> bytes:
-        return self.data if isinstance(self.data, bytes) else Path(self.data).read_bytes()
+        """The encoded image; a file is read only if it is a regular file of at most MAX_IMAGE_BYTES."""
+        return _read(self)[1]
 
 
 def parse_color(text: str | tuple) -> tuple[int, int, int]:
     """``'black'``, ``'#102030'``, ``'16,32,48'`` or a tuple -> (r, g, b) in 0-255."""
+    from .limits import show
+
+    bad = ParameterError(f"background must be a colour like black, white, '#1a2b3c' or '26,43,60', not {show(text)}")
     if isinstance(text, tuple):
         rgb = text
+    elif not isinstance(text, str) or len(text) > 64:
+        raise bad
     else:
         t = str(text).strip().lower()
         if t in _NAMED_COLORS:
@@ -65,8 +73,9 @@ def parse_color(text: str | tuple) -> tuple[int, int, int]:
                 rgb = tuple(int(v) for v in t.split(","))
         except ValueError:
             rgb = ()
-    if len(rgb) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in rgb):
-        raise ParameterError(f"background must be a colour like black, white, '#1a2b3c' or '26,43,60', not {text!r}")
+    if len(rgb) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+                                for v in rgb):
+        raise bad
     return tuple(int(v) for v in rgb)
 
 
@@ -125,18 +134,25 @@ def load_image(source: str | os.PathLike | bytes | ImageSource, *,
 def _read(source) -> tuple[str, bytes]:
     if isinstance(source, ImageSource):
         if isinstance(source.data, bytes):
+            if len(source.data) > MAX_IMAGE_BYTES:
+                raise ImageError(f"{source.description}: {len(source.data) / 2**20:.1f} MB of data, over the limit "
+                                 f"of {MAX_IMAGE_BYTES / 2**20:.0f} MB for an image")
             return source.description, source.data
         source = source.data
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError("image: no data (0 bytes)")
+        if len(source) > MAX_IMAGE_BYTES:
+            raise ImageError(f"image: {len(source) / 2**20:.1f} MB of data, over the limit of "
+                             f"{MAX_IMAGE_BYTES / 2**20:.0f} MB for an image")
         return "image", bytes(source)
+    from ._files import open_input_file
+
     path = Path(source)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image")
-    data = path.read_bytes()
+    with open_input_file(path, "image", MAX_IMAGE_BYTES) as f:  # a regular file, size checked before reading
+        data = f.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:  # it grew since it was checked
+        raise ImageError(f"{path}: over the limit of {MAX_IMAGE_BYTES / 2**20:.0f} MB for an image")
     if not data:
         raise ImageError(f"{path}: file is empty (0 bytes)")
     return str(path), data
@@ -205,19 +221,32 @@ def find_cover_art(song: str | os.PathLike) -> ImageSource | None:
     Embedded art of type "front cover" is preferred to other embedded pictures.
     """
     song = Path(song)
-    embedded = _embedded_art(song)
-    if embedded is not None:
-        return embedded
+    if _readable(song, "audio"):  # mutagen opens the song: never a FIFO or a device
+        embedded = _embedded_art(song)
+        if embedded is not None:
+            return embedded
     try:
-        siblings = {p.name.lower(): p for p in song.parent.iterdir() if p.is_file()}
+        siblings = {p.name.lower(): p for p in song.parent.iterdir()}
     except OSError:
         return None
     for stem in _SIDECAR_STEMS:
         for suffix in _IMAGE_SUFFIXES:
             p = siblings.get(stem + suffix)
-            if p is not None:
+            if p is not None and _readable(p, "image"):  # a FIFO or a folder named cover.jpg is passed over
                 return ImageSource(p, f"{p.name} next to the song")
     return None
+
+
+def _readable(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a regular, non-empty file (:func:`neuromv._files.check_input_file`); never blocks."""
+    from ._files import check_input_file
+
+    try:
+        check_input_file(path, kind)
+    except NeuroMVError as e:
+        log.debug("cover art: %s", e)
+        return False
+    return True
 
 
 def _embedded_art(song: Path) -> ImageSource | None:

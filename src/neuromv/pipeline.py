@@ -234,6 +234,7 @@ def render(
     >>> import neuromv
     >>> neuromv.render("song.mp3", "video.mp4", width=640, height=360, seed=7)  # doctest: +SKIP
     """
+    from .limits import check_memory
     from .renderer import resolve_device
     from .separate import Separator
     from .video import check_codec, check_output_path
@@ -300,6 +301,7 @@ def render(
     log.info("audio: %s, %.2f s, %d Hz, %d channel(s)", name, audio.duration, audio.sr, audio.channels)
 
     if settings.stem_names():
+        check_memory(settings, duration=audio.duration, image=bool(images))  # logs the cost; refuses what cannot fit
         frames_iter, n_frames = _stem_video(audio, song if is_path else None, settings, images, cache, progress,
                                             cancel, loaded)
         return _encode(frames_iter, n_frames, audio, output, settings, overwrite, inputs, progress, cancel, t0,
@@ -313,6 +315,9 @@ def render(
             log.info("image: none; rendering the abstract CPPN (seed %d)", settings.seed)
         else:
             log.info("image: %s (%dx%d)", where, pixels.shape[1], pixels.shape[0])
+    # logs what the size costs, and refuses a render that cannot fit in memory before the fit and the features
+    check_memory(settings, duration=audio.duration, image=cppn.image if model is not None else pixels is not None)
+    if model is None:
         cppn = _cppn_for(pixels, settings, cache=cache, progress=progress, cancel=cancel)
 
     z = latents_for(audio, settings, image=cppn.image)

@@ -37,7 +37,8 @@ from .errors import ModelError, OutputError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import FIT_STEPS
 
-__all__ = ["FitOptions", "fit_cppn", "training_size", "save_model", "load_model", "check_model_path", "cache_dir", "cached_fit",
+__all__ = ["FitOptions", "fit_cppn", "training_size", "save_model", "load_model", "check_model_path", "check_architecture",
+           "cache_dir", "cached_fit",
            "MODEL_FORMAT", "DEFAULT_STEPS"]
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ def save_model(cppn: CPPN, path: str | os.PathLike, *, info: dict | None = None,
     """
     from safetensors.torch import save_file
 
+    check_architecture(cppn.n_z, cppn.hidden, cppn.n_hidden, cppn.seed)  # what load_model will accept
     path = check_model_path(path, overwrite=overwrite)
     meta = {
         "format": MODEL_FORMAT, "version": str(MODEL_VERSION), "n_z": str(cppn.n_z), "hidden": str(cppn.hidden),
@@ -213,11 +215,20 @@ def check_model_path(path: str | os.PathLike, *, inputs=(), overwrite: bool = Fa
         raise OutputError(f"{path}: folder {path.parent} does not exist")
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path}: is not a regular file (a FIFO or a device); refusing to replace it")
     return path
 
 
 def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
     """Load a model written by :func:`save_model`.
+
+    Nothing is allocated before the file is known to describe an allowed CPPN: the file must be a regular file of
+    at most :func:`neuromv.limits.max_model_bytes`; its safetensors header (an 8-byte length, then JSON) is read
+    with its size capped (:data:`~neuromv.limits.MAX_MODEL_HEADER_BYTES`) and parsed; every metadata field is
+    checked against the limits of a render (n_z as n_mels, hidden, n_hidden up to ``MAX_LAYERS``, seed); the
+    tensor table must be exactly the tensors of that architecture, float32, with the shapes it implies and byte
+    ranges inside the file. Only then are the tensors read.
 
     Returns
     -------
@@ -227,51 +238,147 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
     Raises
     ------
     ModelError
-        Missing, a directory, not a safetensors file, not a NeuroMV model, a newer format, or damaged (wrong
-        tensor names or shapes, non-finite values).
+        Missing, not a regular file, too large, not a safetensors file, not a NeuroMV model, a newer format, or
+        damaged (metadata out of range, wrong tensor names, shapes or types, truncated, non-finite values).
     """
-    from safetensors import safe_open
+    from safetensors.torch import load as load_tensors
+
+    from ._files import open_input_file
+    from .limits import max_model_bytes, model_parameters, show
 
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such file")
-    if path.is_dir():
-        raise ModelError(f"{path}: is a directory, not a model file")
+    with open_input_file(path, "model", max_model_bytes()) as f:
+        size = os.fstat(f.fileno()).st_size
+        table, meta = _read_header(path, f, size)
+        if meta.get("format") != MODEL_FORMAT:
+            raise ModelError(f"{path}: a safetensors file, but not a NeuroMV model (no '{MODEL_FORMAT}' metadata)")
+        try:
+            version = int(meta["version"])
+            if version > MODEL_VERSION:
+                raise ModelError(f"{path}: model format {version} is newer than this NeuroMV reads "
+                                 f"({MODEL_VERSION}); upgrade neuromv")
+            n_z, hidden, n_hidden, seed = (int(meta[k]) for k in ("n_z", "hidden", "n_hidden", "seed"))
+            if meta["mode"] not in ("image", "abstract"):
+                raise ParameterError(f"mode must be 'image' or 'abstract', not {meta['mode']!r:.40}")
+            image = meta["mode"] == "image"
+            check_architecture(n_z, hidden, n_hidden, seed)
+            info = json.loads(meta.get("info", "{}"))
+            if not isinstance(info, dict):
+                raise ValueError("info is not a JSON object")
+        except ModelError:
+            raise
+        except (KeyError, ValueError, RecursionError) as e:  # ParameterError is a ValueError
+            raise ModelError(f"{path}: damaged NeuroMV model metadata ({_first_line(e)})") from e
+        expected = model_parameters(n_z, hidden, n_hidden, image)
+        if set(table) != set(expected):
+            raise ModelError(f"{path}: damaged NeuroMV model (tensors {show(sorted(set(table) ^ set(expected)), 120)} "
+                             "missing or unexpected)")
+        for name, (dtype, shape) in table.items():
+            if shape != expected[name]:
+                raise ModelError(f"{path}: damaged NeuroMV model ({name} has shape {shape}, expected "
+                                 f"{expected[name]})")
+            if dtype != "F32":
+                raise ModelError(f"{path}: damaged NeuroMV model ({name} is {dtype}; NeuroMV models are F32)")
+        f.seek(0)
+        data = f.read(size)  # at most max_model_bytes(): the shapes above bound it
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... on foreign files
+        tensors = load_tensors(data)
+    except Exception as e:  # safetensors raises SafetensorError and others on a damaged buffer
         raise ModelError(f"{path}: not a safetensors model file ({_first_line(e)})") from e
-    if meta.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{path}: a safetensors file, but not a NeuroMV model (no '{MODEL_FORMAT}' metadata)")
-    try:
-        version = int(meta["version"])
-        if version > MODEL_VERSION:
-            raise ModelError(f"{path}: model format {version} is newer than this NeuroMV reads ({MODEL_VERSION}); "
-                             "upgrade neuromv")
-        cppn = CPPN(int(meta["n_z"]), int(meta["hidden"]), int(meta["n_hidden"]), seed=int(meta["seed"]),
-                    image=meta["mode"] == "image")
-        info = json.loads(meta.get("info", "{}"))
-    except ModelError:
-        raise
-    except (KeyError, ValueError, ParameterError) as e:
-        raise ModelError(f"{path}: damaged NeuroMV model metadata ({_first_line(e)})") from e
-    expected = cppn.state_dict()
-    if set(tensors) != set(expected):
-        raise ModelError(f"{path}: damaged NeuroMV model (tensors {sorted(set(tensors) ^ set(expected))} "
-                         "missing or unexpected)")
+    del data
     for name, t in tensors.items():
-        if tuple(t.shape) != tuple(expected[name].shape):
-            raise ModelError(f"{path}: damaged NeuroMV model ({name} has shape {tuple(t.shape)}, expected "
-                             f"{tuple(expected[name].shape)})")
         if not torch.isfinite(t).all():
             raise ModelError(f"{path}: damaged NeuroMV model ({name} holds NaN or infinite values)")
-    cppn.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()})
+    cppn = CPPN(n_z, hidden, n_hidden, seed=seed, image=image)
+    cppn.load_state_dict(tensors)
     cppn.eval()
     for p in cppn.parameters():
         p.requires_grad_(False)
     return cppn, info
+
+
+def check_architecture(n_z, hidden, n_hidden, seed=0) -> None:
+    """A model's architecture within the limits a render takes (n_z is the render's n_mels).
+
+    Raises
+    ------
+    ParameterError
+    """
+    from .limits import MAX_HIDDEN, MAX_LAYERS, MAX_MELS, MAX_SEED, number
+
+    number("n_z", n_z, 1, MAX_MELS, integer=True)
+    number("hidden", hidden, 1, MAX_HIDDEN, integer=True)
+    number("n_hidden", n_hidden, 1, MAX_LAYERS, integer=True)
+    number("seed", seed, 0, MAX_SEED, integer=True)
+
+
+#: safetensors' dtype names and their sizes in bytes (what a header may name).
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def _read_header(path: Path, f, size: int) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
+    """Parse and check a safetensors header from ``f`` without reading the tensors.
+
+    Returns
+    -------
+    (table, metadata)
+        ``{name: (dtype, shape)}`` and the ``__metadata__`` strings.
+
+    Raises
+    ------
+    ModelError
+        ``"not a safetensors model file (...)"``: a header length beyond the cap or the file, JSON that is not a
+        safetensors table, byte ranges that disagree with the shapes, overlap or run past the end (truncation).
+    """
+    import struct
+
+    from .limits import MAX_MODEL_HEADER_BYTES
+
+    def bad(why: str) -> ModelError:
+        return ModelError(f"{path}: not a safetensors model file ({why})")
+
+    head = f.read(8)
+    if len(head) < 8:
+        raise bad(f"only {len(head)} bytes")
+    n = struct.unpack("<Q", head)[0]
+    if n > MAX_MODEL_HEADER_BYTES:
+        raise bad(f"its header claims {n} bytes, over the limit of {MAX_MODEL_HEADER_BYTES}")
+    if 8 + n > size:
+        raise bad(f"truncated: its header claims {n} bytes, the file holds {size - 8}")
+    try:
+        header = json.loads(f.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise bad(f"header is not JSON: {_first_line(e)[:80]}") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise bad("__metadata__ is not a table of strings")
+    data_bytes = size - 8 - n
+    table: dict[str, tuple[str, tuple[int, ...]]] = {}
+    ranges = []
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            ok = (dtype in _DTYPE_BYTES and isinstance(shape, list) and len(shape) <= 8
+                  and all(type(d) is int and d >= 0 for d in shape)
+                  and all(type(o) is int for o in (begin, end)) and 0 <= begin <= end)
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise bad(f"tensor {name[:40]!r} is not described as dtype, shape and data offsets")
+        if end - begin != _DTYPE_BYTES[dtype] * math.prod(shape):
+            raise bad(f"tensor {name[:40]!r}: its shape and its byte range disagree")
+        if end > data_bytes:
+            raise bad(f"truncated: tensor {name[:40]!r} ends at byte {end} of the data, the file holds "
+                      f"{data_bytes}")
+        table[name] = (dtype, tuple(shape))
+        ranges.append((begin, end))
+    ranges.sort()
+    if any(b < a_end for (_, a_end), (b, _) in zip(ranges, ranges[1:])):
+        raise bad("tensors overlap")
+    return table, meta
 
 
 def _first_line(e: BaseException) -> str:

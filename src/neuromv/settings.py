@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import ParameterError
+from .limits import (MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, MAX_NAME_CHARS, MAX_PAN, MAX_SECONDS, MAX_SEED,
+                     MAX_SIDE, MAX_SMOOTH, MAX_ZOOM, MIN_FPS, check_mels, number, show)
 from .video import X264_PRESETS
 
 __all__ = ["RenderSettings", "parse_size", "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_MODES"]
@@ -52,14 +53,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if not m:
         raise ParameterError(f"size must look like WIDTHxHEIGHT (e.g. 1280x720), not {text!r}")
     return int(m.group(1)), int(m.group(2))
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -155,58 +148,53 @@ class RenderSettings:
     labels: bool = False
 
     def __post_init__(self) -> None:
-        if not (_is_num(self.fps) and 0 < self.fps <= 240):
-            raise ParameterError(f"fps must be a number above 0 and at most 240, not {self.fps!r}")
+        # every range comes from neuromv.limits, where each is explained
+        number("fps", self.fps, MIN_FPS, MAX_FPS)
         for name in ("width", "height"):
             v = getattr(self, name)
-            if not (_is_int(v) and 1 <= v <= 8192):
-                raise ParameterError(f"size must be from 1x1 to 8192x8192 pixels, not {self.width}x{self.height}")
-        if not (_is_int(self.n_mels) and 1 <= self.n_mels <= 256):
-            raise ParameterError(f"n_mels must be an integer from 1 to 256, not {self.n_mels!r}")
-        if not (_is_num(self.smooth) and 0 <= self.smooth <= 10):
-            raise ParameterError(f"smooth must be from 0 to 10 seconds, not {self.smooth!r}")
-        if not (_is_num(self.reactivity) and 0 <= self.reactivity <= 100):
-            raise ParameterError(f"reactivity must be from 0 to 100, not {self.reactivity!r}")
-        if not (_is_int(self.hidden) and 1 <= self.hidden <= 1024):
-            raise ParameterError(f"hidden must be an integer from 1 to 1024, not {self.hidden!r}")
-        if not (_is_int(self.seed) and 0 <= self.seed < 2**63):
-            raise ParameterError(f"seed must be an integer >= 0, not {self.seed!r}")
-        if not (_is_num(self.zoom) and 0 < self.zoom <= 1000):
-            raise ParameterError(f"zoom must be a number above 0, not {self.zoom!r}")
-        for name in ("pan_x", "pan_y"):
-            if not (_is_num(getattr(self, name)) and abs(getattr(self, name)) <= 1000):
-                raise ParameterError(f"{name.replace('_', '-')} must be a number from -1000 to 1000, "
-                                     f"not {getattr(self, name)!r}")
-        if not (_is_num(self.hue) and -360 <= self.hue <= 360):
-            raise ParameterError(f"hue must be from -360 to 360 degrees, not {self.hue!r}")
-        if not (_is_num(self.saturation) and 0 <= self.saturation <= 10):
-            raise ParameterError(f"saturation must be from 0 to 10, not {self.saturation!r}")
-        if not (_is_num(self.brightness) and -1 <= self.brightness <= 1):
-            raise ParameterError(f"brightness must be from -1 to 1, not {self.brightness!r}")
-        if not (_is_num(self.contrast) and 0 <= self.contrast <= 10):
-            raise ParameterError(f"contrast must be from 0 to 10, not {self.contrast!r}")
-        if not (_is_int(self.crf) and 0 <= self.crf <= 51):
-            raise ParameterError(f"crf must be an integer from 0 to 51, not {self.crf!r}")
-        if self.preset not in X264_PRESETS:
-            raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {self.preset!r}")
-        if not isinstance(self.codec, str) or not re.fullmatch(r"[a-z0-9_-]+", self.codec):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIDE:
+                raise ParameterError(f"size must be from 1x1 to {MAX_SIDE}x{MAX_SIDE} pixels, not "
+                                     f"{show(self.width, 20)}x{show(self.height, 20)}")
+        from .features import ANALYSIS_SR  # light: librosa is imported only when features are computed
+
+        check_mels(self.n_mels, self.fps, ANALYSIS_SR)
+        number("smooth", self.smooth, 0, MAX_SMOOTH, unit=" seconds")
+        number("reactivity", self.reactivity, 0, MAX_GAIN)
+        number("hidden", self.hidden, 1, MAX_HIDDEN, integer=True)
+        number("seed", self.seed, 0, MAX_SEED, integer=True)
+        number("zoom", self.zoom, 0, MAX_ZOOM, lo_open=True)
+        number("pan-x", self.pan_x, -MAX_PAN, MAX_PAN)
+        number("pan-y", self.pan_y, -MAX_PAN, MAX_PAN)
+        number("hue", self.hue, -360, 360, unit=" degrees")
+        number("saturation", self.saturation, 0, MAX_GAIN)
+        number("brightness", self.brightness, -1, 1)
+        number("contrast", self.contrast, 0, MAX_GAIN)
+        number("crf", self.crf, 0, 51, integer=True)
+        if not isinstance(self.preset, str) or self.preset not in X264_PRESETS:
+            raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {show(self.preset)}")
+        if not (isinstance(self.codec, str) and len(self.codec) <= MAX_NAME_CHARS
+                and re.fullmatch(r"[a-z0-9_-]+", self.codec)):
             raise ParameterError(f"codec must be an FFmpeg encoder name such as libx264 or h264_nvenc, "
-                                 f"not {self.codec!r}")
-        if not (_is_num(self.start) and self.start >= 0):
-            raise ParameterError(f"start must be a number of seconds >= 0, not {self.start!r}")
-        if self.duration is not None and not (_is_num(self.duration) and self.duration > 0):
-            raise ParameterError(f"duration must be a positive number of seconds, not {self.duration!r}")
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
-        if self.fit not in FIT_MODES:
-            raise ParameterError(f"fit must be 'cover' or 'contain', not {self.fit!r}")
+                                 f"not {show(self.codec)}")
+        number("start", self.start, 0, MAX_SECONDS, unit=" seconds")
+        if self.duration is not None:
+            number("duration", self.duration, 0, MAX_SECONDS, lo_open=True, unit=" seconds")
+        if not (isinstance(self.device, str) and len(self.device) <= MAX_NAME_CHARS
+                and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)):
+            raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {show(self.device)}")
+        if not isinstance(self.fit, str) or self.fit not in FIT_MODES:
+            raise ParameterError(f"fit must be 'cover' or 'contain', not {show(self.fit)}")
         from .image import parse_color  # light: Pillow is imported only when an image is loaded
 
         parse_color(self.background)
-        if not (_is_int(self.fit_steps) and 1 <= self.fit_steps <= 1_000_000):
-            raise ParameterError(f"fit steps must be an integer from 1 to 1000000, not {self.fit_steps!r}")
-        if self.layout not in LAYOUTS:
-            raise ParameterError(f"layout must be one of {', '.join(LAYOUTS)}; not {self.layout!r}")
+        number("fit steps", self.fit_steps, 1, MAX_FIT_STEPS, integer=True)
+        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
+            raise ParameterError(f"layout must be one of {', '.join(LAYOUTS)}; not {show(self.layout)}")
+        if not isinstance(self.separator, str) or self.separator not in _SEPARATOR_STEMS:
+            raise ParameterError(f"unknown separator {show(self.separator)}; choose one of "
+                                 f"{', '.join(_SEPARATOR_STEMS)}")
+        if not isinstance(self.labels, bool):
+            raise ParameterError(f"labels must be true or false, not {show(self.labels)}")
         if self.stems is not None:
             self.stem_names()  # validates the names against the separator's stems
 
@@ -218,16 +206,16 @@ class RenderSettings:
             raise ParameterError(f"unknown separator {self.separator!r}; choose one of {', '.join(_SEPARATOR_STEMS)}")
         known = _SEPARATOR_STEMS[self.separator]
         if not isinstance(self.stems, str) or not self.stems.strip():
-            raise ParameterError(f"stems must be a comma-separated list or 'all', not {self.stems!r}")
+            raise ParameterError(f"stems must be a comma-separated list or 'all', not {show(self.stems)}")
         if self.stems.strip().lower() == "all":
             return known
         asked = [s.strip().lower() for s in self.stems.split(",") if s.strip()]
         unknown = [s for s in asked if s not in known]
         if unknown:
-            raise ParameterError(f"unknown stem(s) {', '.join(unknown)} for separator {self.separator!r}; "
+            raise ParameterError(f"unknown stem(s) {show(', '.join(unknown), 80)} for separator {self.separator!r}; "
                                  f"it makes: {', '.join(known)}")
         if len(set(asked)) != len(asked):
-            raise ParameterError(f"stems named twice: {self.stems!r}")
+            raise ParameterError(f"stems named twice: {show(self.stems)}")
         return tuple(s for s in known if s in asked)
 
     def color(self):
@@ -252,8 +240,10 @@ class RenderSettings:
     @classmethod
     def from_dict(cls, data: dict) -> RenderSettings:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ParameterError(f"settings must be a JSON object of names and values, not {show(data)}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(show(k) if not isinstance(k, str) else k for k in data if k not in known)
         if unknown:
-            raise ParameterError(f"unknown setting(s): {', '.join(unknown)}")
+            raise ParameterError(f"unknown setting(s): {show(', '.join(unknown), 200)}")
         return cls(**data)
