@@ -115,7 +115,7 @@ def test_colour_and_pan_reach_the_video(tmp_path):
     assert np.abs(frames.astype(int) - frames.mean(axis=3, keepdims=True)).max() <= 2  # r = g = b, within x264
     plain = neuromv.render(beat_clip(duration=0.5), tmp_path / "plain.mp4", size="64x36", crf=0, hue=90)
     assert np.abs(decode_video(plain.path)[1].astype(int) - frames).mean() > 5
-    settings = neuromv.RenderSettings(width=64, height=36, pan_x=8 / 18)  # 8 px right (half the short side: 18 px)
+    settings = neuromv.RenderSettings(width=64, height=36, pan_x=8 / 18, precision="float32")  # 8 px right (half the short side: 18 px)
     z = np.zeros(settings.n_mels, np.float32)
     net = CPPN(settings.n_mels, settings.hidden)
     panned = build_renderer(settings, cppn=net).render(z).astype(int)

@@ -82,7 +82,7 @@ def build_renderer(settings: RenderSettings, width: int | None = None, height: i
         cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
     return Renderer(cppn, width or settings.width, height or settings.height, device=settings.device,
                     scale=settings.zoom, pan=(settings.pan_x, settings.pan_y), color=settings.color(),
-                    centre=z if cppn.image else None)
+                    centre=z if cppn.image else None, precision=settings.precision)
 
 
 def reference_target(image: np.ndarray, settings: RenderSettings, width: int | None = None,
