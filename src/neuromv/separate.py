@@ -20,6 +20,7 @@ Backends (:data:`BACKENDS`):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
@@ -166,12 +167,17 @@ class Separator:
             if rs is not None:
                 yield rs(np.zeros((wch, 0), np.float32), last=True)
 
+        def process(x: np.ndarray) -> np.ndarray:
+            with b.watch.watching(cancel):  # the model's layers check ``cancel`` as they run
+                return b.process(x, cancel)
+
         back = None if wsr == sr else _Resampler(wsr, sr, len(self.stems) * channels)
         with Progress("separate", total, progress, unit="window") as bar:
-            for y in _windowed(working(), win, ov, b.process, bar, cancel):
+            for y in _windowed(working(), win, ov, process, bar, cancel):
                 yield self._output(y, channels, back)
             if back is not None:
                 yield self._output(None, channels, back)
+        check_cancel(cancel)
 
     def _output(self, y, channels: int, back) -> np.ndarray:
         s = len(self.stems)
@@ -200,6 +206,31 @@ class _Resampler:
         return np.ascontiguousarray(y.reshape(-1, x.shape[0]).T)
 
 
+class _CancelHooks:
+    """Makes every layer of some torch modules check the calling thread's cancel event before it runs, so that a
+    long model call (a window of a song) stops within one layer's time, not one window's. The event is per thread
+    (:meth:`watching`), so one model shared by several threads stops only the cancelled thread's work; outside
+    :meth:`watching` the hooks do nothing."""
+
+    def __init__(self, modules=()) -> None:
+        self._local = threading.local()
+        for net in modules:
+            for m in net.modules():
+                m.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        check_cancel(getattr(self._local, "cancel", None))
+
+    @contextlib.contextmanager
+    def watching(self, cancel: threading.Event | None):
+        before = getattr(self._local, "cancel", None)
+        self._local.cancel = cancel
+        try:
+            yield
+        finally:
+            self._local.cancel = before
+
+
 def _windowed(blocks: Iterable[np.ndarray], win: int, ov: int, process, bar: Progress,
               cancel: threading.Event | None) -> Iterator[np.ndarray]:
     """Run ``process`` on windows of ``win`` samples that overlap by ``ov``, crossfading the overlaps linearly.
@@ -218,6 +249,7 @@ def _windowed(blocks: Iterable[np.ndarray], win: int, ov: int, process, bar: Pro
         nonlocal tail
         check_cancel(cancel)
         y = np.asarray(process(x), dtype=np.float32)
+        check_cancel(cancel)  # a window can take seconds: never go on (or finish) once cancelled
         if tail is not None:
             y[..., :ov] = tail * ramp[::-1] + y[..., :ov] * ramp
         bar.update()
@@ -352,13 +384,14 @@ class _Spleeter:
                 raise SeparationError(f"separator 'spleeter': {path.name} does not fit the model ({e})") from e
             self.nets.append(net.eval().to(self.device))
         self.hann = torch.hann_window(_N_FFT, device=self.device)
+        self.watch = _CancelHooks(self.nets)
 
     sr, channels = SPLEETER_SR, 2
 
     def window(self, sr: int) -> tuple[int, int]:
         return _WINDOW, _OVERLAP
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         """Separate one window: np.ndarray [shape=(2, L)] -> np.ndarray [shape=(n_stems, 2, L)]."""
         import torch
 
@@ -376,6 +409,7 @@ class _Spleeter:
             denom = sum(m * m for m in est) + 1e-10
             result = []
             for m in est:
+                check_cancel(cancel)
                 ratio = (m * m + 1e-10 / len(est)) / denom  # (B, 2, T, F)
                 ratio = ratio.permute(1, 3, 0, 2).reshape(2, _F, tp)[:, :, :t]
                 top = ratio.mean(dim=1, keepdim=True).expand(2, spec.shape[1] - _F, t)  # 'average' extension
@@ -398,15 +432,19 @@ class _SecondsWindow:
 class _HPSS(_SecondsWindow):
     sr = channels = None  # works at the song's rate and channels
     _WINDOW_S, _OVERLAP_S = 20.0, 1.0
+    watch = _CancelHooks()
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         import librosa
 
         n = x.shape[1]
         x = np.pad(x, ((0, 0), (0, max(0, 2048 - n))))  # at least one STFT frame
         out = np.zeros((2, *x.shape), dtype=np.float32)
         for c, ch in enumerate(x):
-            h, p = librosa.decompose.hpss(librosa.stft(ch))
+            spec = librosa.stft(ch)
+            check_cancel(cancel)
+            h, p = librosa.decompose.hpss(spec)
+            check_cancel(cancel)
             out[0, c] = librosa.istft(h, length=len(ch))
             out[1, c] = librosa.istft(p, length=len(ch))
         return out[:, :, :n]
@@ -436,8 +474,9 @@ class _Demucs(_SecondsWindow):
         self.sr = int(model.samplerate)
         self.channels = int(getattr(model, "audio_channels", 2))
         self._order = [list(model.sources).index(s) for s in BACKENDS["demucs"]]
+        self.watch = _CancelHooks([self.model])
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         import torch
         from demucs.apply import apply_model
 
