@@ -83,7 +83,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable = (), overwrite: b
         except OSError:
             same = False
         if same:
-            raise OutputError(f"{out}: is an input file ({src}); refusing to overwrite an input")
+            also = f" ({src})" if src != out else ""
+            raise OutputError(f"{out}: is an input file{also}; refusing to overwrite an input")
     if suffixes is not None and out.suffix.lower() not in suffixes:
         raise OutputError(f"{out}: unsupported extension {out.suffix or '(none)'!r}; a {kind} file must end in "
                           + " or ".join(suffixes))

@@ -300,24 +300,42 @@ def _bars(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _install_signal_handlers(cancel: threading.Event) -> None:
-    """First Ctrl-C / SIGTERM: ask the work to stop at its next safe point (between frames), which deletes the
-    partial output. A second one: stop at once (KeyboardInterrupt; the writer still deletes its temporary file).
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install_signal_handlers(cancel: threading.Event, done: threading.Event) -> dict:
+    """First Ctrl-C / SIGTERM: ask the work to stop at its next safe point (between frames, fit steps, model
+    layers), which deletes the partial output. A second one: stop at once (KeyboardInterrupt; the writer still
+    deletes its temporary file). Once ``done`` is set (the work is over, its output in place), signals are ignored.
 
     Raising from the handler at once would be unsafe: the exception can land inside a native callback (numba's
     JIT in librosa) that swallows it.
+
+    Returns the handlers it replaced (empty when not on the main thread, where handlers cannot be set).
     """
 
     def handler(signum, frame):
+        if done.is_set():
+            return
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    previous = {}
+    for sig in _SIGNALS:
         try:
-            signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread (main() called from a worker thread)
             pass
+    return previous
+
+
+def _end_signal_handling(previous: dict, program: bool) -> None:
+    """After the work: as the program, ignore SIGINT and SIGTERM until the process ends (Python puts the default
+    handlers back while it shuts down, so a late signal would kill a run that has finished); called as a function,
+    put the caller's handlers back."""
+    for sig, old in previous.items():
+        signal.signal(sig, signal.SIG_IGN if program else old)
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -329,26 +347,49 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     root.propagate = False
 
 
+_INTERRUPTED = "neuromv: interrupted; no output written"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neuromv`` command. Returns the exit code."""
+    """Entry point of the ``neuromv`` command. Returns the exit code: 0, 1 (an error, one line on stderr) or 130
+    (interrupted by Ctrl-C or SIGTERM, nothing written).
+
+    The signal handlers are installed first, before the heavy imports, so a Ctrl-C during start-up is a quiet exit
+    130. With ``argv`` None (run as the program), SIGINT and SIGTERM are ignored once the work is over: a signal
+    arriving after the output is in place cannot turn success into failure.
+    """
+    cancel, done = threading.Event(), threading.Event()
+    previous = _install_signal_handlers(cancel, done)
+    try:
+        return _main(argv, cancel)
+    except KeyboardInterrupt:  # a second signal outside the work (start-up, argument parsing)
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    finally:
+        done.set()
+        _end_signal_handling(previous, program=argv is None)
+
+
+def _main(argv: Sequence[str] | None, cancel: threading.Event) -> int:
+    from .progress import check_cancel
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
     _setup_logging(args.quiet, args.verbose)
-    cancel = threading.Event()
-    _install_signal_handlers(cancel)
     try:
+        check_cancel(cancel)  # signalled during start-up
         args.func(args, cancel)
     except Interrupted:
-        print("neuromv: interrupted; no output written", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except NeuroMVError as e:
         print(f"neuromv: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("neuromv: interrupted; no output written", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as e:  # a bug: still one line, with the traceback behind -v
         if args.verbose:
