@@ -17,6 +17,7 @@ unpickles anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ import torch
 from ._files import atomic_file, check_output
 from .cppn import CPPN, coordinate_grid
 from .errors import ModelError, OutputError, ParameterError
-from .progress import Progress, ProgressCallback, check_cancel
+from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 from .settings import FIT_STEPS
 
 __all__ = ["FitOptions", "fit_cppn", "training_size", "save_model", "load_model", "check_model_path", "cache_dir", "cached_fit",
@@ -108,7 +109,7 @@ def fit_cppn(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 
     progress : bool or callable
         True: a tqdm bar with the loss; a callable gets ``('fit', step, steps)``.
     cancel : threading.Event, optional
-        Checked before every step; raises :class:`~neuromv.errors.Interrupted` once set.
+        Checked before every step and every layer's forward and backward pass; raises :class:`~neuromv.errors.Interrupted` once set.
 
     Returns
     -------
@@ -128,15 +129,21 @@ def fit_cppn(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 
     batch = min(opts.batch, n_pixels)
     zero = torch.zeros(n_z)
     params = [p for p in cppn.parameters() if p.requires_grad]
-    optim = torch.optim.Adam(params, lr=opts.lr)
+    optim = torch.optim.Adam(params, lr=opts.lr)  # the first one in a process imports for about a second
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=opts.steps, eta_min=opts.lr / 20)
     gen = torch.Generator().manual_seed(int(seed) + 1)
     t0 = time.perf_counter()
     loss_avg = None
     cppn.train()
-    with Progress("fit", opts.steps, progress, unit="step") as bar:
+    # every step checks ``cancel``, and so does every layer, forward and backward: a step of a wide network
+    # (hidden 1024) takes seconds, one layer a fraction of one
+    with contextlib.ExitStack() as stack, Progress("fit", opts.steps, progress, unit="step") as bar:
+        if cancel is not None:
+            hooks = CancelHooks([cppn], backward=True)
+            stack.callback(hooks.remove)
+            stack.enter_context(hooks.watching(cancel))
         for step in range(opts.steps):
-            check_cancel(cancel)  # every step: a step takes milliseconds at the usual sizes
+            check_cancel(cancel)
             idx = torch.randint(0, n_pixels, (batch,), generator=gen)
             if naive:
                 out = cppn(coords[idx], zero)

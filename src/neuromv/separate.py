@@ -20,7 +20,6 @@ Backends (:data:`BACKENDS`):
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import math
@@ -32,7 +31,7 @@ import numpy as np
 
 from .audio import Audio
 from .errors import ParameterError, SeparationError
-from .progress import Progress, ProgressCallback, check_cancel
+from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 from .settings import _SEPARATOR_STEMS
 
 __all__ = ["Separator", "BACKENDS", "SeparationError", "stems_of", "check_available"]
@@ -206,31 +205,6 @@ class _Resampler:
         return np.ascontiguousarray(y.reshape(-1, x.shape[0]).T)
 
 
-class _CancelHooks:
-    """Makes every layer of some torch modules check the calling thread's cancel event before it runs, so that a
-    long model call (a window of a song) stops within one layer's time, not one window's. The event is per thread
-    (:meth:`watching`), so one model shared by several threads stops only the cancelled thread's work; outside
-    :meth:`watching` the hooks do nothing."""
-
-    def __init__(self, modules=()) -> None:
-        self._local = threading.local()
-        for net in modules:
-            for m in net.modules():
-                m.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, args) -> None:
-        check_cancel(getattr(self._local, "cancel", None))
-
-    @contextlib.contextmanager
-    def watching(self, cancel: threading.Event | None):
-        before = getattr(self._local, "cancel", None)
-        self._local.cancel = cancel
-        try:
-            yield
-        finally:
-            self._local.cancel = before
-
-
 def _windowed(blocks: Iterable[np.ndarray], win: int, ov: int, process, bar: Progress,
               cancel: threading.Event | None) -> Iterator[np.ndarray]:
     """Run ``process`` on windows of ``win`` samples that overlap by ``ov``, crossfading the overlaps linearly.
@@ -384,7 +358,7 @@ class _Spleeter:
                 raise SeparationError(f"separator 'spleeter': {path.name} does not fit the model ({e})") from e
             self.nets.append(net.eval().to(self.device))
         self.hann = torch.hann_window(_N_FFT, device=self.device)
-        self.watch = _CancelHooks(self.nets)
+        self.watch = CancelHooks(self.nets)
 
     sr, channels = SPLEETER_SR, 2
 
@@ -432,7 +406,7 @@ class _SecondsWindow:
 class _HPSS(_SecondsWindow):
     sr = channels = None  # works at the song's rate and channels
     _WINDOW_S, _OVERLAP_S = 20.0, 1.0
-    watch = _CancelHooks()
+    watch = CancelHooks()
 
     def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         import librosa
@@ -443,11 +417,38 @@ class _HPSS(_SecondsWindow):
         for c, ch in enumerate(x):
             spec = librosa.stft(ch)
             check_cancel(cancel)
-            h, p = librosa.decompose.hpss(spec)
+            h, p = _hpss(spec, cancel)
             check_cancel(cancel)
             out[0, c] = librosa.istft(h, length=len(ch))
             out[1, c] = librosa.istft(p, length=len(ch))
         return out[:, :, :n]
+
+
+_HPSS_KERNEL = 31
+_HPSS_SLAB = 64  # rows (or columns) of the spectrogram per median filter call: tens of milliseconds
+
+
+def _hpss(spec: np.ndarray, cancel: threading.Event | None) -> tuple[np.ndarray, np.ndarray]:
+    """``librosa.decompose.hpss(spec)`` (kernel 31, power 2, margin 1), the same numbers, with ``cancel`` checked
+    between slabs of the median filters: the harmonic filter runs along time, so it is cut into bands of rows;
+    the percussive one along frequency, so into runs of columns (each filter's edges are those of its own axis).
+
+    spec : np.ndarray [shape=(n_bins, n_frames), dtype=complex]; returns (harmonic, percussive), complex, same shape.
+    """
+    import librosa
+    from scipy.ndimage import median_filter
+
+    mag, phase = librosa.magphase(spec)
+    harm, perc = np.empty_like(mag), np.empty_like(mag)
+    for i in range(0, mag.shape[0], _HPSS_SLAB):
+        check_cancel(cancel)
+        harm[i:i + _HPSS_SLAB] = median_filter(mag[i:i + _HPSS_SLAB], size=(1, _HPSS_KERNEL), mode="reflect")
+    for j in range(0, mag.shape[1], _HPSS_SLAB):
+        check_cancel(cancel)
+        perc[:, j:j + _HPSS_SLAB] = median_filter(mag[:, j:j + _HPSS_SLAB], size=(_HPSS_KERNEL, 1), mode="reflect")
+    mask_harm = librosa.util.softmask(harm, perc, power=2, split_zeros=True)
+    mask_perc = librosa.util.softmask(perc, harm, power=2, split_zeros=True)
+    return (mag * mask_harm) * phase, (mag * mask_perc) * phase
 
 
 # -- demucs ------------------------------------------------------------------------------------------------------
@@ -474,7 +475,7 @@ class _Demucs(_SecondsWindow):
         self.sr = int(model.samplerate)
         self.channels = int(getattr(model, "audio_channels", 2))
         self._order = [list(model.sources).index(s) for s in BACKENDS["demucs"]]
-        self.watch = _CancelHooks([self.model])
+        self.watch = CancelHooks([self.model])
 
     def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         import torch
