@@ -222,14 +222,23 @@ def _image_args(args: argparse.Namespace) -> dict:
     return dict(image=image, model=args.model, cache=not args.no_cache)
 
 
-def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> None:
+# Each command returns what it wrote, as lines for the log: main() says them once it treats the run as done, from
+# which moment a signal is ignored (a run whose output is in place exits 0).
+
+def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .pipeline import render
 
-    render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
-           cancel=cancel, **_image_args(args))
+    result = render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+                    cancel=cancel, **_image_args(args))
+    return [_wrote(result)]
 
 
-def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
+def _wrote(result) -> str:
+    return (f"wrote {result.path}: {result.frames} frames ({result.duration:.2f} s) in {result.seconds:.1f} s, "
+            f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s")
+
+
+def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .demo import demo_cover, demo_song
     from .pipeline import render
 
@@ -244,11 +253,12 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
         png = io.BytesIO()
         Image.fromarray(demo_cover()).save(png, format="PNG")
         opts["image"] = ImageSource(png.getvalue(), "the demo cover (neuromv.demo.demo_cover)")
-    render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
-           cancel=cancel, **opts)
+    result = render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+                    cancel=cancel, **opts)
+    return [_wrote(result)]
 
 
-def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
+def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .image import load_image
     from .pipeline import fit_for
     from .reference import check_model_path, save_model
@@ -264,16 +274,17 @@ def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
     save_model(cppn, out, overwrite=args.overwrite,
                info={"aspect": width / height, "fit": settings.fit, "background": settings.background,
                      "steps": settings.fit_steps, "image": os.path.basename(args.image)})
-    log.info("wrote %s", out)
+    return [f"wrote {out}"]
 
 
-def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> None:
+def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .pipeline import separate_song
     from .settings import RenderSettings
 
     RenderSettings(device=args.device)  # validates the device name
-    separate_song(args.song, args.output, args.separator, overwrite=args.overwrite, device=args.device,
-                  progress=_bars(args), cancel=cancel)
+    paths = separate_song(args.song, args.output, args.separator, overwrite=args.overwrite, device=args.device,
+                          progress=_bars(args), cancel=cancel)
+    return [f"wrote {p}" for p in paths.values()]
 
 
 def _cmd_serve(args: argparse.Namespace, cancel: threading.Event) -> None:
@@ -361,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cancel, done = threading.Event(), threading.Event()
     previous = _install_signal_handlers(cancel, done)
     try:
-        return _main(argv, cancel)
+        return _main(argv, cancel, done)
     except KeyboardInterrupt:  # a second signal outside the work (start-up, argument parsing)
         print(_INTERRUPTED, file=sys.stderr)
         return 130
@@ -370,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _end_signal_handling(previous, program=argv is None)
 
 
-def _main(argv: Sequence[str] | None, cancel: threading.Event) -> int:
+def _main(argv: Sequence[str] | None, cancel: threading.Event, done: threading.Event) -> int:
     from .progress import check_cancel
 
     parser = build_parser()
@@ -381,7 +392,7 @@ def _main(argv: Sequence[str] | None, cancel: threading.Event) -> int:
     _setup_logging(args.quiet, args.verbose)
     try:
         check_cancel(cancel)  # signalled during start-up
-        args.func(args, cancel)
+        wrote = args.func(args, cancel)
     except Interrupted:
         print(_INTERRUPTED, file=sys.stderr)
         return 130
@@ -396,6 +407,9 @@ def _main(argv: Sequence[str] | None, cancel: threading.Event) -> int:
             raise
         print(f"neuromv: error: unexpected {type(e).__name__}: {e} (run with -v for details)", file=sys.stderr)
         return 1
+    done.set()  # the output is in place: a signal from now on is ignored
+    for line in wrote or ():
+        log.info("%s", line)
     return 0
 
 

@@ -344,8 +344,9 @@ def _encode(frames, n_frames, audio, output, settings, overwrite, inputs, progre
                 writer.write(next(frames))
                 bar.update()
     seconds = time.perf_counter() - t0
-    log.info("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
-             seconds, n_frames / seconds)
+    # debug: the command line says "wrote" itself, once it treats the run as done (a late signal is then ignored)
+    log.debug("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
+              seconds, n_frames / seconds)
     return RenderResult(writer.path, n_frames, audio.duration, seconds, settings, where)
 
 
@@ -592,5 +593,5 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
         log.info("separated %.1f s with %s in %.1f s (%.1fx real time)", seconds, name, elapsed,
                  seconds / max(elapsed, 1e-9))
     for p in paths.values():
-        log.info("wrote %s", p)
+        log.debug("wrote %s", p)  # the command line says it at info level, once it treats the run as done
     return paths
