@@ -72,7 +72,7 @@ class CancelHooks:
     modules : iterable of torch.nn.Module
         Every submodule of each gets a forward pre-hook.
     backward : bool
-        Also check before each submodule's backward pass (for training).
+        Also check as each parameter's gradient is computed (for training).
     """
 
     def __init__(self, modules: Iterable = (), *, backward: bool = False) -> None:
@@ -81,10 +81,13 @@ class CancelHooks:
         for net in modules:
             for m in net.modules():
                 self._handles.append(m.register_forward_pre_hook(self._hook))
-                if backward:
-                    self._handles.append(m.register_full_backward_pre_hook(self._hook))
+            if backward:
+                self._handles += [p.register_hook(self._grad_hook) for p in net.parameters() if p.requires_grad]
 
     def _hook(self, module, args) -> None:
+        check_cancel(getattr(self._local, "cancel", None))
+
+    def _grad_hook(self, grad) -> None:
         check_cancel(getattr(self._local, "cancel", None))
 
     @contextlib.contextmanager
