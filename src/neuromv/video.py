@@ -118,7 +118,8 @@ class VideoWriter:
     preset : str
         x264 preset (speed against size), one of :data:`X264_PRESETS`.
     overwrite : bool
-        Replace an existing file at ``path``.
+        Replace an existing file at ``path``. Without it, the finished file is hard-linked into place, so a file
+        that another writer made meanwhile is never replaced (:class:`~neuromv.errors.OutputError` instead).
     inputs : tuple of paths
         Files that must never be overwritten (the song, the image...).
     queue_size : int
