@@ -76,7 +76,7 @@ def test_demo_runs_with_no_input(tmp_path):
         (lambda m, d: ["render", m["empty"], "-o", d / "o.mp4"], "empty"),
         (lambda m, d: ["render", m["silent"], "-o", d / "o.mp4"], "digital silence"),
         (lambda m, d: ["render", m[".wav"], "-o", d], "is a directory"),
-        (lambda m, d: ["render", m[".m4a"], "-o", m[".m4a"], "--overwrite"], "is the input file"),
+        (lambda m, d: ["render", m[".m4a"], "-o", m[".m4a"], "--overwrite"], "is an input file"),
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--fps", "0"], "fps"),
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--size", "0x0"], "size"),
         (lambda m, d: ["render", m[".wav"], "-o", d / "o.mp4", "--size", "big"], "size"),

@@ -136,7 +136,7 @@ def test_bad_options_fail_before_any_work(media, tmp_path, options):
 
 def test_output_equal_to_input_is_refused(media):
     before = media[".m4a"].read_bytes()
-    with pytest.raises(OutputError, match="is the input"):
+    with pytest.raises(OutputError, match="is an input"):
         neuromv.render(media[".m4a"], media[".m4a"], overwrite=True)
     assert media[".m4a"].read_bytes() == before
 
@@ -270,7 +270,7 @@ def test_saved_model_renders_like_the_fit(tmp_path):
     np.testing.assert_array_equal(decode_video(a.path)[1], decode_video(b.path)[1])
     with pytest.raises(ParameterError, match="not both"):
         neuromv.render(beat_clip(duration=1.0), tmp_path / "c.mp4", model=model, image=cover)
-    with pytest.raises(OutputError, match="is the input"):
+    with pytest.raises(OutputError, match="is an input"):
         neuromv.render(beat_clip(duration=1.0), model, model=model, overwrite=True)
 
 

@@ -108,10 +108,10 @@ def test_check_output_path(tmp_path):
     song.write_bytes(b"x")
     with pytest.raises(OutputError, match="is a directory"):
         check_output_path(tmp_path)
-    with pytest.raises(OutputError, match="is the input file"):
+    with pytest.raises(OutputError, match="is an input file"):
         check_output_path(song, inputs=(song,), overwrite=True)
     os.symlink(song, tmp_path / "link.mp4")
-    with pytest.raises(OutputError, match="is the input file"):
+    with pytest.raises(OutputError, match="is an input file"):
         check_output_path(tmp_path / "link.mp4", inputs=(song,), overwrite=True)
     with pytest.raises(OutputError, match="does not exist"):
         check_output_path(tmp_path / "no" / "v.mp4")

@@ -239,14 +239,23 @@ def _image_args(args: argparse.Namespace) -> dict:
     return dict(image=image, model=args.model, cache=not args.no_cache)
 
 
-def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> None:
+# Each command returns what it wrote, as lines for the log: main() says them once it treats the run as done, from
+# which moment a signal is ignored (a run whose output is in place exits 0).
+
+def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .pipeline import render
 
-    render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
-           cancel=cancel, **_image_args(args))
+    result = render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+                    cancel=cancel, **_image_args(args))
+    return [_wrote(result)]
 
 
-def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
+def _wrote(result) -> str:
+    return (f"wrote {result.path}: {result.frames} frames ({result.duration:.2f} s) in {result.seconds:.1f} s, "
+            f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s")
+
+
+def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .demo import demo_cover, demo_song
     from .pipeline import render
 
@@ -261,11 +270,12 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> None:
         png = io.BytesIO()
         Image.fromarray(demo_cover()).save(png, format="PNG")
         opts["image"] = ImageSource(png.getvalue(), "the demo cover (neuromv.demo.demo_cover)")
-    render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
-           cancel=cancel, **opts)
+    result = render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+                    cancel=cancel, **opts)
+    return [_wrote(result)]
 
 
-def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
+def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .image import load_image
     from .pipeline import fit_for
     from .reference import check_model_path, save_model
@@ -281,16 +291,17 @@ def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> None:
     save_model(cppn, out, overwrite=args.overwrite,
                info={"aspect": width / height, "fit": settings.fit, "background": settings.background,
                      "steps": settings.fit_steps, "image": os.path.basename(args.image)})
-    log.info("wrote %s", out)
+    return [f"wrote {out}"]
 
 
-def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> None:
+def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .pipeline import separate_song
     from .settings import RenderSettings
 
     RenderSettings(device=args.device)  # validates the device name
-    separate_song(args.song, args.output, args.separator, overwrite=args.overwrite, device=args.device,
-                  progress=_bars(args), cancel=cancel)
+    paths = separate_song(args.song, args.output, args.separator, overwrite=args.overwrite, device=args.device,
+                          progress=_bars(args), cancel=cancel)
+    return [f"wrote {p}" for p in paths.values()]
 
 
 def _cmd_serve(args: argparse.Namespace, cancel: threading.Event) -> None:
@@ -320,24 +331,42 @@ def _bars(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _install_signal_handlers(cancel: threading.Event) -> None:
-    """First Ctrl-C / SIGTERM: ask the work to stop at its next safe point (between frames), which deletes the
-    partial output. A second one: stop at once (KeyboardInterrupt; the writer still deletes its temporary file).
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install_signal_handlers(cancel: threading.Event, done: threading.Event) -> dict:
+    """First Ctrl-C / SIGTERM: ask the work to stop at its next safe point (between frames, fit steps, model
+    layers), which deletes the partial output. A second one: stop at once (KeyboardInterrupt; the writer still
+    deletes its temporary file). Once ``done`` is set (the work is over, its output in place), signals are ignored.
 
     Raising from the handler at once would be unsafe: the exception can land inside a native callback (numba's
     JIT in librosa) that swallows it.
+
+    Returns the handlers it replaced (empty when not on the main thread, where handlers cannot be set).
     """
 
     def handler(signum, frame):
+        if done.is_set():
+            return
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    previous = {}
+    for sig in _SIGNALS:
         try:
-            signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread (main() called from a worker thread)
             pass
+    return previous
+
+
+def _end_signal_handling(previous: dict, program: bool) -> None:
+    """After the work: as the program, ignore SIGINT and SIGTERM until the process ends (Python puts the default
+    handlers back while it shuts down, so a late signal would kill a run that has finished); called as a function,
+    put the caller's handlers back."""
+    for sig, old in previous.items():
+        signal.signal(sig, signal.SIG_IGN if program else old)
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -349,32 +378,58 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     root.propagate = False
 
 
+_INTERRUPTED = "neuromv: interrupted; no output written"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neuromv`` command. Returns the exit code."""
+    """Entry point of the ``neuromv`` command. Returns the exit code: 0, 1 (an error, one line on stderr) or 130
+    (interrupted by Ctrl-C or SIGTERM, nothing written).
+
+    The signal handlers are installed first, before the heavy imports, so a Ctrl-C during start-up is a quiet exit
+    130. With ``argv`` None (run as the program), SIGINT and SIGTERM are ignored once the work is over: a signal
+    arriving after the output is in place cannot turn success into failure.
+    """
+    cancel, done = threading.Event(), threading.Event()
+    previous = _install_signal_handlers(cancel, done)
+    try:
+        return _main(argv, cancel, done)
+    except KeyboardInterrupt:  # a second signal outside the work (start-up, argument parsing)
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    finally:
+        done.set()
+        _end_signal_handling(previous, program=argv is None)
+
+
+def _main(argv: Sequence[str] | None, cancel: threading.Event, done: threading.Event) -> int:
+    from .progress import check_cancel
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
     _setup_logging(args.quiet, args.verbose)
-    cancel = threading.Event()
-    _install_signal_handlers(cancel)
     try:
-        args.func(args, cancel)
+        check_cancel(cancel)  # signalled during start-up
+        wrote = args.func(args, cancel)
     except Interrupted:
-        print("neuromv: interrupted; no output written", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except NeuroMVError as e:
         print(f"neuromv: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("neuromv: interrupted; no output written", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as e:  # a bug: still one line, with the traceback behind -v
         if args.verbose:
             raise
         print(f"neuromv: error: unexpected {type(e).__name__}: {e} (run with -v for details)", file=sys.stderr)
         return 1
+    done.set()  # the output is in place: a signal from now on is ignored
+    for line in wrote or ():
+        log.info("%s", line)
     return 0
 
 

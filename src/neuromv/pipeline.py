@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_file
+from ._files import atomic_file, atomic_files, check_output
 from .audio import Audio, AudioFile, AudioReader, WavWriter, check_audible
 from .errors import AudioError, ParameterError
 from .progress import Progress, ProgressCallback, check_cancel
@@ -262,6 +262,9 @@ def render(
         log.warning("size %dx%d rounded up to %dx%d (H.264 needs even sizes)", *settings.size, width, height)
         settings = replace(settings, width=width, height=height)
 
+    if settings.duration is not None and settings.duration * settings.fps < 1:
+        raise ParameterError(f"duration {settings.duration:g} s is shorter than one frame ({1 / settings.fps:.3g} s "
+                             f"at {settings.fps:g} fps)")
     is_path = not isinstance(song, Audio)
     image_file = isinstance(image, (str, os.PathLike)) and str(image).strip().lower() not in ("auto", "none")
     if isinstance(image, dict) and not settings.stem_names():
@@ -346,8 +349,9 @@ def _encode(frames, n_frames, audio, output, settings, overwrite, inputs, progre
                 writer.write(next(frames))
                 bar.update()
     seconds = time.perf_counter() - t0
-    log.info("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
-             seconds, n_frames / seconds)
+    # debug: the command line says "wrote" itself, once it treats the run as done (a late signal is then ignored)
+    log.debug("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
+              seconds, n_frames / seconds)
     return RenderResult(writer.path, n_frames, audio.duration, seconds, settings, where)
 
 
@@ -541,7 +545,9 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
     ------
     ParameterError, AudioError, OutputError, SeparationError, Interrupted
         Checked before any slow work: an unknown backend, an output folder that is a file or whose parent is
-        missing, stem files that exist without ``overwrite``, a stem file that is the song itself.
+        missing or unwritable, stem files that exist without ``overwrite`` (checked again, atomically, when they
+        are put in place), a stem file that is the song itself. ``cancel`` is checked as the separator's model
+        runs (every layer), so a cancelled separation stops within a fraction of a second and leaves no file.
     """
     from .errors import OutputError
     from .separate import Separator, stems_of
@@ -551,19 +557,21 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is a file; give a folder for the stems")
-    if not out_dir.parent.is_dir():
-        raise OutputError(f"{out_dir}: folder {out_dir.parent} does not exist")
     paths = {stem: out_dir / f"{stem}.wav" for stem in stems}
-    for p in paths.values():
-        if not isinstance(song, Audio) and p.exists() and Path(song).exists() and p.samefile(song):
-            raise OutputError(f"{p}: is the input file; refusing to overwrite an input")
-        if p.exists() and not overwrite:
-            raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
+    if out_dir.is_dir():
+        for p in paths.values():
+            check_output(p, inputs=() if isinstance(song, Audio) else (song,), overwrite=overwrite, kind="stem",
+                         suffixes=(".wav",))
+    else:  # made below: its parent must exist and be writable
+        check_output(out_dir, kind="stem folder")
+    check_cancel(cancel)
     sep = separator if isinstance(separator, Separator) else Separator(name, device=device)
+    check_cancel(cancel)
     if isinstance(song, Audio):
         check_audible(song)
     else:
         AudioFile(song)  # a decoding pass: silence, corruption and truncation fail before the slow work
+    check_cancel(cancel)
     with contextlib.ExitStack() as stack:
         if isinstance(song, Audio):
             label, sr, channels, n = "audio", song.sr, song.channels, song.n_samples
@@ -577,7 +585,7 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
         out_dir.mkdir(exist_ok=True)
         stack.callback(lambda: made_dir and not any(out_dir.iterdir()) and out_dir.rmdir())  # only when it stays empty
         # every writer is closed (flushed) before any file is moved into place: the stems appear together
-        tmps = [stack.enter_context(atomic_file(paths[stem])) for stem in stems]
+        tmps = stack.enter_context(atomic_files([paths[stem] for stem in stems], overwrite=overwrite))
         writers = [stack.enter_context(WavWriter(tmp, sr, channels)) for tmp in tmps]
         t0 = time.perf_counter()
         seconds = 0.0
@@ -591,5 +599,5 @@ def separate_song(song: str | os.PathLike | Audio, out_dir: str | os.PathLike, s
         log.info("separated %.1f s with %s in %.1f s (%.1fx real time)", seconds, name, elapsed,
                  seconds / max(elapsed, 1e-9))
     for p in paths.values():
-        log.info("wrote %s", p)
+        log.debug("wrote %s", p)  # the command line says it at info level, once it treats the run as done
     return paths

@@ -17,6 +17,7 @@ unpickles anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._files import atomic_file
+from ._files import atomic_file, check_output
 from .cppn import CPPN, coordinate_grid
 from .errors import ModelError, OutputError, ParameterError
-from .progress import Progress, ProgressCallback, check_cancel
+from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 from .settings import FIT_STEPS
 
 __all__ = ["FitOptions", "fit_cppn", "training_size", "save_model", "load_model", "check_model_path", "check_architecture",
@@ -109,7 +110,7 @@ def fit_cppn(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 
     progress : bool or callable
         True: a tqdm bar with the loss; a callable gets ``('fit', step, steps)``.
     cancel : threading.Event, optional
-        Checked every 50 steps; raises :class:`~neuromv.errors.Interrupted` once set.
+        Checked before every step and every layer's forward and backward pass; raises :class:`~neuromv.errors.Interrupted` once set.
 
     Returns
     -------
@@ -129,16 +130,21 @@ def fit_cppn(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 
     batch = min(opts.batch, n_pixels)
     zero = torch.zeros(n_z)
     params = [p for p in cppn.parameters() if p.requires_grad]
-    optim = torch.optim.Adam(params, lr=opts.lr)
+    optim = torch.optim.Adam(params, lr=opts.lr)  # the first one in a process imports for about a second
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=opts.steps, eta_min=opts.lr / 20)
     gen = torch.Generator().manual_seed(int(seed) + 1)
     t0 = time.perf_counter()
     loss_avg = None
     cppn.train()
-    with Progress("fit", opts.steps, progress, unit="step") as bar:
+    # every step checks ``cancel``, and so does every layer, forward and backward: a step of a wide network
+    # (hidden 1024) takes seconds, one layer a fraction of one
+    with contextlib.ExitStack() as stack, Progress("fit", opts.steps, progress, unit="step") as bar:
+        if cancel is not None:
+            hooks = CancelHooks([cppn], backward=True)
+            stack.callback(hooks.remove)
+            stack.enter_context(hooks.watching(cancel))
         for step in range(opts.steps):
-            if step % 50 == 0:
-                check_cancel(cancel)
+            check_cancel(cancel)
             idx = torch.randint(0, n_pixels, (batch,), generator=gen)
             if naive:
                 out = cppn(coords[idx], zero)
@@ -171,8 +177,8 @@ def save_model(cppn: CPPN, path: str | os.PathLike, *, info: dict | None = None,
     Raises
     ------
     OutputError
-        ``path`` is a directory, lacks the ``.safetensors`` extension, is in a missing folder, or exists without
-        ``overwrite``.
+        ``path`` is a directory, lacks the ``.safetensors`` extension, is in a missing or unwritable folder, or
+        exists without ``overwrite`` (checked again, atomically, when the file is put in place).
     """
     from safetensors.torch import save_file
 
@@ -184,40 +190,22 @@ def save_model(cppn: CPPN, path: str | os.PathLike, *, info: dict | None = None,
         "info": json.dumps(info or {}, sort_keys=True),
     }
     tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in cppn.state_dict().items()}
-    with atomic_file(path) as tmp:
+    with atomic_file(path, overwrite=overwrite) as tmp:  # without overwrite, no-clobber even against a race
         save_file(tensors, tmp, metadata=meta)
     return path
 
 
 def check_model_path(path: str | os.PathLike, *, inputs=(), overwrite: bool = False) -> Path:
-    """Check where a model is to be written, before any slow work.
+    """Check where a model is to be written, before any slow work: :func:`neuromv._files.check_output` with the
+    ``.safetensors`` extension.
 
     Raises
     ------
     OutputError
-        ``path`` is one of ``inputs``, a directory, lacks the ``.safetensors`` extension, is in a missing folder,
-        or exists without ``overwrite``.
+        ``path`` is one of ``inputs``, a directory, lacks the ``.safetensors`` extension, is in a missing or
+        unwritable folder, or exists without ``overwrite``.
     """
-    path = Path(path)
-    for src in inputs:
-        src = Path(src)
-        try:
-            same = path.resolve() == src.resolve() or (path.exists() and src.exists() and path.samefile(src))
-        except OSError:
-            same = False
-        if same:
-            raise OutputError(f"{path}: is an input ({src}); choose another output file")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory; give a file name ending in .safetensors")
-    if path.suffix.lower() != ".safetensors":
-        raise OutputError(f"{path}: a model file must end in .safetensors")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path}: folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
-    if path.exists() and not path.is_file():
-        raise OutputError(f"{path}: is not a regular file (a FIFO or a device); refusing to replace it")
-    return path
+    return check_output(path, inputs=inputs, overwrite=overwrite, kind="model", suffixes=(".safetensors",))
 
 
 def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:

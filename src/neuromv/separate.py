@@ -31,7 +31,7 @@ import numpy as np
 
 from .audio import Audio
 from .errors import ParameterError, SeparationError
-from .progress import Progress, ProgressCallback, check_cancel
+from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 from .settings import _SEPARATOR_STEMS
 
 __all__ = ["Separator", "BACKENDS", "SeparationError", "stems_of", "check_available"]
@@ -166,12 +166,17 @@ class Separator:
             if rs is not None:
                 yield rs(np.zeros((wch, 0), np.float32), last=True)
 
+        def process(x: np.ndarray) -> np.ndarray:
+            with b.watch.watching(cancel):  # the model's layers check ``cancel`` as they run
+                return b.process(x, cancel)
+
         back = None if wsr == sr else _Resampler(wsr, sr, len(self.stems) * channels)
         with Progress("separate", total, progress, unit="window") as bar:
-            for y in _windowed(working(), win, ov, b.process, bar, cancel):
+            for y in _windowed(working(), win, ov, process, bar, cancel):
                 yield self._output(y, channels, back)
             if back is not None:
                 yield self._output(None, channels, back)
+        check_cancel(cancel)
 
     def _output(self, y, channels: int, back) -> np.ndarray:
         s = len(self.stems)
@@ -218,6 +223,7 @@ def _windowed(blocks: Iterable[np.ndarray], win: int, ov: int, process, bar: Pro
         nonlocal tail
         check_cancel(cancel)
         y = np.asarray(process(x), dtype=np.float32)
+        check_cancel(cancel)  # a window can take seconds: never go on (or finish) once cancelled
         if tail is not None:
             y[..., :ov] = tail * ramp[::-1] + y[..., :ov] * ramp
         bar.update()
@@ -352,13 +358,14 @@ class _Spleeter:
                 raise SeparationError(f"separator 'spleeter': {path.name} does not fit the model ({e})") from e
             self.nets.append(net.eval().to(self.device))
         self.hann = torch.hann_window(_N_FFT, device=self.device)
+        self.watch = CancelHooks(self.nets)
 
     sr, channels = SPLEETER_SR, 2
 
     def window(self, sr: int) -> tuple[int, int]:
         return _WINDOW, _OVERLAP
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         """Separate one window: np.ndarray [shape=(2, L)] -> np.ndarray [shape=(n_stems, 2, L)]."""
         import torch
 
@@ -376,6 +383,7 @@ class _Spleeter:
             denom = sum(m * m for m in est) + 1e-10
             result = []
             for m in est:
+                check_cancel(cancel)
                 ratio = (m * m + 1e-10 / len(est)) / denom  # (B, 2, T, F)
                 ratio = ratio.permute(1, 3, 0, 2).reshape(2, _F, tp)[:, :, :t]
                 top = ratio.mean(dim=1, keepdim=True).expand(2, spec.shape[1] - _F, t)  # 'average' extension
@@ -398,18 +406,49 @@ class _SecondsWindow:
 class _HPSS(_SecondsWindow):
     sr = channels = None  # works at the song's rate and channels
     _WINDOW_S, _OVERLAP_S = 20.0, 1.0
+    watch = CancelHooks()
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         import librosa
 
         n = x.shape[1]
         x = np.pad(x, ((0, 0), (0, max(0, 2048 - n))))  # at least one STFT frame
         out = np.zeros((2, *x.shape), dtype=np.float32)
         for c, ch in enumerate(x):
-            h, p = librosa.decompose.hpss(librosa.stft(ch))
+            spec = librosa.stft(ch)
+            check_cancel(cancel)
+            h, p = _hpss(spec, cancel)
+            check_cancel(cancel)
             out[0, c] = librosa.istft(h, length=len(ch))
             out[1, c] = librosa.istft(p, length=len(ch))
         return out[:, :, :n]
+
+
+_HPSS_KERNEL = 31
+_HPSS_SLAB = 64  # rows (or columns) of the spectrogram per median filter call: tens of milliseconds
+
+
+def _hpss(spec: np.ndarray, cancel: threading.Event | None) -> tuple[np.ndarray, np.ndarray]:
+    """``librosa.decompose.hpss(spec)`` (kernel 31, power 2, margin 1), the same numbers, with ``cancel`` checked
+    between slabs of the median filters: the harmonic filter runs along time, so it is cut into bands of rows;
+    the percussive one along frequency, so into runs of columns (each filter's edges are those of its own axis).
+
+    spec : np.ndarray [shape=(n_bins, n_frames), dtype=complex]; returns (harmonic, percussive), complex, same shape.
+    """
+    import librosa
+    from scipy.ndimage import median_filter
+
+    mag, phase = librosa.magphase(spec)
+    harm, perc = np.empty_like(mag), np.empty_like(mag)
+    for i in range(0, mag.shape[0], _HPSS_SLAB):
+        check_cancel(cancel)
+        harm[i:i + _HPSS_SLAB] = median_filter(mag[i:i + _HPSS_SLAB], size=(1, _HPSS_KERNEL), mode="reflect")
+    for j in range(0, mag.shape[1], _HPSS_SLAB):
+        check_cancel(cancel)
+        perc[:, j:j + _HPSS_SLAB] = median_filter(mag[:, j:j + _HPSS_SLAB], size=(_HPSS_KERNEL, 1), mode="reflect")
+    mask_harm = librosa.util.softmask(harm, perc, power=2, split_zeros=True)
+    mask_perc = librosa.util.softmask(perc, harm, power=2, split_zeros=True)
+    return (mag * mask_harm) * phase, (mag * mask_perc) * phase
 
 
 # -- demucs ------------------------------------------------------------------------------------------------------
@@ -436,8 +475,9 @@ class _Demucs(_SecondsWindow):
         self.sr = int(model.samplerate)
         self.channels = int(getattr(model, "audio_channels", 2))
         self._order = [list(model.sources).index(s) for s in BACKENDS["demucs"]]
+        self.watch = CancelHooks([self.model])
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         import torch
         from demucs.apply import apply_model
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import tempfile
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import Audio, AudioFile, _reason
-from ._files import umask
+from ._files import AtomicFile, check_output
 from .errors import NeuroMVError, OutputError, ParameterError
 
 __all__ = ["VideoWriter", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
@@ -42,34 +41,15 @@ _AUDIO_BLOCK = 1 << 14
 def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite: bool = False) -> Path:
     """Check that a video can be written at ``path`` without harming anything; return it as a Path.
 
+    :func:`neuromv._files.check_output` with the video containers' extensions (:data:`CONTAINERS`).
+
     Raises
     ------
     OutputError
-        ``path`` is a directory, has an unsupported extension, is in a folder that does not exist, is one of
-        ``inputs``, or exists and ``overwrite`` is false.
+        ``path`` is a directory, has an unsupported extension, is in a folder that does not exist or cannot be
+        written, is one of ``inputs``, or exists and ``overwrite`` is false.
     """
-    raw = os.fspath(path)
-    out = Path(raw)
-    if raw.endswith(os.sep) or out.is_dir():
-        raise OutputError(f"{out}: is a directory; give a file name such as {out / 'video.mp4'}")
-    for src in inputs:
-        if not isinstance(src, (str, os.PathLike)):
-            continue
-        src = Path(src)
-        same = out.resolve() == src.resolve()
-        if not same and out.exists() and src.exists():
-            same = os.path.samefile(out, src)
-        if same:
-            raise OutputError(f"{out}: is the input file; refusing to overwrite an input")
-    if out.suffix.lower() not in CONTAINERS:
-        raise OutputError(f"{out}: unsupported extension {out.suffix or '(none)'!r}; use one of "
-                          + ", ".join(CONTAINERS))
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{out}: folder {parent} does not exist")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
-    return out
+    return check_output(path, inputs=inputs, overwrite=overwrite, kind="video", suffixes=tuple(CONTAINERS))
 
 
 def check_codec(codec: str, width: int, height: int) -> str:
@@ -138,7 +118,8 @@ class VideoWriter:
     preset : str
         x264 preset (speed against size), one of :data:`X264_PRESETS`.
     overwrite : bool
-        Replace an existing file at ``path``.
+        Replace an existing file at ``path``. Without it, the finished file is hard-linked into place, so a file
+        that another writer made meanwhile is never replaced (:class:`~neuromv.errors.OutputError` instead).
     inputs : tuple of paths
         Files that must never be overwritten (the song, the image...).
     queue_size : int
@@ -181,10 +162,8 @@ class VideoWriter:
         self._error: BaseException | None = None
         self._closed = False
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent or ".")
-        os.close(fd)
-        self._tmp = Path(tmp)
-        os.chmod(self._tmp, 0o666 & ~umask())  # mkstemp makes it 0600; a video gets the usual permissions
+        self._file = AtomicFile(self.path, overwrite=overwrite)  # put in place by close(): see neuromv._files
+        self._tmp = self._file.tmp
         try:
             fmt = CONTAINERS[self.path.suffix.lower()]
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
@@ -259,7 +238,7 @@ class VideoWriter:
             if self.frames_written == 0:
                 raise OutputError(f"{self.path}: no frames were written")
             self._container.close()
-            os.replace(self._tmp, self.path)
+            self._file.commit()  # without overwrite: OutputError if another writer made the file meanwhile
         except BaseException:
             self._cleanup()
             raise
@@ -311,10 +290,7 @@ class VideoWriter:
                 container.close()
             except Exception:  # the partial file is deleted anyway
                 pass
-        try:
-            self._tmp.unlink()
-        except FileNotFoundError:
-            pass
+        self._file.discard()
 
     def _run(self) -> None:
         import av
