@@ -38,6 +38,60 @@
 #include <immintrin.h>
 #endif
 
+#include <math.h>
+
+namespace {
+
+// The int16 path's tanh (path 3, tanh16 in _kernel_body.h): for Z = 0..32767 (Z = 6144 x), segment Z >> 9 of 64
+// holds a quadratic in t = Z mod 512: Y = c0 + hi(t' (c1 - hi(t' c2))) with t' = t << 7 and hi(a b) = a b >> 16
+// (unsigned 16-bit), Y in units of 1/8 level, so that Y >> 3 = round(8191 tanh(Z / 6144)). Coefficients
+// c0[64], c1[64], c2[64]: a least-squares fit per segment, rounded, with c0 then set so that the integer evaluation's
+// errors over the segment are centred. Made once (a thread-safe static).
+struct Tanh16Table {
+    uint16_t c[192];
+    Tanh16Table() {
+        for (int s = 0; s < 64; s++) {
+            double m[3][4] = {};  // normal equations of Y ~ a + b u + c u^2, u = t / 512
+            for (int t = 0; t < 512; t++) {
+                const double u = t / 512.0, v[3] = {1.0, u, u * u};
+                const double target = 8.0 * 8191.0 * tanh((512 * s + t) / 6144.0) + 4.0;
+                for (int i = 0; i < 3; i++) {
+                    for (int k = 0; k < 3; k++) m[i][k] += v[i] * v[k];
+                    m[i][3] += v[i] * target;
+                }
+            }
+            for (int i = 0; i < 3; i++)  // Gauss-Jordan (the matrix is positive definite)
+                for (int r = 0; r < 3; r++) {
+                    if (r == i) continue;
+                    const double f = m[r][i] / m[i][i];
+                    for (int k = 0; k < 4; k++) m[r][k] -= f * m[i][k];
+                }
+            const double a = m[0][3] / m[0][0], b = m[1][3] / m[1][1], q = m[2][3] / m[2][2];
+            const long c1 = lround(b), c2 = q < 0 ? lround(-q) : 0;
+            long lo = 1L << 30, hi = -(1L << 30);  // the integer evaluation's error range with c0 = 0
+            for (int t = 0; t < 512; t++) {
+                const long tt = (long)t << 7;
+                const long y = (tt * (c1 - ((tt * c2) >> 16))) >> 16;
+                const long e = y - lround(8.0 * 8191.0 * tanh((512 * s + t) / 6144.0) + 4.0);
+                lo = e < lo ? e : lo;
+                hi = e > hi ? e : hi;
+            }
+            (void)a;
+            long c0 = -(lo + hi) / 2;
+            c[s] = (uint16_t)(c0 < 0 ? 0 : c0 > 65535 ? 65535 : c0);
+            c[64 + s] = (uint16_t)c1;
+            c[128 + s] = (uint16_t)c2;
+        }
+    }
+};
+
+const uint16_t *tanh16_coefficients() {
+    static const Tanh16Table table;
+    return table.c;
+}
+
+}  // namespace
+
 namespace portable {
 #define NEUROMV_ISA 0
 #include "_kernel_body.h"
@@ -120,16 +174,16 @@ int neuromv_kernel_paths(void) {
 // are left. mode 0: RGB, mode 1: I420 (width and height even). color: the [3][4] affine colour map, or nullptr for
 // none. Returns 0; -1 if `hidden` has no compiled kernel or the arguments are impossible; -2 if this CPU cannot run
 // `path` (nothing is done then).
-// (Named ...3 since the path argument came: a stale build of an older signature is not found, and the renderer
+// (Named ...4 since path 3's int16 data changed: a stale build of an older layout is not found, and the renderer
 // falls back to its torch path instead of calling it with the wrong arguments.)
-int neuromv_render3(int path, int hidden, const float *ct, const float *W0, const float *c0, const float *Ws,
+int neuromv_render4(int path, int hidden, const float *ct, const float *W0, const float *c0, const float *Ws,
                     const uint32_t *Wq, const float *Wd, const float *bs, int L, const float *Wo, const float *bo, const float *color,
                     uint8_t *out, int mode, long width, long height, long *next, long chunk) {
     if (path < 0 || path > 3 || !(neuromv_kernel_paths() & (1 << path))) return -2;
     if (chunk < 1) chunk = 1;
     if (width < 1 || height < 1 || L < 0 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2)))
         return -1;
-    if (path == 3 && L > 0 && (!Wq || !Wd)) return -1;
+    if (path == 3 && (!Wq || !Wd)) return -1;
     switch (path) {
 #ifdef NEUROMV_X86
         case 3: return avx512vnni::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width,
@@ -142,6 +196,17 @@ int neuromv_render3(int path, int hidden, const float *ct, const float *W0, cons
         default: return portable::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width,
                                          height, next, chunk);
     }
+}
+
+// The int16 path's tanh on n values of Z (int16, -32767..32767): out[i] = 8191 tanh(z[i] / 6144), rounded as the
+// kernel does (to test it). Returns 0, or -2 (nothing done) if this CPU cannot run path 3.
+int neuromv_tanh16(const int16_t *z, int16_t *out, long n) {
+    if (!(neuromv_kernel_paths() & 8)) return -2;
+#ifdef NEUROMV_X86
+    avx512vnni::tanh16_many(z, out, n);
+#endif
+    (void)z; (void)out; (void)n;
+    return 0;
 }
 
 }  // extern "C"
