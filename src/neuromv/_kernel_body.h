@@ -195,6 +195,25 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
         const long row0 = 2 * (t / per_row), col0 = 8 * (t % per_row);
         const int cols = width - col0 < 8 ? (int)(width - col0) : 8, rows = height - row0 < 2 ? 1 : 2;
         if (mode == 0) {
+#if NEUROMV_ISA >= 2
+            if (cols == 8 && rows == 2) {  // a whole tile: 2 rows of 24 bytes from one register
+                __m512i c[3];
+                for (int k = 0; k < 3; k++) {
+                    vf v = rgb[k] + 0.5f;  // as below: round, clamp to [0, 255]
+                    v = v < 0.0f ? splat(0.0f) : v;
+                    v = v > 255.0f ? splat(255.0f) : v;
+                    c[k] = _mm512_cvttps_epi32((__m512)v);
+                }
+                // lane p: r | g << 8 | b << 16, then 3 bytes a pixel, pixels in order: row 0 in bytes 0-23, row 1 in 24-47
+                __m512i px = _mm512_ternarylogic_epi32(c[0], _mm512_slli_epi32(c[1], 8), _mm512_slli_epi32(c[2], 16), 0xFE);
+                px = _mm512_shuffle_epi8(px, _mm512_set4_epi32(-1, 0x0E0D0C0A, 0x09080605, 0x04020100));
+                px = _mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 14, 13, 12, 10, 9, 8, 6, 5, 4, 2, 1, 0), px);
+                uint8_t *o = out + (row0 * width + col0) * 3;
+                _mm512_mask_storeu_epi8(o, (__mmask64)0xFFFFFF, px);
+                _mm512_mask_storeu_epi8(o + width * 3 - 24, (__mmask64)0xFFFFFF000000, px);
+                continue;
+            }
+#endif
             for (int p = 0; p < P; p++) {
                 if (p % 8 >= cols || p / 8 >= rows) continue;
                 uint8_t *o = out + ((row0 + p / 8) * width + col0 + p % 8) * 3;
@@ -210,6 +229,30 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
         vf luma = 0.2126f * rgb[0] + 0.7152f * rgb[1] + 0.0722f * rgb[2];
         vf yv = ky * luma + 16.5f;
         vf cb = kb * (rgb[2] - luma), cr = kr * (rgb[0] - luma);
+#if NEUROMV_ISA >= 2
+        if (cols == 8 && rows == 2) {  // a whole tile: 2 rows of 8 luma bytes, 4 bytes of each chroma plane
+            vf v = yv < 16.0f ? splat(16.0f) : yv;
+            v = v > 235.0f ? splat(235.0f) : v;
+            const __m128i luma = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)v));
+            _mm_storel_epi64((__m128i *)(out + row0 * width + col0), luma);
+            _mm_storel_epi64((__m128i *)(out + (row0 + 1) * width + col0), _mm_unpackhi_epi64(luma, luma));
+            const long cw = width / 2, plane = width * height;
+            const long at = plane + (row0 / 2) * cw + col0 / 2;
+            vf chroma[2] = {cb, cr};
+            for (int k = 0; k < 2; k++) {
+                const __m512 c = (__m512)chroma[k];
+                const __m512 rows2 = _mm512_add_ps(c, _mm512_shuffle_f32x4(c, c, 0x4E));  // lane a: c[a] + c[a + 8]
+                vf m = (vf)_mm512_add_ps(rows2, _mm512_permute_ps(rows2, 0xB1)) * 0.25f + 128.5f;  // even lanes
+                m = m < 16.0f ? splat(16.0f) : m;
+                m = m > 240.0f ? splat(240.0f) : m;
+                const __m128i b = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)m)),
+                                                   _mm_set_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 6, 4, 2, 0));
+                const int four = _mm_cvtsi128_si32(b);
+                __builtin_memcpy(out + at + k * (plane / 4), &four, 4);
+            }
+            continue;
+        }
+#endif
         for (int p = 0; p < P; p++) {
             if (p % 8 >= cols || p / 8 >= rows) continue;
             float v = yv[p];
