@@ -9,9 +9,12 @@
 //   path 0: portable (generic vectors; any CPU, ARM64 included), float32
 //   path 1: AVX2 + FMA, float32                      (x86-64 only)
 //   path 2: AVX-512 F/BW/DQ/VL, float32             (x86-64 only)
-//   path 3: AVX-512 + VNNI: the hidden-to-hidden products in 16-bit fixed point, summed exactly in int32
-//           (vpdpwssd: two products a lane per instruction), the reduced precision 'int16'; layer 1's sums, the
-//           last hidden layer's activations, the output layer and the colour work stay float32.
+//   path 3: AVX-512 + VNNI, the reduced precision 'int16': activations in 16-bit fixed point (8191 for 1), 32 lanes
+//           a register; the hidden and output layers' products summed exactly in int32 (vpdpwssd: two products a
+//           lane per instruction); each hidden sum, shifted right by its row's shift, is the pre-activation x as
+//           Z = round(6144 x) (int16, saturated), and tanh is a 64-segment quadratic in 16-bit arithmetic
+//           (vpermt2w picks the coefficients, vpmulhuw multiplies), within one level of round(8191 tanh(x)).
+//           Layer 1's sums (3 inputs) and the output layer's logits and colour work are float32.
 // The base flags carry no -march: only the functions of paths 1-3 use the wider instructions. Non-x86 builds (and
 // -DNEUROMV_PORTABLE_ONLY, which checks that) have path 0 alone: no x86 intrinsic is outside the x86 guard.
 //
@@ -19,10 +22,12 @@
 // t / tiles_per_row; partial tiles at the right and bottom edges are computed but not written.
 // Layout: ct [n_tiles][3][16] holds the pixel coordinates (x, y, r) per tile; W0 [H][3] is layer 0's coordinate
 // part and c0 [H] the frame's bias (layer 0's bias plus its z part); Ws [L][H][H] and bs [L][H] the
-// hidden-to-hidden layers (row j = output j); Wq and Wd (path 3, else unused) the same weights as int16 pairs
-// [L][H][H / 2] (uint32: q[j][2p] in the low 16 bits, q[j][2p + 1] in the high 16 bits, q[j] = round(s_j W[j]))
-// and Wd [L][H] = 1 / (8191 s_j), where 8191 stands for an activation of 1 and s_j keeps every int32 sum in range
-// (neuromv.renderer makes them); Wo [3][H] and bo [3] the output layer.
+// hidden-to-hidden layers (row j = output j); Wo [3][H] and bo [3] the output layer. Path 3 (else unused): Wq, the
+// int16 data as uint32: the hidden weights as int16 pairs [L][H][H / 2] (q[j][2p] in the low 16 bits, q[j][2p + 1]
+// in the high), then the int32 biases B [L][H], then the shifts sh [L][H], then the output weights as pairs
+// [3][H / 2]; unit j's pre-activation is Z = (B_j + sum_k q_jk a_k) >> sh_j with the activations a_k in 8191 for 1;
+// Wd [3]: channel c's logit is its int32 sum times Wd[c] plus bo[c] (neuromv.renderer makes them and keeps every
+// sum within int32).
 // Colour (optional, nullptr for none): color [3][4] is an affine map A of RGB in [0, 1], c -> clamp(A[:, :3] c +
 // A[:, 3], 0, 1), applied to each pixel's colour before it is written (9 FMAs and a clamp per 16 pixels; without
 // it the kernel is compiled without the step, a template parameter).

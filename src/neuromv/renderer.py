@@ -16,8 +16,8 @@ How it is fast, while computing the same function as :meth:`neuromv.cppn.CPPN.fo
    the encoder's format (:meth:`Renderer.render_yuv420`). Abstract CPPNs with hidden 8, 16, 24, 32, 48 or 64;
    other CPPNs use the tiles of point 3. One build carries an AVX-512, an AVX2 and a portable path and uses the
    best that the CPU runs (:func:`kernel_isas`; ``NEUROMV_KERNEL_ISA`` forces one). Where the CPU has AVX512-VNNI,
-   ``precision='int16'`` (or ``'auto'``) runs the hidden layers in 16-bit fixed point with exact 32-bit integer
-   sums, faster, within 2 levels of the float32 path on >= 99.9 % of values (:func:`kernel_precisions`).
+   ``precision='int16'`` (or ``'auto'``) runs the activations in 16-bit fixed point (exact 32-bit integer sums,
+   a 16-bit tanh), faster, within 2 levels of the float32 path on >= 99.9 % of values (:func:`kernel_precisions`).
 
 On a GPU (``method='dense'``) batches of frames go through together in large chunks; :meth:`Renderer.frames`
 double-buffers them and overlaps the copies to the host with the caller's encoding (docs/performance.md).
@@ -250,8 +250,8 @@ class Renderer:
         no cost.
     precision : {'float32', 'auto', 'int16'}
         Arithmetic of the compiled kernel (see :func:`resolve_precision`). ``'float32'``: exact (within the
-        kernel's tanh, at most 1 level from the reference). ``'int16'``: the hidden-to-hidden products in 16-bit
-        fixed point, summed exactly in int32 (needs the kernel's ``avx512vnni`` path; deterministic, and within 2
+        kernel's tanh, at most 1 level from the reference). ``'int16'``: the activations in 16-bit fixed point, the
+        hidden and output layers' products summed exactly in int32 (needs the kernel's ``avx512vnni`` path; deterministic, and within 2
         levels of float32 on >= 99.9 % of values); ``'auto'``: ``'int16'`` where the kernel renders this CPPN
         and the CPU has that path, else ``'float32'``. The torch methods are always float32.
 
