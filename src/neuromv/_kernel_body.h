@@ -128,7 +128,7 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
         const vf_unaligned *xyr = (const vf_unaligned *)(ct + t * 3 * P);
         const vf x = xyr[0], y = xyr[1], r = xyr[2];
 #if NEUROMV_ISA == 3
-        (void)h; (void)g;
+        (void)h; (void)g; (void)Wo;
         __m512i *in = pairs[0], *next = pairs[1];
         for (int j = 0; j < H; j += 2) {
             const __m512i za = z_of(W0k[3 * j] * x + W0k[3 * j + 1] * y + W0k[3 * j + 2] * r + c0k[j]);
