@@ -4,7 +4,7 @@
 // is missing, the renderer falls back to its torch path.
 //
 // One build carries several paths, compiled from _kernel_body.h with different instruction sets, and the caller
-// picks one that this CPU runs (neuromv_kernel_paths checks the CPU's features, and neuromv_render3 refuses a path
+// picks one that this CPU runs (neuromv_kernel_paths checks the CPU's features, and neuromv_render4 refuses a path
 // it lacks, so no build can die of an illegal instruction):
 //   path 0: portable (generic vectors; any CPU, ARM64 included), float32
 //   path 1: AVX2 + FMA, float32                      (x86-64 only)
