@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -96,3 +99,17 @@ def test_int16_frames_do_not_depend_on_threads_or_tiling_and_i420_follows_rgb():
     assert np.array_equal(one.render_yuv420(z), Renderer(net, 130, 38, precision="int16", threads=3).render_yuv420(z))
     # and it is not the float32 frame (the path really changed)
     assert not np.array_equal(frames[0], Renderer(net, 130, 38, precision="float32").render(z))
+
+
+@needs_int16
+def test_int16_tanh_is_within_one_level_of_the_rounded_tanh():
+    # the int16 path's activation function on every pre-activation it can see: Z = round(6144 x), |Z| <= 32767
+    lib = ctypes.CDLL(importlib.util.find_spec("neuromv._kernel").origin)
+    z = np.arange(-32767, 32768, dtype=np.int16)
+    out = np.zeros_like(z)
+    assert lib.neuromv_tanh16(z.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
+                              ctypes.c_long(len(z))) == 0
+    exact = 8191 * np.tanh(z / 6144.0)
+    assert np.abs(out - np.round(exact)).max() <= 1
+    assert np.abs(out - exact).max() < 0.75 and np.mean(out == np.round(exact)) > 0.9
+    assert np.array_equal(out[::-1], -out) and out.max() == 8191  # odd, and reaches 1 (never beyond)

@@ -4,14 +4,17 @@
 // is missing, the renderer falls back to its torch path.
 //
 // One build carries several paths, compiled from _kernel_body.h with different instruction sets, and the caller
-// picks one that this CPU runs (neuromv_kernel_paths checks the CPU's features, and neuromv_render3 refuses a path
+// picks one that this CPU runs (neuromv_kernel_paths checks the CPU's features, and neuromv_render4 refuses a path
 // it lacks, so no build can die of an illegal instruction):
 //   path 0: portable (generic vectors; any CPU, ARM64 included), float32
 //   path 1: AVX2 + FMA, float32                      (x86-64 only)
 //   path 2: AVX-512 F/BW/DQ/VL, float32             (x86-64 only)
-//   path 3: AVX-512 + VNNI: the hidden-to-hidden products in 16-bit fixed point, summed exactly in int32
-//           (vpdpwssd: two products a lane per instruction), the reduced precision 'int16'; layer 1's sums, the
-//           last hidden layer's activations, the output layer and the colour work stay float32.
+//   path 3: AVX-512 + VNNI, the reduced precision 'int16': activations in 16-bit fixed point (8191 for 1), 32 lanes
+//           a register; the hidden and output layers' products summed exactly in int32 (vpdpwssd: two products a
+//           lane per instruction); each hidden sum, shifted right by its row's shift, is the pre-activation x as
+//           Z = round(6144 x) (int16, saturated), and tanh is a 64-segment quadratic in 16-bit arithmetic
+//           (vpermt2w picks the coefficients, vpmulhuw multiplies), within one level of round(8191 tanh(x)).
+//           Layer 1's sums (3 inputs) and the output layer's logits and colour work are float32.
 // The base flags carry no -march: only the functions of paths 1-3 use the wider instructions. Non-x86 builds (and
 // -DNEUROMV_PORTABLE_ONLY, which checks that) have path 0 alone: no x86 intrinsic is outside the x86 guard.
 //
@@ -19,10 +22,12 @@
 // t / tiles_per_row; partial tiles at the right and bottom edges are computed but not written.
 // Layout: ct [n_tiles][3][16] holds the pixel coordinates (x, y, r) per tile; W0 [H][3] is layer 0's coordinate
 // part and c0 [H] the frame's bias (layer 0's bias plus its z part); Ws [L][H][H] and bs [L][H] the
-// hidden-to-hidden layers (row j = output j); Wq and Wd (path 3, else unused) the same weights as int16 pairs
-// [L][H][H / 2] (uint32: q[j][2p] in the low 16 bits, q[j][2p + 1] in the high 16 bits, q[j] = round(s_j W[j]))
-// and Wd [L][H] = 1 / (8191 s_j), where 8191 stands for an activation of 1 and s_j keeps every int32 sum in range
-// (neuromv.renderer makes them); Wo [3][H] and bo [3] the output layer.
+// hidden-to-hidden layers (row j = output j); Wo [3][H] and bo [3] the output layer. Path 3 (else unused): Wq, the
+// int16 data as uint32: the hidden weights as int16 pairs [L][H][H / 2] (q[j][2p] in the low 16 bits, q[j][2p + 1]
+// in the high), then the int32 biases B [L][H], then the shifts sh [L][H], then the output weights as pairs
+// [3][H / 2]; unit j's pre-activation is Z = (B_j + sum_k q_jk a_k) >> sh_j with the activations a_k in 8191 for 1;
+// Wd [3]: channel c's logit is its int32 sum times Wd[c] plus bo[c] (neuromv.renderer makes them and keeps every
+// sum within int32).
 // Colour (optional, nullptr for none): color [3][4] is an affine map A of RGB in [0, 1], c -> clamp(A[:, :3] c +
 // A[:, 3], 0, 1), applied to each pixel's colour before it is written (9 FMAs and a clamp per 16 pixels; without
 // it the kernel is compiled without the step, a template parameter).
@@ -37,6 +42,60 @@
 #define NEUROMV_X86 1
 #include <immintrin.h>
 #endif
+
+#include <math.h>
+
+namespace {
+
+// The int16 path's tanh (path 3, tanh16 in _kernel_body.h): for Z = 0..32767 (Z = 6144 x), segment Z >> 9 of 64
+// holds a quadratic in t = Z mod 512: Y = c0 + hi(t' (c1 - hi(t' c2))) with t' = t << 7 and hi(a b) = a b >> 16
+// (unsigned 16-bit), Y in units of 1/8 level, so that Y >> 3 = round(8191 tanh(Z / 6144)). Coefficients
+// c0[64], c1[64], c2[64]: a least-squares fit per segment, rounded, with c0 then set so that the integer evaluation's
+// errors over the segment are centred. Made once (a thread-safe static).
+struct Tanh16Table {
+    uint16_t c[192];
+    Tanh16Table() {
+        for (int s = 0; s < 64; s++) {
+            double m[3][4] = {};  // normal equations of Y ~ a + b u + c u^2, u = t / 512
+            for (int t = 0; t < 512; t++) {
+                const double u = t / 512.0, v[3] = {1.0, u, u * u};
+                const double target = 8.0 * 8191.0 * tanh((512 * s + t) / 6144.0) + 4.0;
+                for (int i = 0; i < 3; i++) {
+                    for (int k = 0; k < 3; k++) m[i][k] += v[i] * v[k];
+                    m[i][3] += v[i] * target;
+                }
+            }
+            for (int i = 0; i < 3; i++)  // Gauss-Jordan (the matrix is positive definite)
+                for (int r = 0; r < 3; r++) {
+                    if (r == i) continue;
+                    const double f = m[r][i] / m[i][i];
+                    for (int k = 0; k < 4; k++) m[r][k] -= f * m[i][k];
+                }
+            const double a = m[0][3] / m[0][0], b = m[1][3] / m[1][1], q = m[2][3] / m[2][2];
+            const long c1 = lround(b), c2 = q < 0 ? lround(-q) : 0;
+            long lo = 1L << 30, hi = -(1L << 30);  // the integer evaluation's error range with c0 = 0
+            for (int t = 0; t < 512; t++) {
+                const long tt = (long)t << 7;
+                const long y = (tt * (c1 - ((tt * c2) >> 16))) >> 16;
+                const long e = y - lround(8.0 * 8191.0 * tanh((512 * s + t) / 6144.0) + 4.0);
+                lo = e < lo ? e : lo;
+                hi = e > hi ? e : hi;
+            }
+            (void)a;
+            long c0 = -(lo + hi) / 2;
+            c[s] = (uint16_t)(c0 < 0 ? 0 : c0 > 65535 ? 65535 : c0);
+            c[64 + s] = (uint16_t)c1;
+            c[128 + s] = (uint16_t)c2;
+        }
+    }
+};
+
+const uint16_t *tanh16_coefficients() {
+    static const Tanh16Table table;
+    return table.c;
+}
+
+}  // namespace
 
 namespace portable {
 #define NEUROMV_ISA 0
@@ -120,16 +179,16 @@ int neuromv_kernel_paths(void) {
 // are left. mode 0: RGB, mode 1: I420 (width and height even). color: the [3][4] affine colour map, or nullptr for
 // none. Returns 0; -1 if `hidden` has no compiled kernel or the arguments are impossible; -2 if this CPU cannot run
 // `path` (nothing is done then).
-// (Named ...3 since the path argument came: a stale build of an older signature is not found, and the renderer
+// (Named ...4 since path 3's int16 data changed: a stale build of an older layout is not found, and the renderer
 // falls back to its torch path instead of calling it with the wrong arguments.)
-int neuromv_render3(int path, int hidden, const float *ct, const float *W0, const float *c0, const float *Ws,
+int neuromv_render4(int path, int hidden, const float *ct, const float *W0, const float *c0, const float *Ws,
                     const uint32_t *Wq, const float *Wd, const float *bs, int L, const float *Wo, const float *bo, const float *color,
                     uint8_t *out, int mode, long width, long height, long *next, long chunk) {
     if (path < 0 || path > 3 || !(neuromv_kernel_paths() & (1 << path))) return -2;
     if (chunk < 1) chunk = 1;
     if (width < 1 || height < 1 || L < 0 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2)))
         return -1;
-    if (path == 3 && L > 0 && (!Wq || !Wd)) return -1;
+    if (path == 3 && (!Wq || !Wd)) return -1;
     switch (path) {
 #ifdef NEUROMV_X86
         case 3: return avx512vnni::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width,
@@ -142,6 +201,17 @@ int neuromv_render3(int path, int hidden, const float *ct, const float *W0, cons
         default: return portable::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width,
                                          height, next, chunk);
     }
+}
+
+// The int16 path's tanh on n values of Z (int16, -32767..32767): out[i] = 8191 tanh(z[i] / 6144), rounded as the
+// kernel does (to test it). Returns 0, or -2 (nothing done) if this CPU cannot run path 3.
+int neuromv_tanh16(const int16_t *z, int16_t *out, long n) {
+    if (!(neuromv_kernel_paths() & 8)) return -2;
+#ifdef NEUROMV_X86
+    avx512vnni::tanh16_many(z, out, n);
+#endif
+    (void)z; (void)out; (void)n;
+    return 0;
 }
 
 }  // extern "C"

@@ -31,28 +31,64 @@ inline vf vtanh(vf x) {
 }
 
 #if NEUROMV_ISA == 3
-// The reduced path: activations in [-1, 1] as 16-bit fixed point with ACT_ONE for 1 (error < 6.2e-5), hidden
-// weights as int16 with a scale per output (see neuromv.renderer), products summed exactly in int32 (vpdpwssd).
-constexpr float ACT_ONE = 8191.0f;
+// The reduced path: activations in [-1, 1] as 16-bit fixed point with ACT_ONE for 1, 32 lanes a register; the
+// hidden and output layers' products summed exactly in int32 (vpdpwssd). A hidden unit's int32 sum, shifted right
+// by its row's shift, is its pre-activation x as Z = round(ZK x) (see _kernel.cpp), which tanh16 maps to the next
+// activation without leaving the 16-bit lanes.
+constexpr float ZK = 6144.0f;
 
-// ACT_ONE * tanh(x), order 7 as vtanh (the scale folded into the numerator's coefficients: no extra operation).
-inline vf vtanh_fixed(vf x) {
-    const vf lim = splat(4.97f);
-    x = x > lim ? lim : x;
-    x = x < -lim ? -lim : x;
-    vf x2 = x * x;
-    constexpr float s = ACT_ONE;
-    vf p = ((s * x2 + s * 378.0f) * x2 + s * 17325.0f) * x2 + s * 135135.0f;
-    vf q = ((28.0f * x2 + 3150.0f) * x2 + 62370.0f) * x2 + 135135.0f;
-    return x * p * reciprocal(q);
+struct Tanh16 {
+    __m512i c0[2], c1[2], c2[2];  // the 64 segments' coefficients, entries 0-31 and 32-63
+};
+
+inline Tanh16 load_tanh16() {
+    const uint16_t *t = tanh16_coefficients();
+    Tanh16 T;
+    for (int h = 0; h < 2; h++) {
+        T.c0[h] = _mm512_loadu_si512(t + 32 * h);
+        T.c1[h] = _mm512_loadu_si512(t + 64 + 32 * h);
+        T.c2[h] = _mm512_loadu_si512(t + 128 + 32 * h);
+    }
+    return T;
 }
 
-// Hidden units 2p and 2p + 1 of the 16 pixels (already times ACT_ONE) -> one register of int16 pairs: lane i
-// holds round(a[i]) in its low 16 bits and round(b[i]) in its high 16 bits, the layout vpdpwssd multiplies with a
-// weight pair (q[j][2p], q[j][2p + 1]).
-inline __m512i pack_pairs(vf a, vf b) {
-    const __m512i lo = _mm512_cvtps_epi32((__m512)a), hi = _mm512_slli_epi32(_mm512_cvtps_epi32((__m512)b), 16);
-    return _mm512_mask_blend_epi16((__mmask32)0xAAAAAAAAu, lo, hi);
+// 32 lanes of Z (int16, -32767..32767) -> round(ACT_ONE tanh(Z / ZK)) within one level: segment |Z| >> 9 of 64
+// picks a quadratic in the fraction t = (|Z| mod 512) / 512, evaluated in unsigned 16-bit arithmetic (units of
+// 1/8 level, truncating high products whose bias the coefficients absorb), then the sign is put back.
+inline __m512i tanh16(__m512i z, const Tanh16 &T) {
+    const __m512i a = _mm512_abs_epi16(z);
+    const __m512i seg = _mm512_srli_epi16(a, 9), t = _mm512_slli_epi16(a, 7);
+    const __m512i c0 = _mm512_permutex2var_epi16(T.c0[0], seg, T.c0[1]);
+    const __m512i c1 = _mm512_permutex2var_epi16(T.c1[0], seg, T.c1[1]);
+    const __m512i c2 = _mm512_permutex2var_epi16(T.c2[0], seg, T.c2[1]);
+    __m512i y = _mm512_sub_epi16(c1, _mm512_mulhi_epu16(t, c2));
+    y = _mm512_srli_epi16(_mm512_adds_epu16(c0, _mm512_mulhi_epu16(t, y)), 3);
+    return _mm512_mask_sub_epi16(y, _mm512_movepi16_mask(z), _mm512_setzero_si512(), y);
+}
+
+// Two units' Z as int32 (16 pixels each) -> one register of int16 pairs, lane i = (a[i] low, b[i] high) saturated
+// to +-32767: the layout vpdpwssd multiplies with a weight pair (q[j][2p], q[j][2p + 1]).
+inline __m512i pair_z(__m512i a, __m512i b) {
+    // packs gives each 128-bit lane a0 a1 a2 a3 b0 b1 b2 b3; the byte shuffle interleaves them
+    const __m512i order = _mm512_set4_epi32(0x0F0E0706, 0x0D0C0504, 0x0B0A0302, 0x09080100);
+    const __m512i p = _mm512_max_epi16(_mm512_packs_epi32(a, b), _mm512_set1_epi16(-32767));
+    return _mm512_shuffle_epi8(p, order);
+}
+
+void tanh16_many(const int16_t *z, int16_t *out, long n) {
+    const Tanh16 T = load_tanh16();
+    for (long i = 0; i < n; i += 32) {
+        const __mmask32 m = n - i >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_epi16(out + i, m, tanh16(_mm512_maskz_loadu_epi16(m, z + i), T));
+    }
+}
+
+// Layer 1's pre-activation of 16 pixels (float, already times ZK) -> int32 Z, clamped first (no overflow, no NaN).
+inline __m512i z_of(vf x) {
+    const vf lim = splat(32767.0f);
+    x = x < lim ? x : lim;  // NaN -> lim
+    x = x > -lim ? x : -lim;
+    return _mm512_cvtps_epi32((__m512)x);
 }
 #endif
 
@@ -61,9 +97,8 @@ struct Colour {
     float m[3][3], o[3];
 };
 
-// Weights of one kernel call. Path 3 only: Wq, the hidden-to-hidden weights as int16 pairs [L][H][H / 2] (lane
-// (j, p) = q[j][2p] in the low 16 bits, q[j][2p + 1] in the high 16 bits), and Wd [L][H], the factor that turns
-// output j's int32 sum into float32 (1 / (ACT_ONE * its weights' scale)).
+// Weights of one kernel call. Path 3 only: Wq, the int16 data (see _kernel.cpp), and Wd [3], the factors that turn
+// the output layer's int32 sums into float32.
 struct Net {
     const float *W0, *c0, *Ws, *bs, *Wo, *bo;
     const uint32_t *Wq;
@@ -80,43 +115,50 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
     const float *W0 = net.W0, *c0 = net.c0, *Wo = net.Wo, *bo = net.bo;
     vf bufa[H], bufb[H];
 #if NEUROMV_ISA == 3
-    __m512i pairs[H / 2];  // the activations of the layer's input as int16 pairs
+    __m512i pairs[2][H / 2];  // a layer's input and output activations as int16 pairs
+    const Tanh16 T = load_tanh16();
+    float W0k[3 * H], c0k[H];  // layer 1 in Z's scale
+    for (int j = 0; j < 3 * H; j++) W0k[j] = ZK * W0[j];
+    for (int j = 0; j < H; j++) c0k[j] = ZK * c0[j];
+    const uint32_t *Qs = net.Wq, *Qo = net.Wq + (long)net.L * H * (H / 2 + 2);
+    const int32_t *Bs = (const int32_t *)(net.Wq + (long)net.L * H * (H / 2)), *Ss = Bs + (long)net.L * H;
 #endif
     for (long t = t0; t < t1; t++) {
         vf *h = bufa, *g = bufb;
         const vf_unaligned *xyr = (const vf_unaligned *)(ct + t * 3 * P);
         const vf x = xyr[0], y = xyr[1], r = xyr[2];
 #if NEUROMV_ISA == 3
-        if (net.L == 0) {  // layer 1 feeds the output layer: float32
-            for (int j = 0; j < H; j++) h[j] = vtanh(W0[3 * j] * x + W0[3 * j + 1] * y + W0[3 * j + 2] * r + c0[j]);
-        } else {
-            for (int j = 0; j < H; j += 2) {
-                vf a = vtanh_fixed(W0[3 * j] * x + W0[3 * j + 1] * y + W0[3 * j + 2] * r + c0[j]);
-                vf b = vtanh_fixed(W0[3 * j + 3] * x + W0[3 * j + 4] * y + W0[3 * j + 5] * r + c0[j + 1]);
-                pairs[j / 2] = pack_pairs(a, b);
-            }
+        (void)h; (void)g; (void)Wo;
+        __m512i *in = pairs[0], *next = pairs[1];
+        for (int j = 0; j < H; j += 2) {
+            const __m512i za = z_of(W0k[3 * j] * x + W0k[3 * j + 1] * y + W0k[3 * j + 2] * r + c0k[j]);
+            const __m512i zb = z_of(W0k[3 * j + 3] * x + W0k[3 * j + 4] * y + W0k[3 * j + 5] * r + c0k[j + 1]);
+            in[j / 2] = tanh16(pair_z(za, zb), T);
         }
         for (int l = 0; l < net.L; l++) {
-            const uint32_t *W = net.Wq + (long)l * H * (H / 2);
-            const float *b = net.bs + l * H, *d = net.Wd + l * H;
-            const bool last = l == net.L - 1;  // it feeds the float32 output layer: float32 tanh
+            const uint32_t *W = Qs + (long)l * H * (H / 2);
+            const int32_t *B = Bs + l * H, *S = Ss + l * H;
             for (int jb = 0; jb < H; jb += JB) {
                 __m512i acc[JB];
-                for (int i = 0; i < JB; i++) acc[i] = _mm512_setzero_si512();
+                for (int i = 0; i < JB; i++) acc[i] = _mm512_set1_epi32(B[jb + i]);
                 for (int k = 0; k < H / 2; k++) {
-                    const __m512i xk = pairs[k];
+                    const __m512i xk = in[k];
                     for (int i = 0; i < JB; i++)
                         acc[i] = _mm512_dpwssd_epi32(acc[i], xk, _mm512_set1_epi32((int)W[(jb + i) * (H / 2) + k]));
                 }
-                if (last)
-                    for (int i = 0; i < JB; i++) g[jb + i] = vtanh((vf)_mm512_cvtepi32_ps(acc[i]) * d[jb + i] + b[jb + i]);
-                else
-                    for (int i = 0; i < JB; i++)
-                        g[jb + i] = vtanh_fixed((vf)_mm512_cvtepi32_ps(acc[i]) * d[jb + i] + b[jb + i]);
+                for (int i = 0; i < JB; i += 2) {
+                    const __m512i za = _mm512_srav_epi32(acc[i], _mm512_set1_epi32(S[jb + i]));
+                    const __m512i zb = _mm512_srav_epi32(acc[i + 1], _mm512_set1_epi32(S[jb + i + 1]));
+                    next[(jb + i) / 2] = tanh16(pair_z(za, zb), T);
+                }
             }
-            if (!last)
-                for (int k = 0; k < H / 2; k++) pairs[k] = pack_pairs(g[2 * k], g[2 * k + 1]);
-            vf *tmp = h; h = g; g = tmp;
+            __m512i *tmp = in; in = next; next = tmp;
+        }
+        vf rgb[3];
+        for (int c = 0; c < 3; c++) {
+            __m512i acc = _mm512_setzero_si512();
+            for (int k = 0; k < H / 2; k++) acc = _mm512_dpwssd_epi32(acc, in[k], _mm512_set1_epi32((int)Qo[c * (H / 2) + k]));
+            rgb[c] = vtanh(((vf)_mm512_cvtepi32_ps(acc) * net.Wd[c] + bo[c]) * 0.5f) * 127.5f + 127.5f;
         }
 #else
         for (int j = 0; j < H; j++) h[j] = vtanh(W0[3 * j] * x + W0[3 * j + 1] * y + W0[3 * j + 2] * r + c0[j]);
@@ -133,13 +175,13 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
             }
             vf *tmp = h; h = g; g = tmp;
         }
-#endif
         vf rgb[3];
         for (int c = 0; c < 3; c++) {
             vf acc = splat(bo[c]);
             for (int k = 0; k < H; k++) acc += Wo[c * H + k] * h[k];
             rgb[c] = vtanh(acc * 0.5f) * 127.5f + 127.5f;  // 255 sigmoid(a) = 127.5 tanh(a / 2) + 127.5
         }
+#endif
         if (COLOUR) {  // c -> clamp(M c + 255 o, 0, 255)
             const vf lo = splat(0.0f), hi = splat(255.0f);
             vf mixed[3];
@@ -153,6 +195,25 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
         const long row0 = 2 * (t / per_row), col0 = 8 * (t % per_row);
         const int cols = width - col0 < 8 ? (int)(width - col0) : 8, rows = height - row0 < 2 ? 1 : 2;
         if (mode == 0) {
+#if NEUROMV_ISA >= 2
+            if (cols == 8 && rows == 2) {  // a whole tile: 2 rows of 24 bytes from one register
+                __m512i c[3];
+                for (int k = 0; k < 3; k++) {
+                    vf v = rgb[k] + 0.5f;  // as below: round, clamp to [0, 255]
+                    v = v < 0.0f ? splat(0.0f) : v;
+                    v = v > 255.0f ? splat(255.0f) : v;
+                    c[k] = _mm512_cvttps_epi32((__m512)v);
+                }
+                // lane p: r | g << 8 | b << 16, then 3 bytes a pixel, pixels in order: row 0 in bytes 0-23, row 1 in 24-47
+                __m512i px = _mm512_ternarylogic_epi32(c[0], _mm512_slli_epi32(c[1], 8), _mm512_slli_epi32(c[2], 16), 0xFE);
+                px = _mm512_shuffle_epi8(px, _mm512_set4_epi32(-1, 0x0E0D0C0A, 0x09080605, 0x04020100));
+                px = _mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 14, 13, 12, 10, 9, 8, 6, 5, 4, 2, 1, 0), px);
+                uint8_t *o = out + (row0 * width + col0) * 3;
+                _mm512_mask_storeu_epi8(o, (__mmask64)0xFFFFFF, px);
+                _mm512_mask_storeu_epi8(o + width * 3 - 24, (__mmask64)0xFFFFFF000000, px);
+                continue;
+            }
+#endif
             for (int p = 0; p < P; p++) {
                 if (p % 8 >= cols || p / 8 >= rows) continue;
                 uint8_t *o = out + ((row0 + p / 8) * width + col0 + p % 8) * 3;
@@ -168,6 +229,30 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
         vf luma = 0.2126f * rgb[0] + 0.7152f * rgb[1] + 0.0722f * rgb[2];
         vf yv = ky * luma + 16.5f;
         vf cb = kb * (rgb[2] - luma), cr = kr * (rgb[0] - luma);
+#if NEUROMV_ISA >= 2
+        if (cols == 8 && rows == 2) {  // a whole tile: 2 rows of 8 luma bytes, 4 bytes of each chroma plane
+            vf v = yv < 16.0f ? splat(16.0f) : yv;
+            v = v > 235.0f ? splat(235.0f) : v;
+            const __m128i luma = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)v));
+            _mm_storel_epi64((__m128i *)(out + row0 * width + col0), luma);
+            _mm_storel_epi64((__m128i *)(out + (row0 + 1) * width + col0), _mm_unpackhi_epi64(luma, luma));
+            const long cw = width / 2, plane = width * height;
+            const long at = plane + (row0 / 2) * cw + col0 / 2;
+            vf chroma[2] = {cb, cr};
+            for (int k = 0; k < 2; k++) {
+                const __m512 c = (__m512)chroma[k];
+                const __m512 rows2 = _mm512_add_ps(c, _mm512_shuffle_f32x4(c, c, 0x4E));  // lane a: c[a] + c[a + 8]
+                vf m = (vf)_mm512_add_ps(rows2, _mm512_permute_ps(rows2, 0xB1)) * 0.25f + 128.5f;  // even lanes
+                m = m < 16.0f ? splat(16.0f) : m;
+                m = m > 240.0f ? splat(240.0f) : m;
+                const __m128i b = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)m)),
+                                                   _mm_set_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 6, 4, 2, 0));
+                const int four = _mm_cvtsi128_si32(b);
+                __builtin_memcpy(out + at + k * (plane / 4), &four, 4);
+            }
+            continue;
+        }
+#endif
         for (int p = 0; p < P; p++) {
             if (p % 8 >= cols || p / 8 >= rows) continue;
             float v = yv[p];

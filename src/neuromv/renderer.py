@@ -16,8 +16,8 @@ How it is fast, while computing the same function as :meth:`neuromv.cppn.CPPN.fo
    the encoder's format (:meth:`Renderer.render_yuv420`). Abstract CPPNs with hidden 8, 16, 24, 32, 48 or 64;
    other CPPNs use the tiles of point 3. One build carries an AVX-512, an AVX2 and a portable path and uses the
    best that the CPU runs (:func:`kernel_isas`; ``NEUROMV_KERNEL_ISA`` forces one). Where the CPU has AVX512-VNNI,
-   ``precision='int16'`` (or ``'auto'``) runs the hidden layers in 16-bit fixed point with exact 32-bit integer
-   sums, faster, within 2 levels of the float32 path on >= 99.9 % of values (:func:`kernel_precisions`).
+   ``precision='int16'`` (or ``'auto'``) runs the activations in 16-bit fixed point (exact 32-bit integer sums,
+   a 16-bit tanh), faster, within 2 levels of the float32 path on >= 99.9 % of values (:func:`kernel_precisions`).
 
 On a GPU (``method='dense'``) batches of frames go through together in large chunks; :meth:`Renderer.frames`
 double-buffers them and overlaps the copies to the host with the caller's encoding (docs/performance.md).
@@ -250,8 +250,8 @@ class Renderer:
         no cost.
     precision : {'float32', 'auto', 'int16'}
         Arithmetic of the compiled kernel (see :func:`resolve_precision`). ``'float32'``: exact (within the
-        kernel's tanh, at most 1 level from the reference). ``'int16'``: the hidden-to-hidden products in 16-bit
-        fixed point, summed exactly in int32 (needs the kernel's ``avx512vnni`` path; deterministic, and within 2
+        kernel's tanh, at most 1 level from the reference). ``'int16'``: the activations in 16-bit fixed point, the
+        hidden and output layers' products summed exactly in int32 (needs the kernel's ``avx512vnni`` path; deterministic, and within 2
         levels of float32 on >= 99.9 % of values); ``'auto'``: ``'int16'`` where the kernel renders this CPPN
         and the CPU has that path, else ``'float32'``. The torch methods are always float32.
 
@@ -360,8 +360,9 @@ class Renderer:
         self._ws = f32(torch.stack([w for w, _ in mid])) if mid else np.zeros((0, hidden, hidden), np.float32)
         self._bs = f32(torch.stack([b for _, b in mid])) if mid else np.zeros((0, hidden), np.float32)
         self._wo, self._bo = f32(layers[-1][0]), f32(layers[-1][1])
-        # the int16 path's hidden weights: int16 pairs [L][H][H / 2] and the factors back to float32 [L][H]
-        self._wq, self._wd = _int16_pairs(self._ws) if self.precision == "int16" else (None, None)
+        # the int16 path's weights (int16 pairs, biases and shifts) and the output layer's factors back to float32
+        self._wq, self._wd = (_int16_weights(self._ws, self._bs, self._wo) if self.precision == "int16"
+                              else (None, None))
         self._n_tiles = n_tiles
         fp = ctypes.POINTER(ctypes.c_float)
         # the colour map, 12 floats row-major, or a null pointer: the kernel then compiles the step out
@@ -517,7 +518,7 @@ class Renderer:
                 ctypes.byref(counter), _KERNEL_CHUNK)
 
         def work(_: int) -> None:
-            if lib.neuromv_render3(*args) != 0:
+            if lib.neuromv_render4(*args) != 0:
                 raise RuntimeError(f"render kernel ({self.isa}) refused hidden {args[1]}, {self.width}x{self.height}")
 
         # ctypes releases the GIL for the call: the workers run in parallel, taking chunks of tiles as they go
@@ -726,7 +727,7 @@ def _kernel_lib() -> ctypes.CDLL | None:
         if spec is None or not spec.origin:
             return None
         lib = ctypes.CDLL(spec.origin)
-        fn = lib.neuromv_render3  # a build from before the path argument lacks it: the torch path then
+        fn = lib.neuromv_render4  # a build from before the path argument lacks it: the torch path then
         lib.neuromv_kernel_paths.restype = ctypes.c_int
         lib.neuromv_kernel_paths.argtypes = []
         block = ctypes.c_int.in_dll(lib, "neuromv_kernel_block").value
@@ -834,38 +835,60 @@ def _kernel_choice(precision: str) -> tuple[str, str]:
 
 
 #: The int16 path's fixed point: an activation of 1 is this integer (the kernel's ACT_ONE). 2^13 - 1 balances the
-#: activations' rounding (6e-5) against the room it leaves the weights (see :func:`_int16_pairs`).
+#: activations' rounding (6e-5) against the room it leaves the weights (see :func:`_int16_weights`).
 _ACT_ONE = 8191
-#: The largest int32 sum the int16 path allows, with a margin for activations that round up to ACT_ONE + 1.
-_SUM_LIMIT = 2**31 - 2**20
+#: The int16 path's pre-activations x are Z = round(_Z_ONE x) in int16 (|x| <= 5.33, where tanh rounds to 1).
+_Z_ONE = 6144
+#: The largest int32 sum the int16 path allows, with a margin for the rounding of the weights.
+_SUM_LIMIT = 2**31 - 2**24
 
 
-def _int16_pairs(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hidden weights for the kernel's int16 path.
+def _pairs(q: np.ndarray) -> np.ndarray:
+    """int16 values [..., 2n] -> uint32 [..., n]: element p = q[..., 2p] (low 16 bits) | q[..., 2p + 1] << 16."""
+    q = q.astype(np.int64) & 0xFFFF
+    return (q[..., 0::2] | (q[..., 1::2] << 16)).astype(np.uint32)
 
-    Output j's weights get the largest scale ``s_j`` that keeps them in int16 and every sum
-    ``sum_k q_jk a_k`` (``|a_k| <= ACT_ONE``) within int32: ``s_j = min(32767 / max_k |w_jk|, SUM_LIMIT /
-    (ACT_ONE * sum_k |w_jk|))``; ``q_jk = round(s_j w_jk)``. The float32 pre-activation is then ``sum * d_j + b_j``
-    with ``d_j = 1 / (ACT_ONE s_j)``.
+
+def _int16_weights(w: np.ndarray, b: np.ndarray, wo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of the kernel's int16 path (layout in src/neuromv/_kernel.cpp).
+
+    Hidden unit j's int32 sum ``B_j + sum_k q_jk a_k`` (activations ``|a_k| <= ACT_ONE``), shifted right by
+    ``sh_j``, is its pre-activation ``x`` as ``round(Z_ONE x)``: ``q_jk = round(w_jk f_j)``,
+    ``B_j = round(b_j Z_ONE 2^sh_j) + 2^(sh_j - 1)`` with ``f_j = Z_ONE 2^sh_j / ACT_ONE`` and the largest ``sh_j``
+    that keeps ``q`` within int16 and every sum within int32. The output layer's channel c: ``q_ck = round(s_c
+    wo_ck)`` with the largest such ``s_c``; its float32 logit is ``sum * d_c + bo_c``, ``d_c = 1 / (ACT_ONE s_c)``.
 
     Parameters
     ----------
     w : np.ndarray [shape=(L, H, H)]
         The hidden-to-hidden weights (row j: output j).
+    b : np.ndarray [shape=(L, H)]
+        Their biases.
+    wo : np.ndarray [shape=(3, H)]
+        The output layer's weights.
 
     Returns
     -------
-    q : np.ndarray [shape=(L, H, H // 2), dtype=uint32]
-        Element (l, j, p): ``q[l, j, 2p]`` in the low 16 bits (two's complement), ``q[l, j, 2p + 1]`` in the high.
-    d : np.ndarray [shape=(L, H), dtype=float32]
+    data : np.ndarray [shape=(L * H * (H // 2 + 2) + 3 * H // 2,), dtype=uint32]
+        The int16 pairs [L][H][H / 2], B [L][H] (int32), sh [L][H] (int32), the output pairs [3][H / 2].
+    d : np.ndarray [shape=(3,), dtype=float32]
     """
-    w = np.asarray(w, dtype=np.float64)
+    w, b, wo = (np.asarray(a, dtype=np.float64) for a in (w, b, wo))
+    total = np.abs(w).sum(axis=2)
     biggest = np.maximum(np.abs(w).max(axis=2), 1e-30)
-    total = np.maximum(np.abs(w).sum(axis=2), 1e-30)
-    scale = np.minimum(32767.0 / biggest, _SUM_LIMIT / (_ACT_ONE * total))
-    q = np.clip(np.round(w * scale[..., None]), -32767, 32767).astype(np.int64) & 0xFFFF
-    pairs = np.ascontiguousarray((q[..., 0::2] | (q[..., 1::2] << 16)).astype(np.uint32))
-    return pairs, np.ascontiguousarray(1.0 / (_ACT_ONE * scale), dtype=np.float32)
+    # f = Z_ONE 2^sh / ACT_ONE: |q| <= 32767 and |B| + (ACT_ONE + 1) (sum |q| + H / 2) <= SUM_LIMIT
+    room = _SUM_LIMIT / (_Z_ONE * (np.abs(b) + (_ACT_ONE + 1) / _ACT_ONE * total) + 1e-30)
+    room = np.minimum(room, 32767.0 * _ACT_ONE / (_Z_ONE * biggest))
+    sh = np.clip(np.floor(np.log2(np.maximum(room, 1e-300)) - 1e-9), 0, 30).astype(np.int64)
+    f = _Z_ONE * 2.0 ** sh / _ACT_ONE
+    q = np.clip(np.round(w * f[..., None]), -32767, 32767)
+    bias = np.clip(np.round(b * _Z_ONE * 2.0 ** sh) + np.where(sh > 0, 2.0 ** (sh - 1), 0), -2**30, 2**30)
+    scale = np.minimum(32767.0 / np.maximum(np.abs(wo).max(axis=1), 1e-30),
+                       _SUM_LIMIT / ((_ACT_ONE + 1) * np.maximum(np.abs(wo).sum(axis=1), 1e-30)))
+    qo = np.clip(np.round(wo * scale[:, None]), -32767, 32767)
+    data = np.concatenate([_pairs(q).ravel(), bias.astype(np.int32).view(np.uint32).ravel(),
+                           sh.astype(np.uint32).ravel(), _pairs(qo).ravel()])
+    return np.ascontiguousarray(data, dtype=np.uint32), np.ascontiguousarray(1.0 / (_ACT_ONE * scale), dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=1)
