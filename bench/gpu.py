@@ -141,9 +141,9 @@ def main(argv=None) -> int:
     for w, h in sizes:
         renderer = Renderer(net, w, h, device="cuda")
         if args.chunk:
-            renderer.dense_chunk = args.chunk
+            renderer.backend.chunk = args.chunk
         fast = neuromv_fps(renderer, zs, args.rounds)
-        batch, chunk = renderer.default_batch(), renderer.dense_chunk
+        batch, chunk = renderer.default_batch(), renderer.backend.chunk
         del renderer
         torch.cuda.empty_cache()
         naive = naive_fps(net, w, h, zs, args.rounds)

@@ -18,6 +18,7 @@ import neuromv.renderer as renderer
 from neuromv.cppn import CPPN
 from neuromv.errors import ParameterError
 from neuromv.renderer import Renderer, kernel_widths, reference_render, resolve_device
+from neuromv.renderer.dense import rgb_to_i420
 
 W, H = 37, 21  # odd sizes: chunks and rows never line up with anything
 HAS_CUDA = torch.cuda.is_available()
@@ -132,7 +133,7 @@ def test_render_batch_in_any_chunk_size(image, chunk):
     net = CPPN(8, 16, seed=3, image=image)
     zs = _zs(7, 8, 1.5, 6)
     r = Renderer(net, 13, 9, method="dense")
-    r.dense_chunk = chunk
+    r.backend.chunk = chunk
     _assert_matches_reference(r.render_batch(zs), net, zs, 13, 9)
 
 
@@ -224,10 +225,10 @@ def test_frames_wrong_z_shape_fails_at_the_call():
 
 
 class _Counting:
-    """Wraps Renderer._dense_batch: counts the batches launched and keeps weak references to their outputs."""
+    """Wraps a dense Renderer's backend.batch: counts the batches launched, keeps weak references to their outputs."""
 
     def __init__(self, r: Renderer) -> None:
-        self.inner, self.outputs = r._dense_batch, []
+        self.inner, self.outputs = r.backend.batch, []
 
     def __call__(self, zs):
         out = self.inner(zs)
@@ -240,7 +241,7 @@ class _Counting:
 
 def test_frames_launches_the_next_batch_before_handing_out_this_one():
     r = Renderer(CPPN(4, 8), 16, 9, method="dense")
-    r._dense_batch = counting = _Counting(r)
+    r.backend.batch = counting = _Counting(r)
     it = r.frames(_zs(10, 4), batch=BATCH)
     assert counting.outputs == []  # lazy: nothing before the first frame is asked for
     next(it)
@@ -256,7 +257,7 @@ def test_frames_launches_the_next_batch_before_handing_out_this_one():
 
 def test_frames_memory_is_bounded_whatever_the_length():
     r = Renderer(CPPN(4, 8), 16, 9, method="dense")
-    r._dense_batch = counting = _Counting(r)
+    r.backend.batch = counting = _Counting(r)
     most = 0
     n = 0
     for frame in r.frames(_zs(40, 4), batch=2):
@@ -309,7 +310,7 @@ def test_render_batch_colour_in_any_chunk_size(chunk):
     net = CPPN(8, 16, seed=15)
     zs = _zs(7, 8, 1.5, 7)
     r = Renderer(net, 13, 9, method="dense", pan=PAN, color=_colour())
-    r.dense_chunk = chunk
+    r.backend.chunk = chunk
     for frame, z in zip(r.render_batch(zs), zs):
         ref = reference_render(net, 13, 9, z, pan=PAN, color=_colour())
         assert np.abs(frame.astype(np.float64) / 255.0 - ref).max() <= 1.0 / 255.0
@@ -321,7 +322,8 @@ def test_yuv420_frames_carry_the_colour(image):
     zs = _zs(5, 8, 1.0, 8)
     r = Renderer(net, 38, 22, method="dense", pan=PAN, color=_colour(), centre=zs if image else None)
     yuv = np.stack(list(r.frames(zs, batch=2, yuv420=True)))
-    np.testing.assert_array_equal(yuv, r._i420(torch.from_numpy(r.render_batch(zs)).reshape(len(zs), -1, 3)).numpy())
+    rgb = torch.from_numpy(r.render_batch(zs)).reshape(len(zs), -1, 3)
+    np.testing.assert_array_equal(yuv, rgb_to_i420(rgb, r.height, r.width).numpy())
     grey = Renderer(net, 38, 22, method="dense", pan=PAN, color=renderer.color_matrix(saturation=0.0),
                     centre=zs if image else None)
     chroma = np.stack(list(grey.frames(zs, yuv420=True)))[:, 22:]
@@ -357,7 +359,8 @@ def test_cuda_pan_and_colour_match_cpu(image):
     frames = np.stack(list(gpu.frames(zs, batch=2)))
     assert _levels(frames, np.stack([cpu.render(z) for z in zs])) <= 1
     yuv = np.stack(list(gpu.frames(zs, batch=2, yuv420=True)))
-    np.testing.assert_array_equal(yuv, gpu._i420(torch.from_numpy(frames).reshape(len(zs), -1, 3).cuda()).cpu().numpy())
+    rgb = torch.from_numpy(frames).reshape(len(zs), -1, 3).cuda()
+    np.testing.assert_array_equal(yuv, rgb_to_i420(rgb, gpu.height, gpu.width).cpu().numpy())
 
 
 def _owner(frame: np.ndarray):

@@ -375,10 +375,10 @@ def test_a_kernel_build_without_the_colour_argument_is_not_used(monkeypatch):
     # a stale build exports only the old entry point: it must be ignored (torch path), never called wrongly
     import ctypes
 
-    import neuromv.renderer as renderer
+    from neuromv.renderer.kernel import kernel_library
 
     class Stale:
         neuromv_render = object()  # the old symbol only
 
     monkeypatch.setattr(ctypes, "CDLL", lambda path: Stale())
-    assert renderer._kernel_lib.__wrapped__() is None
+    assert kernel_library.__wrapped__() is None

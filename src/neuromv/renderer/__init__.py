@@ -1,0 +1,271 @@
+"""The fast renderer: a CPPN and a z per frame become RGB frames (uint8), at any resolution.
+
+:class:`Renderer` computes the same function as :meth:`neuromv.cppn.CPPN.forward` with one of three algorithms,
+each a backend behind one small interface (:class:`~neuromv.renderer.backend.Backend`):
+
+- ``'kernel'`` (:mod:`.kernel`): the compiled fused CPU kernel, the CPU default where it applies (abstract CPPNs,
+  hidden 8-64) and is installed; float32, or int16 where the CPU has AVX512-VNNI.
+- ``'tiled'`` (:mod:`.tiles`): torch on CPU in cache-sized tiles, sigmoid-only, one worker thread per core.
+- ``'dense'`` (:mod:`.dense`): batches of frames in large chunks, for GPUs; double-buffered frames, pinned copies,
+  I420 on the device.
+
+Every backend starts from a :class:`~neuromv.renderer.setup.RenderSetup`: the layers in float64, the first layer
+split into a per-resolution coordinate part and a per-frame z bias, and image mode's pulse and centring. The view
+can be panned over the pattern (``pan``, :func:`~neuromv.cppn.coordinate_grid`), and the final colours go through
+an optional affine colour map (``color``, from :func:`color_matrix`: hue, saturation, brightness, contrast) on
+every path; without one, no path does any work for it.
+
+Modules: :mod:`.device` (:func:`resolve_device`), :mod:`.color` (:func:`color_matrix`, :data:`LUMA`),
+:mod:`.setup` (:class:`RenderSetup`, :data:`CENTRE_FRAMES`), :mod:`.reference` (:func:`reference_render`),
+:mod:`.threads` (worker threads), and the backends above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ..cppn import CPPN, check_pan
+from ..errors import ParameterError
+from .backend import Backend
+from .color import LUMA, check_color, color_matrix  # noqa: F401 - LUMA: neuromv.renderer.LUMA
+from .dense import DENSE_CHUNK, DenseBackend  # noqa: F401 - DENSE_CHUNK: neuromv.renderer.DENSE_CHUNK
+from .device import resolve_device
+from .kernel import (ISA_ENV, KERNEL_ISAS, PRECISIONS, KernelBackend, kernel_choice, kernel_isas, kernel_precisions,
+                     kernel_widths, resolve_precision)
+from .reference import reference_render
+from .setup import CENTRE_FRAMES, RenderSetup  # noqa: F401 - neuromv.renderer.CENTRE_FRAMES (the page's)
+from .threads import available_cores
+from .tiles import DEFAULT_TILE, TiledBackend
+
+__all__ = ["Renderer", "reference_render", "resolve_device", "kernel_widths", "kernel_isas", "kernel_precisions",
+           "resolve_precision", "color_matrix", "KERNEL_ISAS", "PRECISIONS", "ISA_ENV"]
+
+#: :meth:`Renderer.frames` on a GPU: default batch of about this many pixel-frames, and at most MAX_BATCH frames.
+BATCH_PIXELS = 1 << 26
+MAX_BATCH = 32
+#: The names ``Renderer(method=...)`` takes.
+METHODS = ("auto", "kernel", "tiled", "dense")
+
+
+class Renderer:
+    """Renders frames of one CPPN at one resolution.
+
+    Parameters
+    ----------
+    cppn : CPPN
+        The network (its weights are copied; later changes to it are not seen).
+    width, height : int
+        Frame size in pixels.
+    device : str or torch.device
+        ``'cpu'``, ``'cuda'``, ``'auto'``.
+    scale : float
+        Coordinate scale (zoom out for larger values), see :func:`~neuromv.cppn.coordinate_grid`.
+    threads : int, optional
+        CPU worker threads. Default: the number of cores available.
+    tile : int
+        Pixels per tile on CPU.
+    method : {'auto', 'kernel', 'tiled', 'dense'}
+        ``'kernel'``: the compiled fused CPU kernel (abstract CPPNs, hidden 8-64 in steps of 8 or 16). ``'tiled'``:
+        the torch CPU algorithm (sigmoid-only, cache tiles, worker threads). ``'dense'``: whole frame in big chunks
+        with tanh, for GPUs. ``'auto'``: ``'kernel'`` on CPU where it applies and is installed, else ``'tiled'``;
+        ``'dense'`` on other devices.
+    centre : array [shape=(n_frames, n_z)], optional
+        Image mode: the z of the frames to be rendered (already scaled). Each pixel's mean pulse over (up to
+        ``CENTRE_FRAMES`` of) them is subtracted from every frame, so the mean frame is the fitted picture whatever
+        the song's z distribution. None: no centring.
+    pan : (float, float)
+        Moves the view over the pattern, in the CPPN's coordinates (:func:`~neuromv.cppn.coordinate_grid`).
+    color : np.ndarray [shape=(3, 4)], optional
+        Affine colour map ``A`` (:func:`color_matrix`): each pixel's final colour ``c`` in [0, 1] becomes
+        ``clamp(A[:, :3] @ c + A[:, 3], 0, 1)`` before it is rounded (RGB) or converted (I420). None: none, at
+        no cost.
+    precision : {'float32', 'auto', 'int16'}
+        Arithmetic of the compiled kernel (see :func:`resolve_precision`). ``'float32'``: exact (within the
+        kernel's tanh, at most 1 level from the reference). ``'int16'``: the activations in 16-bit fixed point, the
+        hidden and output layers' products summed exactly in int32 (needs the kernel's ``avx512vnni`` path; deterministic, and within 2
+        levels of float32 on >= 99.9 % of values); ``'auto'``: ``'int16'`` where the kernel renders this CPPN
+        and the CPU has that path, else ``'float32'``. The torch methods are always float32.
+
+    Attributes
+    ----------
+    method : str
+        The algorithm chosen: ``'kernel'``, ``'tiled'`` or ``'dense'``.
+    backend : Backend
+        The algorithm's object (:class:`KernelBackend`, :class:`TiledBackend` or :class:`DenseBackend`).
+    pan : tuple[float, float]
+    color : np.ndarray [shape=(3, 4), dtype=float64] or None
+    precision : str
+        What the frames are computed in: ``'float32'`` or ``'int16'``.
+    isa : str or None
+        The kernel's instruction-set path (one of :data:`KERNEL_ISAS`), None for the torch methods.
+    """
+
+    def __init__(self, cppn: CPPN, width: int, height: int, *, device: str | torch.device = "cpu",
+                 scale: float = 1.0, threads: int | None = None, tile: int = DEFAULT_TILE,
+                 method: str = "auto", centre: np.ndarray | None = None, pan: tuple[float, float] = (0.0, 0.0),
+                 color: np.ndarray | None = None, precision: str = "float32") -> None:
+        if width < 1 or height < 1:
+            raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
+        if method not in METHODS:
+            raise ParameterError(f"method must be 'auto', 'kernel', 'tiled' or 'dense', not {method!r}")
+        self.pan = check_pan(pan)
+        self.color = check_color(color)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.width, self.height = int(width), int(height)
+        self.n_pixels = self.width * self.height
+        self.n_z = cppn.n_z
+        self.image = cppn.image
+        self.method, self.isa, self.precision = _choose(method, precision, cppn, self.device)
+        self.threads = max(1, int(threads or available_cores()))
+        self.tile = max(64, int(tile))
+        setup = RenderSetup.of(cppn, self.width, self.height, scale=scale, pan=self.pan, centre=centre,
+                               color=self.color)
+        if self.method == "kernel":
+            self.backend: Backend = KernelBackend(setup, threads=self.threads, isa=self.isa,
+                                                  precision=self.precision)
+        elif self.method == "tiled":
+            self.backend = TiledBackend(setup, threads=self.threads, tile=self.tile)
+        else:
+            self.backend = DenseBackend(setup, device=self.device)
+
+    # -- one frame -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One frame.
+
+        Parameters
+        ----------
+        z : array [shape=(n_z,)]
+            The frame's latent vector (already scaled by the reactivity).
+
+        Returns
+        -------
+        np.ndarray [shape=(height, width, 3), dtype=uint8]
+        """
+        return self.backend.render(self._check_z(z))
+
+    @property
+    def yuv420(self) -> bool:
+        """Whether frames can come straight in the encoder's format (:meth:`render_yuv420`, ``frames(...,
+        yuv420=True)``): the compiled kernel or the dense (GPU) method, at an even size."""
+        return self.backend.yuv420
+
+    def render_yuv420(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One frame straight in the encoder's format, skipping a separate RGB-to-YUV conversion.
+
+        Parameters
+        ----------
+        z : array [shape=(n_z,)]
+
+        Returns
+        -------
+        np.ndarray [shape=(height * 3 // 2, width), dtype=uint8]
+            I420 (``yuv420p``): the Y plane, then the U and V planes (each ``height // 2 x width // 2``, stored
+            row after row), BT.709 limited range, chroma the mean of each 2 x 2 block.
+
+        Raises
+        ------
+        ParameterError
+            Not available here (see :attr:`yuv420`).
+        """
+        if not self.yuv420:
+            raise ParameterError("render_yuv420 needs the compiled kernel or the dense method, and an even size")
+        return self.backend.render_yuv420(self._check_z(z))
+
+    def _check_z(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """z [shape=(n_z,)] -> a float32 numpy vector of that shape, checked."""
+        z = np.asarray(z, dtype=np.float32).reshape(-1)
+        if z.size != self.n_z:
+            raise ParameterError(f"z has {z.size} values; this CPPN takes {self.n_z}")
+        return z
+
+    # -- batches of frames ---------------------------------------------------------------------------------------
+    def default_batch(self) -> int:
+        """Frames per batch of :meth:`frames` on a GPU: about ``BATCH_PIXELS`` pixel-frames, 1 to ``MAX_BATCH``."""
+        return max(1, min(MAX_BATCH, BATCH_PIXELS // self.n_pixels))
+
+    @torch.no_grad()
+    def render_batch(self, zs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Several frames at once; with ``method='dense'`` (GPUs) they go through the network together.
+
+        Parameters
+        ----------
+        zs : array [shape=(B, n_z)]
+            One latent vector per frame (already scaled by the reactivity).
+
+        Returns
+        -------
+        np.ndarray [shape=(B, height, width, 3), dtype=uint8]
+        """
+        return self.backend.render_batch(self._check_zs(zs))
+
+    def frames(self, zs: np.ndarray | torch.Tensor, batch: int | None = None, *,
+               yuv420: bool = False) -> Iterator[np.ndarray]:
+        """Every frame of ``zs``, in order, as a generator (the way to render a whole video).
+
+        On a GPU (``method='dense'`` on CUDA) the frames are rendered ``batch`` at a time and double-buffered: batch
+        k + 1 is queued on the GPU before the frames of batch k are yielded, and each batch is copied to pinned host
+        memory on a side stream, so the copies overlap the rendering and the caller's own work (encoding). At most
+        about three batches are alive at once, however many frames there are. ``method='dense'`` on CPU runs the
+        same batching (without streams and pinned memory); the CPU methods render frame by frame.
+
+        Parameters
+        ----------
+        zs : array [shape=(n_frames, n_z)]
+            One latent vector per frame (already scaled by the reactivity).
+        batch : int, optional
+            Frames per batch (dense method only). Default: :meth:`default_batch` (about 64 M pixel-frames, at
+            most 32 frames).
+        yuv420 : bool
+            I420 frames [shape=(height * 3 // 2, width)] as :meth:`render_yuv420` makes them, instead of RGB.
+
+        Yields
+        ------
+        np.ndarray [shape=(height, width, 3), dtype=uint8]
+            One frame. On the dense method it is a view into its batch's buffer, never overwritten: keeping a
+            frame keeps its batch's buffer alive (copy it to keep just the frame).
+
+        Raises
+        ------
+        ParameterError
+            Bad ``zs`` or ``batch``, or ``yuv420`` where :attr:`yuv420` is False (at the call, not at the first
+            frame).
+        """
+        zs = self._check_zs(zs)
+        if batch is None:
+            batch = self.default_batch()
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ParameterError(f"batch must be an integer >= 1, not {batch!r}")
+        if yuv420 and not self.yuv420:
+            raise ParameterError(f"yuv420 frames need {self.backend.yuv420_needs}")
+        return self.backend.frames(zs, int(batch), yuv420)
+
+    def _check_zs(self, zs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """zs [shape=(n_frames, n_z)] -> a float32 CPU tensor of that shape, checked."""
+        if isinstance(zs, torch.Tensor):
+            zs = zs.detach().cpu()
+        zs = torch.as_tensor(np.asarray(zs, dtype=np.float32))
+        if zs.dim() != 2 or zs.shape[1] != self.n_z:
+            raise ParameterError(f"zs must have shape (n_frames, {self.n_z}) for this CPPN, not {tuple(zs.shape)}")
+        return zs.contiguous()
+
+
+def _choose(method: str, precision: str, cppn: CPPN, device: torch.device) -> tuple[str, str | None, str]:
+    """The algorithm for ``Renderer(method=...)``: (method, kernel path or None, precision), checked."""
+    fits_kernel = device.type == "cpu" and not cppn.image and cppn.hidden in kernel_widths()
+    if method == "kernel" and not fits_kernel:
+        raise ParameterError("method 'kernel' needs the compiled extension neuromv._kernel, a CPU, an abstract "
+                             f"CPPN and hidden in {kernel_widths() or '(none: not installed)'}")
+    if method == "auto":
+        method = ("kernel" if fits_kernel else "tiled") if device.type == "cpu" else "dense"
+    if method == "kernel":
+        return (method, *kernel_choice(precision))
+    if precision not in PRECISIONS:
+        raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "int16":
+        raise ParameterError(f"precision 'int16' needs the compiled kernel (method {method!r} computes in "
+                             "float32; the kernel takes abstract CPPNs on CPU): use precision 'float32' or 'auto'")
+    return method, None, "float32"

@@ -1,0 +1,68 @@
+"""The interface every render path implements (:class:`Backend`), with the frame-by-frame batches of the CPU
+paths as its default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .setup import RenderSetup
+
+__all__ = ["Backend"]
+
+
+class Backend:
+    """One render algorithm for one :class:`~neuromv.renderer.setup.RenderSetup`.
+
+    A subclass implements :meth:`render`, and :meth:`render_yuv420` where it sets :attr:`yuv420`; the batches
+    (:meth:`render_batch`, :meth:`frames`) default to one frame after another. Arguments come checked from
+    :class:`~neuromv.renderer.Renderer`.
+
+    Attributes
+    ----------
+    method : str
+        The algorithm's name (``Renderer(method=...)``).
+    isa : str or None
+        The compiled kernel's instruction-set path; None for the torch algorithms.
+    precision : str
+        ``'float32'`` or ``'int16'``.
+    yuv420_needs : str
+        What I420 frames need from this algorithm, for error messages.
+    """
+
+    method = ""
+    isa: str | None = None
+    precision = "float32"
+    yuv420_needs = "the compiled kernel or the dense method, and an even size"
+
+    def __init__(self, setup: RenderSetup) -> None:
+        self.width, self.height = setup.width, setup.height
+
+    @property
+    def yuv420(self) -> bool:
+        """Whether :meth:`render_yuv420` works here."""
+        return False
+
+    def render(self, z: np.ndarray) -> np.ndarray:
+        """One frame: z [shape=(n_z,), dtype=float32] -> np.ndarray [shape=(height, width, 3), dtype=uint8]."""
+        raise NotImplementedError
+
+    def render_yuv420(self, z: np.ndarray) -> np.ndarray:
+        """One frame in I420: z [shape=(n_z,), dtype=float32] -> np.ndarray [shape=(height * 3 // 2, width),
+        dtype=uint8] (see :meth:`neuromv.renderer.Renderer.render_yuv420`)."""
+        raise NotImplementedError
+
+    def render_batch(self, zs: torch.Tensor) -> np.ndarray:
+        """zs [shape=(B, n_z), float32, CPU] -> frames, np.ndarray [shape=(B, height, width, 3), dtype=uint8]."""
+        out = np.empty((len(zs), self.height, self.width, 3), dtype=np.uint8)
+        for i, z in enumerate(zs):
+            out[i] = self.render(z.numpy())
+        return out
+
+    def frames(self, zs: torch.Tensor, batch: int, yuv420: bool) -> Iterator[np.ndarray]:
+        """Every frame of zs [shape=(n_frames, n_z), float32, CPU] in order, RGB or (``yuv420``) I420; ``batch``
+        frames at a time where the algorithm batches (here: one by one)."""
+        draw = self.render_yuv420 if yuv420 else self.render
+        return (draw(z.numpy()) for z in zs)
