@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Audio, AudioFile, _reason
+from .audio import Audio, AudioFile
 from ._files import AtomicFile, check_output
-from .errors import NeuroMVError, OutputError, ParameterError
+from .errors import NeuroMVError, OutputError, ParameterError, summary
 
 __all__ = ["VideoWriter", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
 
@@ -90,7 +90,7 @@ def _open_encoder(cc, codec: str) -> None:
         hint = (" (NVENC needs an NVIDIA GPU that has the encoder, its driver, and frames of at least about 256x256; "
                 "data-centre GPUs such as the H100 have no NVENC)" if codec in NVENC else "")
         raise ParameterError(f"video codec {codec!r} is in this FFmpeg build but cannot start here for "
-                             f"{cc.width}x{cc.height} {cc.pix_fmt}{hint}: {_reason(e)}; use --codec libx264") from e
+                             f"{cc.width}x{cc.height} {cc.pix_fmt}{hint}: {summary(e)}; use --codec libx264") from e
 
 
 class VideoWriter:
