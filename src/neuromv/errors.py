@@ -6,8 +6,8 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 
 from __future__ import annotations
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError", "Interrupted",
-           "summary"]
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError",
+           "Interrupted", "summary"]
 
 
 class NeuroMVError(Exception):
