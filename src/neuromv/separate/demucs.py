@@ -3,8 +3,8 @@
 
 Without the package, or without a cached model and no route to its hosts, it fails at once (SeparationError).
 
-Imports: numpy, torch and demucs (lazily), ``neuromv.errors``, ``neuromv.progress``, ``neuromv.settings`` (the stem
-order), ``neuromv.renderer.device``, the engine.
+Imports: numpy, torch and demucs (lazily), ``neuromv.errors``, ``neuromv.progress``, ``neuromv.renderer.device``, the
+engine, the façade's stem table.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 
 from ..errors import SeparationError
 from ..progress import CancelHooks
-from ..settings import _SEPARATOR_STEMS
 from .engine import SecondsWindow
 
 __all__ = ["Demucs", "check_installed", "pretrained", "model_cached", "DEMUCS_MODEL", "DEMUCS_HOSTS"]
@@ -26,8 +25,6 @@ DEMUCS_MODEL = "htdemucs"
 #: Where demucs 4.1 downloads its models from; one must answer within 3 s when the model is not cached.
 DEMUCS_HOSTS = ("huggingface.co", "dl.fbaipublicfiles.com")
 _MISSING = "separator 'demucs' needs the optional extra: pip install 'neuromv[demucs]'"
-#: Our stem order (the model's own order may differ).
-_STEMS = _SEPARATOR_STEMS["demucs"]
 
 
 def check_installed() -> None:
@@ -58,17 +55,20 @@ class Demucs(SecondsWindow):
     def __init__(self, device: str, model=None) -> None:
         check_installed()
         from ..renderer.device import resolve_device
+        from . import stems_of
+
+        stems = stems_of("demucs")  # our stem order (the model's own order may differ)
 
         self.device = resolve_device(device)
         if model is None:
             model = pretrained()
-        missing = [s for s in _STEMS if s not in list(getattr(model, "sources", []))]
+        missing = [s for s in stems if s not in list(getattr(model, "sources", []))]
         if missing:
             raise SeparationError(f"separator 'demucs': the model has no {', '.join(missing)} source")
         self.model = model.to(self.device).eval()
         self.sr = int(model.samplerate)
         self.channels = int(getattr(model, "audio_channels", 2))
-        self._order = [list(model.sources).index(s) for s in _STEMS]
+        self._order = [list(model.sources).index(s) for s in stems]
         self.watch = CancelHooks([self.model])
 
     def process(self, x: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
