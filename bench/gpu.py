@@ -36,7 +36,7 @@ import torch
 
 import neuromv
 from neuromv.cppn import CPPN, coordinate_grid
-from neuromv.errors import NeuroMVError
+from neuromv.errors import NeuroMVError, summary
 from neuromv.renderer import Renderer
 from neuromv.settings import parse_size
 
@@ -109,7 +109,7 @@ def end_to_end_or_reason(song, width: int, height: int, seconds: float, **option
     try:
         return end_to_end(song, width, height, seconds, **options), ""
     except NeuroMVError as e:
-        return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None, summary(e)
 
 
 def main(argv=None) -> int:

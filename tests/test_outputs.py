@@ -293,11 +293,11 @@ def test_separation_stops_within_a_fraction_of_a_second_and_leaves_nothing(warm,
 def test_hpss_in_slabs_is_librosas_hpss():
     import librosa
 
-    from neuromv.separate import _hpss
+    from neuromv.separate.hpss import decompose
 
     x = np.random.default_rng(1).standard_normal(22050 * 3).astype(np.float32)
     spec = librosa.stft(x)
-    for mine, theirs in zip(_hpss(spec, None), librosa.decompose.hpss(spec)):
+    for mine, theirs in zip(decompose(spec, None), librosa.decompose.hpss(spec)):
         np.testing.assert_array_equal(mine, theirs)
 
 

@@ -14,7 +14,8 @@ from neuromv.audio import Audio, load_audio
 from neuromv.demo import demo_song, demo_voice
 from neuromv.errors import ParameterError
 from neuromv.progress import Progress
-from neuromv.separate import BACKENDS, SeparationError, Separator, _windowed
+from neuromv.separate import BACKENDS, SeparationError, Separator
+from neuromv.separate.engine import windowed
 
 
 def _voice(n: int, sr: int, seed: int = 0) -> np.ndarray:
@@ -87,7 +88,7 @@ def test_windows_reassemble_the_song_exactly(n):
     cuts = np.sort(rng.integers(0, n, 5))
     blocks = np.split(x, cuts, axis=1)
     bar = Progress("t", None, False)
-    out = np.concatenate(list(_windowed(iter(blocks), 100, 10, lambda w: w[None] * 1.0, bar, None)), axis=2)
+    out = np.concatenate(list(windowed(iter(blocks), 100, 10, lambda w: w[None] * 1.0, bar, None)), axis=2)
     assert out.shape == (1, 2, n)
     np.testing.assert_allclose(out[0], x, atol=1e-6)
     full = 0 if n < 100 else (n - 100) // 90 + 1
@@ -147,10 +148,11 @@ def test_demucs_without_the_extra_fails_at_once(monkeypatch):
 
 def test_demucs_offline_fails_at_once(monkeypatch):
     pytest.importorskip("demucs")
-    import neuromv.separate as sep
+    import neuromv.separate.demucs as sep_demucs
 
-    monkeypatch.setattr(sep, "_demucs_cached", lambda: False)  # a machine whose model cache is empty
-    monkeypatch.setattr(sep, "_DEMUCS_HOSTS", ("neuromv-offline.invalid",))  # and no route (.invalid never resolves)
+    monkeypatch.setattr(sep_demucs, "model_cached", lambda: False)  # a machine whose model cache is empty
+    # and no route (.invalid never resolves)
+    monkeypatch.setattr(sep_demucs, "DEMUCS_HOSTS", ("neuromv-offline.invalid",))
     t = time.perf_counter()
     with pytest.raises(SeparationError, match="cannot be reached"):
         Separator("demucs")

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import OutputError
+from .errors import OutputError, summary
 
 __all__ = ["check_output", "AtomicFile", "atomic_file", "atomic_files", "umask", "open_input_file", "check_input_file"]
 
@@ -39,10 +39,6 @@ def umask() -> int:
 
 def _exists_message(path: Path) -> str:
     return f"{path}: already exists (use --overwrite to replace it)"
-
-
-def _reason(e: OSError) -> str:
-    return e.strerror or type(e).__name__
 
 
 def check_output(path: str | os.PathLike, *, inputs: Iterable = (), overwrite: bool = False, kind: str = "output",
@@ -103,7 +99,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable = (), overwrite: b
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise OutputError(f"{out}: cannot write in folder {parent} ({_reason(e)})") from None
+        raise OutputError(f"{out}: cannot write in folder {parent} ({summary(e)})") from None
     return out
 
 
@@ -139,7 +135,7 @@ class AtomicFile:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         except OSError as e:
-            raise OutputError(f"{self.path}: cannot write in folder {self.path.parent} ({_reason(e)})") from None
+            raise OutputError(f"{self.path}: cannot write in folder {self.path.parent} ({summary(e)})") from None
         os.close(fd)
         self.tmp = Path(tmp)
 
@@ -173,7 +169,7 @@ class AtomicFile:
             if e.errno not in _NO_LINKS:
                 raise
             # no hard links on this filesystem: a check, then a rename (a race is possible here only)
-            log.debug("%s: no hard links here (%s); no-clobber by a check", self.path, _reason(e))
+            log.debug("%s: no hard links here (%s); no-clobber by a check", self.path, summary(e))
             if self.path.exists():
                 raise OutputError(_exists_message(self.path)) from None
             os.replace(self.tmp, self.path)

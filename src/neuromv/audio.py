@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, ParameterError
+from .errors import AudioError, ParameterError, summary
 
 __all__ = ["Audio", "AudioFile", "AudioReader", "WavWriter", "load_audio", "check_audible", "save_wav"]
 
@@ -80,7 +80,7 @@ def _open(path: Path):
     try:
         return av.open(os.fspath(path))
     except av.FFmpegError as e:
-        raise AudioError(f"{path}: not a readable audio file ({_reason(e)})") from e
+        raise AudioError(f"{path}: not a readable audio file ({summary(e)})") from e
 
 
 #: WAV data sizes that mean "unknown" (a stream written before its length was known): the file is read to its end.
@@ -125,11 +125,6 @@ def _check_wav_size(path: Path, f) -> None:
                                  "audio its WAV header declares")
             return
         pos += 8 + n + (n & 1)  # chunks are padded to an even size
-
-
-def _reason(e: Exception) -> str:
-    strerror = getattr(e, "strerror", None)
-    return str(strerror or e).splitlines()[0] if (strerror or str(e)) else type(e).__name__
 
 
 class AudioReader:
@@ -229,7 +224,7 @@ class AudioReader:
             else:
                 yield from take(self._resampler.resample(None))
         except av.FFmpegError as e:
-            raise AudioError(f"{path}: corrupt audio after {decoded / rate:.2f} s ({_reason(e)})") from e
+            raise AudioError(f"{path}: corrupt audio after {decoded / rate:.2f} s ({summary(e)})") from e
         if reached_end and self._declared is not None:
             missing = self._declared - decoded / rate
             if missing > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_FRACTION * self._declared):

@@ -6,7 +6,8 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 
 from __future__ import annotations
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError", "Interrupted"]
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError",
+           "Interrupted", "summary"]
 
 
 class NeuroMVError(Exception):
@@ -39,3 +40,33 @@ class OutputError(NeuroMVError):
 
 class Interrupted(NeuroMVError):
     """The work was cancelled (Ctrl-C, SIGTERM, or a cancel event); nothing was left behind."""
+
+
+
+def summary(exc: BaseException) -> str:
+    """A one-line reason for ``exc``, to quote inside a NeuroMV error message.
+
+    The operating system's (or FFmpeg's) own wording where the exception carries one (``strerror``, as in
+    "No such file or directory", without the ``[Errno 2]`` prefix and file name that ``str`` adds), else the first
+    non-blank line of ``str(exc)``, else the exception's type name (for an exception without a message).
+
+    Parameters
+    ----------
+    exc : BaseException
+
+    Returns
+    -------
+    str
+        One line, never empty.
+
+    Examples
+    --------
+    >>> summary(FileNotFoundError(2, "No such file or directory", "song.wav"))
+    'No such file or directory'
+    >>> summary(ValueError("bad header\\nat byte 12"))
+    'bad header'
+    >>> summary(KeyError())
+    'KeyError'
+    """
+    text = str(getattr(exc, "strerror", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, NeuroMVError, ParameterError
+from .errors import ImageError, NeuroMVError, ParameterError, summary
 from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 __all__ = ["ImageSource", "load_image", "fit_image", "find_cover_art", "parse_color", "MAX_PIXELS", "MAX_IMAGE_BYTES",
@@ -128,7 +128,7 @@ def load_image(source: str | os.PathLike | bytes | ImageSource, *,
     except UnidentifiedImageError as e:
         raise ImageError(f"{name}: not a readable image") from e
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        raise ImageError(f"{name}: corrupt or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+        raise ImageError(f"{name}: corrupt or truncated image ({summary(e)})") from e
 
 
 def _read(source) -> tuple[str, bytes]:

@@ -34,7 +34,7 @@ import torch
 
 from ._files import atomic_file, check_output
 from .cppn import CPPN, coordinate_grid
-from .errors import ModelError, OutputError, ParameterError
+from .errors import ModelError, OutputError, ParameterError, summary
 from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 from .settings import FIT_STEPS
 
@@ -256,7 +256,7 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
         except ModelError:
             raise
         except (KeyError, ValueError, RecursionError) as e:  # ParameterError is a ValueError
-            raise ModelError(f"{path}: damaged NeuroMV model metadata ({_first_line(e)})") from e
+            raise ModelError(f"{path}: damaged NeuroMV model metadata ({summary(e)})") from e
         expected = model_parameters(n_z, hidden, n_hidden, image)
         if set(table) != set(expected):
             raise ModelError(f"{path}: damaged NeuroMV model (tensors {show(sorted(set(table) ^ set(expected)), 120)} "
@@ -272,7 +272,7 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
     try:
         tensors = load_tensors(data)
     except Exception as e:  # safetensors raises SafetensorError and others on a damaged buffer
-        raise ModelError(f"{path}: not a safetensors model file ({_first_line(e)})") from e
+        raise ModelError(f"{path}: not a safetensors model file ({summary(e)})") from e
     del data
     for name, t in tensors.items():
         if not torch.isfinite(t).all():
@@ -337,7 +337,7 @@ def _read_header(path: Path, f, size: int) -> tuple[dict[str, tuple[str, tuple[i
     try:
         header = json.loads(f.read(n).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise bad(f"header is not JSON: {_first_line(e)[:80]}") from None
+        raise bad(f"header is not JSON: {summary(e)[:80]}") from None
     if not isinstance(header, dict):
         raise bad("header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
@@ -369,9 +369,6 @@ def _read_header(path: Path, f, size: int) -> tuple[dict[str, tuple[str, tuple[i
     return table, meta
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # -- the fit cache ---------------------------------------------------------------------------------------------

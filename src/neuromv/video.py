@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Audio, AudioFile, _reason
+from .audio import Audio, AudioFile
 from ._files import AtomicFile, check_output
-from .errors import NeuroMVError, OutputError, ParameterError
+from .errors import NeuroMVError, OutputError, ParameterError, summary
 
 __all__ = ["VideoWriter", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
 
@@ -90,7 +90,181 @@ def _open_encoder(cc, codec: str) -> None:
         hint = (" (NVENC needs an NVIDIA GPU that has the encoder, its driver, and frames of at least about 256x256; "
                 "data-centre GPUs such as the H100 have no NVENC)" if codec in NVENC else "")
         raise ParameterError(f"video codec {codec!r} is in this FFmpeg build but cannot start here for "
-                             f"{cc.width}x{cc.height} {cc.pix_fmt}{hint}: {_reason(e)}; use --codec libx264") from e
+                             f"{cc.width}x{cc.height} {cc.pix_fmt}{hint}: {summary(e)}; use --codec libx264") from e
+
+
+def _check_args(width, height, fps, codec: str, crf, preset) -> Fraction:
+    """:class:`VideoWriter`'s argument checks; returns the frame rate as a Fraction (denominator at most 1001)."""
+    for name, v in (("width", width), ("height", height)):
+        if not isinstance(v, (int, np.integer)) or v < 2:
+            raise ParameterError(f"{name} must be an integer >= 2, not {v!r}")
+    if codec in ("libx264", "libx265", *NVENC) and (width % 2 or height % 2):
+        raise ParameterError(f"{codec} with yuv420p needs an even width and height, not {width}x{height}")
+    if not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+        raise ParameterError(f"crf must be an integer from 0 to 51, not {crf!r}")
+    if codec in ("libx264", "libx265") and preset not in X264_PRESETS:
+        raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {preset!r}")
+    try:
+        rate = Fraction(fps).limit_denominator(1001)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"fps must be a positive number, not {fps!r}") from e
+    if rate <= 0:
+        raise ParameterError(f"fps must be a positive number, not {fps!r}")
+    return rate
+
+
+def _add_video_stream(container, codec: str, width: int, height: int, fps: Fraction, crf: int, preset: str):
+    """Add the video stream to ``container``: yuv420p, BT.709, the codec's quality options; its encoder opened
+    (so one that cannot run here fails before any frame)."""
+    _encoder(codec)  # a clear error for an unknown encoder; it is opened at the real size below
+    vs = container.add_stream(codec, rate=fps)
+    vs.width, vs.height = width, height
+    vs.pix_fmt = "yuv420p"
+    if codec in ("libx264", "libx265"):
+        vs.options = {"crf": str(int(crf)), "preset": preset}
+    elif codec in NVENC:  # constant quality, NVENC's own presets (p1 fastest ... p7 best)
+        vs.options = {"rc": "vbr", "cq": str(max(1, int(crf))), "b": "0", "preset": "p4"}
+    # BT.709, limited range: the usual HD tagging, so players show the colours we rendered
+    cc = vs.codec_context
+    cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
+    _open_encoder(cc, codec)
+    return vs
+
+
+class _AudioInterleaver:
+    """The song's audio, encoded as AAC (192 kb/s) into ``container`` a little at a time, up to the time the video
+    has reached, so the two streams interleave and the audio is never whole in memory.
+
+    Parameters
+    ----------
+    container : av.container.OutputContainer
+        Where the packets go; the AAC stream is added to it here.
+    audio : Audio or AudioFile
+        Anything with ``sr``, ``channels``, ``n_samples`` and ``blocks(size)``; read block by block
+        (:data:`_AUDIO_BLOCK` samples).
+    """
+
+    def __init__(self, container, audio: Audio | AudioFile) -> None:
+        self._container, self._audio = container, audio
+        rate = audio.sr if audio.sr in _AAC_RATES else 48000  # AAC's rates; others are resampled by the encoder
+        self._layout = "mono" if audio.channels == 1 else "stereo"
+        self._stream = container.add_stream("aac", rate=rate)
+        self._stream.layout = self._layout
+        self._stream.bit_rate = 192_000
+        self._pos = 0  # samples muxed so far
+        self._blocks = None  # the source's block iterator, opened at the first call
+        self._held = np.zeros((audio.channels, 0), dtype=np.float32)  # read but not muxed yet
+
+    def mux_until(self, t: Fraction | None) -> None:
+        """Encode the audio up to time ``t`` (seconds; None: to the end, and flush the encoder)."""
+        import av
+
+        a = self._audio
+        if self._blocks is None:
+            self._blocks = a.blocks(_AUDIO_BLOCK)
+        end = a.n_samples if t is None else min(a.n_samples, int(t * a.sr))
+        while self._pos < end:
+            if self._held.shape[1] == 0:
+                self._held = next(self._blocks, None)
+                if self._held is None:  # the source ended early: nothing more to mux
+                    self._held = np.zeros((a.channels, 0), dtype=np.float32)
+                    break
+            take = min(end - self._pos, self._held.shape[1])
+            af = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(self._held[:, :take], dtype=np.float32), format="fltp", layout=self._layout
+            )
+            self._held = self._held[:, take:]
+            af.sample_rate = a.sr
+            af.pts = self._pos
+            af.time_base = Fraction(1, a.sr)
+            self._container.mux(self._stream.encode(af))
+            self._pos += take
+        if t is None:
+            self._container.mux(self._stream.encode(None))
+            self._blocks = None
+
+    def close(self) -> None:
+        """Close the source's reader (an AudioFile's) if it is still open."""
+        if self._blocks is not None and hasattr(self._blocks, "close"):
+            self._blocks.close()
+
+
+class _EncoderThread:
+    """A background thread that takes items from a bounded queue and hands each to ``work``, then calls ``finish``
+    once it is sealed; an exception in either stops it and is raised again by the next :meth:`put` or :meth:`seal`.
+
+    Parameters
+    ----------
+    work : callable
+        Called with each item, in order, on the thread.
+    finish : callable
+        Called without arguments on the thread after the last item (not after an error or :meth:`stop`).
+    path : Path
+        The output, for the error messages.
+    queue_size : int
+        Items waiting at most; :meth:`put` blocks while the queue is full.
+    """
+
+    def __init__(self, work, finish, path: Path, queue_size: int) -> None:
+        self._work, self._finish, self._path = work, finish, path
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._thread = threading.Thread(target=self._run, name="neuromv-encoder", daemon=True)
+        self._thread.start()
+
+    def put(self, item) -> None:
+        """Queue ``item``, blocking while the queue is full; raise the thread's error if it has stopped on one."""
+        while True:
+            self.raise_error()
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def seal(self) -> None:
+        """Let the thread finish the queued items and ``finish``; wait for it; raise its error if it had one."""
+        while self._thread.is_alive():  # never block on a full queue behind a dead thread
+            try:
+                self._queue.put(_DONE, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+        self.raise_error()
+
+    def stop(self) -> None:
+        """Stop at once: drop the queued items, skip ``finish``, and wait for the thread."""
+        if self._thread.is_alive():
+            self.error = self.error or OutputError("aborted")
+            # unblock the thread: drain the queue and tell it to stop
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._queue.put(_DONE)
+            self._thread.join()
+
+    def raise_error(self) -> None:
+        """Raise the thread's error, if any: a NeuroMVError as it is, anything else as an OutputError."""
+        if self.error is not None:
+            err = self.error
+            if isinstance(err, NeuroMVError):
+                raise err
+            raise OutputError(f"{self._path}: encoding failed: {err}") from err
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _DONE or self.error is not None:
+                    break
+                self._work(item)
+            if self.error is None:
+                self._finish()
+        except BaseException as e:
+            self.error = e
 
 
 class VideoWriter:
@@ -98,6 +272,10 @@ class VideoWriter:
 
     Use as a context manager: leaving the block normally finishes the file and moves it into place; leaving it
     with an exception (including KeyboardInterrupt) deletes the partial file and leaves no output.
+
+    Frames go through an :class:`_EncoderThread` (a bounded queue and one thread); the audio through an
+    :class:`_AudioInterleaver`, which the thread calls after each frame; the file is an
+    :class:`~neuromv._files.AtomicFile`.
 
     Parameters
     ----------
@@ -139,58 +317,22 @@ class VideoWriter:
         import av
 
         self.path = check_output_path(path, inputs=inputs, overwrite=overwrite)
-        for name, v in (("width", width), ("height", height)):
-            if not isinstance(v, (int, np.integer)) or v < 2:
-                raise ParameterError(f"{name} must be an integer >= 2, not {v!r}")
-        if codec in ("libx264", "libx265", *NVENC) and (width % 2 or height % 2):
-            raise ParameterError(f"{codec} with yuv420p needs an even width and height, not {width}x{height}")
-        if not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
-            raise ParameterError(f"crf must be an integer from 0 to 51, not {crf!r}")
-        if codec in ("libx264", "libx265") and preset not in X264_PRESETS:
-            raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {preset!r}")
-        try:
-            self.fps = Fraction(fps).limit_denominator(1001)
-        except (TypeError, ValueError) as e:
-            raise ParameterError(f"fps must be a positive number, not {fps!r}") from e
-        if self.fps <= 0:
-            raise ParameterError(f"fps must be a positive number, not {fps!r}")
+        self.fps = _check_args(width, height, fps, codec, crf, preset)
         self.width, self.height = int(width), int(height)
         self.audio = audio
         self.frames_written = 0
-        self._audio_pos = 0
-        self._audio_blocks = None
-        self._error: BaseException | None = None
         self._closed = False
+        self._container = self._interleaver = self._encoder = None
 
         self._file = AtomicFile(self.path, overwrite=overwrite)  # put in place by close(): see neuromv._files
-        self._tmp = self._file.tmp
         try:
             fmt = CONTAINERS[self.path.suffix.lower()]
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
-            self._container = av.open(os.fspath(self._tmp), "w", format=fmt, options=options)
-            _encoder(codec)  # a clear error for an unknown encoder; it is opened at the real size below
-            vs = self._container.add_stream(codec, rate=self.fps)
-            vs.width, vs.height = self.width, self.height
-            vs.pix_fmt = "yuv420p"
-            if codec in ("libx264", "libx265"):
-                vs.options = {"crf": str(int(crf)), "preset": preset}
-            elif codec in NVENC:  # constant quality, NVENC's own presets (p1 fastest ... p7 best)
-                vs.options = {"rc": "vbr", "cq": str(max(1, int(crf))), "b": "0", "preset": "p4"}
-            # BT.709, limited range: the usual HD tagging, so players show the colours we rendered
-            cc = vs.codec_context
-            cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
-            _open_encoder(cc, codec)  # one that cannot run here (no GPU, no driver) fails before any frame
-            self._vstream = vs
-            self._astream = None
+            self._container = av.open(os.fspath(self._file.tmp), "w", format=fmt, options=options)
+            self._vstream = _add_video_stream(self._container, codec, self.width, self.height, self.fps, crf, preset)
             if audio is not None:
-                rate = audio.sr if audio.sr in _AAC_RATES else 48000
-                self._astream = self._container.add_stream("aac", rate=rate)
-                self._astream.layout = "mono" if audio.channels == 1 else "stereo"
-                self._astream.bit_rate = 192_000
-                self._alayout = "mono" if audio.channels == 1 else "stereo"
-            self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-            self._worker = threading.Thread(target=self._run, name="neuromv-encoder", daemon=True)
-            self._worker.start()
+                self._interleaver = _AudioInterleaver(self._container, audio)
+            self._encoder = _EncoderThread(self._encode, self._flush, self.path, queue_size)
         except BaseException:
             self._cleanup()
             raise
@@ -213,13 +355,7 @@ class VideoWriter:
                 frame.shape != i420 or self.height % 2 or self.width % 2):
             raise ParameterError(f"frame must be uint8 of shape {(self.height, self.width, 3)} (RGB) or {i420} "
                                  f"(I420), not {frame.dtype} {frame.shape}")
-        while True:
-            self._raise_worker_error()
-            try:
-                self._queue.put(frame, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        self._encoder.put(frame)
 
     def close(self) -> Path:
         """Finish the file (flush encoders, mux the rest of the audio) and move it into place. Returns the path."""
@@ -227,14 +363,7 @@ class VideoWriter:
             return self.path
         self._closed = True
         try:
-            while self._worker.is_alive():  # never block on a full queue behind a dead worker
-                try:
-                    self._queue.put(_DONE, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            self._worker.join()
-            self._raise_worker_error()
+            self._encoder.seal()
             if self.frames_written == 0:
                 raise OutputError(f"{self.path}: no frames were written")
             self._container.close()
@@ -247,7 +376,7 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Stop encoding and delete the partial file; no output is left."""
-        if self._closed and not self._tmp.exists():
+        if self._closed and not self._file.tmp.exists():
             return
         self._closed = True
         self._cleanup()
@@ -262,88 +391,36 @@ class VideoWriter:
             self.abort()
 
     # -- internals ---------------------------------------------------------------------------------------------
-    def _raise_worker_error(self) -> None:
-        if self._error is not None:
-            err = self._error
-            if isinstance(err, NeuroMVError):
-                raise err
-            raise OutputError(f"{self.path}: encoding failed: {err}") from err
+    def _encode(self, item: np.ndarray) -> None:
+        """On the encoder thread: encode and mux one frame, then the audio up to its end."""
+        import av
+
+        if item.ndim == 2:  # I420 already
+            vf = av.VideoFrame.from_ndarray(item, format="yuv420p")
+        else:
+            vf = av.VideoFrame.from_ndarray(item, format="rgb24")
+            vf = vf.reformat(format="yuv420p", dst_colorspace=av.video.reformatter.Colorspace.ITU709)
+        vf.pts = self.frames_written
+        vf.time_base = 1 / self.fps
+        self._container.mux(self._vstream.encode(vf))
+        self.frames_written += 1
+        if self._interleaver is not None:
+            self._interleaver.mux_until(self.frames_written / self.fps)
+
+    def _flush(self) -> None:
+        """On the encoder thread, after the last frame: flush the video encoder, then the rest of the audio."""
+        self._container.mux(self._vstream.encode(None))
+        if self._interleaver is not None:
+            self._interleaver.mux_until(None)
 
     def _cleanup(self) -> None:
-        worker = getattr(self, "_worker", None)
-        if worker is not None and worker.is_alive():
-            self._error = self._error or OutputError("aborted")
-            # unblock the worker: drain the queue and tell it to stop
+        if self._encoder is not None:
+            self._encoder.stop()
+        if self._interleaver is not None:
+            self._interleaver.close()  # an AudioFile's reader
+        if self._container is not None:
             try:
-                while True:
-                    self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            self._queue.put(_DONE)
-            worker.join()
-        blocks = getattr(self, "_audio_blocks", None)
-        if blocks is not None and hasattr(blocks, "close"):
-            blocks.close()  # an AudioFile's reader
-        container = getattr(self, "_container", None)
-        if container is not None:
-            try:
-                container.close()
+                self._container.close()
             except Exception:  # the partial file is deleted anyway
                 pass
         self._file.discard()
-
-    def _run(self) -> None:
-        import av
-
-        try:
-            vs = self._vstream
-            while True:
-                item = self._queue.get()
-                if item is _DONE or self._error is not None:
-                    break
-                if item.ndim == 2:  # I420 already
-                    vf = av.VideoFrame.from_ndarray(item, format="yuv420p")
-                else:
-                    vf = av.VideoFrame.from_ndarray(item, format="rgb24")
-                    vf = vf.reformat(format="yuv420p", dst_colorspace=av.video.reformatter.Colorspace.ITU709)
-                vf.pts = self.frames_written
-                vf.time_base = 1 / self.fps
-                self._container.mux(vs.encode(vf))
-                self.frames_written += 1
-                self._mux_audio_until(self.frames_written / self.fps)
-            if self._error is None:
-                self._container.mux(vs.encode(None))
-                self._mux_audio_until(None)
-        except BaseException as e:
-            self._error = e
-
-    def _mux_audio_until(self, t: Fraction | None) -> None:
-        """Encode the audio up to time ``t`` (seconds; None: to the end, and flush)."""
-        import av
-
-        if self._astream is None:
-            return
-        a = self.audio
-        if self._audio_blocks is None:
-            self._audio_blocks = a.blocks(_AUDIO_BLOCK)
-            self._audio_held = np.zeros((a.channels, 0), dtype=np.float32)
-        end = a.n_samples if t is None else min(a.n_samples, int(t * a.sr))
-        while self._audio_pos < end:
-            if self._audio_held.shape[1] == 0:
-                self._audio_held = next(self._audio_blocks, None)
-                if self._audio_held is None:  # the source ended early: nothing more to mux
-                    self._audio_held = np.zeros((a.channels, 0), dtype=np.float32)
-                    break
-            take = min(end - self._audio_pos, self._audio_held.shape[1])
-            af = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(self._audio_held[:, :take], dtype=np.float32), format="fltp", layout=self._alayout
-            )
-            self._audio_held = self._audio_held[:, take:]
-            af.sample_rate = a.sr
-            af.pts = self._audio_pos
-            af.time_base = Fraction(1, a.sr)
-            self._container.mux(self._astream.encode(af))
-            self._audio_pos += take
-        if t is None:
-            self._container.mux(self._astream.encode(None))
-            self._audio_blocks = None
