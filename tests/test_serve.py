@@ -318,6 +318,11 @@ def browser_page(playwright, server_url):
     browser.close()
 
 
+#: The page computes in float32 (WebGL), so its frames are compared with the renderer's exact float32 path; the
+#: int16 path's distance from float32 is tested in tests/test_kernel.py.
+EXACT = "float32"
+
+
 def _canvas(page, width, height, index):
     px = page.evaluate(f"""() => {{
         const s = window.neuromv, gl = s.gl;
@@ -351,7 +356,7 @@ def test_page_frame_matches_the_offline_renderer(browser_page, song):
     page.set_input_files("#file", str(song))
     page.wait_for_function("window.neuromv.panels.length > 0 && window.neuromv.panels[0].z", timeout=60_000)
     w, h = 96, 54
-    settings = RenderSettings(width=w, height=h)
+    settings = RenderSettings(width=w, height=h, precision=EXACT)
     z = latents_for(AudioFile(song), settings)
     renderer = build_renderer(settings)
     frames = _same_look(page, "abstract", w, h, {i: renderer.render(z[i]) for i in (10, 45, 80)}, max_level=2)
@@ -366,7 +371,7 @@ def test_page_draws_with_the_served_gain(browser_page, song, monkeypatch):
     from neuromv.settings import RenderSettings
 
     w, h = 96, 54
-    settings = RenderSettings(width=w, height=h, reactivity=2.0)
+    settings = RenderSettings(width=w, height=h, precision=EXACT, reactivity=2.0)
     z = latents_for(AudioFile(song), settings)
     renderer = build_renderer(settings)
     expected = {i: renderer.render(z[i]) for i in (10, 45)}
@@ -406,7 +411,7 @@ def test_colour_and_pan_knobs_match_the_offline_renderer(browser_page, song):
         for k, v in knobs.items():
             _knob(page, k, v)
         w, h = 96, 54
-        settings = RenderSettings(width=w, height=h, **knobs)
+        settings = RenderSettings(width=w, height=h, precision=EXACT, **knobs)
         renderer = build_renderer(settings)
         assert renderer.color is not None and renderer.pan == (0.3, -0.2)
         z = latents_for(AudioFile(song), settings)
@@ -434,7 +439,7 @@ def test_image_mode_frame_matches_the_offline_renderer(browser_page, song, tmp_p
         video = RenderSettings(fit_steps=60, reactivity=1.5)  # the fit is made for the video's size (1280x720)
         cppn = fit_for(load_image(cover), video)
         w, h = 96, 54
-        settings = RenderSettings(width=w, height=h, fit_steps=60, reactivity=1.5)
+        settings = RenderSettings(width=w, height=h, precision=EXACT, fit_steps=60, reactivity=1.5)
         z = latents_for(AudioFile(song), settings, image=True)
         renderer = build_renderer(settings, cppn=cppn, z=z)
         frames = _same_look(page, "image mode", w, h, {i: renderer.render(z[i]) for i in (10, 45, 80)}, max_level=3)
@@ -487,7 +492,7 @@ def test_stem_panels_match_the_offline_renderer(browser_page, song):
             page.wait_for_function(f"window.neuromv.panels.length === 2 && window.neuromv.panels.every(p => p.z) "
                                    f"&& window.neuromv.layout === {layout!r}", timeout=120_000)
             w, h = 96, 54
-            settings = RenderSettings(width=w, height=h, stems="all", separator="hpss", layout=layout)
+            settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout=layout)
             frames, _ = _stem_video(AF(song).load(), None, settings, {}, True, False, None)
             expected = [f for i, f in zip(range(46), frames)]
             _same_look(page, f"stems {layout}", w, h, {i: expected[i] for i in (10, 45)}, max_level=3)
