@@ -289,7 +289,7 @@ def test_bad_image_or_model_fails_before_any_work(tmp_path):
 def test_background_fills_transparency_of_the_reference_image(tmp_path):
     from PIL import Image
 
-    from neuromv.pipeline import _resolve_image
+    from neuromv.plan import resolve_image as _resolve_image
 
     im = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     im.paste((0, 0, 255, 255), (0, 0, 16, 32))

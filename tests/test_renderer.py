@@ -58,6 +58,25 @@ def test_zoom_and_reactivity_change_the_picture():
     assert not np.array_equal(a, Renderer(net, 40, 30, scale=2.0).render(_z(4)))
     assert not np.array_equal(a, Renderer(net, 40, 30).render(_z(4) * 2))
 
+    def detail(f):  # mean absolute difference between neighbouring pixels
+        f = f.astype(np.float32)
+        return np.abs(np.diff(f, axis=0)).mean() + np.abs(np.diff(f, axis=1)).mean()
+
+    # zooming out (a larger scale) shows more of the pattern in the same pixels: more detail, monotonically
+    d = [detail(Renderer(net, 40, 30, scale=s).render(_z(4))) for s in (0.5, 1.0, 2.0)]
+    assert d[0] * 1.2 < d[1] < d[2], d
+
+    # reactivity scales z: 0 is a still picture, 2 moves more than 1
+    r = Renderer(net, 40, 30)
+    zs = [_z(4) + 0.02 * k * _z(4, seed=1) for k in range(6)]  # a slow drift, as music gives
+
+    def motion(gain):
+        frames = [r.render(z * gain).astype(np.int16) for z in zs]
+        return np.mean([np.abs(f - g).mean() for f, g in zip(frames, frames[1:])])
+
+    m0, m1, m2 = motion(0.0), motion(1.0), motion(2.0)
+    assert m0 == 0 and m1 > 1 and m2 > 1.2 * m1, (m0, m1, m2)
+
 
 def test_renders_are_deterministic_and_threads_do_not_matter():
     net = CPPN(8, seed=3)

@@ -479,7 +479,8 @@ def test_a_newer_picture_request_cancels_the_older_ones(browser_page, song, tmp_
 
 def test_stem_panels_match_the_offline_renderer(browser_page, song):
     from neuromv.audio import AudioFile as AF
-    from neuromv.pipeline import _stem_video
+    from neuromv.plan import make_plan
+    from neuromv.stems import stem_frames
     from neuromv.settings import RenderSettings
 
     page = browser_page
@@ -493,7 +494,7 @@ def test_stem_panels_match_the_offline_renderer(browser_page, song):
                                    f"&& window.neuromv.layout === {layout!r}", timeout=120_000)
             w, h = 96, 54
             settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout=layout)
-            frames, _ = _stem_video(AF(song).load(), None, settings, {}, True, False, None)
+            frames = stem_frames(make_plan(None, settings, image='none').panels(AF(song).load()), settings)
             expected = [f for i, f in zip(range(46), frames)]
             _same_look(page, f"stems {layout}", w, h, {i: expected[i] for i in (10, 45)}, max_level=3)
     finally:

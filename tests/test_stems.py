@@ -86,9 +86,17 @@ def test_stem_images_and_errors_before_work(tmp_path):
         neuromv.render(_tone_and_clicks(), tmp_path / "x.mp4", stems="all", image={"drums": cover})
     with pytest.raises(ParameterError, match="need stems"):
         neuromv.render(_tone_and_clicks(), tmp_path / "x.mp4", image={"vocals": cover})
+    from PIL import Image
+
+    red = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (220, 30, 30)).save(red)
     r = neuromv.render(_tone_and_clicks(seconds=1.0), tmp_path / "i.mp4", width=64, height=32, preset="ultrafast",
-                       stems="all", separator="hpss", image={"harmonic": cover}, fit_steps=100)
-    assert r.path.exists()
+                       stems="all", separator="hpss", image={"harmonic": red}, fit_steps=100)
+    _, frames = decode_video(r.path)
+    harmonic, percussive = frames[:, :, :32].reshape(-1, 3).mean(0), frames[:, :, 32:].reshape(-1, 3).mean(0)
+    # the harmonic panel shows its own (solid red) image; the percussive one stays abstract
+    assert harmonic[0] > 150 and harmonic[1] < 80 and harmonic[2] < 80, harmonic
+    assert np.abs(harmonic - (220, 30, 30)).mean() + 40 < np.abs(percussive - (220, 30, 30)).mean(), percussive
     assert not (tmp_path / "x.mp4").exists()
 
 

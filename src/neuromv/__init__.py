@@ -10,6 +10,9 @@ The pipeline, one module per stage:
 - :mod:`neuromv.cppn`: the CPPN network (PyTorch)
 - :mod:`neuromv.renderer`: the fast renderer, z -> RGB frames
 - :mod:`neuromv.video`: frames + audio -> H.264/AAC file (PyAV), atomically
+- :mod:`neuromv.cache`: the content-keyed caches (fits, stems)
+- :mod:`neuromv.plan`: a render resolved before the slow work: image, model, device, CPPNs, latents
+- :mod:`neuromv.stems`: stem panels, the stems' cache, compositing; :func:`separate_song`
 - :mod:`neuromv.pipeline`: :func:`render`, all of the above in one call
 - :mod:`neuromv.metrics`: fidelity (SSIM of the mean frame) and reactivity of a video
 
@@ -37,7 +40,7 @@ _LAZY = {
     "load_image": "image", "find_cover_art": "image", "fit_image": "image",
     "fit_cppn": "reference", "FitOptions": "reference", "save_model": "reference", "load_model": "reference",
     "measure_video": "metrics", "ssim": "metrics",
-    "Separator": "separate", "separate_song": "pipeline",
+    "Separator": "separate", "separate_song": "stems",
 }
 
 __all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError",

@@ -18,12 +18,10 @@ unpickles anything.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from ._files import atomic_file, check_output
+from .cache import ContentCache, cache_dir
 from .cppn import CPPN, coordinate_grid
 from .errors import ModelError, OutputError, ParameterError, summary
 from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
@@ -182,17 +181,23 @@ def save_model(cppn: CPPN, path: str | os.PathLike, *, info: dict | None = None,
     """
     from safetensors.torch import save_file
 
-    check_architecture(cppn.n_z, cppn.hidden, cppn.n_hidden, cppn.seed)  # what load_model will accept
     path = check_model_path(path, overwrite=overwrite)
+    tensors, meta = _model_file(cppn, info)
+    with atomic_file(path, overwrite=overwrite) as tmp:  # without overwrite, no-clobber even against a race
+        save_file(tensors, tmp, metadata=meta)
+    return path
+
+
+def _model_file(cppn: CPPN, info: dict | None) -> tuple[dict, dict]:
+    """(tensors, metadata) of a model file of ``cppn``, checked to be what :func:`load_model` accepts."""
+    check_architecture(cppn.n_z, cppn.hidden, cppn.n_hidden, cppn.seed)  # what load_model will accept
     meta = {
         "format": MODEL_FORMAT, "version": str(MODEL_VERSION), "n_z": str(cppn.n_z), "hidden": str(cppn.hidden),
         "n_hidden": str(cppn.n_hidden), "seed": str(cppn.seed), "mode": "image" if cppn.image else "abstract",
         "info": json.dumps(info or {}, sort_keys=True),
     }
     tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in cppn.state_dict().items()}
-    with atomic_file(path, overwrite=overwrite) as tmp:  # without overwrite, no-clobber even against a race
-        save_file(tensors, tmp, metadata=meta)
-    return path
+    return tensors, meta
 
 
 def check_model_path(path: str | os.PathLike, *, inputs=(), overwrite: bool = False) -> Path:
@@ -372,25 +377,9 @@ def _read_header(path: Path, f, size: int) -> tuple[dict[str, tuple[str, tuple[i
 
 
 # -- the fit cache ---------------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """NeuroMV's cache folder: ``$NEUROMV_CACHE_DIR``, else the platform's user cache folder + ``neuromv``."""
-    if os.environ.get("NEUROMV_CACHE_DIR"):
-        return Path(os.environ["NEUROMV_CACHE_DIR"])
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        return base / "neuromv" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "neuromv"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "neuromv"
-
-
-def _cache_key(image: np.ndarray, n_z: int, hidden: int, seed: int, options: FitOptions) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"version": MODEL_VERSION, "shape": list(image.shape), "n_z": n_z, "hidden": hidden,
-                         "seed": seed, "options": asdict(options), "torch": torch.__version__.split("+")[0]},
-                        sort_keys=True).encode())
-    h.update(np.ascontiguousarray(image).tobytes())
-    return h.hexdigest()[:32]
+def _fit_key(cache: ContentCache, image: np.ndarray, n_z: int, hidden: int, seed: int, options: FitOptions) -> str:
+    return cache.key({"version": MODEL_VERSION, "shape": list(image.shape), "n_z": n_z, "hidden": hidden,
+                      "seed": seed, "options": asdict(options), "torch": torch.__version__.split("+")[0]}, image)
 
 
 def cached_fit(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 0,
@@ -398,12 +387,16 @@ def cached_fit(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int 
                cancel: threading.Event | None = None, info: dict | None = None) -> CPPN:
     """:func:`fit_cppn`, reusing an earlier fit of the same training image and settings from :func:`cache_dir`.
 
-    A fit is stored after it is made (``cache=False``: neither read nor written). A cache that cannot be read or
+    Fits live in the :class:`~neuromv.cache.ContentCache` ``'fits'``, keyed by the training image, the
+    architecture, the options and the torch version. A fit is stored after it is made (``cache=False``: neither
+    read nor written). A cache that cannot be read or
     written is only a warning: the fit is made again.
     """
+    from safetensors.torch import save_file
+
     opts = options or FitOptions()
-    key = _cache_key(image, n_z, hidden, seed, opts)
-    path = cache_dir() / "fits" / f"{key}.safetensors"
+    fits = ContentCache("fits")
+    path = fits.path(_fit_key(fits, image, n_z, hidden, seed, opts) + ".safetensors")
     if cache and path.is_file():
         try:
             cppn, _ = load_model(path)
@@ -413,10 +406,6 @@ def cached_fit(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int 
             log.warning("fit cache: %s; fitting again", e)
     cppn = fit_cppn(image, n_z=n_z, hidden=hidden, seed=seed, options=opts, progress=progress, cancel=cancel)
     if cache:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_model(cppn, path, info={**(info or {}), "fit": asdict(opts)}, overwrite=True)
-            log.debug("fit cached in %s", path)
-        except (OSError, OutputError) as e:
-            log.warning("fit cache: could not store the fit in %s (%s)", path.parent, e)
+        tensors, meta = _model_file(cppn, {**(info or {}), "fit": asdict(opts)})
+        fits.store(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return cppn

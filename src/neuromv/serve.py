@@ -1023,46 +1023,55 @@ def _analyse(item: Item, fps: float, n_mels: int, storage: Storage) -> dict:
 def _prepare(job: Job, song: Item | None, settings, image: str | Path, st: ServerState) -> dict:
     """What the page needs to play ``settings`` with ``image`` ('none', 'auto' or a file): per panel (one, or one
     per stem) its place in the frame (fractions), the CPPN's weights (fitted to the image, if any) and the dB mel
-    matrix of its audio (None: the song's own, which the page has). Mirrors :func:`neuromv.pipeline.render`."""
-    from dataclasses import replace
-
+    matrix of its audio (None: the song's own, which the page has). The panels are the render's own
+    (:func:`neuromv.plan.make_plan`)."""
     from .audio import AudioFile
     from .features import song_db
-    from .pipeline import _cppn_for, _resolve_image, stem_panels
+    from .plan import make_plan
 
-    pixels, _ = _resolve_image(image, None if song is None else song.paths[0], settings.background)
-    if settings.stem_names():
+    plan = make_plan(None if song is None else song.paths[0], settings, image=image,
+                     cache_root=None if song is None else _stem_root(song, st))
+    plan.find_cover()
+    stems = {}
+    if plan.stems:
         audio = AudioFile(song.paths[0], start=settings.start, duration=settings.duration).load()
-        if song.info["n_frames"] * song.info["n_mels"] * len(settings.stem_names()) > 4 * MAX_FEATURES:
+        if song.info["n_frames"] * song.info["n_mels"] * len(plan.stems) > 4 * MAX_FEATURES:
             raise Refused(413, f"{song.name}: too many features for stems at this fps and number of bands")
-        stems = _stems(job, song, audio, settings, st)
-        panels = stem_panels(settings)
-    else:
-        stems, panels = {}, [(None, (0, 0, settings.width, settings.height), replace(settings, stems=None))]
+        stems = _stems(job, song, audio, plan, st)
     out = []
-    for name, (x, y, w, h), s in panels:
-        net = _cppn_for(pixels, s, progress=job.progress, cancel=job.cancel)
+    for p in plan.layout():
+        net = plan.network(p, progress=job.progress, cancel=job.cancel)
         db = None
-        if name is not None:
-            a = stems[name]
+        if p.name is not None:
+            a = stems[p.name]
             db = _b64(song_db(a.blocks(), a.sr, fps=settings.fps, n_mels=settings.n_mels))
-        out.append({"name": name, "box": [x / settings.width, y / settings.height, w / settings.width,
-                                          h / settings.height], "net": net_json(net), "db": db})
+        x, y, w, h = p.box
+        out.append({"name": p.name, "box": [x / settings.width, y / settings.height, w / settings.width,
+                                            h / settings.height], "net": net_json(net), "db": db})
     return {"panels": out, "layout": settings.layout if stems else None}
 
 
-def _stems(job: Job, song: Item, audio, settings, st: ServerState) -> dict:
-    """The song's stems (:func:`neuromv.pipeline.stem_audio`), cached in the song's own folder of the work folder
-    (counted by the quota; removed with the song), never in the user's cache."""
-    from .pipeline import stem_audio
-
+def _stem_root(song: Item, st: ServerState) -> Path:
+    """The folder of ``song``'s stems' cache: the song's own in the work folder (counted by the quota, removed with
+    the song), never the user's cache."""
     root = st.workdir / f"stems-{song.id}"
     if root not in song.paths:
         song.paths.append(root)
-    st.storage.reserve(song, len(settings.stem_names()) * audio.samples.astype(np.float32).nbytes + 4096,
+    return root
+
+
+def _reserve_stems(song: Item, settings, audio, st: ServerState) -> None:
+    """Reserve the storage of ``song``'s stems of ``audio`` (float32, one copy per stem) before they are made."""
+    st.storage.reserve(song, len(settings.stem_names()) * audio.n_samples * audio.channels * 4 + 4096,
                        what=f"{song.name}'s stems")
+
+
+def _stems(job: Job, song: Item, audio, plan, st: ServerState) -> dict:
+    """The song's stems (:meth:`neuromv.plan.Plan.separate`), cached in :func:`_stem_root`."""
+    _stem_root(song, st)
+    _reserve_stems(song, plan.settings, audio, st)
     try:
-        return stem_audio(audio, settings, progress=job.progress, cancel=job.cancel, cache_root=root)
+        return plan.separate(audio, progress=job.progress, cancel=job.cancel)
     finally:
         st.storage.settle(song)
 
@@ -1086,6 +1095,9 @@ class _VideoWatch:
 
 
 def _render(job: Job, song: Item, settings, image: str | Path, st: ServerState) -> Item:
+    """Render ``song`` into a new video item; stems come from (or go to) the song's folder in the work folder
+    (:func:`_stem_root`), as the preview's do."""
+    from .audio import AudioFile
     from .pipeline import render
 
     video = st.storage.add("video", Path(song.name).stem + ".mp4", uid=job.id)
@@ -1093,9 +1105,17 @@ def _render(job: Job, song: Item, settings, image: str | Path, st: ServerState) 
         video.paths[0].mkdir()
         watch = _VideoWatch(job, video, st.storage)
         watch.storage.reserve(video, _VideoWatch.STEP, what=f"the video of {video.name}")
-        # stems: render separates again rather than cache the stems in the user's cache folder (cache=False)
-        render(song.paths[0], video.paths[0] / "video.mp4", settings, image=image, overwrite=True, progress=watch,
-               cancel=job.cancel, cache=not settings.stem_names())
+        root = None
+        if settings.stem_names():
+            root = _stem_root(song, st)
+            _reserve_stems(song, settings, AudioFile(song.paths[0], start=settings.start,
+                                                     duration=settings.duration), st)
+        try:
+            render(song.paths[0], video.paths[0] / "video.mp4", settings, image=image, overwrite=True,
+                   progress=watch, cancel=job.cancel, cache_root=root)
+        finally:
+            if root is not None:
+                st.storage.settle(song)
         st.storage.settle(video)
         st.storage.unpin([video])
         return video

@@ -1,0 +1,388 @@
+"""The plan of a render: everything resolved before the frames are made.
+
+:func:`make_plan` checks the arguments and loads what can fail fast (the output check, the device, a model, the
+reference image(s), the separator's availability); :class:`Plan` then resolves, once the audio is known to be
+good, the song's cover art, the CPPN of each panel (fitted to its image, cached) and the latents it sees
+(:meth:`Plan.panels`). :func:`neuromv.pipeline.render` and the live-preview server (:mod:`neuromv.serve`) both
+work from a plan.
+
+The one place that reads an image argument is :func:`image_choice`: ``None``/``'auto'`` -> ``'auto'`` (the song's
+cover art), ``False``/``'none'`` -> ``'none'`` (abstract), anything else is an image source.
+
+Imports: settings, audio, image, cppn, reference, renderer, stems, separate, video (on use).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import Audio, AudioFile
+from .errors import ParameterError
+from .progress import ProgressCallback, check_cancel
+from .settings import RenderSettings
+
+__all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "fit_for",
+           "latents_for", "reference_target"]
+
+log = logging.getLogger(__name__)
+
+
+def image_choice(image) -> Any:
+    """What an image argument asks for: ``'auto'`` (None or 'auto': the song's cover art), ``'none'`` (False or
+    'none': abstract), else the argument itself (a path, array, :class:`~neuromv.image.ImageSource` or a dict
+    of them per stem)."""
+    if image is None:
+        return "auto"
+    if image is False:
+        return "none"
+    if isinstance(image, str) and image.strip().lower() in ("auto", "none"):
+        return image.strip().lower()
+    return image
+
+
+def resolve_image(image, song, background: str = "black") -> tuple[np.ndarray | None, str | None]:
+    """(pixels [shape=(h, w, 3), uint8], description) of the reference image asked for (:func:`image_choice`),
+    transparency composited on ``background``; 'auto' looks for the cover art of ``song`` (a file; None or
+    :class:`~neuromv.audio.Audio`: none). (None, None): abstract."""
+    from .image import ImageSource, find_cover_art, load_image
+
+    image = image_choice(image)
+    if isinstance(image, str) and image == "none":
+        return None, None
+    if isinstance(image, str) and image == "auto":
+        if song is None or isinstance(song, Audio):
+            return None, None
+        source = find_cover_art(song)
+        if source is None:
+            log.info("image: no cover art in or beside %s", song)
+            return None, None
+        return load_image(source, background=background), source.description
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ParameterError(f"image array must be uint8 of shape (height, width, 3), not {image.dtype} "
+                                 f"{image.shape}")
+        return image, "image array"
+    if isinstance(image, ImageSource):
+        return load_image(image, background=background), image.description
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, background=background), str(image)
+    raise ParameterError(f"image must be a path, 'auto', 'none', an ImageSource or an array, not {image!r}")
+
+
+def model_for(model, settings: RenderSettings):
+    """(CPPN, settings with the model's n_mels and hidden, description) of a model file or CPPN object."""
+    from .cppn import CPPN
+
+    if isinstance(model, CPPN):
+        cppn, where = model, "model object"
+    else:
+        from .reference import load_model
+
+        cppn, info = load_model(model)
+        where = f"model {model}"
+        aspect = info.get("aspect")
+        if isinstance(aspect, (int, float)) and abs(aspect - settings.width / settings.height) > 0.01:
+            log.warning("model %s was fitted for aspect ratio %.3g; this video's is %.3g (the picture is extended "
+                        "or cropped)", model, aspect, settings.width / settings.height)
+    if (cppn.n_z, cppn.hidden) != (settings.n_mels, settings.hidden):
+        log.debug("model: n_mels %d, hidden %d (from the model)", cppn.n_z, cppn.hidden)
+        settings = replace(settings, n_mels=cppn.n_z, hidden=cppn.hidden)
+    return cppn, settings, where
+
+
+def reference_target(image: np.ndarray, settings: RenderSettings, width: int | None = None,
+                     height: int | None = None) -> np.ndarray:
+    """The reference image as the video shows it: fitted (cover/contain) to ``width x height`` (default: the
+    settings' size). np.ndarray [shape=(height, width, 3), dtype=uint8]."""
+    from .image import fit_image
+
+    return fit_image(image, width or settings.width, height or settings.height, mode=settings.fit,
+                     background=settings.background)
+
+
+def fit_for(pixels: np.ndarray, settings: RenderSettings, *, cache: bool = True,
+            progress: bool | ProgressCallback = False, cancel: threading.Event | None = None, method="neuromv"):
+    """Fit (or reuse a cached fit of) ``pixels`` [shape=(h, w, 3), uint8] for a video of ``settings``."""
+    from .reference import FitOptions, cached_fit, training_size
+
+    tw, th = training_size(settings.width, settings.height)
+    target = reference_target(pixels, settings, tw, th)
+    return cached_fit(target, n_z=settings.n_mels, hidden=settings.hidden, seed=settings.seed,
+                      options=FitOptions(steps=settings.fit_steps, method=method), cache=cache,
+                      progress=progress, cancel=cancel,
+                      info={"aspect": settings.width / settings.height, "fit": settings.fit,
+                            "background": settings.background})
+
+
+def cppn_for(pixels: np.ndarray | None, settings: RenderSettings, **fit_options):
+    """The abstract CPPN of ``settings`` when ``pixels`` is None, else one fitted to ``pixels`` (:func:`fit_for`)."""
+    if pixels is None:
+        from .cppn import CPPN
+
+        return CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+    return fit_for(pixels, settings, **fit_options)
+
+
+def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bool = False) -> np.ndarray:
+    """What the CPPN sees per frame: ``Z_GAIN * reactivity * z`` (abstract) or ``PULSE_GAIN * reactivity * z``
+    (image mode). An :class:`~neuromv.audio.AudioFile` is analysed block by block.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames, n_mels), dtype=float32]
+    """
+    from .features import latents_from_blocks
+    from .settings import PULSE_GAIN, Z_GAIN
+
+    z = latents_from_blocks(audio.blocks(), audio.sr, fps=settings.fps, n_mels=settings.n_mels,
+                            smooth=settings.smooth)
+    return z * np.float32((PULSE_GAIN if image else Z_GAIN) * settings.reactivity)
+
+
+@dataclass
+class Panel:
+    """One picture of a render: the whole frame, or one stem's panel.
+
+    Attributes
+    ----------
+    name : str or None
+        The stem (None: the whole video).
+    box : tuple[int, int, int, int]
+        ``(x, y, w, h)`` in the frame, pixels.
+    settings : RenderSettings
+        The panel's settings (its size; a stem's seed is ``seed + i``).
+    pixels : np.ndarray [shape=(h, w, 3), dtype=uint8] or None
+        Its reference image (None: abstract, or a model).
+    where : str or None
+        Where that image came from.
+    cppn : CPPN or None
+        Its network (after :meth:`Plan.panels`).
+    z : np.ndarray [shape=(n_frames, n_mels), dtype=float32] or None
+        The latents it sees (after :meth:`Plan.panels`).
+    renderer : Renderer or None
+        Its renderer (after :meth:`Plan.panels`).
+    """
+
+    name: str | None
+    box: tuple[int, int, int, int]
+    settings: RenderSettings
+    pixels: np.ndarray | None = None
+    where: str | None = None
+    cppn: Any = None
+    z: np.ndarray | None = None
+    renderer: Any = None
+
+
+@dataclass
+class Plan:
+    """A render resolved before the slow work (:func:`make_plan`).
+
+    Attributes
+    ----------
+    settings : RenderSettings
+        The settings (n_mels and hidden from the model, when one was given).
+    device : torch.device
+        Where the frames are computed, resolved once.
+    song : Path or None
+        The song file (for its cover art); None for decoded audio.
+    inputs : tuple of Path
+        The files read (never overwritten).
+    stems : tuple of str
+        The stems rendered, one panel each (empty: one picture).
+    image : object
+        The image choice (:func:`image_choice`) for one picture, or, with stems, ``{stem: (pixels, where)}``,
+        ``{'*': (pixels, where)}`` for one image for every stem, or ``{'auto': None}`` for the cover art.
+    pixels, where : np.ndarray or None, str or None
+        The reference image of one picture, and where it came from (a model: its description).
+    model : CPPN or None
+        The loaded model (replaces the image).
+    cache : bool
+        Reuse and store fits and stems in the content caches.
+    cache_root : Path or None
+        Where the stems' cache lives (default: :func:`neuromv.cache.cache_dir`).
+    separator : Separator or None
+        A loaded separator, reused across renders.
+    """
+
+    settings: RenderSettings
+    device: Any
+    song: Path | None = None
+    inputs: tuple = ()
+    stems: tuple = ()
+    image: Any = "none"
+    pixels: np.ndarray | None = None
+    where: str | None = None
+    model: Any = None
+    cache: bool = True
+    cache_root: Path | None = None
+    separator: Any = None
+    _cover_done: bool = field(default=False, repr=False)
+
+    @property
+    def has_image(self) -> bool:
+        """Whether the picture(s) are fitted to an image (what the memory estimate needs)."""
+        if self.stems:
+            return bool(self.image)
+        return self.model.image if self.model is not None else self.pixels is not None
+
+    def find_cover(self) -> None:
+        """Look up the song's cover art where the image is 'auto' (once the song is known to be good)."""
+        if self._cover_done:
+            return
+        self._cover_done = True
+        if self.stems:
+            if "auto" in self.image and self.song is not None:
+                pixels, where = resolve_image("auto", self.song, self.settings.background)
+                if pixels is not None:
+                    log.info("image: %s (%dx%d), for every stem", where, pixels.shape[1], pixels.shape[0])
+                    self.image = {**self.image, "*": (pixels, where)}
+            return
+        if self.model is not None:
+            log.info("image: %s (%s)", self.where, "fitted image" if self.model.image else "abstract")
+            return
+        if isinstance(self.image, str) and self.image == "auto" and self.song is not None:
+            self.pixels, self.where = resolve_image("auto", self.song, self.settings.background)
+        if self.pixels is None:
+            log.info("image: none; rendering the abstract CPPN (seed %d)", self.settings.seed)
+        else:
+            log.info("image: %s (%dx%d)", self.where, self.pixels.shape[1], self.pixels.shape[0])
+
+    def layout(self) -> list[Panel]:
+        """The panels, each with its reference image (:meth:`find_cover` first, for the cover art)."""
+        from .stems import stem_panels
+
+        s = self.settings
+        if not self.stems:
+            return [Panel(None, (0, 0, s.width, s.height), s, self.pixels, self.where)]
+        shared = self.image.get("*", (None, None))
+        out = []
+        for name, box, st in stem_panels(s):
+            pixels, where = self.image[name] if name in self.image else shared
+            out.append(Panel(name, box, st, pixels, where))
+        return out
+
+    def network(self, panel: Panel, *, progress: bool | ProgressCallback = False,
+                cancel: threading.Event | None = None):
+        """The CPPN of ``panel``: the model, the abstract CPPN, or one fitted to its image (cached)."""
+        if self.model is not None:
+            return self.model
+        return cppn_for(panel.pixels, panel.settings, cache=self.cache, progress=progress, cancel=cancel)
+
+    def separate(self, audio: Audio, *, progress: bool | ProgressCallback = False,
+                 cancel: threading.Event | None = None) -> dict[str, Audio]:
+        """The stems of ``audio`` (:func:`neuromv.stems.stem_audio`, cached under :attr:`cache_root`)."""
+        from .stems import stem_audio
+
+        return stem_audio(audio, self.settings, cache=self.cache, progress=progress, cancel=cancel,
+                          separator=self.separator, cache_root=self.cache_root)
+
+    def panels(self, audio: Audio | AudioFile, *, progress: bool | ProgressCallback = False,
+               cancel: threading.Event | None = None) -> list[Panel]:
+        """Every panel with its CPPN, latents and renderer: the slow part (separation, fits, features)."""
+        from .pipeline import build_renderer  # (its home until the settings/colour change lands; then here)
+
+        self.find_cover()
+        stems = self.separate(audio, progress=progress, cancel=cancel) if self.stems else {}
+        panels = self.layout()
+        for p in panels:
+            check_cancel(cancel)
+            if p.name is not None and p.name in self.image:
+                log.info("image for %s: %s", p.name, p.where)
+            p.cppn = self.network(p, progress=progress, cancel=cancel)
+            p.z = latents_for(stems[p.name] if p.name is not None else audio, p.settings, image=p.cppn.image)
+            if p.name is None:
+                log.info("features: %d frames x %d mel bands at %g fps", p.z.shape[0], p.settings.n_mels,
+                         p.settings.fps)
+                check_cancel(cancel)
+            p.renderer = build_renderer(p.settings, cppn=p.cppn, z=p.z, device=self.device)
+            if p.name is not None:
+                x, y, w, h = p.box
+                log.info("stem %s: %dx%d panel at (%d, %d), seed %d, %s", p.name, w, h, x, y, p.settings.seed,
+                         "fitted image" if p.cppn.image else "abstract")
+        return panels
+
+
+def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: bool = True,
+              cache_root: str | os.PathLike | None = None, separator=None, output: str | os.PathLike | None = None,
+              overwrite: bool = False) -> Plan:
+    """Check a render's arguments and resolve what fails fast, before any slow work.
+
+    Parameters
+    ----------
+    song : path or Audio or None
+        The song (a file: its cover art is the 'auto' image).
+    settings : RenderSettings
+        Its settings (already complete: size even, options applied).
+    image, model, cache : see :func:`neuromv.pipeline.render`
+    cache_root : path, optional
+        Where the stems' cache lives (default: :func:`neuromv.cache.cache_dir`).
+    separator : Separator, optional
+        A loaded separator (its availability is then not checked).
+    output : path, optional
+        The video to be written: checked (and the codec at this size) before anything is loaded.
+    overwrite : bool
+        Whether ``output`` may be replaced.
+
+    Raises
+    ------
+    ParameterError, ImageError, ModelError, OutputError, SeparationError
+    """
+    from .renderer import resolve_device
+
+    stems = settings.stem_names()
+    choice = image_choice(image)
+    image_file = isinstance(choice, (str, os.PathLike)) and choice not in ("auto", "none")
+    if isinstance(choice, dict) and not stems:
+        raise ParameterError("images per stem (stem=PATH) need stems to render (--stems)")
+    if model is not None and stems:
+        raise ParameterError("--model is for one picture; with --stems, give images per stem instead")
+    if model is not None and not (isinstance(choice, str) and not image_file):
+        raise ParameterError("give a reference image or a model, not both")
+    song_file = None if song is None or isinstance(song, Audio) else song
+    inputs = tuple(p for p in (song_file, model if isinstance(model, (str, os.PathLike)) else None,
+                               choice if image_file else None) if p is not None)
+    if output is not None:
+        from .video import check_codec, check_output_path
+
+        check_output_path(output, inputs=inputs, overwrite=overwrite)  # fail before any slow work
+        check_codec(settings.codec, settings.width, settings.height)
+    plan = Plan(settings, resolve_device(settings.device), song_file, inputs, stems, choice, cache=cache,
+                cache_root=None if cache_root is None else Path(cache_root), separator=separator)
+    if model is not None:
+        plan.model, plan.settings, plan.where = model_for(model, settings)  # a bad model fails before slow work
+    elif stems:
+        from .separate import check_available
+
+        if separator is None:
+            check_available(settings.separator)  # a backend that cannot run here fails before any slow work
+        plan.image = _stem_images(choice, stems, settings.background)  # so do bad stem names, images
+    elif not (isinstance(choice, str) and choice == "auto"):
+        plan.pixels, plan.where = resolve_image(choice, None, settings.background)  # a bad image, too
+    return plan
+
+
+def _stem_images(image, names, background="black") -> dict:
+    """Load the images of a render with stems: {stem: (pixels, description)}, or {'*': ...} for one image for
+    every stem, or {'auto': None} for the song's cover art (looked up later). Raises on unknown stems or bad
+    images."""
+    if isinstance(image, dict):
+        unknown = sorted(set(image) - set(names))
+        if unknown:
+            raise ParameterError(f"--image for stem(s) not rendered: {', '.join(unknown)} (stems: {', '.join(names)})")
+        out = {}
+        for stem, src in image.items():
+            pixels, where = resolve_image(src, None, background)
+            if pixels is not None:
+                out[stem] = (pixels, where)
+        return out
+    if isinstance(image, str) and image == "auto":
+        return {"auto": None}
+    pixels, where = resolve_image(image, None, background)
+    return {"*": (pixels, where)} if pixels is not None else {}
