@@ -232,3 +232,95 @@ def test_demo_with_the_demo_cover(tmp_path):
     p = neuromv("demo", *SMALL, "--duration", "1", "--image", "demo", "--fit-steps", "200", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "image: the demo cover" in p.stderr and (tmp_path / "demo.mp4").exists()
+
+
+# -- the options come from the settings table ---------------------------------------------------------------------------
+def _render_parser():
+    from neuromv.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return parser, sub.choices["render"]
+
+
+def _readme_options() -> dict[str, str]:
+    """flag -> default cell, from the README's ``| option | default | what it does |`` table."""
+    import re
+    from pathlib import Path
+
+    lines = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| option | default | what it does |")
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        option, default = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:3]]
+        for flag in re.findall(r"`(-{1,2}[a-z][a-z0-9-]*)", option):
+            assert flag not in rows, f"{flag} twice in the README's option table"
+            rows[flag] = default
+    return rows
+
+
+def _shown(row, value) -> str:
+    """A default as the README writes it."""
+    if row.default_text:
+        return row.default_text
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def test_readme_option_table_lists_every_option_with_its_default():
+    """The README's table is prose, written by hand, but checked: exactly the options of 'neuromv render' (every
+    row of the settings table with a flag, and the command line's own), with the table's defaults."""
+    from neuromv.settings import QUALITY, SETTINGS, RenderSettings
+
+    readme = _readme_options()
+    _, render = _render_parser()
+    cli = {s for a in render._actions for s in a.option_strings} - {"-h", "--help", "-o", "--output", "--quiet",
+                                                                     "--verbose"}
+    assert set(readme) == cli, f"missing from the README: {sorted(cli - set(readme))}; not options: " \
+                               f"{sorted(set(readme) - cli)}"
+    defaults = RenderSettings()
+    for row in SETTINGS:
+        if row.flag is not None:
+            assert readme[row.flag] == _shown(row, row.default), row.flag
+    assert readme["--size"] == f"{defaults.width}x{defaults.height}"
+    standard = [name for name, q in QUALITY.items() if all(getattr(defaults, k) == v for k, v in q.items())]
+    assert [readme["--quality"]] == standard
+    for flag in ("--no-cache", "--overwrite"):
+        assert readme[flag] == "off"
+
+
+def test_every_setting_goes_through_the_command_line_and_back():
+    """serve.cli_command writes every setting as its flag; argparse and _settings_from read it back unchanged."""
+    import shlex
+
+    from neuromv.cli import _settings_from
+    from neuromv.serve import cli_command
+    from neuromv.settings import SETTINGS, RenderSettings
+
+    special = {"n_mels": 16, "codec": "libx265", "device": "cpu", "background": "white", "stems": "vocals"}
+    values = {"width": 640, "height": 360}
+    for row in SETTINGS:
+        if row.flag is None:
+            continue
+        if row.name in special:
+            v = special[row.name]
+        elif row.kind is bool:
+            v = not row.default
+        elif row.choices:
+            v = row.choices[-1] if row.choices[-1] != row.default else row.choices[0]
+        elif row.lo is not None:
+            v = (row.default or 0) + (1 if row.integer else (row.hi - (row.default or 0)) / 4)
+        else:
+            raise AssertionError(f"no example value for the setting {row.name}: add one to 'special'")
+        values[row.name] = v
+    settings = RenderSettings(**values)
+    argv = shlex.split(cli_command("song.wav", "out.mp4", settings.to_dict(), "auto"))
+    assert all(row.flag in argv for row in SETTINGS if row.flag is not None)
+    parser, _ = _render_parser()
+    assert _settings_from(parser.parse_args(argv[1:])) == settings
+    assert _settings_from(parser.parse_args(["render", "s.wav", "-o", "o.mp4"])) == RenderSettings()
+    q = _settings_from(parser.parse_args(["render", "s.wav", "-o", "o.mp4", "--quality", "draft", "--crf", "20"]))
+    assert (q.width, q.height, q.preset, q.crf) == (384, 216, "ultrafast", 20)

@@ -107,3 +107,71 @@ def test_any_json_value_gives_valid_settings_or_a_parameter_error(data):
     assert limits.MIN_FPS <= s.fps <= limits.MAX_FPS and math.isfinite(s.fps)
     assert 1 <= s.n_mels <= limits.max_mels(s.fps, 22050)
     assert RenderSettings.from_dict(s.to_dict()) == s
+
+
+# -- the settings table ------------------------------------------------------------------------------------------------
+def test_settings_sit_on_the_ground_floor():
+    """``import neuromv.settings`` and building settings import no other NeuroMV module than errors and limits, and
+    no torch or numpy: every layer may import the settings, the settings import none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, neuromv.settings as s; s.RenderSettings(stems='all', background='#102030'); "
+            "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'; "
+            "print(sorted(m for m in sys.modules if m.startswith('neuromv')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["['neuromv',", "'neuromv.errors',", "'neuromv.limits',", "'neuromv.settings']"]
+
+
+def test_the_table_is_the_dataclass():
+    """One row per field, in its order, with the field's default; every row is shown in a known group and has a
+    help text; choice lists are the module's constants."""
+    from neuromv import settings as S
+
+    assert [r.name for r in S.SETTINGS] == NAMES
+    defaults = RenderSettings().to_dict()
+    assert {r.name: r.default for r in S.SETTINGS} == defaults
+    for r in S.SETTINGS:
+        assert r.group in S.GROUPS and r.help and r.doc, r.name
+        assert r.flag is None or r.flag == "--" + r.name.replace("_", "-"), r.name
+        assert r.name in RenderSettings.__doc__
+    rows = {r.name: r for r in S.SETTINGS}
+    assert rows["preset"].choices == S.X264_PRESETS and rows["precision"].choices == S.PRECISIONS
+    assert rows["fit"].choices == S.FIT_MODES and rows["layout"].choices == S.LAYOUTS
+    assert rows["separator"].choices == tuple(S.SEPARATOR_STEMS)
+    assert rows["hidden"].hi == limits.MAX_HIDDEN and rows["fps"].lo == limits.MIN_FPS
+
+
+def test_choice_settings_keep_their_messages():
+    for field, bad, message in [
+        ("preset", "warp", "preset must be one of ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, "
+                           "veryslow; not 'warp'"),
+        ("precision", "int8", "precision must be one of auto, float32, int16, not 'int8'"),
+        ("fit", "stretch", "fit must be 'cover' or 'contain', not 'stretch'"),
+        ("layout", "stack", "layout must be one of auto, side-by-side, grid, blend; not 'stack'"),
+        ("separator", "x", "unknown separator 'x'; choose one of spleeter, hpss, demucs"),
+        ("device", "tpu", "device must be 'auto', 'cpu' or 'cuda', not 'tpu'"),
+        ("width", 0, "size must be from 1x1 to"),
+    ]:
+        with pytest.raises(ParameterError) as e:
+            RenderSettings(**{field: bad})
+        assert message in str(e.value), str(e.value)
+
+
+def test_the_pages_defaults_and_choices_are_the_tables():
+    from neuromv import settings as S
+    from neuromv.serve import page_config
+
+    config = page_config()
+    assert config["defaults"] == {r.name: r.default for r in S.SETTINGS} == RenderSettings().to_dict()
+    rows = {r.name: r for r in S.SETTINGS}
+    assert config["choices"]["fit"] == list(rows["fit"].choices)
+    assert config["choices"]["layout"] == list(rows["layout"].choices)
+    assert config["choices"]["separator"] == {k: list(v) for k, v in S.SEPARATOR_STEMS.items()}
+
+
+def test_separator_stems_are_the_backends():
+    from neuromv import separate, settings as S
+
+    assert dict(separate.BACKENDS) == S.SEPARATOR_STEMS

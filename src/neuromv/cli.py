@@ -27,91 +27,68 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"neuromv: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
-    """Options shared by ``render`` and ``demo``; defaults come from the RenderSettings given."""
-    p.set_defaults(_defaults=defaults)
-    g = p.add_argument_group("picture and motion")
-    g.add_argument("--quality", choices=("draft", "standard", "high"),
-                   help="preset of size, x264 preset and crf: draft 384x216 ultrafast crf 28 (a quick look at a "
-                        "whole song), standard 1280x720 superfast crf 18, high 1920x1080 veryfast crf 16; "
-                        "--size, --preset and --crf override it")
-    g.add_argument("--size", metavar="WxH",
-                   help=f"video size (default: {defaults.width}x{defaults.height}); odd sizes are rounded up to even")
-    g.add_argument("--fps", type=float, default=defaults.fps, help="frames per second (default: %(default)g)")
-    g.add_argument("--n-mels", type=int, default=defaults.n_mels,
-                   help="mel bands = size of the latent z (default: %(default)s)")
-    g.add_argument("--smooth", type=float, default=defaults.smooth, metavar="SECONDS",
-                   help="release time of the feature envelope; 0 = none (default: %(default)g)")
-    g.add_argument("--reactivity", type=float, default=defaults.reactivity,
-                   help="how strongly the music moves the picture; 0 = still (default: %(default)g)")
-    g.add_argument("--hidden", type=int, default=defaults.hidden,
-                   help="width of the CPPN's 5 hidden layers (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=defaults.seed,
-                   help="seed of the CPPN's weights: another seed, another look (default: %(default)s)")
-    g.add_argument("--zoom", type=float, default=defaults.zoom,
-                   help="coordinate scale: larger shows smaller, busier patterns (default: %(default)g)")
-    g.add_argument("--pan-x", type=float, default=defaults.pan_x, metavar="X",
-                   help="move the view right (positive) or left over the pattern, in the CPPN's coordinates; the "
-                        "frame's shorter side spans 2 x zoom of them (default: %(default)g)")
-    g.add_argument("--pan-y", type=float, default=defaults.pan_y, metavar="Y",
-                   help="move the view down (positive) or up (default: %(default)g)")
-    c = p.add_argument_group("colour")
-    c.add_argument("--hue", type=float, default=defaults.hue, metavar="DEGREES",
-                   help="rotate every colour's hue, -360 to 360 (default: %(default)g)")
-    c.add_argument("--saturation", type=float, default=defaults.saturation,
-                   help="0 grey, 1 unchanged, 2 twice as vivid (default: %(default)g)")
-    c.add_argument("--brightness", type=float, default=defaults.brightness,
-                   help="added to every colour, -1 to 1 (default: %(default)g)")
-    c.add_argument("--contrast", type=float, default=defaults.contrast,
-                   help="contrast around mid-grey: below 1 flatter, above 1 harder (default: %(default)g)")
-    i = p.add_argument_group("reference image")
-    i.add_argument("--image", metavar="PATH|none|STEM=PATH", action="append",
-                   help="picture the video should look like (PNG, JPEG, WebP, GIF, BMP, TIFF). Default: the song's "
-                        "cover art (embedded, or cover.*/folder.* beside it) if it has one. 'none': abstract. "
-                        "('demo' in 'neuromv demo': a generated cover). With --stems, repeat as STEM=PATH for "
-                        "an image per stem")
-    i.add_argument("--model", metavar="FILE", help="a model saved by 'neuromv fit' (instead of --image)")
-    _add_fit_options(i, defaults)
-    i.add_argument("--fit-steps", type=int, default=defaults.fit_steps, metavar="N",
-                   help="training steps of the image fit: more is sharper and slower (default: %(default)s)")
-    i.add_argument("--no-cache", action="store_true", help="fit again instead of reusing a cached fit")
-    t = p.add_argument_group("stems (one visualization per instrument)")
-    t.add_argument("--stems", default=defaults.stems, metavar="LIST|all",
-                   help="render one panel per stem, e.g. vocals,accompaniment or all (default: the whole song)")
-    t.add_argument("--separator", default=defaults.separator, choices=("spleeter", "hpss", "demucs"),
-                   help="how to split the song: spleeter (vocals/accompaniment, default), hpss "
-                        "(harmonic/percussive), demucs (drums/bass/other/vocals; optional extra)")
-    t.add_argument("--layout", default=defaults.layout, choices=("auto", "side-by-side", "grid", "blend"),
-                   help="panels side by side, in a grid, or every stem layered in one frame (blend); "
-                        "auto: side-by-side for 2, grid for more (default: %(default)s)")
-    t.add_argument("--labels", action="store_true", help="write each stem's name on its panel")
-    e = p.add_argument_group("encoding and run")
-    e.add_argument("--crf", type=int,
-                   help=f"x264 quality, 0-51, lower is better (default: {defaults.crf})")
-    e.add_argument("--preset",
-                   help=f"x264 speed preset: ultrafast ... veryslow (default: {defaults.preset})")
-    e.add_argument("--codec", default=defaults.codec,
-                   help="video encoder: libx264 (default), libx265, or a GPU one such as h264_nvenc (NVIDIA)")
-    e.add_argument("--start", type=float, default=defaults.start, metavar="SECONDS",
-                   help="start of the excerpt to render (default: %(default)g)")
-    e.add_argument("--duration", type=float, default=defaults.duration, metavar="SECONDS",
-                   help="length of the excerpt (default: to the end)")
-    e.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
-    from .settings import PRECISIONS
+def add_setting_option(group, row, defaults, flag: str | None = None, help: str | None = None) -> None:
+    """Add the command-line option of one row of the settings table (:class:`neuromv.settings.Setting`) to an
+    argparse group: its flag (or ``flag``), type, metavar, choices and help (or ``help``), with the default of
+    ``defaults`` (a RenderSettings) appended to the help. A setting that ``--quality`` also sets (crf, preset) has
+    no argparse default: :func:`_settings_from` takes the preset's, or the defaults'."""
+    value = getattr(defaults, row.name)
+    text = help or row.help
+    if row.default_text != "":
+        shown = row.default_text or (format(value, "g") if isinstance(value, float) else str(value))
+        text += f" (default: {shown})"
+    kw: dict = dict(help=text, dest=row.name)
+    if row.kind is bool:
+        kw.update(action="store_true", default=value)
+    else:
+        kw.update(default=None if row.quality else value, metavar=row.metavar)
+        if row.kind is not str:
+            kw["type"] = row.kind
+        if row.choices and row.cli_choices:
+            kw["choices"] = row.choices
+    group.add_argument(flag or row.flag, **kw)
 
-    e.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                   help="arithmetic of the CPU kernel: float32 exact, int16 faster and within 2 levels; auto = int16 "
-                        "where the CPU has AVX-512 VNNI (default: %(default)s)")
-    e.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
+    """Options shared by ``render`` and ``demo``: every row of the settings table with a flag
+    (:data:`neuromv.settings.SETTINGS`, in its groups and order), and the options of the command line only
+    (--quality, --size, --image, --model, --no-cache, --overwrite). Defaults come from the RenderSettings given."""
+    from .settings import GROUPS, QUALITY, SETTINGS
+
+    p.set_defaults(_defaults=defaults)
+    for key, title in GROUPS.items():  # group by group, so that the usage line follows --help's order
+        g = p.add_argument_group(title)
+        if key == "picture":
+            sizes = {name: f"{q['width']}x{q['height']} {q['preset']} crf {q['crf']}" for name, q in QUALITY.items()}
+            g.add_argument("--quality", choices=tuple(QUALITY),
+                           help=f"preset of size, x264 preset and crf: draft {sizes['draft']} (a quick look at a "
+                                f"whole song), standard {sizes['standard']}, high {sizes['high']}; --size, --preset "
+                                "and --crf override it")
+            g.add_argument("--size", metavar="WxH", help=f"video size (default: {defaults.width}x{defaults.height}); "
+                                                         "odd sizes are rounded up to even")
+        elif key == "image":
+            g.add_argument("--image", metavar="PATH|none|STEM=PATH", action="append",
+                           help="picture the video should look like (PNG, JPEG, WebP, GIF, BMP, TIFF). Default: the "
+                                "song's cover art (embedded, or cover.*/folder.* beside it) if it has one. 'none': "
+                                "abstract. ('demo' in 'neuromv demo': a generated cover). With --stems, repeat as "
+                                "STEM=PATH for an image per stem")
+            g.add_argument("--model", metavar="FILE", help="a model saved by 'neuromv fit' (instead of --image)")
+        for row in SETTINGS:
+            if row.group == key and row.flag is not None:
+                add_setting_option(g, row, defaults)
+        if key == "image":
+            g.add_argument("--no-cache", action="store_true", help="fit again instead of reusing a cached fit")
+        elif key == "encoding":
+            g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
 
 def _add_fit_options(g, defaults) -> None:
-    """``--fit`` and ``--background``, shared by ``render``/``demo`` and ``fit``."""
-    g.add_argument("--fit", choices=("cover", "contain"), default=defaults.fit,
-                   help="fill the frame and crop (cover) or show the whole image (contain) (default: %(default)s)")
-    g.add_argument("--background", default=defaults.background, metavar="COLOUR",
-                   help="colour under transparency and around a 'contain' image: black, white, #rrggbb, r,g,b "
-                        "(default: %(default)s)")
+    """``--fit`` and ``--background`` (rows of the settings table) for ``fit``."""
+    from .settings import SETTINGS
+
+    for row in SETTINGS:
+        if row.name in ("fit", "background"):
+            add_setting_option(g, row, defaults)
 
 
 def _add_verbosity(p: argparse.ArgumentParser) -> None:
@@ -201,19 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings_from(args: argparse.Namespace):
-    from .settings import RenderSettings, parse_size, with_quality
+    """The RenderSettings of ``render``/``demo``'s options: every setting with a flag as given (crf and preset: the
+    ``--quality`` preset's, or the defaults', when not given), the size from ``--size`` or the preset."""
+    from .settings import SETTINGS, RenderSettings, parse_size, with_quality
 
     base = with_quality(args._defaults, args.quality) if args.quality else args._defaults
     width, height = parse_size(args.size) if args.size else (base.width, base.height)
-    crf = base.crf if args.crf is None else args.crf
-    preset = base.preset if args.preset is None else args.preset
-    return RenderSettings(fps=args.fps, width=width, height=height, n_mels=args.n_mels, smooth=args.smooth,
-                          reactivity=args.reactivity, hidden=args.hidden, seed=args.seed, zoom=args.zoom,
-                          pan_x=args.pan_x, pan_y=args.pan_y, hue=args.hue, saturation=args.saturation,
-                          brightness=args.brightness, contrast=args.contrast,
-                          crf=crf, preset=preset, codec=args.codec, start=args.start, duration=args.duration,
-                          precision=args.precision, device=args.device, fit=args.fit, background=args.background, fit_steps=args.fit_steps,
-                          stems=args.stems, separator=args.separator, layout=args.layout, labels=args.labels)
+    values = {}
+    for row in SETTINGS:
+        if row.flag is not None:
+            value = getattr(args, row.name)
+            values[row.name] = getattr(base, row.name) if value is None and row.quality else value
+    return RenderSettings(width=width, height=height, **values)
 
 
 def _image_args(args: argparse.Namespace) -> dict:

@@ -17,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from .errors import ParameterError
-from .limits import MAX_FPS, MIN_FPS, check_mels, number
+from .limits import ANALYSIS_SR as _ANALYSIS_SR, MAX_FPS, MIN_FPS, check_mels, number
 
 __all__ = [
     "ANALYSIS_SR",
@@ -34,8 +34,8 @@ __all__ = [
     "song_latents",
 ]
 
-#: Sample rate at which features are computed (Hz). At 30 fps the hop is exactly 735 samples.
-ANALYSIS_SR = 22050
+#: Sample rate at which features are computed (Hz): :data:`neuromv.limits.ANALYSIS_SR`, where settings check n_mels.
+ANALYSIS_SR = _ANALYSIS_SR
 
 #: Floor of the dB scale, below the song's own peak.
 TOP_DB = 80.0

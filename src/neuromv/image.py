@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import ImageError, NeuroMVError, ParameterError, summary
 from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from .settings import parse_color  # noqa: F401 - defined with the background setting; also neuromv.image.parse_color
 
 __all__ = ["ImageSource", "load_image", "fit_image", "find_cover_art", "parse_color", "MAX_PIXELS", "MAX_IMAGE_BYTES",
            "MIN_SIDE"]
@@ -30,7 +31,6 @@ MIN_SIDE = 8
 
 _SIDECAR_STEMS = ("cover", "folder", "front", "album")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-_NAMED_COLORS = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128), "grey": (128, 128, 128)}
 
 
 @dataclass(frozen=True)
@@ -51,32 +51,6 @@ class ImageSource:
     def read_bytes(self) -> bytes:
         """The encoded image; a file is read only if it is a regular file of at most MAX_IMAGE_BYTES."""
         return _read(self)[1]
-
-
-def parse_color(text: str | tuple) -> tuple[int, int, int]:
-    """``'black'``, ``'#102030'``, ``'16,32,48'`` or a tuple -> (r, g, b) in 0-255."""
-    from .limits import show
-
-    bad = ParameterError(f"background must be a colour like black, white, '#1a2b3c' or '26,43,60', not {show(text)}")
-    if isinstance(text, tuple):
-        rgb = text
-    elif not isinstance(text, str) or len(text) > 64:
-        raise bad
-    else:
-        t = str(text).strip().lower()
-        if t in _NAMED_COLORS:
-            return _NAMED_COLORS[t]
-        try:
-            if t.startswith("#") and len(t) == 7:
-                rgb = tuple(int(t[i:i + 2], 16) for i in (1, 3, 5))
-            else:
-                rgb = tuple(int(v) for v in t.split(","))
-        except ValueError:
-            rgb = ()
-    if len(rgb) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
-                                for v in rgb):
-        raise bad
-    return tuple(int(v) for v in rgb)
 
 
 def load_image(source: str | os.PathLike | bytes | ImageSource, *,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .settings import RenderSettings
 
 __all__ = [
-    "MIN_FPS", "MAX_FPS", "MAX_SIDE", "MAX_MELS", "MAX_HIDDEN", "MAX_LAYERS", "MAX_SECONDS", "MAX_FIT_STEPS",
+    "ANALYSIS_SR", "MIN_FPS", "MAX_FPS", "MAX_SIDE", "MAX_MELS", "MAX_HIDDEN", "MAX_LAYERS", "MAX_SECONDS", "MAX_FIT_STEPS",
     "MAX_SEED", "MAX_ZOOM", "MAX_PAN", "MAX_GAIN", "MAX_SMOOTH", "MAX_NAME_CHARS",
     "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_MODEL_HEADER_BYTES", "max_model_bytes",
     "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
@@ -43,6 +43,9 @@ MAX_FPS = 240.0
 #: Largest width or height in pixels: 8K, the largest frame NVENC and most players take. Whether a size fits in
 #: memory is checked separately, before rendering (:func:`check_memory`).
 MAX_SIDE = 8192
+#: Sample rate at which features are computed (Hz; :mod:`neuromv.features` uses it, the n_mels limit depends on it).
+#: At 30 fps the hop is exactly 735 samples.
+ANALYSIS_SR = 22050
 #: Most mel bands (the size of z, the CPPN's input). Also bounded by the FFT at the frame rate: :func:`max_mels`.
 MAX_MELS = 256
 #: Widest CPPN hidden layer. The renderer holds pixels x hidden floats of the first layer (tiled and GPU paths):

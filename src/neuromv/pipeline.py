@@ -79,12 +79,13 @@ def build_renderer(settings: RenderSettings, width: int | None = None, height: i
     (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render, which centre an image-mode
     CPPN's pulse. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`; default: ``settings.device``)."""
     from .cppn import CPPN
-    from .renderer import Renderer
+    from .renderer import Renderer, color_matrix
 
     if cppn is None:
         cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+    color = color_matrix(settings.hue, settings.saturation, settings.brightness, settings.contrast)
     return Renderer(cppn, width or settings.width, height or settings.height, device=settings.device if device is None else device,
-                    scale=settings.zoom, pan=(settings.pan_x, settings.pan_y), color=settings.color(),
+                    scale=settings.zoom, pan=(settings.pan_x, settings.pan_y), color=color,
                     centre=z if cppn.image else None, precision=settings.precision)
 
 

@@ -127,24 +127,24 @@ def cppn_json(n_z: int, hidden: int, seed: int) -> dict:
 
 def cli_command(song: str, output: str, settings: dict, image: str = "none") -> str:
     """The ``neuromv render`` command line that renders ``song`` with ``settings`` (only what differs from the
-    defaults). ``image``: 'none' (abstract), 'auto' (the song's cover art, the CLI's default) or an image file."""
+    defaults), from the settings table (:data:`neuromv.settings.SETTINGS`: each row's flag; width and height as
+    ``--size``). ``image``: 'none' (abstract), 'auto' (the song's cover art, the CLI's default) or an image file."""
     import shlex
 
-    from .settings import RenderSettings
+    from .settings import SETTINGS, RenderSettings
 
     s = RenderSettings.from_dict(settings)
     default = RenderSettings()
     args = ["neuromv", "render", song, "-o", output]
-    for f in dataclasses.fields(RenderSettings):
-        v, d = getattr(s, f.name), getattr(default, f.name)
-        if v == d or f.name in ("width", "height"):
+    for row in SETTINGS:
+        v = getattr(s, row.name)
+        if v == row.default or row.flag is None:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
+        if row.kind is bool:
             if v:
-                args.append(flag)
+                args.append(row.flag)
             continue
-        args += [flag, str(v)]
+        args += [row.flag, str(v)]
     if (s.width, s.height) != (default.width, default.height):
         args += ["--size", f"{s.width}x{s.height}"]
     if image != "auto":
@@ -621,17 +621,19 @@ def page_config() -> dict:
     so that the page keeps no copies: the CPPN's gains (:data:`neuromv.settings.Z_GAIN`, ``PULSE_GAIN``), the
     image mode's :data:`neuromv.cppn.FLOOR` and :data:`neuromv.renderer.CENTRE_FRAMES`, the colour matrix's
     :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, the default
-    settings (every :class:`neuromv.settings.RenderSettings` field) and the choice lists (fit modes, separators
-    with their stems, layouts, the quality presets' sizes). A JSON object, embedded in the page (``/``)."""
-    from . import cppn, features, renderer, separate, settings
+    settings (every row of the settings table, :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes,
+    separators with their stems, layouts: the table's; the quality presets' sizes). A JSON object, embedded in the
+    page (``/``)."""
+    from . import cppn, features, renderer, settings
 
+    rows = {row.name: row for row in settings.SETTINGS}
     return {
         "Z_GAIN": settings.Z_GAIN, "PULSE_GAIN": settings.PULSE_GAIN, "FLOOR": cppn.FLOOR,
         "CENTRE_FRAMES": renderer.CENTRE_FRAMES, "LUMA": list(renderer.LUMA),
         "ANALYSIS_SR": features.ANALYSIS_SR, "TOP_DB": features.TOP_DB,
-        "defaults": dataclasses.asdict(settings.RenderSettings()),
-        "choices": {"fit": list(settings.FIT_MODES), "layout": list(settings.LAYOUTS),
-                    "separator": {name: list(stems) for name, stems in separate.BACKENDS.items()},
+        "defaults": {name: row.default for name, row in rows.items()},
+        "choices": {"fit": list(rows["fit"].choices), "layout": list(rows["layout"].choices),
+                    "separator": {name: list(settings.SEPARATOR_STEMS[name]) for name in rows["separator"].choices},
                     "size": {name: [q["width"], q["height"]] for name, q in settings.QUALITY.items()}},
     }
 

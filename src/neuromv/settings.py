@@ -1,16 +1,35 @@
-"""All the settings of one render, validated in one place (shared by the CLI, the Python API and any front end)."""
+"""All the settings of one render, in one table, validated in one place (shared by the CLI, the Python API and any
+front end).
+
+The table is :class:`RenderSettings` itself: each field is declared with :func:`setting`, which records its default,
+its range or choices (constants of :mod:`neuromv.limits` and of this module), its help text, its command-line flag
+and the group it is shown in. :data:`SETTINGS` lists the rows (:class:`Setting`); from them come the validation
+(:meth:`RenderSettings.__post_init__`), the options of ``neuromv render`` and ``neuromv demo``
+(:func:`neuromv.cli.add_setting_options`), the command line the live preview shows
+(:func:`neuromv.serve.cli_command`) and the page's defaults (:func:`neuromv.serve.page_config`); tests check the
+README's option table against them. Adding a knob: one :func:`setting` field here, one control on the page
+(docs/architecture.md).
+
+This is the ground floor: it imports only :mod:`neuromv.errors` and :mod:`neuromv.limits` (no numpy, torch or
+librosa), so the CLI starts quickly and every layer above may import it.
+"""
 
 from __future__ import annotations
 
+import numbers
 import re
-from dataclasses import asdict, dataclass, fields, replace
+import textwrap
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from .errors import ParameterError
-from .limits import (MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, MAX_NAME_CHARS, MAX_PAN, MAX_SECONDS, MAX_SEED,
-                     MAX_SIDE, MAX_SMOOTH, MAX_ZOOM, MIN_FPS, check_mels, number, show)
-from .video import X264_PRESETS
+from .limits import (ANALYSIS_SR, MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, MAX_NAME_CHARS, MAX_PAN,
+                     MAX_SECONDS, MAX_SEED, MAX_SIDE, MAX_SMOOTH, MAX_ZOOM, MIN_FPS, check_mels, number, show)
 
-__all__ = ["RenderSettings", "parse_size", "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_MODES", "PRECISIONS"]
+__all__ = ["RenderSettings", "Setting", "SETTINGS", "GROUPS", "setting", "parse_size", "parse_color", "with_quality",
+           "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
+           "SEPARATOR_STEMS"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
 #: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).
@@ -27,6 +46,12 @@ FIT_MODES = ("cover", "contain")
 LAYOUTS = ("auto", "side-by-side", "grid", "blend")
 #: Arithmetic of the compiled CPU kernel (neuromv.renderer.resolve_precision).
 PRECISIONS = ("auto", "float32", "int16")
+#: x264's speed presets, fastest first (:class:`neuromv.video.VideoWriter` takes the same list).
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+#: The stems each separation backend makes, in its order (:data:`neuromv.separate.BACKENDS` is this table).
+SEPARATOR_STEMS: dict[str, tuple[str, ...]] = {
+    "spleeter": ("vocals", "accompaniment"), "hpss": ("harmonic", "percussive"),
+    "demucs": ("drums", "bass", "other", "vocals")}
 
 #: ``--quality`` presets: size, x264 preset and crf. Options given explicitly override them. (bfloat16 is not in
 #: them: on CPU the float32 kernel is faster than torch's bfloat16, and bfloat16 frames show visible noise.)
@@ -36,15 +61,22 @@ QUALITY: dict[str, dict] = {
     "high": dict(width=1920, height=1080, preset="veryfast", crf=16),
 }
 
+#: The groups settings are shown in (``--help``, the README's table): key -> title.
+GROUPS: dict[str, str] = {
+    "picture": "picture and motion",
+    "colour": "colour",
+    "image": "reference image",
+    "stems": "stems (one visualization per instrument)",
+    "encoding": "encoding and run",
+}
+
 
 def with_quality(settings: "RenderSettings", quality: str) -> "RenderSettings":
     """``settings`` with the size, x264 preset and crf of a :data:`QUALITY` preset."""
     if quality not in QUALITY:
         raise ParameterError(f"quality must be one of {', '.join(QUALITY)}, not {quality!r}")
     return replace(settings, **QUALITY[quality])
-#: The stems each separation backend makes (the same table as neuromv.separate.BACKENDS, kept light for the CLI).
-_SEPARATOR_STEMS = {"spleeter": ("vocals", "accompaniment"), "hpss": ("harmonic", "percussive"),
-                    "demucs": ("drums", "bass", "other", "vocals")}
+
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -57,164 +89,309 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+_NAMED_COLORS = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128), "grey": (128, 128, 128)}
+
+
+def parse_color(text: str | tuple) -> tuple[int, int, int]:
+    """``'black'``, ``'#102030'``, ``'16,32,48'`` or a tuple -> (r, g, b) in 0-255.
+
+    Raises
+    ------
+    ParameterError
+        Not a colour (``"background must be a colour like ..."``).
+    """
+    bad = ParameterError(f"background must be a colour like black, white, '#1a2b3c' or '26,43,60', not {show(text)}")
+    if isinstance(text, tuple):
+        rgb = text
+    elif not isinstance(text, str) or len(text) > 64:
+        raise bad
+    else:
+        t = str(text).strip().lower()
+        if t in _NAMED_COLORS:
+            return _NAMED_COLORS[t]
+        try:
+            if t.startswith("#") and len(t) == 7:
+                rgb = tuple(int(t[i:i + 2], 16) for i in (1, 3, 5))
+            else:
+                rgb = tuple(int(v) for v in t.split(","))
+        except ValueError:
+            rgb = ()
+    # numbers.Integral: int and numpy's integers (registered there), without importing numpy
+    if len(rgb) != 3 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= 255
+                                for v in rgb):
+        raise bad
+    return tuple(int(v) for v in rgb)
+
+
+# -- the table ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table: a field of :class:`RenderSettings` and everything said about it.
+
+    Attributes
+    ----------
+    name : str
+        The field's name (``pan_x``).
+    default
+        Its default value.
+    group : str
+        A key of :data:`GROUPS`: where ``--help`` and the README show it.
+    help : str
+        The ``--help`` text, without the default (the CLI appends ``(default: ...)``).
+    doc : str
+        The longer description of :class:`RenderSettings`'s docstring (default: ``help``).
+    kind : type
+        ``float``, ``int``, ``str`` or ``bool``: what the command line converts the text to (bool: a switch).
+    flag : str or None
+        The command-line option (``--pan-x``); None: set otherwise (width and height: ``--size``).
+    metavar : str or None
+        The option's placeholder in ``--help`` (None: argparse's, from the flag or the choices).
+    choices : tuple or None
+        The values allowed, when a list.
+    cli_choices : bool
+        Give ``choices`` to argparse too (False: the value is checked with the settings' own message).
+    lo, hi : float or None
+        The range of a number (from :mod:`neuromv.limits`); ``integer``, ``lo_open`` and ``unit`` as in
+        :func:`neuromv.limits.number`; ``optional``: None is allowed too.
+    label : str
+        The setting's name in error messages (default: ``name``).
+    message : str or None
+        The error message for a value not in ``choices``, with ``{value}``, ``{choices}`` (``a, b, c``) or
+        ``{either}`` (``'a', 'b' or 'c'``) in it.
+    check : callable or None
+        ``check(settings, value)`` raising :class:`ParameterError`: a check no range or list can say.
+    default_text : str or None
+        What ``--help`` and the README say the default is, when not the value itself; ``""``: ``--help`` says
+        nothing (the help text does).
+    quality : bool
+        ``--quality`` sets it too: on the command line its default is the preset's.
+    """
+
+    name: str
+    default: Any
+    group: str
+    help: str
+    doc: str = ""
+    kind: type = str
+    flag: str | None = None
+    metavar: str | None = None
+    choices: tuple | None = None
+    cli_choices: bool = True
+    lo: float | None = None
+    hi: float | None = None
+    integer: bool = False
+    lo_open: bool = False
+    unit: str = ""
+    optional: bool = False
+    label: str = ""
+    message: str | None = None
+    check: Callable[[Any, Any], None] | None = None
+    default_text: str | None = None
+    quality: bool = False
+
+    def validate(self, settings: "RenderSettings") -> None:
+        """Check this setting's value in ``settings``.
+
+        Raises
+        ------
+        ParameterError
+            One line naming the setting, what it allows and the value.
+        """
+        value = getattr(settings, self.name)
+        if self.optional and value is None:
+            return
+        if self.lo is not None:
+            number(self.label, value, self.lo, self.hi, integer=self.integer, lo_open=self.lo_open, unit=self.unit)
+        if self.choices is not None and (not isinstance(value, str) or value not in self.choices):
+            message = self.message or "{label} must be one of {choices}, not {value}"
+            either = " or ".join([", ".join(repr(c) for c in self.choices[:-1]), repr(self.choices[-1])])
+            raise ParameterError(message.format(label=self.label, choices=", ".join(self.choices), either=either,
+                                                value=show(value)))
+        if self.kind is bool and not isinstance(value, bool):
+            raise ParameterError(f"{self.label} must be true or false, not {show(value)}")
+        if self.check is not None:
+            self.check(settings, value)
+
+
+_ROW = "neuromv.setting"
+
+
+def setting(default, group: str, help: str, **row):
+    """A field of :class:`RenderSettings` with its row of the table (the keyword arguments of :class:`Setting`;
+    ``flag`` defaults to ``--name-with-dashes``, ``kind`` to the default's type, ``label`` to the name;
+    ``flag=None`` for a field with no option of its own)."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown settings group {group!r}")
+    return field(default=default, metadata={_ROW: dict(default=default, group=group, help=help, **row)})
+
+
+def _check_size(s: "RenderSettings", _value) -> None:
+    for v in (s.width, s.height):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIDE:
+            raise ParameterError(f"size must be from 1x1 to {MAX_SIDE}x{MAX_SIDE} pixels, not "
+                                 f"{show(s.width, 20)}x{show(s.height, 20)}")
+
+
+def _check_mels(s: "RenderSettings", value) -> None:
+    check_mels(value, s.fps, ANALYSIS_SR)
+
+
+def _check_name(what: str, pattern: str):
+    """A check that the value is a short name matching ``pattern``; ``what``: the message after 'must be'."""
+    def check(s: "RenderSettings", value) -> None:
+        if not (isinstance(value, str) and len(value) <= MAX_NAME_CHARS and re.fullmatch(pattern, value)):
+            raise ParameterError(f"{what}, not {show(value)}")
+    return check
+
+
+def _check_background(s: "RenderSettings", value) -> None:
+    parse_color(value)
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """Everything that decides how a song becomes a video.
 
-    Attributes
-    ----------
-    fps : float
-        Video frame rate; also the feature rate (hop = 1/fps s, window = 2/fps s).
-    width, height : int
-        Video size in pixels (H.264 needs even numbers: odd ones are rounded up by :meth:`even_size`).
-    n_mels : int
-        Mel bands = size of z.
-    smooth : float
-        Release time of the feature envelope in seconds (0: none). Onsets stay instant.
-    reactivity : float
-        How strongly the music moves the picture: the CPPN sees ``Z_GAIN * reactivity * z``, z having unit
-        RMS norm. 0 is a still picture, 1 (default) pulses clearly without losing the shapes, 2 is wild.
-    hidden : int
-        Width of the CPPN's 5 hidden layers.
-    seed : int
-        Seed of the CPPN's weights: same seed and song, same video.
-    zoom : float
-        Coordinate scale: larger values show more of the pattern (smaller features).
-    pan_x, pan_y : float
-        Centre of the view in the CPPN's coordinates (the shorter side of the frame spans ``2 * zoom`` of them;
-        y grows downwards): moves the camera over the pattern.
-    hue : float
-        Colour adjustments, applied to each pixel's final colour (:func:`neuromv.renderer.color_matrix`): hue
-        rotation in degrees about the grey axis,
-    saturation : float
-        saturation (0: grey, 1: unchanged, 2: twice as vivid),
-    brightness : float
-        brightness added (-1 to 1; 0: unchanged)
-    contrast : float
-        and contrast around mid-grey (1: unchanged).
-    crf : int
-        x264 constant rate factor (0-51; lower is better quality and larger files); NVENC's constant quality.
-    preset : str
-        x264 speed preset.
-    codec : str
-        FFmpeg video encoder: 'libx264' (default), 'libx265', or a hardware one such as 'h264_nvenc' (NVIDIA GPUs).
-    start, duration : float
-        Excerpt of the song to render, in seconds (duration None: to the end).
-    precision : {'auto', 'float32', 'int16'}
-        Arithmetic of the compiled CPU kernel (abstract CPPNs on CPU): 'float32' is exact; 'int16' runs the hidden
-        layers in 16-bit fixed point with exact integer sums, faster and within 2 levels of float32 on >= 99.9 % of
-        channel values; 'auto' (default) takes int16 where the CPU has AVX-512 VNNI, else float32. Other render
-        paths compute in float32 whatever this says (``neuromv.renderer.resolve_precision``).
-    device : str
-        'auto', 'cpu' or 'cuda'.
-    fit : {'cover', 'contain'}
-        Reference image: fill the frame and crop the overflow, or show all of it on the background.
-    background : str
-        Colour under transparent pixels and around a 'contain' image: black, white, '#rrggbb' or 'r,g,b'.
-    fit_steps : int
-        Adam steps of the reference-image fit: more is sharper and slower (not less lively: docs/reference-images.md).
-    stems : str or None
-        Render one visualization per stem: a comma-separated list of the separator's stems, or 'all'. None: the
-        whole song, one picture.
-    separator : str
-        The separation backend for ``stems``: 'spleeter', 'hpss' or 'demucs'.
-    layout : str
-        How stem panels are composed: 'auto' (side-by-side for 2, grid for 3 or more), 'side-by-side', 'grid' or
-        'blend' (every stem's CPPN layered in one full frame).
-    labels : bool
-        Write each stem's name on its panel.
+    Each field is a row of the settings table (:data:`SETTINGS`); the Attributes below are written from it.
     """
 
-    fps: float = 30.0
-    width: int = 1280
-    height: int = 720
-    n_mels: int = 32
-    smooth: float = 0.2
-    reactivity: float = 1.0
-    hidden: int = 32
-    seed: int = 0
-    zoom: float = 1.0
-    pan_x: float = 0.0
-    pan_y: float = 0.0
-    hue: float = 0.0
-    saturation: float = 1.0
-    brightness: float = 0.0
-    contrast: float = 1.0
-    crf: int = 18
-    preset: str = "superfast"
-    codec: str = "libx264"
-    start: float = 0.0
-    duration: float | None = None
-    precision: str = "auto"
-    device: str = "auto"
-    fit: str = "cover"
-    background: str = "black"
-    fit_steps: int = FIT_STEPS
-    stems: str | None = None
-    separator: str = "spleeter"
-    layout: str = "auto"
-    labels: bool = False
+    # -- picture and motion
+    fps: float = setting(
+        30.0, "picture", "frames per second", lo=MIN_FPS, hi=MAX_FPS,
+        doc="Video frame rate; also the feature rate (hop = 1/fps s, window = 2/fps s).")
+    width: int = setting(
+        1280, "picture", "video width in pixels", flag=None, check=_check_size, quality=True,
+        doc="Video width in pixels (H.264 needs even numbers: odd ones are rounded up by :meth:`even_size`); "
+            "``--size WxH`` on the command line.")
+    height: int = setting(
+        720, "picture", "video height in pixels", flag=None, check=_check_size, quality=True,
+        doc="Video height in pixels (rounded up to even like the width).")
+    n_mels: int = setting(
+        32, "picture", "mel bands = size of the latent z", check=_check_mels,
+        doc="Mel bands = size of z (at most :func:`neuromv.limits.max_mels` at the frame rate).")
+    smooth: float = setting(
+        0.2, "picture", "release time of the feature envelope; 0 = none", metavar="SECONDS", lo=0, hi=MAX_SMOOTH,
+        unit=" seconds", doc="Release time of the feature envelope in seconds (0: none). Onsets stay instant.")
+    reactivity: float = setting(
+        1.0, "picture", "how strongly the music moves the picture; 0 = still", lo=0, hi=MAX_GAIN,
+        doc="How strongly the music moves the picture: the CPPN sees ``Z_GAIN * reactivity * z``, z having unit "
+            "RMS norm. 0 is a still picture, 1 (default) pulses clearly without losing the shapes, 2 is wild.")
+    hidden: int = setting(
+        32, "picture", "width of the CPPN's 5 hidden layers", lo=1, hi=MAX_HIDDEN, integer=True,
+        doc="Width of the CPPN's 5 hidden layers.")
+    seed: int = setting(
+        0, "picture", "seed of the CPPN's weights: another seed, another look", lo=0, hi=MAX_SEED, integer=True,
+        doc="Seed of the CPPN's weights: same seed and song, same video.")
+    zoom: float = setting(
+        1.0, "picture", "coordinate scale: larger shows smaller, busier patterns", lo=0, hi=MAX_ZOOM, lo_open=True,
+        doc="Coordinate scale: larger values show more of the pattern (smaller features).")
+    pan_x: float = setting(
+        0.0, "picture", "move the view right (positive) or left over the pattern, in the CPPN's coordinates; the "
+                        "frame's shorter side spans 2 x zoom of them", metavar="X", lo=-MAX_PAN, hi=MAX_PAN,
+        label="pan-x",
+        doc="Centre of the view in the CPPN's coordinates, horizontally (the shorter side of the frame spans "
+            "``2 * zoom`` of them): moves the camera over the pattern.")
+    pan_y: float = setting(
+        0.0, "picture", "move the view down (positive) or up", metavar="Y", lo=-MAX_PAN, hi=MAX_PAN, label="pan-y",
+        doc="Centre of the view, vertically (y grows downwards).")
+    # -- colour: applied to each pixel's final colour (neuromv.renderer.color_matrix)
+    hue: float = setting(
+        0.0, "colour", "rotate every colour's hue, -360 to 360", metavar="DEGREES", lo=-360, hi=360, unit=" degrees",
+        doc="Hue rotation in degrees about the grey axis (the colour adjustments are applied to each pixel's final "
+            "colour: :func:`neuromv.renderer.color_matrix`).")
+    saturation: float = setting(
+        1.0, "colour", "0 grey, 1 unchanged, 2 twice as vivid", lo=0, hi=MAX_GAIN,
+        doc="Saturation (0: grey, 1: unchanged, 2: twice as vivid).")
+    brightness: float = setting(
+        0.0, "colour", "added to every colour, -1 to 1", lo=-1, hi=1,
+        doc="Brightness added (-1 to 1; 0: unchanged).")
+    contrast: float = setting(
+        1.0, "colour", "contrast around mid-grey: below 1 flatter, above 1 harder", lo=0, hi=MAX_GAIN,
+        doc="Contrast around mid-grey (1: unchanged).")
+    # -- encoding and run
+    crf: int = setting(
+        18, "encoding", "x264 quality, 0-51, lower is better", lo=0, hi=51, integer=True, quality=True,
+        doc="x264 constant rate factor (0-51; lower is better quality and larger files); NVENC's constant quality.")
+    preset: str = setting(
+        "superfast", "encoding", "x264 speed preset: ultrafast ... veryslow", choices=X264_PRESETS,
+        cli_choices=False, message="preset must be one of {choices}; not {value}", quality=True,
+        doc="x264 speed preset, one of :data:`X264_PRESETS`.")
+    codec: str = setting(
+        "libx264", "encoding", "video encoder: libx264 (default), libx265, or a GPU one such as h264_nvenc (NVIDIA)",
+        default_text="", check=_check_name("codec must be an FFmpeg encoder name such as libx264 or h264_nvenc",
+                                           r"[a-z0-9_-]+"),
+        doc="FFmpeg video encoder: 'libx264' (default), 'libx265', or a hardware one such as 'h264_nvenc' (NVIDIA "
+            "GPUs).")
+    start: float = setting(
+        0.0, "encoding", "start of the excerpt to render", metavar="SECONDS", lo=0, hi=MAX_SECONDS, unit=" seconds",
+        doc="Start of the excerpt of the song to render, in seconds.")
+    duration: float | None = setting(
+        None, "encoding", "length of the excerpt", kind=float, metavar="SECONDS", lo=0, hi=MAX_SECONDS,
+        lo_open=True, unit=" seconds", optional=True, default_text="to the end",
+        doc="Length of the excerpt in seconds (None: to the end).")
+    precision: str = setting(
+        "auto", "encoding", "arithmetic of the CPU kernel: float32 exact, int16 faster and within 2 levels; auto = "
+                            "int16 where the CPU has AVX-512 VNNI", choices=PRECISIONS,
+        doc="Arithmetic of the compiled CPU kernel (abstract CPPNs on CPU), one of :data:`PRECISIONS`: 'float32' is "
+            "exact; 'int16' runs the hidden layers in 16-bit fixed point with exact integer sums, faster and within "
+            "2 levels of float32 on >= 99.9 % of channel values; 'auto' (default) takes int16 where the CPU has "
+            "AVX-512 VNNI, else float32. Other render paths compute in float32 whatever this says "
+            "(``neuromv.renderer.resolve_precision``).")
+    device: str = setting(
+        "auto", "encoding", "auto, cpu or cuda",
+        check=_check_name("device must be 'auto', 'cpu' or 'cuda'", r"auto|cpu|cuda(:\d+)?"),
+        doc="'auto', 'cpu' or 'cuda' (or 'cuda:N').")
+    # -- reference image
+    fit: str = setting(
+        "cover", "image", "fill the frame and crop (cover) or show the whole image (contain)", choices=FIT_MODES,
+        message="fit must be {either}, not {value}",
+        doc="Reference image: fill the frame and crop the overflow ('cover'), or show all of it on the background "
+            "('contain').")
+    background: str = setting(
+        "black", "image", "colour under transparency and around a 'contain' image: black, white, #rrggbb, r,g,b",
+        metavar="COLOUR", check=_check_background,
+        doc="Colour under transparent pixels and around a 'contain' image: black, white, '#rrggbb' or 'r,g,b' "
+            "(:func:`parse_color`).")
+    fit_steps: int = setting(
+        FIT_STEPS, "image", "training steps of the image fit: more is sharper and slower", metavar="N", lo=1,
+        hi=MAX_FIT_STEPS, integer=True, label="fit steps",
+        doc="Adam steps of the reference-image fit: more is sharper and slower (not less lively: "
+            "docs/reference-images.md).")
+    # -- stems
+    stems: str | None = setting(
+        None, "stems", "render one panel per stem, e.g. vocals,accompaniment or all", metavar="LIST|all",
+        default_text="the whole song",
+        doc="Render one visualization per stem: a comma-separated list of the separator's stems, or 'all'. None: "
+            "the whole song, one picture (checked by :meth:`stem_names`, after the separator).")
+    separator: str = setting(
+        "spleeter", "stems", "how to split the song: spleeter (vocals/accompaniment, default), hpss "
+                             "(harmonic/percussive), demucs (drums/bass/other/vocals; optional extra)",
+        choices=tuple(SEPARATOR_STEMS), default_text="", message="unknown separator {value}; choose one of {choices}",
+        doc="The separation backend for ``stems``: 'spleeter', 'hpss' or 'demucs' (:data:`SEPARATOR_STEMS`).")
+    layout: str = setting(
+        "auto", "stems", "panels side by side, in a grid, or every stem layered in one frame (blend); auto: "
+                         "side-by-side for 2, grid for more", choices=LAYOUTS,
+        message="layout must be one of {choices}; not {value}",
+        doc="How stem panels are composed: 'auto' (side-by-side for 2, grid for 3 or more), 'side-by-side', 'grid' "
+            "or 'blend' (every stem's CPPN layered in one full frame).")
+    labels: bool = setting(
+        False, "stems", "write each stem's name on its panel", default_text="",
+        doc="Write each stem's name on its panel.")
 
     def __post_init__(self) -> None:
-        # every range comes from neuromv.limits, where each is explained
-        number("fps", self.fps, MIN_FPS, MAX_FPS)
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIDE:
-                raise ParameterError(f"size must be from 1x1 to {MAX_SIDE}x{MAX_SIDE} pixels, not "
-                                     f"{show(self.width, 20)}x{show(self.height, 20)}")
-        from .features import ANALYSIS_SR  # light: librosa is imported only when features are computed
-
-        check_mels(self.n_mels, self.fps, ANALYSIS_SR)
-        number("smooth", self.smooth, 0, MAX_SMOOTH, unit=" seconds")
-        number("reactivity", self.reactivity, 0, MAX_GAIN)
-        number("hidden", self.hidden, 1, MAX_HIDDEN, integer=True)
-        number("seed", self.seed, 0, MAX_SEED, integer=True)
-        number("zoom", self.zoom, 0, MAX_ZOOM, lo_open=True)
-        number("pan-x", self.pan_x, -MAX_PAN, MAX_PAN)
-        number("pan-y", self.pan_y, -MAX_PAN, MAX_PAN)
-        number("hue", self.hue, -360, 360, unit=" degrees")
-        number("saturation", self.saturation, 0, MAX_GAIN)
-        number("brightness", self.brightness, -1, 1)
-        number("contrast", self.contrast, 0, MAX_GAIN)
-        number("crf", self.crf, 0, 51, integer=True)
-        if not isinstance(self.preset, str) or self.preset not in X264_PRESETS:
-            raise ParameterError(f"preset must be one of {', '.join(X264_PRESETS)}; not {show(self.preset)}")
-        if not (isinstance(self.codec, str) and len(self.codec) <= MAX_NAME_CHARS
-                and re.fullmatch(r"[a-z0-9_-]+", self.codec)):
-            raise ParameterError(f"codec must be an FFmpeg encoder name such as libx264 or h264_nvenc, "
-                                 f"not {show(self.codec)}")
-        number("start", self.start, 0, MAX_SECONDS, unit=" seconds")
-        if self.duration is not None:
-            number("duration", self.duration, 0, MAX_SECONDS, lo_open=True, unit=" seconds")
-        if self.precision not in PRECISIONS:
-            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, not {show(self.precision)}")
-        if not (isinstance(self.device, str) and len(self.device) <= MAX_NAME_CHARS
-                and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)):
-            raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda', not {show(self.device)}")
-        if not isinstance(self.fit, str) or self.fit not in FIT_MODES:
-            raise ParameterError(f"fit must be 'cover' or 'contain', not {show(self.fit)}")
-        from .image import parse_color  # light: Pillow is imported only when an image is loaded
-
-        parse_color(self.background)
-        number("fit steps", self.fit_steps, 1, MAX_FIT_STEPS, integer=True)
-        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
-            raise ParameterError(f"layout must be one of {', '.join(LAYOUTS)}; not {show(self.layout)}")
-        if not isinstance(self.separator, str) or self.separator not in _SEPARATOR_STEMS:
-            raise ParameterError(f"unknown separator {show(self.separator)}; choose one of "
-                                 f"{', '.join(_SEPARATOR_STEMS)}")
-        if not isinstance(self.labels, bool):
-            raise ParameterError(f"labels must be true or false, not {show(self.labels)}")
+        # every row's check, in the table's order; every range comes from neuromv.limits, where each is explained
+        for row in SETTINGS:
+            row.validate(self)
         if self.stems is not None:
-            self.stem_names()  # validates the names against the separator's stems
+            self.stem_names()  # validates the names against the separator's stems (the separator is checked)
 
     def stem_names(self) -> tuple[str, ...]:
         """The stems to render, in the separator's order; () when ``stems`` is None."""
         if self.stems is None:
             return ()
-        if self.separator not in _SEPARATOR_STEMS:
-            raise ParameterError(f"unknown separator {self.separator!r}; choose one of {', '.join(_SEPARATOR_STEMS)}")
-        known = _SEPARATOR_STEMS[self.separator]
+        if self.separator not in SEPARATOR_STEMS:
+            raise ParameterError(f"unknown separator {self.separator!r}; choose one of {', '.join(SEPARATOR_STEMS)}")
+        known = SEPARATOR_STEMS[self.separator]
         if not isinstance(self.stems, str) or not self.stems.strip():
             raise ParameterError(f"stems must be a comma-separated list or 'all', not {show(self.stems)}")
         if self.stems.strip().lower() == "all":
@@ -230,8 +407,10 @@ class RenderSettings:
 
     def color(self):
         """The colour adjustments as an affine matrix for :class:`~neuromv.renderer.Renderer` (np.ndarray
-        [shape=(3, 4)]), or None when there are none."""
-        from .renderer import color_matrix
+        [shape=(3, 4)]), or None when there are none: :func:`neuromv.renderer.color_matrix` of hue, saturation,
+        brightness and contrast. A convenience of the API: it imports the renderer (torch) when called; nothing in
+        NeuroMV calls it (the renderer's builders call ``color_matrix`` themselves)."""
+        from .renderer.color import color_matrix  # above this floor: only when called
 
         return color_matrix(self.hue, self.saturation, self.brightness, self.contrast)
 
@@ -257,3 +436,32 @@ class RenderSettings:
         if unknown:
             raise ParameterError(f"unknown setting(s): {show(', '.join(unknown), 200)}")
         return cls(**data)
+
+
+def _row(f) -> Setting:
+    row = dict(f.metadata[_ROW])
+    default = row["default"]
+    row.setdefault("kind", bool if isinstance(default, bool) else type(default) if default is not None else str)
+    row.setdefault("flag", "--" + f.name.replace("_", "-"))
+    row.setdefault("label", f.name)
+    row.setdefault("doc", row["help"])
+    return Setting(name=f.name, **row)
+
+
+#: The settings table: one :class:`Setting` per field of :class:`RenderSettings`, in its order.
+SETTINGS: tuple[Setting, ...] = tuple(_row(f) for f in fields(RenderSettings))
+
+
+def _attributes() -> str:
+    """The Attributes section of :class:`RenderSettings`'s docstring, from the table."""
+    lines = ["Attributes", "----------"]
+    for row in SETTINGS:
+        kind = row.kind.__name__ + (" or None" if row.optional or row.default is None else "")
+        choices = f" : {{{', '.join(repr(c) for c in row.choices)}}}" if row.choices and len(row.choices) < 5 else \
+            f" : {kind}"
+        lines.append(f"{row.name}{choices}")
+        lines += textwrap.wrap(row.doc, 112, initial_indent="    ", subsequent_indent="    ")
+    return textwrap.indent("\n".join(lines), "    ") + "\n    "
+
+
+RenderSettings.__doc__ = RenderSettings.__doc__.rstrip() + "\n\n" + _attributes()

@@ -19,6 +19,7 @@ import numpy as np
 from .audio import Audio, AudioFile
 from ._files import AtomicFile, check_output
 from .errors import NeuroMVError, OutputError, ParameterError, summary
+from .settings import X264_PRESETS  # the preset setting's choices, defined once there
 
 __all__ = ["VideoWriter", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
 
@@ -30,7 +31,6 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 #: Hardware H.264/HEVC/AV1 encoders on NVIDIA GPUs (in PyAV's FFmpeg build; they need the GPU's driver to run).
 NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 

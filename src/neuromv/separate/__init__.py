@@ -33,14 +33,14 @@ import numpy as np
 from ..audio import Audio
 from ..errors import ParameterError, SeparationError
 from ..progress import ProgressCallback
-from ..settings import _SEPARATOR_STEMS
+from ..settings import SEPARATOR_STEMS
 from . import engine
 from .demucs import DEMUCS_MODEL  # noqa: F401 - neuromv.separate.DEMUCS_MODEL
 
 __all__ = ["Separator", "BACKENDS", "SeparationError", "stems_of", "check_available"]
 
 #: Stem names of each backend, in order (the table lives in :mod:`neuromv.settings`, which checks the options).
-BACKENDS: dict[str, tuple[str, ...]] = dict(_SEPARATOR_STEMS)
+BACKENDS: dict[str, tuple[str, ...]] = dict(SEPARATOR_STEMS)
 
 
 def stems_of(name: str) -> tuple[str, ...]:
