@@ -238,7 +238,7 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
     w, h = settings.even_size()
     panels = [(w, h, settings.hidden)]
     if settings.stem_names():
-        from .pipeline import stem_panels
+        from .stems import stem_panels
 
         panels = [(st.width, st.height, st.hidden) for _, _, st in stem_panels(settings)]
     if method is None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio import Audio, AudioFile, check_audible
 from .errors import AudioError, ParameterError
-from .plan import Plan, cppn_for, fit_for, latents_for, make_plan, reference_target, resolve_image
+from .plan import Plan, build_renderer, cppn_for, fit_for, latents_for, make_plan, reference_target, resolve_image
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import RenderSettings
 from .stems import panel_boxes, separate_song, stem_audio, stem_frames, stem_panels
@@ -71,22 +71,6 @@ def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bo
     z = latents_from_blocks(audio.blocks(), audio.sr, fps=settings.fps, n_mels=settings.n_mels,
                             smooth=settings.smooth)
     return z * np.float32((PULSE_GAIN if image else Z_GAIN) * settings.reactivity)
-
-
-def build_renderer(settings: RenderSettings, width: int | None = None, height: int | None = None, *, cppn=None,
-                   z: np.ndarray | None = None, device=None):
-    """A :class:`~neuromv.renderer.Renderer` of ``cppn`` (default: the abstract CPPN of ``settings``) at the given
-    (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render, which centre an image-mode
-    CPPN's pulse. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`; default: ``settings.device``)."""
-    from .cppn import CPPN
-    from .renderer import Renderer, color_matrix
-
-    if cppn is None:
-        cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
-    color = color_matrix(settings.hue, settings.saturation, settings.brightness, settings.contrast)
-    return Renderer(cppn, width or settings.width, height or settings.height, device=settings.device if device is None else device,
-                    scale=settings.zoom, pan=(settings.pan_x, settings.pan_y), color=color,
-                    centre=z if cppn.image else None, precision=settings.precision)
 
 
 def render(

@@ -29,7 +29,7 @@ from .progress import ProgressCallback, check_cancel
 from .settings import RenderSettings
 
 __all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "fit_for",
-           "latents_for", "reference_target"]
+           "latents_for", "reference_target", "build_renderer"]
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,6 @@ class Plan:
     def panels(self, audio: Audio | AudioFile, *, progress: bool | ProgressCallback = False,
                cancel: threading.Event | None = None) -> list[Panel]:
         """Every panel with its CPPN, latents and renderer: the slow part (separation, fits, features)."""
-        from .pipeline import build_renderer  # (its home until the settings/colour change lands; then here)
 
         self.find_cover()
         stems = self.separate(audio, progress=progress, cancel=cancel) if self.stems else {}
@@ -386,3 +385,19 @@ def _stem_images(image, names, background="black") -> dict:
         return {"auto": None}
     pixels, where = resolve_image(image, None, background)
     return {"*": (pixels, where)} if pixels is not None else {}
+
+
+def build_renderer(settings: RenderSettings, width: int | None = None, height: int | None = None, *, cppn=None,
+                   z: np.ndarray | None = None, device=None):
+    """A :class:`~neuromv.renderer.Renderer` of ``cppn`` (default: the abstract CPPN of ``settings``) at the given
+    (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render, which centre an image-mode
+    CPPN's pulse. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`; default: ``settings.device``)."""
+    from .cppn import CPPN
+    from .renderer import Renderer, color_matrix
+
+    if cppn is None:
+        cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+    color = color_matrix(settings.hue, settings.saturation, settings.brightness, settings.contrast)
+    return Renderer(cppn, width or settings.width, height or settings.height, device=settings.device if device is None else device,
+                    scale=settings.zoom, pan=(settings.pan_x, settings.pan_y), color=color,
+                    centre=z if cppn.image else None, precision=settings.precision)
