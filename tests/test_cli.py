@@ -293,10 +293,10 @@ def test_readme_option_table_lists_every_option_with_its_default():
 
 
 def test_every_setting_goes_through_the_command_line_and_back():
-    """serve.cli_command writes every setting as its flag; argparse and _settings_from read it back unchanged."""
+    """serve.cli_command writes every setting as its flag; argparse and settings_from_args read it back unchanged."""
     import shlex
 
-    from neuromv.cli import _settings_from
+    from neuromv.cli import settings_from_args
     from neuromv.serve import cli_command
     from neuromv.settings import SETTINGS, RenderSettings
 
@@ -320,7 +320,7 @@ def test_every_setting_goes_through_the_command_line_and_back():
     argv = shlex.split(cli_command("song.wav", "out.mp4", settings.to_dict(), "auto"))
     assert all(row.flag in argv for row in SETTINGS if row.flag is not None)
     parser, _ = _render_parser()
-    assert _settings_from(parser.parse_args(argv[1:])) == settings
-    assert _settings_from(parser.parse_args(["render", "s.wav", "-o", "o.mp4"])) == RenderSettings()
-    q = _settings_from(parser.parse_args(["render", "s.wav", "-o", "o.mp4", "--quality", "draft", "--crf", "20"]))
+    assert settings_from_args(parser.parse_args(argv[1:])) == settings
+    assert settings_from_args(parser.parse_args(["render", "s.wav", "-o", "o.mp4"])) == RenderSettings()
+    q = settings_from_args(parser.parse_args(["render", "s.wav", "-o", "o.mp4", "--quality", "draft", "--crf", "20"]))
     assert (q.width, q.height, q.preset, q.crf) == (384, 216, "ultrafast", 20)

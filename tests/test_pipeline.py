@@ -289,13 +289,13 @@ def test_bad_image_or_model_fails_before_any_work(tmp_path):
 def test_background_fills_transparency_of_the_reference_image(tmp_path):
     from PIL import Image
 
-    from neuromv.plan import resolve_image as _resolve_image
+    from neuromv.plan import resolve_image
 
     im = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     im.paste((0, 0, 255, 255), (0, 0, 16, 32))
     im.save(tmp_path / "t.png")
     for background, rgb in (("black", (0, 0, 0)), ("white", (255, 255, 255))):
-        pixels, _ = _resolve_image(tmp_path / "t.png", None, background)
+        pixels, _ = resolve_image(tmp_path / "t.png", None, background)
         assert tuple(pixels[5, 30]) == rgb and tuple(pixels[5, 2]) == (0, 0, 255)
 
 

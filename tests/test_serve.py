@@ -252,7 +252,7 @@ def test_prepare_stems_gives_a_panel_per_stem(client, song):
 
 
 def test_cli_command_gives_the_same_settings():
-    from neuromv.cli import _settings_from, build_parser
+    from neuromv.cli import settings_from_args, build_parser
     from neuromv.settings import RenderSettings
 
     settings = {"width": 640, "height": 360, "seed": 7, "reactivity": 1.5, "smooth": 0.4, "zoom": 2.0,
@@ -264,7 +264,7 @@ def test_cli_command_gives_the_same_settings():
 
     args = build_parser().parse_args(shlex.split(cmd)[1:])
     args._defaults = RenderSettings()
-    assert _settings_from(args) == RenderSettings(**settings) and args.image == ["none"]
+    assert settings_from_args(args) == RenderSettings(**settings) and args.image == ["none"]
     assert "--image" not in cli_command("a.mp3", "b.mp4", {}, "auto")  # the CLI's default: the song's cover art
     assert cli_command("a.mp3", "b.mp4", {}, "my cover.png").endswith("--image 'my cover.png'")
 

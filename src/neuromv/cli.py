@@ -31,7 +31,7 @@ def add_setting_option(group, row, defaults, flag: str | None = None, help: str 
     """Add the command-line option of one row of the settings table (:class:`neuromv.settings.Setting`) to an
     argparse group: its flag (or ``flag``), type, metavar, choices and help (or ``help``), with the default of
     ``defaults`` (a RenderSettings) appended to the help. A setting that ``--quality`` also sets (crf, preset) has
-    no argparse default: :func:`_settings_from` takes the preset's, or the defaults'."""
+    no argparse default: :func:`settings_from_args` takes the preset's, or the defaults'."""
     value = getattr(defaults, row.name)
     text = help or row.help
     if row.default_text != "":
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings_from(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace):
     """The RenderSettings of ``render``/``demo``'s options: every setting with a flag as given (crf and preset: the
     ``--quality`` preset's, or the defaults', when not given), the size from ``--size`` or the preset."""
     from .settings import SETTINGS, RenderSettings, parse_size, with_quality
@@ -221,7 +221,7 @@ def _image_args(args: argparse.Namespace) -> dict:
 def _cmd_render(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .pipeline import render
 
-    result = render(args.song, args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+    result = render(args.song, args.output, settings_from_args(args), overwrite=args.overwrite, progress=_bars(args),
                     cancel=cancel, **_image_args(args))
     return [_wrote(result)]
 
@@ -246,7 +246,7 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
         png = io.BytesIO()
         Image.fromarray(demo_cover()).save(png, format="PNG")
         opts["image"] = ImageSource(png.getvalue(), "the demo cover (neuromv.demo.demo_cover)")
-    result = render(demo_song(), args.output, _settings_from(args), overwrite=args.overwrite, progress=_bars(args),
+    result = render(demo_song(), args.output, settings_from_args(args), overwrite=args.overwrite, progress=_bars(args),
                     cancel=cancel, **opts)
     return [_wrote(result)]
 

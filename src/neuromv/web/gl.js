@@ -26,7 +26,7 @@ function glslFloat(v) {
 
 // ---- the CPPN shaders -----------------------------------------------------------------------------------------
 // kind 'abstract': neuromv.cppn.CPPN.forward; 'image': image mode, p + m(p) (sin(d) - offset); 'offset': the
-// image mode's centring, mean over frames of sin(d) per pixel (neuromv.renderer._pulse_mean)
+// image mode's centring, mean over frames of sin(d) per pixel (neuromv.renderer.setup.pulse_mean)
 function shaderSource(kind, H, nLayers, floor) {
   const Q = H / 4;
   let blocks = "";
@@ -230,7 +230,7 @@ function pulseMatrix(view, panel, zRow, s, out = new Float32Array(3 * panel.net.
   return out;
 }
 
-// image mode: each pixel's mean swing over the frames zRows, into a float texture (neuromv.renderer._pulse_mean)
+// image mode: each pixel's mean swing over the frames zRows, into a float texture (neuromv.renderer.setup.pulse_mean)
 function computeOffset(view, panel, w, h, zRows, s) {
   const gl = view.gl, H = panel.net.hidden, Q = H / 4;
   if (!view.floatTargets) return null;
