@@ -23,6 +23,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from neuromv import serve as serve_module  # noqa: E402
 from neuromv.serve import JobQueue, Storage, allowed_hosts, create_app, du  # noqa: E402
+from neuromv.serve import config as serve_config  # noqa: E402  (the limits, read from here at call time)
 
 BASE = "http://127.0.0.1:8765"
 
@@ -201,8 +202,8 @@ def _answer(s: socket.socket) -> bytes:
 
 
 def test_a_slow_upload_is_cut_off_and_leaves_nothing(live_server, monkeypatch):
-    monkeypatch.setattr(serve_module, "UPLOAD_IDLE_S", 1.0)
-    monkeypatch.setattr(serve_module, "UPLOAD_GRACE_S", 2.0)
+    monkeypatch.setattr(serve_config, "UPLOAD_IDLE_S", 1.0)
+    monkeypatch.setattr(serve_config, "UPLOAD_GRACE_S", 2.0)
     port, work = live_server
     head = b"POST /api/songs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filename: slow.wav\r\nContent-Length: 100000\r\n\r\n"
     idle = _raw(port, head + b"RIFF")  # then nothing: a byte every 10 s would be the same
@@ -268,7 +269,7 @@ def test_song_features_are_bounded_and_binary(tmp_path, song, monkeypatch):
         assert r.status_code == 200 and len(r.content) < 1000  # the JSON answer holds no features
         f = c.get(r.json()["features"])
         assert f.headers["x-shape"] == "54,720" and len(f.content) == 54 * 720 * 4  # 54 bands: the most at 240 fps
-        monkeypatch.setattr(serve_module, "MAX_FEATURES", 30_000)
+        monkeypatch.setattr(serve_config, "MAX_FEATURES", 30_000)
         t = time.monotonic()
         r = c.post("/api/songs?fps=240&n_mels=54", content=song.read_bytes(), headers={"X-Filename": "b.flac"})
         assert r.status_code == 413 and r.json()["error"].startswith("b.flac: 720 frames x 54 bands is more")
