@@ -151,7 +151,8 @@ def render(
         frames, where = stem_frames(panels, plan.settings), "stems: " + ", ".join(plan.stems)
     else:
         r = panels[0].renderer
-        log.info("rendering %dx%d on %s (%s)", r.width, r.height, r.device, r.method)
+        log.info("rendering %dx%d on %s (%s%s)", r.width, r.height, r.device, r.method,
+                 f", {r.isa}, {r.precision}" if r.isa else "")
         # I420 frames go to the encoder without a colour conversion; on a GPU, frames come in double-buffered batches
         frames, where = r.frames(panels[0].z, yuv420=r.yuv420), plan.where
     return _encode(frames, panels[0].z.shape[0], audio, output, plan, overwrite=overwrite, progress=progress,
