@@ -4,7 +4,6 @@ signal handling at start-up, mid-work and after the output is in place. Real pro
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess

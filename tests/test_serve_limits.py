@@ -357,6 +357,37 @@ def test_start_up_failures_are_one_line_and_exit_1():
     assert p.stderr.startswith("neuromv: error: cannot listen on 'no-such-host.invalid': unknown host")
 
 
+def test_neuromv_serve_starts_answers_and_stops_on_ctrl_c():
+    """The real command: it prints its URL, serves the page and the API there, and a Ctrl-C stops it (exit 130)."""
+    import signal
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "neuromv", "serve", "--port", str(port)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()  # "neuromv: live preview at URL", printed once the socket is bound
+        assert f"http://127.0.0.1:{port}/" in line, (line, p.stderr.read() if p.poll() is not None else "")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    assert r.status == 200 and b"<canvas" in r.read()
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.poll() is not None else ""
+                time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=20)
+        assert p.returncode in (0, 130) and "Traceback" not in p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 # ---- property: any JSON value gets our 4xx or a valid answer ---------------------------------------------------------
 
 def test_any_json_gets_a_4xx_or_a_valid_answer(tmp_path, song):

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -55,22 +56,6 @@ class RenderResult:
     seconds: float
     settings: RenderSettings
     image: str | None = None
-
-
-def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bool = False) -> np.ndarray:
-    """What the CPPN sees per frame: ``Z_GAIN * reactivity * z`` (abstract) or ``PULSE_GAIN * reactivity * z``
-    (image mode). An :class:`~neuromv.audio.AudioFile` is analysed block by block.
-
-    Returns
-    -------
-    np.ndarray [shape=(n_frames, n_mels), dtype=float32]
-    """
-    from .features import latents_from_blocks
-    from .settings import PULSE_GAIN, Z_GAIN
-
-    z = latents_from_blocks(audio.blocks(), audio.sr, fps=settings.fps, n_mels=settings.n_mels,
-                            smooth=settings.smooth)
-    return z * np.float32((PULSE_GAIN if image else Z_GAIN) * settings.reactivity)
 
 
 def render(

@@ -33,7 +33,7 @@ import torch
 from ._files import atomic_file, check_output
 from .cache import ContentCache, cache_dir
 from .cppn import CPPN, coordinate_grid
-from .errors import ModelError, OutputError, ParameterError, summary
+from .errors import ModelError, ParameterError, summary
 from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 from .settings import FIT_STEPS
 

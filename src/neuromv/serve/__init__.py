@@ -92,9 +92,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, max_upload: int = config
             log.warning("serving on %s: anyone who can reach this machine can use the server", host)
         app = create_app(max_upload=max_upload, max_image=max_image, max_storage=max_storage, jobs=jobs,
                          hosts=allowed_hosts(host, allow_hosts))
-        config = uvicorn.Config(app, log_level="warning", limit_concurrency=max_connections,
-                                timeout_keep_alive=config.KEEP_ALIVE_S, lifespan="on")
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=max_connections,
+                                               timeout_keep_alive=config.KEEP_ALIVE_S, lifespan="on"))
         if on_listen is not None:
             on_listen(f"http://{f'[{host}]' if ':' in host else host}:{port}/")
         server.run(sockets=[sock])
