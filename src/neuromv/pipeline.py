@@ -169,9 +169,6 @@ def _settings(base: RenderSettings | None, options: dict):
     if (width, height) != settings.size:
         log.warning("size %dx%d rounded up to %dx%d (H.264 needs even sizes)", *settings.size, width, height)
         settings = replace(settings, width=width, height=height)
-    if settings.duration is not None and settings.duration * settings.fps < 1:
-        raise ParameterError(f"duration {settings.duration:g} s is shorter than one frame ({1 / settings.fps:.3g} s "
-                             f"at {settings.fps:g} fps)")
     return settings, separator
 
 

@@ -382,6 +382,9 @@ class RenderSettings:
         # every row's check, in the table's order; every range comes from neuromv.limits, where each is explained
         for row in SETTINGS:
             row.validate(self)
+        if self.duration is not None and self.duration * self.fps < 1:
+            raise ParameterError(f"duration {self.duration:g} s is shorter than one frame ({1 / self.fps:.3g} s "
+                                 f"at {self.fps:g} fps)")
         if self.stems is not None:
             self.stem_names()  # validates the names against the separator's stems (the separator is checked)
 
