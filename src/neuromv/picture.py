@@ -34,7 +34,7 @@ from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 
 __all__ = ["PictureNet", "PictureQuality", "PICTURE_QUALITIES", "DEFAULT_QUALITY", "fit_size", "fit_picture",
            "grid_shapes", "picture_parameters", "check_picture_architecture", "max_picture_bytes",
-           "MAX_LEVELS", "MAX_FEATURES", "MAX_GRID_CELLS", "MAX_PICTURE_HIDDEN", "MAX_PICTURE_LAYERS",
+           "MAX_LEVELS", "MAX_FEATURES", "MAX_GRID_VALUES", "MAX_PICTURE_HIDDEN", "MAX_PICTURE_LAYERS",
            "MAX_ASPECT", "RENDER_CHUNK"]
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 MAX_LEVELS = 32
 #: Most features per grid cell.
 MAX_FEATURES = 8
-#: Most grid cells over all levels (about 24 M: 8 features of float32 in a 768 MB at most; a 3840x2160 fit with
-#: the default ladder holds about 11 M).
-MAX_GRID_CELLS = 24_000_000
+#: Most grid values (cells x features, over all levels): 64 MB of float32, as much as the largest CPPN file. The
+#: 'high' quality at 1920x1080 holds about 6.8 M; a 3840x2160 fit with the default ladder would hold about 27 M.
+MAX_GRID_VALUES = 16_000_000
 #: Widest hidden layer of the picture network's MLP.
 MAX_PICTURE_HIDDEN = 256
 #: Most hidden layers of the picture network's MLP.
@@ -83,7 +83,7 @@ class PictureQuality:
     levels: int = 8
     base: int = 16
     features: int = 2
-    hidden: int = 32
+    hidden: int = 16
     n_hidden: int = 1
     lr: float = 1e-2
 
@@ -138,7 +138,7 @@ def check_picture_architecture(levels, features, base, finest, aspect, hidden, n
     Raises
     ------
     ParameterError
-        A value out of range, or grids of more than :data:`MAX_GRID_CELLS` cells in all.
+        A value out of range, or grids of more than :data:`MAX_GRID_VALUES` values in all.
     """
     from .limits import MAX_SEED, MAX_SIDE, number
 
@@ -152,17 +152,16 @@ def check_picture_architecture(levels, features, base, finest, aspect, hidden, n
     number("seed", seed, 0, MAX_SEED, integer=True)
     if base > finest:
         raise ParameterError(f"base ({base}) must be at most finest ({finest})")
-    # the long side first: bounded by MAX_SIDE * MAX_ASPECT, so the product below cannot be huge
-    cells = sum(r * c for r, c in grid_shapes(levels, base, finest, aspect))
-    if cells > MAX_GRID_CELLS:
-        raise ParameterError(f"grids of {cells} cells in all; at most {MAX_GRID_CELLS}")
+    values = features * sum(r * c for r, c in grid_shapes(levels, base, finest, aspect))  # Python ints: no overflow
+    if values > MAX_GRID_VALUES:
+        raise ParameterError(f"grids of {values} values in all; at most {MAX_GRID_VALUES}")
 
 
 def max_picture_bytes() -> int:
-    """Most tensor bytes of an allowed picture network (float32): grids of :data:`MAX_GRID_CELLS` cells of
-    :data:`MAX_FEATURES` features, the widest MLP."""
+    """Most tensor bytes of an allowed picture network (float32): grids of :data:`MAX_GRID_VALUES` values and the
+    widest, deepest MLP."""
     mlp = (MAX_LEVELS * MAX_FEATURES + 3) * MAX_PICTURE_HIDDEN * (MAX_PICTURE_LAYERS + 1)
-    return 4 * (MAX_GRID_CELLS * MAX_FEATURES + mlp)
+    return 4 * (MAX_GRID_VALUES + mlp)
 
 
 class PictureNet(nn.Module):
