@@ -45,11 +45,11 @@ def fitted() -> PictureNet:
 
 
 def test_draft_fit_holds_a_detailed_picture(fitted):
-    # draft (100 steps): measured 0.88-0.89 on this image (seeds 0, 3); an untrained network: about 0
+    # draft (100 steps): measured 0.88-0.89 on this image (seeds 0, 3)
     assert not fitted.training and not any(p.requires_grad for p in fitted.parameters())
     assert ssim(to_u8(fitted.render(96, 64)), TARGET) >= 0.85
     untrained = PictureNet(96 / 64, 64, levels=6, seed=3)
-    assert ssim(to_u8(untrained.render(96, 64)), TARGET) < 0.2
+    assert ssim(to_u8(untrained.render(96, 64)), TARGET) < 0.4  # measured 0.25: x, y alone draw a ramp
 
 
 def test_render_at_twice_the_size_is_the_same_sharp_picture(fitted):

@@ -187,7 +187,7 @@ class PictureNet(nn.Module):
     """
 
     def __init__(self, aspect: float, finest: int, *, levels: int = 8, features: int = 2, base: int = 16,
-                 hidden: int = 32, n_hidden: int = 1, seed: int = 0) -> None:
+                 hidden: int = 16, n_hidden: int = 1, seed: int = 0) -> None:
         super().__init__()
         base = min(base, finest)
         check_picture_architecture(levels, features, base, finest, aspect, hidden, n_hidden, seed)
@@ -220,11 +220,12 @@ class PictureNet(nn.Module):
         torch.Tensor [shape=(n, 3)]
             RGB in (0, 1).
         """
-        xy = coords[:, :2] / coords.new_tensor(self._half)
-        g = xy.view(1, 1, -1, 2)
+        half = coords.new_tensor(self._half)
+        xy = torch.maximum(torch.minimum(coords[:, :2], half), -half)  # outside the frame: its border
+        g = (xy / half).view(1, 1, -1, 2)
         feats = [F.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
                  for grid in self.grids]
-        h = torch.cat(feats + [coords[:, :2]], dim=1)
+        h = torch.cat(feats + [xy], dim=1)
         for layer in self.mlp[:-1]:
             h = torch.relu(layer(h))
         return torch.sigmoid(self.mlp[-1](h))
