@@ -110,8 +110,13 @@ def _umask() -> int:
 
 def test_abstract_models_round_trip_too(tmp_path):
     net = CPPN(4, 8, seed=3)
-    loaded, _ = load_model(save_model(net, tmp_path / "a.safetensors"))
+    path = save_model(net, tmp_path / "a.safetensors")
+    loaded, _ = load_model(path)
     assert not loaded.image
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:  # format 2 writes CPPNs as format 1 did, with the new version
+        assert f.metadata()["version"] == "2" and f.metadata()["mode"] == "abstract"
     torch.testing.assert_close(loaded.layers[0].weight, net.layers[0].weight)
 
 

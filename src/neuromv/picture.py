@@ -44,7 +44,7 @@ MAX_LEVELS = 32
 #: Most features per grid cell.
 MAX_FEATURES = 8
 #: Most grid values (cells x features, over all levels): 64 MB of float32, as much as the largest CPPN file. The
-#: 'high' quality at 1920x1080 holds about 6.8 M; a 3840x2160 fit with the default ladder would hold about 27 M.
+#: 'high' quality at 1920x1080 holds about 6.8 M; a 3840x2160 fit with 8 levels would hold 22 M.
 MAX_GRID_VALUES = 16_000_000
 #: Widest hidden layer of the picture network's MLP.
 MAX_PICTURE_HIDDEN = 256
