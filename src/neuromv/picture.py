@@ -247,10 +247,18 @@ class PictureNet(nn.Module):
         torch.Tensor [shape=(3, height * width)]
             RGB in (0, 1), row-major pixels.
         """
+        return self.decode(self.encode_lattice(width, height, xy))
+
+    def encode_lattice(self, width: int, height: int, xy: torch.Tensor) -> torch.Tensor:
+        """The MLP's inputs at every pixel centre [shape=(levels * features + 2, height * width)]: the grids
+        upsampled to the frame, then ``xy``."""
         n = width * height
         feats = [F.interpolate(g, size=(height, width), mode="bilinear", align_corners=False).view(-1, n)
                  for g in self.grids]
-        x = torch.cat(feats + [xy], dim=0)
+        return torch.cat(feats + [xy], dim=0)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP on channels-first inputs: [shape=(levels * features + 2, n)] -> RGB [shape=(3, n)]."""
         for layer in self.mlp[:-1]:
             x = torch.relu(torch.addmm(layer.bias[:, None], layer.weight, x))
         last = self.mlp[-1]
@@ -294,6 +302,30 @@ def _rows(width: int, height: int, r0: int, r1: int, scale: float, pan: tuple[fl
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     rr = torch.sqrt(xx * xx + yy * yy)
     return torch.stack([xx.reshape(-1), yy.reshape(-1), rr.reshape(-1)], dim=1).to(torch.float32)
+
+
+#: Pixels whose MLP activations the fit holds at once (the grids' features are held for the whole frame).
+_FIT_CHUNK = 1 << 18
+
+
+def _step(net: PictureNet, width: int, height: int, xy: torch.Tensor, target: torch.Tensor) -> float:
+    """Gradients of the mean squared error over every pixel into ``net``; returns the loss.
+
+    The grids are upsampled once for the whole frame; the MLP runs on :data:`_FIT_CHUNK` pixels at a time, its
+    input gradients gathered into one tensor that then flows back through the upsampling. The same gradient as one
+    full pass (up to summation order), with the MLP's activations bounded.
+    """
+    x = net.encode_lattice(width, height, xy)
+    xd = x.detach().requires_grad_(True)
+    n = xd.shape[1]
+    total = 0.0
+    for a in range(0, n, _FIT_CHUNK):
+        b = min(n, a + _FIT_CHUNK)
+        loss = torch.sum((net.decode(xd[:, a:b]) - target[:, a:b]) ** 2) / (3 * n)
+        loss.backward()
+        total += loss.item()
+    x.backward(xd.grad)
+    return total
 
 
 def fit_size(width: int, height: int, image_shape: tuple[int, ...], quality: str = DEFAULT_QUALITY,
@@ -377,12 +409,10 @@ def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int 
             stack.enter_context(hooks.watching(cancel))
         for step in range(q.steps):
             check_cancel(cancel)
-            loss = torch.mean((net.lattice(w, h, xy) - target) ** 2)
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            value = _step(net, w, h, xy, target)
             optim.step()
             sched.step()
-            value = loss.item()
             loss_avg = value if loss_avg is None else 0.8 * loss_avg + 0.2 * value
             if step % 5 == 4 or step == q.steps - 1:
                 bar.note(loss=f"{loss_avg:.5f}")
