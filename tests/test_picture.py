@@ -128,6 +128,8 @@ def test_fit_refuses_a_non_image_array(bad):
         fit_picture(bad)
     with pytest.raises(ParameterError, match="fit quality must be one of draft, standard, high"):
         fit_picture(TARGET, quality="best")
+    with pytest.raises(ParameterError, match="over the draft fit's 230400 pixels"):
+        fit_picture(np.zeros((361, 640, 3), np.uint8), quality="draft")
 
 
 def test_fit_size_follows_the_video_the_source_and_the_quality():

@@ -383,6 +383,11 @@ def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int 
     -------
     PictureNet
         In eval mode, no gradients.
+
+    Raises
+    ------
+    ParameterError
+        Not a uint8 RGB image, more pixels than the quality's ``max_pixels``, an unknown quality.
     """
     from .cppn import coordinate_grid
 
@@ -391,6 +396,9 @@ def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ParameterError(f"image must be uint8 of shape (height, width, 3), not {image.dtype} {image.shape}")
     h, w = image.shape[:2]
+    if h * w > q.max_pixels:  # bounds the fit's time and memory (fit_size never asks for more)
+        raise ParameterError(f"a {w}x{h} image is over the {quality} fit's {q.max_pixels} pixels; resize it to "
+                             "fit_size")
     net = PictureNet(w / h, min(w, h), levels=q.levels, features=q.features, base=q.base, hidden=q.hidden,
                      n_hidden=q.n_hidden, seed=seed)
     xy = coordinate_grid(w, h)[:, :2].T.contiguous()  # [2, n]: the MLP's x, y inputs, channels first
