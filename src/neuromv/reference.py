@@ -1,6 +1,10 @@
-"""Reference images: fit a CPPN to a picture, save and load fitted models, cache fits.
+"""Reference images: fit a network to a picture, save and load fitted models, cache fits.
 
-The fit (pipeline stage 4): inputs are pixel positions ``(x, y, r)``, targets their colours; Adam on minibatches of
+Since model format 2 the picture is held by a :class:`~neuromv.picture.PictureNet` (a multi-resolution grid and a
+small MLP, :mod:`neuromv.picture`), fitted by :func:`cached_picture_fit`. The legacy image-mode CPPN below stays:
+format 1 files hold it, and the benchmark compares the old method with the new one.
+
+The legacy fit (pipeline stage 4): inputs are pixel positions ``(x, y, r)``, targets their colours; Adam on minibatches of
 pixels at a small training resolution. Since the network is a function of continuous coordinates, it renders
 sharp at any output size.
 
@@ -12,7 +16,8 @@ Two methods, both kept because the benchmark compares them (docs/reference-image
   music through its untrained first-layer z weights. This is what the original project did.
 
 Models are saved as safetensors with their architecture and fit settings in the metadata: loading never
-unpickles anything.
+unpickles anything. Format 2 adds the ``'picture'`` mode; format 1 files (``'image'`` and ``'abstract'`` CPPNs)
+load as before.
 """
 
 from __future__ import annotations
@@ -34,18 +39,21 @@ from ._files import atomic_file, check_output
 from .cache import ContentCache, cache_dir
 from .cppn import CPPN, coordinate_grid
 from .errors import ModelError, ParameterError, summary
+from .picture import (DEFAULT_QUALITY, PICTURE_QUALITIES, PictureNet, check_picture_architecture, fit_picture,
+                      max_picture_bytes, picture_parameters)
 from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
 from .settings import FIT_STEPS
 
 __all__ = ["FitOptions", "fit_cppn", "training_size", "save_model", "load_model", "check_model_path", "check_architecture",
-           "cache_dir", "cached_fit",
+           "cache_dir", "cached_fit", "cached_picture_fit",
            "MODEL_FORMAT", "DEFAULT_STEPS"]
 
 log = logging.getLogger(__name__)
 
 #: Written in every model file's metadata; files without it are refused.
 MODEL_FORMAT = "neuromv-cppn"
-MODEL_VERSION = 1
+#: 2: adds the 'picture' mode (:class:`~neuromv.picture.PictureNet`); 1: CPPNs only (still read).
+MODEL_VERSION = 2
 #: Default number of Adam steps (about 10-20 s on 2 cores, docs/benchmarks.md).
 DEFAULT_STEPS = FIT_STEPS
 #: Pixels of the training image (its shape follows the video's aspect ratio).
@@ -170,8 +178,10 @@ def fit_cppn(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 
 
 
 # -- saved models ----------------------------------------------------------------------------------------------
-def save_model(cppn: CPPN, path: str | os.PathLike, *, info: dict | None = None, overwrite: bool = False) -> Path:
-    """Save a CPPN as safetensors, atomically, with its architecture and ``info`` (JSON) in the metadata.
+def save_model(cppn: CPPN | PictureNet, path: str | os.PathLike, *, info: dict | None = None,
+               overwrite: bool = False) -> Path:
+    """Save a CPPN or a picture network as safetensors, atomically, with its architecture and ``info`` (JSON) in
+    the metadata (format :data:`MODEL_VERSION`).
 
     Raises
     ------
@@ -188,14 +198,21 @@ def save_model(cppn: CPPN, path: str | os.PathLike, *, info: dict | None = None,
     return path
 
 
-def _model_file(cppn: CPPN, info: dict | None) -> tuple[dict, dict]:
+#: The metadata fields of a picture network, in :class:`~neuromv.picture.PictureNet`'s constructor's terms.
+_PICTURE_FIELDS = ("levels", "features", "base", "finest", "hidden", "n_hidden", "seed")
+
+
+def _model_file(cppn: CPPN | PictureNet, info: dict | None) -> tuple[dict, dict]:
     """(tensors, metadata) of a model file of ``cppn``, checked to be what :func:`load_model` accepts."""
-    check_architecture(cppn.n_z, cppn.hidden, cppn.n_hidden, cppn.seed)  # what load_model will accept
-    meta = {
-        "format": MODEL_FORMAT, "version": str(MODEL_VERSION), "n_z": str(cppn.n_z), "hidden": str(cppn.hidden),
-        "n_hidden": str(cppn.n_hidden), "seed": str(cppn.seed), "mode": "image" if cppn.image else "abstract",
-        "info": json.dumps(info or {}, sort_keys=True),
-    }
+    meta = {"format": MODEL_FORMAT, "version": str(MODEL_VERSION), "info": json.dumps(info or {}, sort_keys=True)}
+    if isinstance(cppn, PictureNet):
+        check_picture_architecture(*(getattr(cppn, k) for k in ("levels", "features", "base", "finest", "aspect",
+                                                                  "hidden", "n_hidden", "seed")))
+        meta.update({k: str(getattr(cppn, k)) for k in _PICTURE_FIELDS}, mode="picture", aspect=repr(cppn.aspect))
+    else:
+        check_architecture(cppn.n_z, cppn.hidden, cppn.n_hidden, cppn.seed)  # what load_model will accept
+        meta.update({"n_z": str(cppn.n_z), "hidden": str(cppn.hidden), "n_hidden": str(cppn.n_hidden),
+                     "seed": str(cppn.seed), "mode": "image" if cppn.image else "abstract"})
     tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in cppn.state_dict().items()}
     return tensors, meta
 
@@ -213,20 +230,22 @@ def check_model_path(path: str | os.PathLike, *, inputs=(), overwrite: bool = Fa
     return check_output(path, inputs=inputs, overwrite=overwrite, kind="model", suffixes=(".safetensors",))
 
 
-def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
-    """Load a model written by :func:`save_model`.
+def load_model(path: str | os.PathLike) -> tuple[CPPN | PictureNet, dict]:
+    """Load a model written by :func:`save_model` (format 1 or 2).
 
-    Nothing is allocated before the file is known to describe an allowed CPPN: the file must be a regular file of
-    at most :func:`neuromv.limits.max_model_bytes`; its safetensors header (an 8-byte length, then JSON) is read
+    Nothing is allocated before the file is known to describe an allowed network: the file must be a regular file
+    of at most :func:`max_file_bytes`; its safetensors header (an 8-byte length, then JSON) is read
     with its size capped (:data:`~neuromv.limits.MAX_MODEL_HEADER_BYTES`) and parsed; every metadata field is
-    checked against the limits of a render (n_z as n_mels, hidden, n_hidden up to ``MAX_LAYERS``, seed); the
-    tensor table must be exactly the tensors of that architecture, float32, with the shapes it implies and byte
-    ranges inside the file. Only then are the tensors read.
+    checked against the limits of a render (a CPPN: n_z as n_mels, hidden, n_hidden up to ``MAX_LAYERS``, seed; a
+    picture network: levels, features, grid sizes, aspect ratio, hidden and layers within the ``MAX_...`` limits
+    of :mod:`neuromv.picture`); the tensor table must be exactly the tensors of that architecture, float32, with
+    the shapes it implies and byte ranges inside the file. Only then are the tensors read.
 
     Returns
     -------
-    (CPPN, dict)
-        The network (eval mode) and the ``info`` stored with it.
+    (CPPN or PictureNet, dict)
+        The network (eval mode, no gradients) and the ``info`` stored with it. Mode ``'picture'`` (format 2):
+        a :class:`~neuromv.picture.PictureNet`; ``'image'`` or ``'abstract'`` (formats 1 and 2): a CPPN.
 
     Raises
     ------
@@ -237,10 +256,10 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
     from safetensors.torch import load as load_tensors
 
     from ._files import open_input_file
-    from .limits import max_model_bytes, model_parameters, show
+    from .limits import model_parameters, show
 
     path = Path(path)
-    with open_input_file(path, "model", max_model_bytes()) as f:
+    with open_input_file(path, "model", max_file_bytes()) as f:
         size = os.fstat(f.fileno()).st_size
         table, meta = _read_header(path, f, size)
         if meta.get("format") != MODEL_FORMAT:
@@ -250,11 +269,21 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
             if version > MODEL_VERSION:
                 raise ModelError(f"{path}: model format {version} is newer than this NeuroMV reads "
                                  f"({MODEL_VERSION}); upgrade neuromv")
-            n_z, hidden, n_hidden, seed = (int(meta[k]) for k in ("n_z", "hidden", "n_hidden", "seed"))
-            if meta["mode"] not in ("image", "abstract"):
-                raise ParameterError(f"mode must be 'image' or 'abstract', not {meta['mode']!r:.40}")
-            image = meta["mode"] == "image"
-            check_architecture(n_z, hidden, n_hidden, seed)
+            modes = ("image", "abstract", "picture") if version >= 2 else ("image", "abstract")
+            mode = meta["mode"]
+            if mode not in modes:
+                raise ParameterError(f"mode must be one of {', '.join(modes)} in format {version}, not {mode!r:.40}")
+            if mode == "picture":
+                arch = {k: _int(meta[k]) for k in _PICTURE_FIELDS}
+                arch["aspect"] = float(meta["aspect"][:40])
+                check_picture_architecture(**arch)
+                expected = picture_parameters(*(arch[k] for k in ("levels", "features", "base", "finest", "aspect",
+                                                                  "hidden", "n_hidden")))
+            else:
+                n_z, hidden, n_hidden, seed = (_int(meta[k]) for k in ("n_z", "hidden", "n_hidden", "seed"))
+                image = mode == "image"
+                check_architecture(n_z, hidden, n_hidden, seed)
+                expected = model_parameters(n_z, hidden, n_hidden, image)
             info = json.loads(meta.get("info", "{}"))
             if not isinstance(info, dict):
                 raise ValueError("info is not a JSON object")
@@ -262,7 +291,6 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
             raise
         except (KeyError, ValueError, RecursionError) as e:  # ParameterError is a ValueError
             raise ModelError(f"{path}: damaged NeuroMV model metadata ({summary(e)})") from e
-        expected = model_parameters(n_z, hidden, n_hidden, image)
         if set(table) != set(expected):
             raise ModelError(f"{path}: damaged NeuroMV model (tensors {show(sorted(set(table) ^ set(expected)), 120)} "
                              "missing or unexpected)")
@@ -282,12 +310,30 @@ def load_model(path: str | os.PathLike) -> tuple[CPPN, dict]:
     for name, t in tensors.items():
         if not torch.isfinite(t).all():
             raise ModelError(f"{path}: damaged NeuroMV model ({name} holds NaN or infinite values)")
-    cppn = CPPN(n_z, hidden, n_hidden, seed=seed, image=image)
+    if mode == "picture":
+        cppn = PictureNet(**arch)
+    else:
+        cppn = CPPN(n_z, hidden, n_hidden, seed=seed, image=image)
     cppn.load_state_dict(tensors)
     cppn.eval()
     for p in cppn.parameters():
         p.requires_grad_(False)
     return cppn, info
+
+
+def _int(text: str) -> int:
+    """A metadata field as an int; at most 40 characters (``int`` of a huge string is slow)."""
+    if len(text) > 40:
+        raise ValueError(f"{text[:20]}... is not a number")
+    return int(text)
+
+
+def max_file_bytes() -> int:
+    """The largest model file read: the largest allowed CPPN (:func:`neuromv.limits.max_model_bytes`) or picture
+    network (:func:`neuromv.picture.max_picture_bytes`), with the largest header."""
+    from .limits import MAX_MODEL_HEADER_BYTES, max_model_bytes
+
+    return max(max_model_bytes(), 8 + MAX_MODEL_HEADER_BYTES + max_picture_bytes())
 
 
 def check_architecture(n_z, hidden, n_hidden, seed=0) -> None:
@@ -382,30 +428,88 @@ def _fit_key(cache: ContentCache, image: np.ndarray, n_z: int, hidden: int, seed
                       "seed": seed, "options": asdict(options), "torch": torch.__version__.split("+")[0]}, image)
 
 
-def cached_fit(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 0,
-               options: FitOptions | None = None, cache: bool = True, progress: bool | ProgressCallback = False,
-               cancel: threading.Event | None = None, info: dict | None = None) -> CPPN:
-    """:func:`fit_cppn`, reusing an earlier fit of the same training image and settings from :func:`cache_dir`.
+def _picture_key(cache: ContentCache, image: np.ndarray, quality: str, seed: int) -> str:
+    return cache.key({"version": MODEL_VERSION, "method": "picture-grid", "shape": list(image.shape),
+                      "quality": quality, "settings": asdict(PICTURE_QUALITIES[quality]), "seed": seed,
+                      "torch": torch.__version__.split("+")[0]}, image)
 
-    Fits live in the :class:`~neuromv.cache.ContentCache` ``'fits'``, keyed by the training image, the
-    architecture, the options and the torch version. A fit is stored after it is made (``cache=False``: neither
-    read nor written). A cache that cannot be read or
-    written is only a warning: the fit is made again.
-    """
+
+def _cached(path: Path, fits: ContentCache, cache: bool, fit, info: dict):
+    """The model at ``path`` in the cache ``fits`` if it loads, else ``fit()``, stored there (``cache``)."""
     from safetensors.torch import save_file
 
+    if cache and path.is_file():
+        try:
+            net, _ = load_model(path)
+            log.info("fit: reusing the cached fit %s", path)
+            return net
+        except ModelError as e:
+            log.warning("fit cache: %s; fitting again", e)
+    net = fit()
+    if cache:
+        tensors, meta = _model_file(net, info)
+        fits.store(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return net
+
+
+def cached_picture_fit(target: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int = 0, cache: bool = True,
+                       progress: bool | ProgressCallback = False, cancel: threading.Event | None = None,
+                       info: dict | None = None) -> PictureNet:
+    """:func:`neuromv.picture.fit_picture`, reusing an earlier fit of the same target and settings.
+
+    Parameters
+    ----------
+    target : np.ndarray [shape=(height, width, 3), dtype=uint8]
+        The picture at :func:`neuromv.picture.fit_size`, fitted to the video's aspect ratio.
+    quality : {'draft', 'standard', 'high'}
+    seed : int
+    cache : bool
+        False: the cache is neither read nor written.
+    progress, cancel
+        As :func:`~neuromv.picture.fit_picture`.
+    info : dict, optional
+        Stored with the cached model (aspect, fit mode, background...).
+
+    Fits live in the :class:`~neuromv.cache.ContentCache` ``'fits'``, keyed by the target's pixels (so the fit
+    mode, background and size), the method, the quality's name and settings, the seed, the format version and the
+    torch version. A cache that cannot be read or written is only a warning: the fit is made again.
+    """
+    if quality not in PICTURE_QUALITIES:  # before the key is computed
+        raise ParameterError(f"fit quality must be one of {', '.join(PICTURE_QUALITIES)}, not {quality!r:.40}")
+    fits = ContentCache("fits")
+    path = fits.path(_picture_key(fits, target, quality, seed) + ".safetensors")
+    return _cached(path, fits, cache,
+                   lambda: fit_picture(target, quality=quality, seed=seed, progress=progress, cancel=cancel),
+                   {**(info or {}), "quality": quality, "method": "picture"})
+
+
+def cached_fit(image: np.ndarray, *, kind: str = "cppn", quality: str = DEFAULT_QUALITY, n_z: int = 32,
+               hidden: int = 32, seed: int = 0, options: FitOptions | None = None, cache: bool = True,
+               progress: bool | ProgressCallback = False, cancel: threading.Event | None = None,
+               info: dict | None = None) -> CPPN | PictureNet:
+    """A fit of ``image``, reusing an earlier fit of the same image and settings from :func:`cache_dir`.
+
+    Parameters
+    ----------
+    kind : {'cppn', 'picture'}
+        ``'picture'``: :func:`cached_picture_fit` (``quality``, ``seed``; ``image`` at
+        :func:`neuromv.picture.fit_size`). ``'cppn'`` (the legacy image-mode or naive CPPN, kept for format 1
+        models and for the benchmark's old-vs-new comparison): :func:`fit_cppn` with ``n_z``, ``hidden``, ``seed``
+        and ``options`` (``image`` at :func:`training_size`).
+
+    Fits live in the :class:`~neuromv.cache.ContentCache` ``'fits'``, keyed by the training image, the kind, the
+    architecture, the options or quality and the torch version. A fit is stored after it is made (``cache=False``:
+    neither read nor written). A cache that cannot be read or written is only a warning: the fit is made again.
+    """
+    if kind == "picture":
+        return cached_picture_fit(image, quality=quality, seed=seed, cache=cache, progress=progress, cancel=cancel,
+                                  info=info)
+    if kind != "cppn":
+        raise ParameterError(f"fit kind must be 'picture' or 'cppn', not {kind!r:.40}")
     opts = options or FitOptions()
     fits = ContentCache("fits")
     path = fits.path(_fit_key(fits, image, n_z, hidden, seed, opts) + ".safetensors")
-    if cache and path.is_file():
-        try:
-            cppn, _ = load_model(path)
-            log.info("fit: reusing the cached fit %s", path)
-            return cppn
-        except ModelError as e:
-            log.warning("fit cache: %s; fitting again", e)
-    cppn = fit_cppn(image, n_z=n_z, hidden=hidden, seed=seed, options=opts, progress=progress, cancel=cancel)
-    if cache:
-        tensors, meta = _model_file(cppn, {**(info or {}), "fit": asdict(opts)})
-        fits.store(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-    return cppn
+    return _cached(path, fits, cache,
+                   lambda: fit_cppn(image, n_z=n_z, hidden=hidden, seed=seed, options=opts, progress=progress,
+                                    cancel=cancel),
+                   {**(info or {}), "fit": asdict(opts)})
