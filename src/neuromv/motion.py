@@ -32,13 +32,11 @@ import numpy as np
 import torch
 
 from .errors import ParameterError
+from .settings import MOTIONS
 
 __all__ = ["MOTIONS", "STRUCTURE", "ONSET_BOOST", "TONE_GAIN", "FLOW_GAIN", "BREATH_GAIN", "Motion", "drive",
            "structure_maps", "structure_size", "N_MAPS"]
 
-#: ``--motion`` styles: every part, only the tone (colours move, shapes stay), only the flow and breath (shapes
-#: move, colours stay).
-MOTIONS = ("all", "colour", "shape")
 #: Short side of the structure maps, pixels.
 STRUCTURE = 64
 #: Blur of the tone maps and of the flow's structure, as a fraction of the short side.
