@@ -193,7 +193,7 @@ _ENCODER_BYTES_PER_PIXEL = {"ultrafast": 40, "superfast": 72, "veryfast": 95, "f
 _ENCODER_BYTES_PER_THREAD = 4.5
 
 
-def estimate_memory(settings: RenderSettings, *, duration: float | None = None, image: bool = False,
+def estimate_memory(settings: RenderSettings, *, duration: float | None = None, image: bool | str = False,
                     method: str | None = None) -> int:
     """The memory a render needs beyond what the process already holds, in bytes: the renderer's set-up peak
     or its steady state (renderer buffers, frames queued for the encoder, the encoder's own frames) with a quarter
@@ -211,6 +211,9 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
     - ``'dense'`` (GPU): the same first layer built on the host (the same peak), and about 3 batches of frames on
       the host;
     - image mode: the per-pixel mean pulse and its work space (36 P) and the target picture;
+    - ``'picture'`` (a fitted picture, :class:`neuromv.renderer.picture.PictureBackend`): the picture, its 7
+      structure maps and the sampling grids, float32 (56 P), built from float64 coordinates (48 P); per frame
+      about 64 P of float32 work space and RGB frames;
     - the encoder: :data:`_ENCODER_BYTES_PER_PIXEL` of the x264 preset (measured), more with RGB frames and with
       more cores;
     - features: about 48 bytes per frame and mel band (float64 work arrays of the spectrogram);
@@ -225,9 +228,9 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
     settings : RenderSettings
     duration : float, optional
         Seconds of audio, when known.
-    image : bool
-        The CPPN is fitted to an image (image mode: never the compiled kernel).
-    method : {'kernel', 'tiled', 'dense'}, optional
+    image : bool or 'picture'
+        The CPPN is fitted to an image (image mode: never the compiled kernel); 'picture': a fitted picture.
+    method : {'kernel', 'tiled', 'dense', 'picture'}, optional
         The renderer's method; default: what :class:`~neuromv.renderer.Renderer` would choose here.
 
     Returns
@@ -250,13 +253,17 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
         if method == "kernel":
             setup += 56 * p
             steady += 12 * p
+        elif method == "picture":
+            setup += 104 * p
+            steady += 120 * p
+            continue
         else:
             setup += 24 * p + 20 * p * hidden
             steady += 4 * p * hidden
         if image:
             setup += 36 * p
             steady += 15 * p
-    frame = 1.5 if method == "kernel" else 3.0  # bytes a pixel of the frames handed to the encoder
+    frame = 1.5 if method in ("kernel", "picture") else 3.0  # bytes a pixel of the frames handed to the encoder
     threads = max(3, int(1.5 * (os.cpu_count() or 2)))
     encoder = (_ENCODER_BYTES_PER_PIXEL.get(settings.preset, 134) + _QUEUED_FRAMES * (frame - 1.5)
                + _ENCODER_BYTES_PER_THREAD * (threads - 3)) * total_p
@@ -275,10 +282,12 @@ def estimate_memory(settings: RenderSettings, *, duration: float | None = None, 
     return int(max(setup, steady + setup / 4) + extra)
 
 
-def _method(settings: RenderSettings, image: bool) -> str:
+def _method(settings: RenderSettings, image: bool | str) -> str:
     """The method :class:`~neuromv.renderer.Renderer` picks for these settings on this machine."""
     from .renderer import kernel_widths, resolve_device
 
+    if image == "picture":
+        return "picture"
     device = resolve_device(settings.device)
     if device.type != "cpu":
         return "dense"
@@ -352,7 +361,7 @@ def format_bytes(n: float) -> str:
 WARN_FRACTION = 0.5
 
 
-def check_memory(settings: RenderSettings, *, duration: float | None = None, image: bool = False,
+def check_memory(settings: RenderSettings, *, duration: float | None = None, image: bool | str = False,
                  method: str | None = None) -> int:
     """Log what a render will cost (INFO: working set, pixels, multiply-adds a frame) and refuse it when it
     needs more memory than is available (:func:`estimate_memory`, :func:`memory_available`).
@@ -369,9 +378,13 @@ def check_memory(settings: RenderSettings, *, duration: float | None = None, ima
     """
     need = estimate_memory(settings, duration=duration, image=image, method=method)
     w, h = settings.even_size()
-    macs = w * h * (settings.hidden * (3 + settings.n_mels) + 4 * settings.hidden ** 2 + 3 * settings.hidden)
-    log.info("%dx%d, hidden %d: about %s working set, %s pixels and %s multiply-adds a frame", w, h,
-             settings.hidden, format_bytes(need), format_count(w * h), format_count(macs))
+    if image == "picture":
+        log.info("%dx%d, fitted picture: about %s working set, %s pixels a frame", w, h, format_bytes(need),
+                 format_count(w * h))
+    else:
+        macs = w * h * (settings.hidden * (3 + settings.n_mels) + 4 * settings.hidden ** 2 + 3 * settings.hidden)
+        log.info("%dx%d, hidden %d: about %s working set, %s pixels and %s multiply-adds a frame", w, h,
+                 settings.hidden, format_bytes(need), format_count(w * h), format_count(macs))
     room = memory_available()
     if room is None:
         return need

@@ -29,6 +29,7 @@ from .progress import ProgressCallback, check_cancel
 from .settings import RenderSettings
 
 __all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "fit_for",
+           "is_picture", "kind_of",
            "latents_for", "reference_target", "build_renderer"]
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,11 @@ def resolve_image(image, song, background: str = "black") -> tuple[np.ndarray | 
 
 
 def model_for(model, settings: RenderSettings):
-    """(CPPN, settings with the model's n_mels and hidden, description) of a model file or CPPN object."""
+    """(network, settings with a CPPN's n_mels and hidden, description) of a model file, a CPPN or a fitted
+    picture."""
     from .cppn import CPPN
 
-    if isinstance(model, CPPN):
+    if isinstance(model, CPPN) or (not isinstance(model, (str, os.PathLike)) and is_picture(model)):
         cppn, where = model, "model object"
     else:
         from .reference import load_model
@@ -91,7 +93,7 @@ def model_for(model, settings: RenderSettings):
         if isinstance(aspect, (int, float)) and abs(aspect - settings.width / settings.height) > 0.01:
             log.warning("model %s was fitted for aspect ratio %.3g; this video's is %.3g (the picture is extended "
                         "or cropped)", model, aspect, settings.width / settings.height)
-    if (cppn.n_z, cppn.hidden) != (settings.n_mels, settings.hidden):
+    if not is_picture(cppn) and (cppn.n_z, cppn.hidden) != (settings.n_mels, settings.hidden):
         log.debug("model: n_mels %d, hidden %d (from the model)", cppn.n_z, cppn.hidden)
         settings = replace(settings, n_mels=cppn.n_z, hidden=cppn.hidden)
     return cppn, settings, where
@@ -108,21 +110,33 @@ def reference_target(image: np.ndarray, settings: RenderSettings, width: int | N
 
 
 def fit_for(pixels: np.ndarray, settings: RenderSettings, *, cache: bool = True,
-            progress: bool | ProgressCallback = False, cancel: threading.Event | None = None, method="neuromv"):
-    """Fit (or reuse a cached fit of) ``pixels`` [shape=(h, w, 3), uint8] for a video of ``settings``."""
+            progress: bool | ProgressCallback = False, cancel: threading.Event | None = None, method="picture"):
+    """Fit (or reuse a cached fit of) ``pixels`` [shape=(h, w, 3), uint8] for a video of ``settings``.
+
+    ``method``: ``'picture'`` (the default: a :class:`~neuromv.picture.PictureNet` at
+    :func:`~neuromv.picture.fit_size`, ``settings.fit_quality``), or the format-1 image-mode CPPN (``'neuromv'``)
+    and the plain CPPN trained with z at 0 (``'naive'``), kept for the benchmark's comparison."""
+    info = {"aspect": settings.width / settings.height, "fit": settings.fit, "background": settings.background}
+    if method == "picture":
+        from .picture import fit_size
+        from .reference import cached_picture_fit
+
+        fw, fh = fit_size(settings.width, settings.height, pixels.shape, settings.fit_quality, mode=settings.fit)
+        target = reference_target(pixels, settings, fw, fh)
+        return cached_picture_fit(target, quality=settings.fit_quality, steps=settings.fit_steps, seed=settings.seed,
+                                  cache=cache, progress=progress, cancel=cancel, info=info)
     from .reference import FitOptions, cached_fit, training_size
 
     tw, th = training_size(settings.width, settings.height)
     target = reference_target(pixels, settings, tw, th)
     return cached_fit(target, n_z=settings.n_mels, hidden=settings.hidden, seed=settings.seed,
-                      options=FitOptions(steps=settings.fit_steps, method=method), cache=cache,
-                      progress=progress, cancel=cancel,
-                      info={"aspect": settings.width / settings.height, "fit": settings.fit,
-                            "background": settings.background})
+                      options=FitOptions(steps=settings.fit_steps or FitOptions.steps, method=method), cache=cache,
+                      progress=progress, cancel=cancel, info=info)
 
 
 def cppn_for(pixels: np.ndarray | None, settings: RenderSettings, **fit_options):
-    """The abstract CPPN of ``settings`` when ``pixels`` is None, else one fitted to ``pixels`` (:func:`fit_for`)."""
+    """The abstract CPPN of ``settings`` when ``pixels`` is None, else the picture fitted to ``pixels``
+    (:func:`fit_for`)."""
     if pixels is None:
         from .cppn import CPPN
 
@@ -130,9 +144,32 @@ def cppn_for(pixels: np.ndarray | None, settings: RenderSettings, **fit_options)
     return fit_for(pixels, settings, **fit_options)
 
 
-def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bool = False) -> np.ndarray:
-    """What the CPPN sees per frame: ``Z_GAIN * reactivity * z`` (abstract) or ``PULSE_GAIN * reactivity * z``
-    (image mode). An :class:`~neuromv.audio.AudioFile` is analysed block by block.
+def kind_of(net) -> bool | str:
+    """What :func:`latents_for` takes as ``image`` for ``net``: ``'picture'``, True (image-mode CPPN) or False."""
+    return "picture" if is_picture(net) else net.image
+
+
+def describe(net) -> str:
+    """A few words on what ``net`` is, for the log."""
+    return "fitted picture" if is_picture(net) else "fitted image (format 1)" if net.image else "abstract"
+
+
+def is_picture(net) -> bool:
+    """Whether ``net`` is a fitted picture (:class:`~neuromv.picture.PictureNet`) rather than a CPPN."""
+    from .cppn import CPPN
+
+    return not isinstance(net, CPPN)
+
+
+def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bool | str = False) -> np.ndarray:
+    """What the network sees per frame, from the song's latents z (unit RMS norm):
+
+    - ``image=False`` (abstract CPPN): ``Z_GAIN * reactivity * z``;
+    - ``image='picture'`` (a fitted picture): ``reactivity * u``, ``u`` the drive vectors of its motion
+      (:func:`neuromv.motion.drive`);
+    - ``image=True`` (the format-1 image-mode CPPN): ``PULSE_GAIN * reactivity * z``.
+
+    An :class:`~neuromv.audio.AudioFile` is analysed block by block.
 
     Returns
     -------
@@ -143,6 +180,10 @@ def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bo
 
     z = latents_from_blocks(audio.blocks(), audio.sr, fps=settings.fps, n_mels=settings.n_mels,
                             smooth=settings.smooth)
+    if image == "picture":
+        from .motion import drive
+
+        return drive(z) * np.float32(settings.reactivity)
     return z * np.float32((PULSE_GAIN if image else Z_GAIN) * settings.reactivity)
 
 
@@ -226,11 +267,13 @@ class Plan:
     _cover_done: bool = field(default=False, repr=False)
 
     @property
-    def has_image(self) -> bool:
-        """Whether the picture(s) are fitted to an image (what the memory estimate needs)."""
-        if self.stems:
-            return bool(self.image)
-        return self.model.image if self.model is not None else self.pixels is not None
+    def has_image(self) -> bool | str:
+        """Whether the picture(s) are fitted to an image, as the memory estimate takes it: ``'picture'`` (a fitted
+        picture), True (a format-1 image-mode CPPN) or False."""
+        if self.model is not None:
+            return kind_of(self.model)
+        fitted = bool(self.image) if self.stems else self.pixels is not None
+        return "picture" if fitted else False
 
     def find_cover(self) -> None:
         """Look up the song's cover art where the image is 'auto' (once the song is known to be good)."""
@@ -245,7 +288,7 @@ class Plan:
                     self.image = {**self.image, "*": (pixels, where)}
             return
         if self.model is not None:
-            log.info("image: %s (%s)", self.where, "fitted image" if self.model.image else "abstract")
+            log.info("image: %s (%s)", self.where, describe(self.model))
             return
         if isinstance(self.image, str) and self.image == "auto" and self.song is not None:
             self.pixels, self.where = resolve_image("auto", self.song, self.settings.background)
@@ -295,7 +338,7 @@ class Plan:
             if p.name is not None and p.name in self.image:
                 log.info("image for %s: %s", p.name, p.where)
             p.cppn = self.network(p, progress=progress, cancel=cancel)
-            p.z = latents_for(stems[p.name] if p.name is not None else audio, p.settings, image=p.cppn.image)
+            p.z = latents_for(stems[p.name] if p.name is not None else audio, p.settings, image=kind_of(p.cppn))
             if p.name is None:
                 log.info("features: %d frames x %d mel bands at %g fps", p.z.shape[0], p.settings.n_mels,
                          p.settings.fps)
@@ -304,7 +347,7 @@ class Plan:
             if p.name is not None:
                 x, y, w, h = p.box
                 log.info("stem %s: %dx%d panel at (%d, %d), seed %d, %s", p.name, w, h, x, y, p.settings.seed,
-                         "fitted image" if p.cppn.image else "abstract")
+                         describe(p.cppn))
         return panels
 
 
@@ -389,15 +432,24 @@ def _stem_images(image, names, background="black") -> dict:
 
 def build_renderer(settings: RenderSettings, width: int | None = None, height: int | None = None, *, cppn=None,
                    z: np.ndarray | None = None, device=None):
-    """A :class:`~neuromv.renderer.Renderer` of ``cppn`` (default: the abstract CPPN of ``settings``) at the given
-    (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render, which centre an image-mode
-    CPPN's pulse. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`; default: ``settings.device``)."""
+    """A :class:`~neuromv.renderer.Renderer` of ``cppn`` (a CPPN or a fitted picture; default: the abstract CPPN of
+    ``settings``) at the given (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render,
+    which centre a format-1 image-mode CPPN's pulse. A picture moves with :class:`neuromv.motion.Motion` of the
+    settings' n_mels, seed and motion. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`;
+    default: ``settings.device``)."""
     from .cppn import CPPN
     from .renderer import Renderer, color_matrix
 
     if cppn is None:
         cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
     color = color_matrix(settings.hue, settings.saturation, settings.brightness, settings.contrast)
-    return Renderer(cppn, width or settings.width, height or settings.height, device=settings.device if device is None else device,
-                    scale=settings.zoom, pan=(settings.pan_x, settings.pan_y), color=color,
-                    centre=z if cppn.image else None, precision=settings.precision)
+    extra = {}
+    if is_picture(cppn):
+        from .motion import Motion
+
+        extra["motion"] = Motion.of(settings.n_mels, settings.seed, settings.motion)
+    else:
+        extra["centre"] = z if cppn.image else None
+    return Renderer(cppn, width or settings.width, height or settings.height,
+                    device=settings.device if device is None else device, scale=settings.zoom,
+                    pan=(settings.pan_x, settings.pan_y), color=color, precision=settings.precision, **extra)

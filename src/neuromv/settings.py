@@ -28,7 +28,7 @@ from .limits import (ANALYSIS_SR, MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, 
                      MAX_SECONDS, MAX_SEED, MAX_SIDE, MAX_SMOOTH, MAX_ZOOM, MIN_FPS, check_mels, number, show)
 
 __all__ = ["RenderSettings", "Setting", "SETTINGS", "GROUPS", "setting", "parse_size", "parse_color", "with_quality",
-           "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
+           "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
            "SEPARATOR_STEMS"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
@@ -38,8 +38,13 @@ Z_GAIN = 0.3
 #: real music, a fitted image moves about as much as the abstract CPPN at the same reactivity while single frames
 #: still show the picture (docs/reference-images.md).
 PULSE_GAIN = 2.5
-#: Default Adam steps of a reference-image fit.
+#: Default Adam steps of the legacy (format 1) image-mode CPPN fit (neuromv.reference.FitOptions).
 FIT_STEPS = 3000
+#: ``--fit-quality``: the picture fit's presets, fastest first (neuromv.picture.PICTURE_QUALITIES holds them).
+FIT_QUALITIES = ("draft", "standard", "high")
+#: ``--motion``: how the music moves a fitted picture (neuromv.motion): tone, flow and breath; only the tone
+#: (colours move, shapes stay); only flow and breath (shapes move, colours stay).
+MOTIONS = ("all", "colour", "shape")
 #: How an image is fitted to the video's shape.
 FIT_MODES = ("cover", "contain")
 #: How stem panels are composed.
@@ -352,11 +357,22 @@ class RenderSettings:
         metavar="COLOUR", check=_check_background,
         doc="Colour under transparent pixels and around a 'contain' image: black, white, '#rrggbb' or 'r,g,b' "
             "(:func:`parse_color`).")
-    fit_steps: int = setting(
-        FIT_STEPS, "image", "training steps of the image fit: more is sharper and slower", metavar="N", lo=1,
-        hi=MAX_FIT_STEPS, integer=True, label="fit steps",
-        doc="Adam steps of the reference-image fit: more is sharper and slower (not less lively: "
-            "docs/reference-images.md).")
+    fit_quality: str = setting(
+        "standard", "image", "the image fit: draft (seconds), standard or high (sharper, slower)",
+        choices=FIT_QUALITIES, message="fit quality must be {either}, not {value}", label="fit quality",
+        doc="How closely and at what resolution the picture network is fitted to the image "
+            "(:data:`neuromv.picture.PICTURE_QUALITIES`): 'draft', 'standard' (about a minute at most on 2 "
+            "cores) or 'high'.")
+    fit_steps: int | None = setting(
+        None, "image", "override the fit quality's number of training steps", kind=int, metavar="N", lo=1,
+        hi=MAX_FIT_STEPS, integer=True, optional=True, label="fit steps", default_text="the quality's",
+        doc="Adam steps of the image fit; None: the fit quality's.")
+    motion: str = setting(
+        "all", "image", "how the music moves a fitted picture: all (tone, flow and breath), colour or shape",
+        choices=MOTIONS, message="motion must be {either}, not {value}",
+        doc="How the music moves a fitted picture (:mod:`neuromv.motion`): 'all' (a tone swing along the "
+            "picture's regions, a flow along its structure and a breath on the bass), 'colour' (the tone only) or "
+            "'shape' (flow and breath only).")
     # -- stems
     stems: str | None = setting(
         None, "stems", "render one panel per stem, e.g. vocals,accompaniment or all", metavar="LIST|all",

@@ -29,6 +29,7 @@ import torch
 
 from ..cppn import CPPN, check_pan
 from ..errors import ParameterError
+from ..motion import Motion
 from .backend import Backend
 from .color import LUMA, check_color, color_matrix  # noqa: F401 - LUMA: neuromv.renderer.LUMA
 from .dense import DENSE_CHUNK, DenseBackend  # noqa: F401 - DENSE_CHUNK: neuromv.renderer.DENSE_CHUNK
@@ -37,6 +38,7 @@ from .kernel import (ISA_ENV, KERNEL_ISAS, PRECISIONS, KernelBackend, kernel_cho
                      kernel_widths, resolve_precision)
 from .reference import reference_render
 from .setup import CENTRE_FRAMES, RenderSetup  # noqa: F401 - neuromv.renderer.CENTRE_FRAMES (the page's)
+from .picture import PictureBackend
 from .threads import available_cores
 from .tiles import DEFAULT_TILE, TiledBackend
 
@@ -47,7 +49,9 @@ __all__ = ["Renderer", "reference_render", "resolve_device", "kernel_widths", "k
 BATCH_PIXELS = 1 << 26
 MAX_BATCH = 32
 #: The names ``Renderer(method=...)`` takes.
-METHODS = ("auto", "kernel", "tiled", "dense")
+METHODS = ("auto", "kernel", "tiled", "dense", "picture")
+#: n_z of a fitted picture's motion when none is given (the default number of mel bands).
+DEFAULT_N_Z = 32
 
 
 class Renderer:
@@ -106,25 +110,38 @@ class Renderer:
     def __init__(self, cppn: CPPN, width: int, height: int, *, device: str | torch.device = "cpu",
                  scale: float = 1.0, threads: int | None = None, tile: int = DEFAULT_TILE,
                  method: str = "auto", centre: np.ndarray | None = None, pan: tuple[float, float] = (0.0, 0.0),
-                 color: np.ndarray | None = None, precision: str = "float32") -> None:
+                 color: np.ndarray | None = None, precision: str = "float32", motion: Motion | None = None) -> None:
         if width < 1 or height < 1:
             raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
         if method not in METHODS:
-            raise ParameterError(f"method must be 'auto', 'kernel', 'tiled' or 'dense', not {method!r}")
+            raise ParameterError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
         self.pan = check_pan(pan)
         self.color = check_color(color)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.width, self.height = int(width), int(height)
         self.n_pixels = self.width * self.height
+        self.threads = max(1, int(threads or available_cores()))
+        self.tile = max(64, int(tile))
+        if not isinstance(cppn, CPPN):  # a fitted picture (neuromv.picture): the picture once, the motion per frame
+            if method not in ("auto", "picture"):
+                raise ParameterError(f"a fitted picture renders with method 'picture' (or 'auto'), not {method!r}")
+            if precision == "int16":
+                raise ParameterError("precision 'int16' needs the compiled kernel; a fitted picture renders in "
+                                     "float32: use precision 'float32' or 'auto'")
+            self.motion = motion if motion is not None else Motion.of(DEFAULT_N_Z, getattr(cppn, "seed", 0))
+            self.n_z, self.image = self.motion.n_z, True
+            self.method, self.isa, self.precision = "picture", None, "float32"
+            self.backend: Backend = PictureBackend(cppn, self.motion, self.width, self.height, scale=scale,
+                                                   pan=self.pan, color=self.color, device=self.device)
+            return
+        self.motion = None
         self.n_z = cppn.n_z
         self.image = cppn.image
         self.method, self.isa, self.precision = _choose(method, precision, cppn, self.device)
-        self.threads = max(1, int(threads or available_cores()))
-        self.tile = max(64, int(tile))
         setup = RenderSetup.of(cppn, self.width, self.height, scale=scale, pan=self.pan, centre=centre,
                                color=self.color)
         if self.method == "kernel":
-            self.backend: Backend = KernelBackend(setup, threads=self.threads, isa=self.isa,
+            self.backend = KernelBackend(setup, threads=self.threads, isa=self.isa,
                                                   precision=self.precision)
         elif self.method == "tiled":
             self.backend = TiledBackend(setup, threads=self.threads, tile=self.tile)
@@ -256,6 +273,8 @@ class Renderer:
 def _choose(method: str, precision: str, cppn: CPPN, device: torch.device) -> tuple[str, str | None, str]:
     """The algorithm for ``Renderer(method=...)``: (method, kernel path or None, precision), checked."""
     fits_kernel = device.type == "cpu" and not cppn.image and cppn.hidden in kernel_widths()
+    if method == "picture":
+        raise ParameterError("method 'picture' is for a fitted picture (neuromv.picture.PictureNet), not a CPPN")
     if method == "kernel" and not fits_kernel:
         raise ParameterError("method 'kernel' needs the compiled extension neuromv._kernel, a CPU, an abstract "
                              f"CPPN and hidden in {kernel_widths() or '(none: not installed)'}")
