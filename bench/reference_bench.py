@@ -1,23 +1,24 @@
-"""Reference images: fidelity vs reactivity of the naive approach and NeuroMV's method (the Pareto table).
+"""Reference images: the old method (format-1 image-mode CPPN) and the new one (picture network + motion), per image.
 
-    python bench/reference_bench.py                # writes its section of docs/benchmarks.md
-    python bench/reference_bench.py --quick --out /tmp/b.md
+    python bench/reference_bench.py --song music.ogg                  # writes its section of docs/benchmarks.md
+    python bench/reference_bench.py --song music.ogg --sheets docs    # and a contact sheet per image
+    python bench/reference_bench.py --quick --out /tmp/b.md           # the demo song, two images, 256x256 only
 
-One song (the generated demo song, 15 s, 450 frames) and one image (neuromv.demo.demo_cover, a generated album
-cover). For each method, each training length and each value of the reactivity knob, the video's frames are
-rendered (not encoded) at 256x144 and measured with neuromv.metrics:
+Images: the openly licensed photographs that scikit-image ships (``pip install scikit-image``: astronaut, public
+domain; coffee and chelsea, CC0; rocket, public domain) and two generated covers (neuromv.demo.demo_cover, and
+rings: fine structure everywhere); without scikit-image only the generated ones. Song: ``--song`` (10 s from
+``--start``; real music, e.g. ``apt-get download planetblupi-music-ogg``) or the generated demo song.
 
-- fidelity: SSIM of the mean frame against the reference image at that size;
-- reactivity: mean |frame i - frame i-1| on 0-255, and its correlation with the onset strength;
-- also the median SSIM of single frames (every 15th), to show what one frame looks like.
+For each image, size and method, at the defaults (reactivity 1):
 
-Methods (neuromv.reference):
+- *fit s*: the fit's time (old: 3000 Adam steps at 171x96 or 128x128; new: ``--fit-quality standard``);
+- *static*: SSIM of the still picture (reactivity 0) against the image fitted to the frame;
+- *single*: the median SSIM of single frames (every 10th) against it; *mean*: the SSIM of the mean frame;
+- *motion*: mean |frame i - frame i-1| on 0-255; *onset r*: its Pearson correlation with librosa's onset strength
+  at the best lag within one frame (neuromv.metrics.onset_correlation, max_lag=1);
+- *render fps*: frames rendered per second (not encoded), the per-resolution set-up included.
 
-- naive: the whole plain CPPN (z concatenated to the coordinates) trained on the image with z held at 0, then
-  driven by the music's z (times Z_GAIN x knob) through its first layer;
-- neuromv: z kept out of the fit, driving the frozen pulse (times PULSE_GAIN x knob).
-
-Both use the same features, seed, architecture, optimiser and steps.
+The abstract CPPN's motion and onset r on the same excerpt are the reference the issue sets ("at least half").
 """
 
 from __future__ import annotations
@@ -30,20 +31,24 @@ from pathlib import Path
 
 import numpy as np
 
+from neuromv.audio import Audio, load_audio
 from neuromv.demo import demo_cover, demo_song
 from neuromv.metrics import FrameStats, onset_correlation, onset_strength, ssim
-from neuromv.pipeline import build_renderer, fit_for, latents_for, reference_target
-from neuromv.settings import FIT_STEPS, PULSE_GAIN, Z_GAIN, RenderSettings
+from neuromv.plan import build_renderer, fit_for, kind_of, latents_for, reference_target
+from neuromv.settings import RenderSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOC, machine, write_section  # noqa: E402
 
-SIZE = (256, 144)
-THRESHOLD = 0.6  # fidelity at which the methods are compared (the issue's target)
+SIZES = [(256, 256), (1280, 720)]
+SKIMAGE = {"astronaut": ("astronaut.png", "portrait photo (NASA, public domain)"),
+           "coffee": ("coffee.png", "coffee cup photo (CC0)"),
+           "chelsea": ("chelsea.png", "cat photo (CC0)"),
+           "rocket": ("rocket.jpg", "rocket launch photo (SpaceX, public domain)")}
 
 
 def rings_cover(n: int = 512) -> np.ndarray:
-    """A detail-rich poster: coloured concentric rings and diagonal stripes (structure a blurred mean frame lacks)."""
+    """A detail-rich poster: coloured concentric rings and diagonal stripes."""
     y, x = (np.mgrid[0:n, 0:n] + 0.5) / n * 2 - 1
     r = np.hypot(x + 0.25, y + 0.1)
     rings = 0.5 + 0.5 * np.sin(r * 28)
@@ -53,120 +58,135 @@ def rings_cover(n: int = 512) -> np.ndarray:
     return (rgb.clip(0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-IMAGES = {"cover": ("neuromv.demo.demo_cover: a generated album cover (gradients, flat shapes, hard edges, small "
-                    "bars)", lambda: demo_cover(512)),
-          "rings": ("bench/reference_bench.py rings_cover: coloured concentric rings and diagonal stripes (fine "
-                    "structure everywhere)", lambda: rings_cover(512))}
+def images(quick: bool) -> dict[str, tuple[np.ndarray, str]]:
+    out = {}
+    try:
+        import importlib.util
+
+        from neuromv.image import load_image
+
+        spec = importlib.util.find_spec("skimage")
+        folder = Path(spec.origin).parent / "data" if spec else None
+        for name, (file, what) in SKIMAGE.items():
+            if folder is not None and (folder / file).is_file():
+                out[name] = (load_image(folder / file), what)
+    except ImportError:
+        pass
+    out["cover"] = (demo_cover(512), "generated album cover (neuromv.demo.demo_cover)")
+    out["rings"] = (rings_cover(512), "generated rings and stripes")
+    if quick:
+        out = dict(list(out.items())[:2])
+    return out
 
 
-def measure(cppn, settings, z, target, onset):
-    renderer = build_renderer(settings, cppn=cppn, z=z)
-    stats = FrameStats()
-    singles = []
+def run(net, settings, z, target, onset):
+    """(static SSIM, single median, mean SSIM, motion, onset r, render fps, frames to show) of one network."""
+    t = time.perf_counter()
+    renderer = build_renderer(settings, cppn=net, z=z)
+    still = renderer.render(np.zeros(z.shape[1], np.float32))
+    stats, singles, shown = FrameStats(), [], []
+    render_s = time.perf_counter() - t
     for i, zi in enumerate(z):
+        t = time.perf_counter()
         frame = renderer.render(zi)
+        render_s += time.perf_counter() - t
         stats.add(frame)
-        if i % 15 == 7:
+        if i % 10 == 5:
             singles.append(ssim(frame, target))
-    return (ssim(stats.mean_frame, target), stats.reactivity, onset_correlation(stats.changes, onset),
-            float(np.median(singles)))
+        if i in SHOW:
+            shown.append(frame)
+    return (ssim(still, target), float(np.median(singles)), ssim(stats.mean_frame, target), stats.reactivity,
+            onset_correlation(stats.changes, onset, max_lag=1), len(z) / render_s, [still] + shown)
 
 
-def pareto(points):
-    """Indices of points not dominated in (fidelity, reactivity)."""
-    keep = []
-    for i, (f, r) in enumerate(points):
-        if not any((f2 >= f and r2 >= r) and (f2 > f or r2 > r) for f2, r2 in points):
-            keep.append(i)
-    return set(keep)
+SHOW = (45, 105, 165, 225)
+
+
+def sheet(path: Path, target: np.ndarray, rows: dict[str, list[np.ndarray]]) -> None:
+    """Reference, then per method: the still picture and frames at SHOW (one row per method)."""
+    from PIL import Image
+
+    h, w = target.shape[:2]
+    scale = min(1.0, 200 / h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = lambda a: np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize(size, Image.LANCZOS))  # noqa
+    lines = []
+    for frames in rows.values():
+        lines.append(np.concatenate([small(target)] + [small(f) for f in frames], axis=1))
+    Image.fromarray(np.concatenate(lines, axis=0)).save(path, optimize=True)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer points (a smoke run, minutes less)")
-    ap.add_argument("--image", choices=sorted(IMAGES), default="cover", help="the reference image (default: cover)")
+    ap.add_argument("--song", help="the music (default: the generated demo song)")
+    ap.add_argument("--start", type=float, default=20.0, help="start of the 10-s excerpt of --song, seconds")
+    ap.add_argument("--quick", action="store_true", help="two images, 256x256 only")
+    ap.add_argument("--sheets", help="folder for the contact sheets (PNG per image, at 1280x720)")
     ap.add_argument("--out", default=str(DOC))
     args = ap.parse_args(argv)
 
-    steps_list = [300, 1000] if args.quick else [500, 1500, FIT_STEPS, 6000]
-    knobs = {
-        "naive": [0.25, 0.5, 1.0, 2.0] if args.quick else [0.125, 0.25, 0.5, 1.0, 2.0, 4.0],
-        "neuromv": [0.5, 1.0, 2.0] if args.quick else [0.5, 1.0, 2.0, 4.0, 8.0],
-    }
     print(f"machine: {machine()}", file=sys.stderr)
-    audio = demo_song()
-    what, make = IMAGES[args.image]
-    cover = make()
-    base = RenderSettings(width=SIZE[0], height=SIZE[1])
-    target = reference_target(cover, base)
+    if args.song:
+        full = load_audio(args.song)
+        a = int(args.start * full.sr)
+        audio = Audio(full.samples[:, a:a + 10 * full.sr], full.sr)
+        song = f"{Path(args.song).name} ({args.start:g}-{args.start + 10:g} s)"
+    else:
+        audio, song = demo_song(10.0), "the generated demo song (10 s)"
+    sizes = SIZES[:1] if args.quick else SIZES
     rows = []
-    fit_seconds = {}
-    for method in ("naive", "neuromv"):
-        for steps in steps_list:
-            settings = base.__class__(**{**base.to_dict(), "fit_steps": steps})
-            t = time.perf_counter()
-            cppn = fit_for(cover, settings, cache=False, method=method)
-            fit_seconds[(method, steps)] = time.perf_counter() - t
-            z1 = latents_for(audio, settings, image=cppn.image) / settings.reactivity
-            onset = onset_strength(audio.mono(), audio.sr, len(z1), fps=settings.fps)
-            for knob in knobs[method]:
-                fid, react, corr, single = measure(cppn, settings, z1 * knob, target, onset)
-                rows.append((method, steps, knob, fid, react, corr, single))
-                print(f"{time.strftime('%H:%M:%S')} {method:8s} steps {steps:5d} knob {knob:5.3g}: fidelity {fid:.3f} reactivity {react:5.2f} "
-                      f"onset corr {corr:.2f} single-frame SSIM {single:.3f} (fit {fit_seconds[(method, steps)]:.1f} s)",
+    for name, (pixels, what) in images(args.quick).items():
+        for w, h in sizes:
+            base = RenderSettings(width=w, height=h)
+            target = reference_target(pixels, base)
+            onset = None
+            shown = {}
+            for method in ("old", "new"):
+                t = time.perf_counter()
+                net = fit_for(pixels, base, cache=False, method="neuromv" if method == "old" else "picture")
+                fit_s = time.perf_counter() - t
+                z = latents_for(audio, base, image=kind_of(net))
+                if onset is None:
+                    onset = onset_strength(audio.mono(), audio.sr, len(z), fps=base.fps)
+                static, single, mean, motion, r, fps, frames = run(net, base, z, target, onset)
+                shown[method] = frames
+                rows.append((name, f"{w}x{h}", method, fit_s, static, single, mean, motion, r, fps))
+                print(f"{time.strftime('%H:%M:%S')} {name} {w}x{h} {method}: fit {fit_s:.1f} s static {static:.3f} "
+                      f"single {single:.3f} mean {mean:.3f} motion {motion:.2f} onset r {r:.2f} {fps:.1f} fps",
                       file=sys.stderr, flush=True)
-
-    def best(method, threshold):
-        ok = [r for r in rows if r[0] == method and r[3] >= threshold]
-        return max(ok, key=lambda r: r[4]) if ok else None
-
-    default = next((r for r in rows if r[0] == "neuromv" and r[1] == FIT_STEPS and r[2] == 1.0), None)
-
+            z = latents_for(audio, base)
+            stats = FrameStats()
+            renderer = build_renderer(base)
+            for zi in z:
+                stats.add(renderer.render(zi))
+            rows.append((name, f"{w}x{h}", "abstract", None, None, None, None, stats.reactivity,
+                         onset_correlation(stats.changes, onset, max_lag=1), None))
+            print(f"  abstract: motion {stats.reactivity:.2f} onset r {rows[-1][8]:.2f}", file=sys.stderr)
+            if args.sheets and (w, h) == sizes[-1]:
+                sheet(Path(args.sheets) / f"reference-{name}.png", target, shown)
+    what = ", ".join(f"{n} ({d})" for n, (_, d) in images(args.quick).items())
+    f = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     lines = [
         f"Machine: {machine()}.  ",
-        f"Run: {_dt.date.today().isoformat()}, `python bench/reference_bench.py --image {args.image}"
-        f"{' --quick' if args.quick else ''}`.",
+        f"Run: {_dt.date.today().isoformat()}, `python bench/reference_bench.py"
+        f"{' --song ' + Path(args.song).name if args.song else ''}{' --quick' if args.quick else ''}`; "
+        f"song: {song}. Images: {what}.",
         "",
-        f"One song (the generated demo song, 15 s, 450 frames at 30 fps) and one image ({what}), fitted at 171x96 "
-        "pixels (the training size for any 16:9 video) and rendered at "
-        f"{SIZE[0]}x{SIZE[1]}. *Fidelity* is the SSIM of the mean frame against the cover at that size; "
-        "*reactivity* the mean absolute difference between consecutive frames (0-255); *onset r* the correlation "
-        "of each frame's change with the audio's onset strength; *single SSIM* the median SSIM of single frames "
-        "(every 15th) against the cover. *Naive* trains the whole plain CPPN with z held at 0, then drives it with "
-        f"the music through its first layer (z x {Z_GAIN} x knob). *NeuroMV* keeps z out of the fit and drives the "
-        f"frozen pulse (z x {PULSE_GAIN} x knob); the knob is `--reactivity`. Same seed, features, optimiser and "
-        "steps. ✓ marks the Pareto front of each method (no other point of the same method has both more fidelity "
-        "and more reactivity).",
+        "*Old*: the format-1 image-mode CPPN (3000 steps at the training size, pulse gain 2.5). *New*: the picture "
+        "network (`--fit-quality standard`) moved by `neuromv.motion`. Both at the defaults (reactivity 1). "
+        "*static*: SSIM of the still picture against the image fitted to the frame; *single*: median SSIM of single "
+        "frames; *mean*: SSIM of the mean frame; *motion*: mean |frame i - frame i-1| (0-255); *onset r*: its "
+        "correlation with librosa's onset strength at the best lag within one frame; *fps*: rendered (not "
+        "encoded) frames per second. *Abstract*: the abstract CPPN on the same excerpt (the motion reference).",
         "",
+        "| image | size | method | fit s | static | single | mean | motion | onset r | render fps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += ["Most reactivity each method reaches at a given fidelity or more (from the points below):", "",
-              "| fidelity ≥ | naive: reactivity (steps, knob) | NeuroMV: reactivity (steps, knob) | NeuroMV / naive |",
-              "|---|---|---|---|"]
-    for threshold in (THRESHOLD, 0.65, 0.7, 0.75):
-        n, m = best("naive", threshold), best("neuromv", threshold)
-        cell = lambda r: "none" if r is None else f"{r[4]:.2f} ({r[1]}, {r[2]:g})"  # noqa: E731
-        ratio = f"{m[4] / n[4]:.1f}x" if n and m else ("naive never gets there" if m else "-")
-        lines.append(f"| {threshold:g} | {cell(n)} | {cell(m)} | {ratio} |")
-        print(f"fidelity >= {threshold}: naive {cell(n)}, neuromv {cell(m)}: {ratio}", file=sys.stderr)
-    lines.append("")
-    if default:
-        lines += [
-            f"**Defaults** ({FIT_STEPS} steps, reactivity 1): fidelity {default[3]:.3f}, reactivity {default[4]:.2f}, "
-            f"onset r {default[5]:.2f}. Fit time at the default: "
-            f"{fit_seconds[('neuromv', FIT_STEPS)]:.1f} s (naive: {fit_seconds[('naive', FIT_STEPS)]:.1f} s).",
-            "",
-        ]
-    lines += [
-        "| method | fit steps | fit s | knob | fidelity | reactivity | onset r | single SSIM | Pareto |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method in ("naive", "neuromv"):
-        mine = [r for r in rows if r[0] == method]
-        front = pareto([(r[3], r[4]) for r in mine])
-        for i, (meth, steps, knob, fid, react, corr, single) in enumerate(mine):
-            lines.append(f"| {meth} | {steps} | {fit_seconds[(meth, steps)]:.1f} | {knob:g} | {fid:.3f} | "
-                         f"{react:.2f} | {corr:.2f} | {single:.3f} | {'✓' if i in front else ''} |")
-    write_section(Path(args.out), f"Reference images, {args.image}: fidelity vs reactivity (`bench/reference_bench.py`)",
+    for name, size, method, fit_s, static, single, mean, motion, r, fps in rows:
+        lines.append(f"| {name} | {size} | {method} | {f(fit_s, '.1f')} | {f(static, '.3f')} | {f(single, '.3f')} | "
+                     f"{f(mean, '.3f')} | {motion:.2f} | {r:.2f} | {f(fps, '.1f')} |")
+    write_section(Path(args.out), "Reference images: old and new method per image (`bench/reference_bench.py`)",
                   lines)
     return 0
 

@@ -42,6 +42,9 @@ def test_onset_correlation():
     assert onset_correlation(follows, onset) == pytest.approx(1.0)
     assert onset_correlation(-follows, onset) == pytest.approx(-1.0)
     assert onset_correlation(np.ones(8), onset) == 0.0
+    early = onset[2:] * 2 + 1  # the change into frame i follows onset[i + 1]: found within one frame only
+    assert onset_correlation(early, onset) < 0
+    assert onset_correlation(early, onset, max_lag=1) == pytest.approx(1.0)
 
 
 def test_onset_strength_peaks_on_the_beats():
