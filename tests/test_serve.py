@@ -422,30 +422,85 @@ def test_colour_and_pan_knobs_match_the_offline_renderer(browser_page, song):
             _knob(page, k, v)
 
 
-def test_image_mode_frame_matches_the_offline_renderer(browser_page, song, tmp_path):
+#: A quick picture fit for the page's tests (the cover is 96x96: the fit is made at 96x54 for a 16:9 video).
+QUICK_FIT = {"fit_quality": "draft", "fit_steps": 30}
+
+
+def _page_settings(page, **values):
+    page.evaluate(f"() => Object.assign(window.neuromv.settings, {json.dumps(values)})")
+
+
+def test_picture_frame_matches_the_offline_renderer(browser_page, song, tmp_path):
+    """A fitted picture (neuromv.picture) drawn by the page's two passes (the picture once, its motion per frame)
+    is the offline renderer's frame (build_renderer, the same drive rows) within 2/255 on average: plain, zoomed
+    and panned, at reactivity 1.5, and for each motion style."""
     from neuromv.image import load_image
     from neuromv.pipeline import build_renderer, fit_for, latents_for
     from neuromv.settings import RenderSettings
 
     page = browser_page
     _load_song(page, song)
-    page.evaluate("() => { window.neuromv.settings.fit_steps = 60; window.neuromv.settings.reactivity = 1.5; }")
+    _page_settings(page, reactivity=1.5, **QUICK_FIT)
     cover = write_cover(tmp_path / "cover.png")
+    w, h = 96, 54
     try:
         page.set_input_files("#image-file", str(cover))
-        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.image",
-                               timeout=120_000)
-        assert page.evaluate("window.neuromv.floatTargets")  # the centring pass renders to float textures
-        video = RenderSettings(fit_steps=60, reactivity=1.5)  # the fit is made for the video's size (1280x720)
-        cppn = fit_for(load_image(cover), video)
-        w, h = 96, 54
-        settings = RenderSettings(width=w, height=h, precision=EXACT, fit_steps=60, reactivity=1.5)
-        z = latents_for(AudioFile(song), settings, image=True)
-        renderer = build_renderer(settings, cppn=cppn, z=z)
-        frames = _same_look(page, "image mode", w, h, {i: renderer.render(z[i]) for i in (10, 45, 80)}, max_level=3)
-        assert np.abs(frames[0] - frames[1]).mean() > 1.0
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
+                               "'picture'", timeout=120_000)
+        assert page.evaluate("window.neuromv.floatTargets")  # the picture pass renders to a float texture
+        net = fit_for(load_image(cover), RenderSettings(reactivity=1.5, **QUICK_FIT))  # the server's cached fit
+        still = None
+        for view in ({}, {"zoom": 1.4, "pan_x": 0.3, "pan_y": -0.2}):
+            for k, v in view.items():
+                _knob(page, k, v)
+            settings = RenderSettings(width=w, height=h, reactivity=1.5, **QUICK_FIT, **view)
+            z = latents_for(AudioFile(song), settings, image="picture")
+            renderer = build_renderer(settings, cppn=net)
+            assert renderer.method == "picture"
+            frames = _same_look(page, f"picture {view or 'plain'}", w, h,
+                                {i: renderer.render(z[i]) for i in (0, 10, 45, 80)}, max_level=3)
+            assert np.abs(frames[1] - frames[2]).mean() > 1.0  # the frames move with the music
+            if not view:
+                still = frames
+        assert np.abs(frames[1] - still[1]).mean() > 1.0  # and zoom and pan moved the view
+        for style in ("colour", "shape"):  # the styles switch on the page at once (every style's matrix is sent)
+            page.select_option("#motion", style)
+            settings = RenderSettings(width=w, height=h, reactivity=1.5, motion=style, zoom=1.4, pan_x=0.3,
+                                      pan_y=-0.2, **QUICK_FIT)
+            z = latents_for(AudioFile(song), settings, image="picture")
+            renderer = build_renderer(settings, cppn=net)
+            _same_look(page, f"picture, motion {style}", w, h, {i: renderer.render(z[i]) for i in (10, 45)},
+                       max_level=3)
     finally:
-        page.evaluate("() => { window.neuromv.settings.fit_steps = 3000; window.neuromv.settings.reactivity = 1; }")
+        page.select_option("#motion", "all")
+        for k, v in {"zoom": 1, "pan_x": 0, "pan_y": 0}.items():
+            _knob(page, k, v)
+        _page_settings(page, reactivity=1, fit_quality="standard", fit_steps=None)
+        page.select_option("#picture", "none")
+        page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
+
+
+def test_picture_stays_interactive(browser_page, song, tmp_path):
+    """The page's draw loop with a fitted picture at its default canvas size: frames per second (software GL)."""
+    page = browser_page
+    _load_song(page, song)
+    _page_settings(page, **QUICK_FIT)
+    try:
+        page.set_input_files("#image-file", str(write_cover(tmp_path / "cover.png")))
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
+                               "'picture'", timeout=120_000)
+        size = page.evaluate("() => { const c = window.neuromv.gl.canvas; c.width = 640; c.height = 360; "
+                             "return [c.width, c.height]; }")
+        page.evaluate("() => document.getElementById('player').play()")
+        drawn = page.evaluate("window.neuromv.framesDrawn")
+        time.sleep(3.5)  # the loop's meter reports once a second
+        fps = page.evaluate("window.neuromv.pageFps")
+        drawn = page.evaluate("window.neuromv.framesDrawn") - drawn
+        print(f"picture at {size[0]}x{size[1]}: {fps:.1f} frames/s on the page (software GL), {drawn} in 3.5 s")
+        assert fps > 4 and page.get_attribute("#status", "class") != "error", (fps, page.text_content("#status"))
+    finally:
+        page.evaluate("() => document.getElementById('player').pause()")
+        _page_settings(page, fit_quality="standard", fit_steps=None)
         page.select_option("#picture", "none")
         page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
 
