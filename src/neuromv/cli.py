@@ -83,11 +83,11 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
 
 
 def _add_fit_options(g, defaults) -> None:
-    """``--fit`` and ``--background`` (rows of the settings table) for ``fit``."""
+    """``--fit``, ``--background`` and ``--fit-quality`` (rows of the settings table) for ``fit``."""
     from .settings import SETTINGS
 
     for row in SETTINGS:
-        if row.name in ("fit", "background"):
+        if row.name in ("fit", "background", "fit_quality"):
             add_setting_option(g, row, defaults)
 
 
@@ -121,20 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(d)
     d.set_defaults(func=_cmd_demo)
 
-    f = sub.add_parser("fit", help="fit a CPPN to an image and save it as a model",
-                       description="Fit a CPPN to IMAGE and save it (safetensors) for 'neuromv render --model'.")
+    f = sub.add_parser("fit", help="fit a picture network to an image and save it as a model",
+                       description="Fit a picture network to IMAGE and save it (safetensors) for "
+                                   "'neuromv render --model'.")
     f.add_argument("image", help="image file (PNG, JPEG, WebP, GIF, BMP, TIFF)")
     f.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     defaults = RenderSettings()
     f.add_argument("--size", default=f"{defaults.width}x{defaults.height}", metavar="WxH",
                    help="size (aspect ratio) of the videos it is for (default: %(default)s)")
     _add_fit_options(f, defaults)
-    f.add_argument("--steps", type=int, default=defaults.fit_steps,
-                   help="training steps: more is sharper and slower (default: %(default)s)")
-    f.add_argument("--n-mels", type=int, default=defaults.n_mels,
-                   help="mel bands = size of the latent z it takes (default: %(default)s)")
-    f.add_argument("--hidden", type=int, default=defaults.hidden,
-                   help="width of the CPPN's 5 hidden layers (default: %(default)s)")
+    f.add_argument("--steps", type=int, default=None,
+                   help="training steps, overriding the fit quality's (default: the quality's)")
     f.add_argument("--seed", type=int, default=defaults.seed, help="seed of the initial weights (default: %(default)s)")
     f.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _add_verbosity(f)
@@ -258,15 +255,16 @@ def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     from .settings import RenderSettings, parse_size
 
     width, height = parse_size(args.size)
-    settings = RenderSettings(width=width, height=height, n_mels=args.n_mels, hidden=args.hidden, seed=args.seed,
-                              fit=args.fit, background=args.background, fit_steps=args.steps)
+    settings = RenderSettings(width=width, height=height, seed=args.seed, fit=args.fit, background=args.background,
+                              fit_quality=args.fit_quality, fit_steps=args.steps)
     out = check_model_path(args.output, inputs=(args.image,), overwrite=args.overwrite)  # before the slow fit
     pixels = load_image(args.image, background=settings.background)
     log.info("image: %s (%dx%d)", args.image, pixels.shape[1], pixels.shape[0])
     cppn = fit_for(pixels, settings, cache=False, progress=_bars(args), cancel=cancel)
     save_model(cppn, out, overwrite=args.overwrite,
                info={"aspect": width / height, "fit": settings.fit, "background": settings.background,
-                     "steps": settings.fit_steps, "image": os.path.basename(args.image)})
+                     "quality": settings.fit_quality, "steps": settings.fit_steps,
+                     "image": os.path.basename(args.image)})
     return [f"wrote {out}"]
 
 

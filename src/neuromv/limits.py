@@ -193,7 +193,7 @@ _ENCODER_BYTES_PER_PIXEL = {"ultrafast": 40, "superfast": 72, "veryfast": 95, "f
 _ENCODER_BYTES_PER_THREAD = 4.5
 
 
-def estimate_memory(settings: RenderSettings, *, duration: float | None = None, image: bool = False,
+def estimate_memory(settings: RenderSettings, *, duration: float | None = None, image: bool | str = False,
                     method: str | None = None) -> int:
     """The memory a render needs beyond what the process already holds, in bytes: the renderer's set-up peak
     or its steady state (renderer buffers, frames queued for the encoder, the encoder's own frames) with a quarter
@@ -361,7 +361,7 @@ def format_bytes(n: float) -> str:
 WARN_FRACTION = 0.5
 
 
-def check_memory(settings: RenderSettings, *, duration: float | None = None, image: bool = False,
+def check_memory(settings: RenderSettings, *, duration: float | None = None, image: bool | str = False,
                  method: str | None = None) -> int:
     """Log what a render will cost (INFO: working set, pixels, multiply-adds a frame) and refuse it when it
     needs more memory than is available (:func:`estimate_memory`, :func:`memory_available`).
@@ -378,9 +378,13 @@ def check_memory(settings: RenderSettings, *, duration: float | None = None, ima
     """
     need = estimate_memory(settings, duration=duration, image=image, method=method)
     w, h = settings.even_size()
-    macs = w * h * (settings.hidden * (3 + settings.n_mels) + 4 * settings.hidden ** 2 + 3 * settings.hidden)
-    log.info("%dx%d, hidden %d: about %s working set, %s pixels and %s multiply-adds a frame", w, h,
-             settings.hidden, format_bytes(need), format_count(w * h), format_count(macs))
+    if image == "picture":
+        log.info("%dx%d, fitted picture: about %s working set, %s pixels a frame", w, h, format_bytes(need),
+                 format_count(w * h))
+    else:
+        macs = w * h * (settings.hidden * (3 + settings.n_mels) + 4 * settings.hidden ** 2 + 3 * settings.hidden)
+        log.info("%dx%d, hidden %d: about %s working set, %s pixels and %s multiply-adds a frame", w, h,
+                 settings.hidden, format_bytes(need), format_count(w * h), format_count(macs))
     room = memory_available()
     if room is None:
         return need

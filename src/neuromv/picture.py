@@ -22,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -328,7 +328,7 @@ def fit_size(width: int, height: int, image_shape: tuple[int, ...], quality: str
     return max(1, round(width * s)), max(1, round(height * s))
 
 
-def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int = 0,
+def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int = 0, steps: int | None = None,
                 progress: bool | ProgressCallback = False, cancel: threading.Event | None = None) -> PictureNet:
     """Fit a :class:`PictureNet` to ``image``.
 
@@ -341,6 +341,8 @@ def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int 
         :data:`PICTURE_QUALITIES`.
     seed : int
         Seed of the initial weights: the same seed gives the same network on a machine.
+    steps : int, optional
+        Adam steps, overriding the quality's (``--fit-steps``).
     progress : bool or callable
         True: a tqdm bar with the loss; a callable gets ``('fit', step, steps)``.
     cancel : threading.Event, optional
@@ -354,6 +356,8 @@ def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int 
     from .cppn import coordinate_grid
 
     q = _quality(quality)
+    if steps is not None:
+        q = replace(q, steps=int(steps))
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ParameterError(f"image must be uint8 of shape (height, width, 3), not {image.dtype} {image.shape}")

@@ -123,8 +123,8 @@ def fit_for(pixels: np.ndarray, settings: RenderSettings, *, cache: bool = True,
 
         fw, fh = fit_size(settings.width, settings.height, pixels.shape, settings.fit_quality, mode=settings.fit)
         target = reference_target(pixels, settings, fw, fh)
-        return cached_picture_fit(target, quality=settings.fit_quality, **({"steps": settings.fit_steps} if settings.fit_steps else {}),
-                                  seed=settings.seed, cache=cache, progress=progress, cancel=cancel, info=info)
+        return cached_picture_fit(target, quality=settings.fit_quality, steps=settings.fit_steps, seed=settings.seed,
+                                  cache=cache, progress=progress, cancel=cancel, info=info)
     from .reference import FitOptions, cached_fit, training_size
 
     tw, th = training_size(settings.width, settings.height)

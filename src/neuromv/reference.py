@@ -428,9 +428,10 @@ def _fit_key(cache: ContentCache, image: np.ndarray, n_z: int, hidden: int, seed
                       "seed": seed, "options": asdict(options), "torch": torch.__version__.split("+")[0]}, image)
 
 
-def _picture_key(cache: ContentCache, image: np.ndarray, quality: str, seed: int) -> str:
+def _picture_key(cache: ContentCache, image: np.ndarray, quality: str, seed: int, steps: int | None) -> str:
     return cache.key({"version": MODEL_VERSION, "method": "picture-grid", "shape": list(image.shape),
                       "quality": quality, "settings": asdict(PICTURE_QUALITIES[quality]), "seed": seed,
+                      "steps": steps,
                       "torch": torch.__version__.split("+")[0]}, image)
 
 
@@ -452,8 +453,8 @@ def _cached(path: Path, fits: ContentCache, cache: bool, fit, info: dict):
     return net
 
 
-def cached_picture_fit(target: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int = 0, cache: bool = True,
-                       progress: bool | ProgressCallback = False, cancel: threading.Event | None = None,
+def cached_picture_fit(target: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int = 0,
+                       steps: int | None = None, cache: bool = True, progress: bool | ProgressCallback = False, cancel: threading.Event | None = None,
                        info: dict | None = None) -> PictureNet:
     """:func:`neuromv.picture.fit_picture`, reusing an earlier fit of the same target and settings.
 
@@ -463,6 +464,8 @@ def cached_picture_fit(target: np.ndarray, *, quality: str = DEFAULT_QUALITY, se
         The picture at :func:`neuromv.picture.fit_size`, fitted to the video's aspect ratio.
     quality : {'draft', 'standard', 'high'}
     seed : int
+    steps : int, optional
+        Adam steps, overriding the quality's.
     cache : bool
         False: the cache is neither read nor written.
     progress, cancel
@@ -477,9 +480,10 @@ def cached_picture_fit(target: np.ndarray, *, quality: str = DEFAULT_QUALITY, se
     if quality not in PICTURE_QUALITIES:  # before the key is computed
         raise ParameterError(f"fit quality must be one of {', '.join(PICTURE_QUALITIES)}, not {quality!r:.40}")
     fits = ContentCache("fits")
-    path = fits.path(_picture_key(fits, target, quality, seed) + ".safetensors")
+    path = fits.path(_picture_key(fits, target, quality, seed, steps) + ".safetensors")
     return _cached(path, fits, cache,
-                   lambda: fit_picture(target, quality=quality, seed=seed, progress=progress, cancel=cancel),
+                   lambda: fit_picture(target, quality=quality, seed=seed, steps=steps, progress=progress,
+                                       cancel=cancel),
                    {**(info or {}), "quality": quality, "method": "picture"})
 
 
