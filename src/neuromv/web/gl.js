@@ -403,7 +403,9 @@ void main() {
   float half_ = min(uSize.x, uSize.y) / 2.0;
   float x = (px.x - uSize.x / 2.0) / half_ * uScale + uPan.x;
   float y = ((uSize.y - px.y) - uSize.y / 2.0) / half_ * uScale + uPan.y;
-  vec2 g = vec2(x, y) / uHalf;  // grid_sample's [-1, 1] over the frame the grids cover
+  // outside the frame its border (the grids' and the MLP's x, y alike), then grid_sample's [-1, 1] over the frame
+  vec2 c = clamp(vec2(x, y), -uHalf, uHalf);
+  vec2 g = c / uHalf;
   float a0[${L * F + 2}];
   for (int l = 0; l < ${L}; l++) {
     int off = uLevel[l].x, rows = uLevel[l].y, cols = uLevel[l].z;
@@ -421,8 +423,8 @@ void main() {
       }
     }
   }
-  a0[${L * F}] = x;
-  a0[${L * F + 1}] = y;
+  a0[${L * F}] = c.x;
+  a0[${L * F + 1}] = c.y;
   ${mlp}
   color = vec4(1.0 / (1.0 + exp(-vec3(a${n}[0], a${n}[1], a${n}[2]))), 1.0);
 }`;
