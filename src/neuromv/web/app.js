@@ -386,6 +386,7 @@ function init() {
   $("cli").addEventListener("click", copyCommand);
   state.draw = draw; // for tests: draw a given frame
   state.prepare = prepare;
+  state.setPanels = setPanels; // for tests: panels of a given network (a format-1 model's, say)
   requestAnimationFrame(loop);
 }
 
