@@ -540,8 +540,12 @@ def test_picture_stays_interactive(browser_page, song, tmp_path):
         page.set_input_files("#image-file", str(write_cover(tmp_path / "cover.png")))
         page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
                                "'picture'", timeout=120_000)
-        size = page.evaluate("() => { const c = window.neuromv.gl.canvas; c.width = 640; c.height = 360; "
-                             "return [c.width, c.height]; }")
+        size, first = page.evaluate("""() => { const s = window.neuromv, c = s.gl.canvas, px = new Uint8Array(4);
+            c.width = 640; c.height = 360;
+            const t0 = performance.now();
+            s.draw(10); s.gl.readPixels(0, 0, 1, 1, s.gl.RGBA, s.gl.UNSIGNED_BYTE, px);  // with the picture pass
+            return [[c.width, c.height], performance.now() - t0]; }""")
+        print(f"picture at {size[0]}x{size[1]}: the first frame (picture pass and motion) took {first:.0f} ms")
         page.evaluate("() => document.getElementById('player').play()")
         drawn = page.evaluate("window.neuromv.framesDrawn")
         time.sleep(3.5)  # the loop's meter reports once a second
