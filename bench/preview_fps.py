@@ -3,8 +3,9 @@
     python bench/preview_fps.py            # needs Debian's chromium and Playwright (the test extra)
 
 The server runs in this process; the page loads the demo song (20 s), and frames of it are drawn one after the other
-for at least 4 s (and at least 3 frames) per canvas size, each waited for; first with the abstract CPPN, then with the CPPN fitted to the demo cover (image mode,
-a quick 300-step fit). The reference is the offline CPU renderer (`Renderer.render`, same network) at the same
+for at least 4 s (and at least 3 frames) per canvas size, each waited for; first with the abstract CPPN, then with the
+picture fitted to the demo cover (image mode: a PictureNet at the default fit quality, moved by neuromv.motion; the
+picture pass, once per size, is not counted). The reference is the offline CPU renderer (`Renderer.render`, same network) at the same
 size in the same run. With software GL (SwiftShader, as here) the page measures the CPU; on a GPU machine, run it
 with --no-software to measure the GPU.
 """
@@ -74,17 +75,16 @@ def main(argv=None) -> int:
             page.set_input_files("#file", str(song))
             page.wait_for_function("window.neuromv.panels.length > 0 && window.neuromv.panels[0].z", timeout=60_000)
             fps = {}
-            for mode in ("abstract", "image"):
-                if mode == "image":
+            for mode in ("abstract", "picture"):
+                if mode == "picture":
                     cover = Path(d) / "cover.png"
                     Image.fromarray(demo_cover(256)).save(cover)
-                    page.evaluate("() => { window.neuromv.settings.fit_steps = 300; }")
                     page.set_input_files("#image-file", str(cover))
-                    page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.image "
-                                           "&& window.neuromv.panels[0].z", timeout=300_000)
+                    page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind "
+                                           "=== 'picture' && window.neuromv.panels[0].z", timeout=300_000)
                 for w, h in SIZES:
                     # each draw is followed by a 1-pixel readPixels, which waits for the GPU (software GL here)
-                    # to finish it; the first draw at a size (image mode: with its centring pass) is not counted
+                    # to finish it; the first draw at a size (a picture: with its picture pass) is not counted
                     fps[mode, w, h] = page.evaluate(f"""() => {{
                         const s = window.neuromv, gl = s.gl, px = new Uint8Array(4);
                         gl.canvas.width = {w}; gl.canvas.height = {h};
@@ -98,16 +98,16 @@ def main(argv=None) -> int:
             for w, h in SIZES:  # the reference: the offline CPU renderer, same networks and sizes
                 ref = []
                 for image in (False, True):
-                    settings = RenderSettings(width=w, height=h, fit_steps=300)
-                    cppn = fit_for(demo_cover(256), RenderSettings(fit_steps=300)) if image else None
-                    z = np.zeros((4, settings.n_mels), np.float32)
-                    r = build_renderer(settings, cppn=cppn, z=z if image else None)
+                    settings = RenderSettings(width=w, height=h)
+                    cppn = fit_for(demo_cover(256), RenderSettings()) if image else None
+                    z = np.random.default_rng(0).standard_normal((5, settings.n_mels)).astype(np.float32)
+                    r = build_renderer(settings, cppn=cppn)
                     r.render(z[0])
                     t = time.perf_counter()
                     for k in range(4):
                         r.render(z[k])
                     ref.append(4 / (time.perf_counter() - t))
-                rows.append((w, h, fps["abstract", w, h], ref[0], fps["image", w, h], ref[1]))
+                rows.append((w, h, fps["abstract", w, h], ref[0], fps["picture", w, h], ref[1]))
             renderer = page.evaluate("() => { const gl = window.neuromv.gl, "
                                      "e = gl.getExtension('WEBGL_debug_renderer_info'); "
                                      "return e ? gl.getParameter(e.UNMASKED_RENDERER_WEBGL) : "
@@ -122,11 +122,12 @@ def main(argv=None) -> int:
         "The page of `neuromv serve` in headless Chromium with the demo song; frames drawn per second, each waited "
         "for with a 1-pixel readPixels (each frame "
         "evaluates the CPPN, hidden 32, for every pixel in the fragment shader), with the abstract CPPN and with "
-        "one fitted to the demo cover (image mode: pulse and centring). Reference: the offline CPU renderer "
-        "(`Renderer.render`: the compiled kernel for the abstract CPPN, torch tiles for the image one) at the same "
-        "size in the same run.",
+        "the picture fitted to the demo cover (image mode: the picture drawn once per size, then per frame its "
+        "motion: one bilinear lookup of the picture and of the structure maps per pixel, and the tone). Reference: "
+        "the offline CPU renderer (`Renderer.render`: the compiled kernel for the abstract CPPN, "
+        "`PictureBackend` for the picture) at the same size in the same run.",
         "",
-        "| canvas | page, abstract | offline CPU, abstract | page, image | offline CPU, image |",
+        "| canvas | page, abstract | offline CPU, abstract | page, picture | offline CPU, picture |",
         "|---|---|---|---|---|",
         *[f"| {w}x{h} | {a:.2f} | {ra:.1f} | {i:.2f} | {ri:.1f} |" for w, h, a, ra, i, ri in rows],
     ]

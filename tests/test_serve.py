@@ -79,12 +79,19 @@ def test_page_gets_pythons_constants_and_keeps_no_copies(client):
     assert config["choices"]["separator"] == {k: list(v) for k, v in separate.BACKENDS.items()}
     assert config["choices"]["layout"] == list(settings.LAYOUTS)
     assert config["choices"]["fit"] == list(settings.FIT_MODES)
+    assert config["choices"]["fit_quality"] == list(settings.FIT_QUALITIES)
+    assert config["choices"]["motion"] == list(settings.MOTIONS)
+    from neuromv import motion
+
+    assert config["ONSET_BOOST"] == motion.ONSET_BOOST
     assert config["choices"]["size"]["standard"] == [1280, 720]
     # the page's code defines none of them, nor holds their values (index.html: no default values either)
     for js in WEB.glob("*.js"):
         text = js.read_text()
-        assert not re.search(r"\b(Z_GAIN|PULSE_GAIN|FLOOR|CENTRE_FRAMES|LUMA|ANALYSIS_SR|TOP_DB)\s*=", text), js.name
-        for literal in ("0.2126", "0.7152", "0.0722", "22050", "2.5", "3000", "spleeter", "side-by-side"):
+        assert not re.search(r"\b(Z_GAIN|PULSE_GAIN|FLOOR|CENTRE_FRAMES|LUMA|ANALYSIS_SR|TOP_DB|ONSET_BOOST)\s*=",
+                             text), js.name
+        for literal in ("0.2126", "0.7152", "0.0722", "22050", "2.5", "3000", "spleeter", "side-by-side", "draft",
+                        "colour\"", "7919"):
             assert literal not in text, (js.name, literal)
     assert not re.search(r'id="(reactivity|smooth|zoom|hue|saturation|contrast|seed)"[^>]* value=',
                          (WEB / "index.html").read_text())
@@ -202,19 +209,31 @@ def test_image_upload_fit_and_render_with_it(client, song, tmp_path):
     bad = client.post("/api/images", content=b"GIF89a broken", headers={"X-Filename": "bad.gif"})
     assert bad.status_code == 400 and bad.json()["error"].startswith("bad.gif: "), bad.json()
     sid = client.post("/api/songs", content=song.read_bytes(), headers={"X-Filename": "beat.flac"}).json()["id"]
-    settings = {"width": 64, "height": 36, "fit_steps": 40, "seed": 2, "hidden": 16, "n_mels": 8}
+    settings = {"width": 64, "height": 36, "fit_quality": "draft", "fit_steps": 40, "seed": 2, "hidden": 16,
+                "n_mels": 8, "motion": "shape"}
     jid = client.post("/api/prepare", json={"song": sid, "image": image["id"], "settings": settings}).json()["job"]
     st = _wait(client, jid)
     assert st["state"] == "done", st
     [panel] = st["result"]["panels"]
-    assert panel["box"] == [0, 0, 1, 1] and panel["db"] is None and panel["net"]["image"]
-    # the fitted network is the pipeline's (the fit cache is shared: the render below reuses it)
+    assert panel["box"] == [0, 0, 1, 1] and panel["db"] is None and panel["net"]["kind"] == "picture"
+    # the fitted picture is the pipeline's (the fit cache is shared: the render below reuses it), with its motion
     from neuromv.image import load_image
+    from neuromv.motion import MOTIONS, Motion, structure_maps, structure_size
 
     net = fit_for(load_image(cover), RenderSettings(**settings))
-    np.testing.assert_array_equal(_floats(panel["net"]["pulse"]), net.pulse.numpy().ravel())
-    np.testing.assert_array_equal(_floats(panel["net"]["layers"][-1]["w"]),
-                                  net.layers[-1].weight.detach().numpy().ravel())
+    got = panel["net"]
+    assert (got["aspect"], got["levels"], got["features"]) == (net.aspect, net.levels, net.features)
+    assert [(g["rows"], g["cols"]) for g in got["grids"]] == [tuple(g.shape[2:]) for g in net.grids]
+    for g, grid in zip(got["grids"], net.grids):
+        np.testing.assert_array_equal(_floats(g["data"]), grid.numpy().ravel())
+    for g, layer in zip(got["layers"], net.mlp):
+        np.testing.assert_array_equal(_floats(g["w"]).reshape(g["out"], g["in"]), layer.weight.numpy())
+    assert set(got["motion"]) == set(MOTIONS) and got["style"] == "shape"
+    for style in MOTIONS:
+        np.testing.assert_array_equal(_floats(got["motion"][style]), Motion.of(8, 2, style).matrix().ravel())
+    sw, sh = structure_size(net.aspect)
+    assert (got["maps_width"], got["maps_height"]) == (sw, sh)
+    np.testing.assert_array_equal(_floats(got["maps"]), structure_maps(net.render(sw, sh)).ravel())
     from neuromv.reference import cache_dir
 
     fits = sorted((cache_dir() / "fits").iterdir())
@@ -227,7 +246,8 @@ def test_image_upload_fit_and_render_with_it(client, song, tmp_path):
     _, frames = decode_video(path)
     assert frames.shape == (90, 36, 64, 3)
     cmd = client.post("/api/cli", json={"song": sid, "image": image["id"], "settings": settings}).json()["command"]
-    assert "--image cover.png" in cmd and "--fit-steps 40" in cmd
+    assert "--image cover.png" in cmd and "--fit-steps 40" in cmd and "--fit-quality draft" in cmd
+    assert "--motion shape" in cmd
     assert client.post("/api/prepare", json={"song": sid, "image": "nope"}).status_code == 400
 
 
@@ -257,7 +277,7 @@ def test_cli_command_gives_the_same_settings():
 
     settings = {"width": 640, "height": 360, "seed": 7, "reactivity": 1.5, "smooth": 0.4, "zoom": 2.0,
                 "pan_x": -0.5, "pan_y": 0.25, "hue": 40.0, "saturation": 1.3, "brightness": -0.1, "contrast": 1.2,
-                "fit": "contain", "fit_steps": 300, "stems": "all", "separator": "hpss", "layout": "blend"}
+                "fit": "contain", "fit_steps": 300, "fit_quality": "high", "motion": "colour", "stems": "all", "separator": "hpss", "layout": "blend"}
     cmd = cli_command("my song.mp3", "out.mp4", settings)
     assert cmd.startswith("neuromv render 'my song.mp3' -o out.mp4") and cmd.endswith("--image none")
     import shlex
@@ -422,30 +442,120 @@ def test_colour_and_pan_knobs_match_the_offline_renderer(browser_page, song):
             _knob(page, k, v)
 
 
-def test_image_mode_frame_matches_the_offline_renderer(browser_page, song, tmp_path):
+#: A quick picture fit for the page's tests (the cover is 96x96: the fit is made at 96x54 for a 16:9 video).
+QUICK_FIT = {"fit_quality": "draft", "fit_steps": 30}
+
+
+def _page_settings(page, **values):
+    page.evaluate(f"() => Object.assign(window.neuromv.settings, {json.dumps(values)})")
+
+
+def test_picture_frame_matches_the_offline_renderer(browser_page, song, tmp_path):
+    """A fitted picture (neuromv.picture) drawn by the page's two passes (the picture once, its motion per frame)
+    is the offline renderer's frame (build_renderer, the same drive rows) within 2/255 on average: plain, zoomed
+    and panned, at reactivity 1.5, and for each motion style."""
     from neuromv.image import load_image
     from neuromv.pipeline import build_renderer, fit_for, latents_for
     from neuromv.settings import RenderSettings
 
     page = browser_page
     _load_song(page, song)
-    page.evaluate("() => { window.neuromv.settings.fit_steps = 60; window.neuromv.settings.reactivity = 1.5; }")
+    _page_settings(page, reactivity=1.5, **QUICK_FIT)
     cover = write_cover(tmp_path / "cover.png")
+    w, h = 96, 54
     try:
         page.set_input_files("#image-file", str(cover))
-        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.image",
-                               timeout=120_000)
-        assert page.evaluate("window.neuromv.floatTargets")  # the centring pass renders to float textures
-        video = RenderSettings(fit_steps=60, reactivity=1.5)  # the fit is made for the video's size (1280x720)
-        cppn = fit_for(load_image(cover), video)
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
+                               "'picture'", timeout=120_000)
+        assert page.evaluate("window.neuromv.floatTargets")  # the picture pass renders to a float texture
+        net = fit_for(load_image(cover), RenderSettings(reactivity=1.5, **QUICK_FIT))  # the server's cached fit
+        still = None
+        for view in ({}, {"zoom": 0.7, "pan_x": 0.3, "pan_y": -0.2}):  # within the fitted frame
+            for k, v in view.items():
+                _knob(page, k, v)
+            settings = RenderSettings(width=w, height=h, reactivity=1.5, **QUICK_FIT, **view)
+            z = latents_for(AudioFile(song), settings, image="picture")
+            renderer = build_renderer(settings, cppn=net)
+            assert renderer.method == "picture"
+            frames = _same_look(page, f"picture {view or 'plain'}", w, h,
+                                {i: renderer.render(z[i]) for i in (0, 10, 45, 80)}, max_level=3)
+            assert np.abs(frames[1] - frames[2]).mean() > 1.0  # the frames move with the music
+            if not view:
+                still = frames
+        assert np.abs(frames[1] - still[1]).mean() > 1.0  # and zoom and pan moved the view
+        for style in ("colour", "shape"):  # the styles switch on the page at once (every style's matrix is sent)
+            page.select_option("#motion", style)
+            settings = RenderSettings(width=w, height=h, reactivity=1.5, motion=style, zoom=0.7, pan_x=0.3,
+                                      pan_y=-0.2, **QUICK_FIT)
+            z = latents_for(AudioFile(song), settings, image="picture")
+            renderer = build_renderer(settings, cppn=net)
+            _same_look(page, f"picture, motion {style}", w, h, {i: renderer.render(z[i]) for i in (10, 45)},
+                       max_level=3)
+    finally:
+        page.select_option("#motion", "all")
+        for k, v in {"zoom": 1, "pan_x": 0, "pan_y": 0}.items():
+            _knob(page, k, v)
+        _page_settings(page, reactivity=1, fit_quality="standard", fit_steps=None)
+        page.select_option("#picture", "none")
+        page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
+
+
+def test_format1_image_cppn_keeps_its_page_path(browser_page, song, tmp_path):
+    """An image-mode CPPN of model format 1 (kind 'image': pulse and centring) still draws as the render does."""
+    from neuromv.image import load_image
+    from neuromv.pipeline import build_renderer, fit_for, latents_for
+    from neuromv.serve import net_json
+    from neuromv.settings import RenderSettings
+
+    page = browser_page
+    _load_song(page, song)
+    video = RenderSettings(fit_steps=60, reactivity=1.5)
+    cppn = fit_for(load_image(write_cover(tmp_path / "cover.png")), video, method="neuromv")
+    assert cppn.image and net_json(cppn)["kind"] == "image"
+    _page_settings(page, reactivity=1.5)
+    try:
+        page.evaluate("""async (net) => { const api = await import('/assets/api.js');
+            window.neuromv.setPanels([{ name: null, box: [0, 0, 1, 1], db: null, net: api.decodeNet(net) }], null);
+        }""", net_json(cppn))
         w, h = 96, 54
         settings = RenderSettings(width=w, height=h, precision=EXACT, fit_steps=60, reactivity=1.5)
         z = latents_for(AudioFile(song), settings, image=True)
         renderer = build_renderer(settings, cppn=cppn, z=z)
-        frames = _same_look(page, "image mode", w, h, {i: renderer.render(z[i]) for i in (10, 45, 80)}, max_level=3)
+        frames = _same_look(page, "image mode (format 1)", w, h, {i: renderer.render(z[i]) for i in (10, 45)},
+                            max_level=3)
         assert np.abs(frames[0] - frames[1]).mean() > 1.0
     finally:
-        page.evaluate("() => { window.neuromv.settings.fit_steps = 3000; window.neuromv.settings.reactivity = 1; }")
+        _page_settings(page, reactivity=1)
+        page.evaluate("() => window.neuromv.prepare()")
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
+                               "'abstract'")
+
+
+def test_picture_stays_interactive(browser_page, song, tmp_path):
+    """The page's draw loop with a fitted picture at its default canvas size: frames per second (software GL)."""
+    page = browser_page
+    _load_song(page, song)
+    _page_settings(page, **QUICK_FIT)
+    try:
+        page.set_input_files("#image-file", str(write_cover(tmp_path / "cover.png")))
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
+                               "'picture'", timeout=120_000)
+        size, first = page.evaluate("""() => { const s = window.neuromv, c = s.gl.canvas, px = new Uint8Array(4);
+            c.width = 640; c.height = 360;
+            const t0 = performance.now();
+            s.draw(10); s.gl.readPixels(0, 0, 1, 1, s.gl.RGBA, s.gl.UNSIGNED_BYTE, px);  // with the picture pass
+            return [[c.width, c.height], performance.now() - t0]; }""")
+        print(f"picture at {size[0]}x{size[1]}: the first frame (picture pass and motion) took {first:.0f} ms")
+        page.evaluate("() => document.getElementById('player').play()")
+        drawn = page.evaluate("window.neuromv.framesDrawn")
+        time.sleep(3.5)  # the loop's meter reports once a second
+        fps = page.evaluate("window.neuromv.pageFps")
+        drawn = page.evaluate("window.neuromv.framesDrawn") - drawn
+        print(f"picture at {size[0]}x{size[1]}: {fps:.1f} frames/s on the page (software GL), {drawn} in 3.5 s")
+        assert fps > 4 and page.get_attribute("#status", "class") != "error", (fps, page.text_content("#status"))
+    finally:
+        page.evaluate("() => document.getElementById('player').pause()")
+        _page_settings(page, fit_quality="standard", fit_steps=None)
         page.select_option("#picture", "none")
         page.wait_for_function("window.neuromv.panels.length === 1 && !window.neuromv.panels[0].net.image")
 
@@ -454,7 +564,7 @@ def test_a_newer_picture_request_cancels_the_older_ones(browser_page, song, tmp_
     page = browser_page
     _load_song(page, song)
     cover = write_cover(tmp_path / "slow.png")
-    page.evaluate("() => { window.neuromv.settings.fit_steps = 100000; }")  # fits that would take minutes
+    _page_settings(page, fit_steps=100000)  # fits that would take minutes
     try:
         page.set_input_files("#image-file", str(cover))
         page.wait_for_function("window.neuromv.busy > 0")
@@ -473,7 +583,7 @@ def test_a_newer_picture_request_cancels_the_older_ones(browser_page, song, tmp_
         assert not page.is_disabled("#render")
     finally:
         _knob(page, "seed", 0, "change")
-        page.evaluate("() => { window.neuromv.settings.fit_steps = 3000; }")
+        _page_settings(page, fit_steps=None)
         page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.seed === 0")
 
 
@@ -589,11 +699,11 @@ def test_live_mode_follows_the_microphone(playwright, server_url, tmp_path):
     try:
         page = browser.new_page()
         page.goto(server_url)
-        page.evaluate("() => { window.neuromv.gl.canvas.width = 64; window.neuromv.gl.canvas.height = 36; "
-                      "window.neuromv.settings.fit_steps = 60; }")
+        page.evaluate("() => { window.neuromv.gl.canvas.width = 64; window.neuromv.gl.canvas.height = 36; }")
+        _page_settings(page, **QUICK_FIT)
         page.set_input_files("#image-file", str(write_cover(tmp_path / "cover.png")))  # an image, and no song
-        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.image",
-                               timeout=60_000)
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
+                               "'picture'", timeout=60_000)
         page.check("#live")
         page.wait_for_function("window.neuromv.live !== null && window.neuromv.live.frames > 30", timeout=30_000)
         assert page.evaluate("window.neuromv.live.sr") == 22050

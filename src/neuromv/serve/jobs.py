@@ -31,16 +31,62 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
 
-def net_json(net) -> dict:
-    """A CPPN's weights as the page's shaders take them: per layer ``w`` [shape=(out, in)] and ``b``
-    [shape=(out,)], base64 float32; an image-mode CPPN also has ``pulse`` [shape=(n_z, 3, hidden)]. Layer 0's
-    inputs are (x, y, r, z...) for an abstract CPPN, (x, y, r) for an image one."""
+def net_json(net, settings=None) -> dict:
+    """A network's weights as the page's shaders take them (``kind``: 'abstract', 'image' or 'picture').
+
+    A CPPN: per layer ``w`` [shape=(out, in)] and ``b`` [shape=(out,)], base64 float32; an image-mode (format-1)
+    CPPN also has ``pulse`` [shape=(n_z, 3, hidden)]. Layer 0's inputs are (x, y, r, z...) for an abstract CPPN,
+    (x, y, r) for an image one.
+
+    A fitted picture (:class:`neuromv.picture.PictureNet`, :func:`_picture_json`) needs ``settings`` (its motion
+    is that of ``settings.n_mels``, ``seed`` and ``motion``)."""
+    from ..plan import is_picture
+
+    if is_picture(net):
+        if settings is None:
+            raise ParameterError("a fitted picture's page data needs the settings of its motion")
+        return _picture_json(net, settings)
     layers = [{"out": int(l.weight.shape[0]), "in": int(l.weight.shape[1]),
                "w": _b64(l.weight.detach().numpy()), "b": _b64(l.bias.detach().numpy())} for l in net.layers]
-    out = {"n_z": net.n_z, "hidden": net.hidden, "seed": net.seed, "image": net.image, "layers": layers}
+    out = {"kind": "image" if net.image else "abstract", "n_z": net.n_z, "hidden": net.hidden, "seed": net.seed,
+           "image": net.image, "layers": layers}
     if net.image:
         out["pulse"] = _b64(net.pulse.detach().numpy())
     return out
+
+
+def _picture_json(net, settings) -> dict:
+    """:func:`net_json` of a :class:`~neuromv.picture.PictureNet`: everything the page's picture pass and motion
+    shader need (web/gl.js), base64 float32 arrays:
+
+    - ``grids``: per level, coarsest first, ``{rows, cols, data}`` with data [shape=(features, rows, cols)];
+    - ``layers``: the MLP, per layer ``{out, in, w [shape=(out, in)], b}`` (inputs: every level's features,
+      then x and y; ReLU between layers, a sigmoid at the end);
+    - ``aspect`` (width / height of the frame the grids cover), ``levels``, ``features``;
+    - ``motion``: per style of :data:`neuromv.settings.MOTIONS`, :meth:`neuromv.motion.Motion.matrix`
+      [shape=(7, n_z)] of the settings' n_mels and seed (the page switches styles without a round trip), and
+      ``style``, the settings' own;
+    - ``maps``: :func:`neuromv.motion.structure_maps` [shape=(7, maps_height, maps_width)] of the picture at
+      :func:`~neuromv.motion.structure_size`.
+
+    Size: 4 bytes per grid value (``features`` x cells, over all levels: about 2.7 M values for a 1280x720 fit at
+    'standard', 11 MB, 14 MB in base64) plus the maps (7 x 64 x 114 at 16:9: 0.2 MB).
+    """
+    from ..motion import MOTIONS, Motion, structure_maps, structure_size
+
+    grids = []
+    for g in net.grids:
+        _, _, rows, cols = g.shape
+        grids.append({"rows": int(rows), "cols": int(cols), "data": _b64(g.detach().numpy()[0])})
+    layers = [{"out": int(l.weight.shape[0]), "in": int(l.weight.shape[1]),
+               "w": _b64(l.weight.detach().numpy()), "b": _b64(l.bias.detach().numpy())} for l in net.mlp]
+    sw, sh = structure_size(net.aspect)
+    maps = structure_maps(np.asarray(net.render(sw, sh), dtype=np.float32))
+    motion = {style: _b64(Motion.of(settings.n_mels, settings.seed, style).matrix()) for style in MOTIONS}
+    return {"kind": "picture", "image": True, "n_z": int(settings.n_mels), "seed": int(settings.seed),
+            "aspect": float(net.aspect), "levels": int(net.levels), "features": int(net.features),
+            "grids": grids, "layers": layers, "motion": motion, "style": settings.motion,
+            "maps": _b64(maps), "maps_width": int(sw), "maps_height": int(sh)}
 
 
 def cppn_json(n_z: int, hidden: int, seed: int) -> dict:
@@ -250,7 +296,7 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
             db = _b64(song_db(a.blocks(), a.sr, fps=settings.fps, n_mels=settings.n_mels))
         x, y, w, h = p.box
         out.append({"name": p.name, "box": [x / settings.width, y / settings.height, w / settings.width,
-                                            h / settings.height], "net": net_json(net), "db": db})
+                                            h / settings.height], "net": net_json(net, p.settings), "db": db})
     return {"panels": out, "layout": settings.layout if stems else None}
 
 

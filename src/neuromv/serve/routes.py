@@ -63,19 +63,21 @@ def page_config() -> dict:
     """The constants and choices the page's code (``web/*.js``) uses, read from the Python modules that define them,
     so that the page keeps no copies: the CPPN's gains (:data:`neuromv.settings.Z_GAIN`, ``PULSE_GAIN``), the
     image mode's :data:`neuromv.cppn.FLOOR` and :data:`neuromv.renderer.CENTRE_FRAMES`, the colour matrix's
-    :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, the default
-    settings (every row of the settings table, :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes,
-    separators with their stems, layouts: the table's; the quality presets' sizes). A JSON object, embedded in the
-    page (``/``)."""
-    from .. import cppn, features, renderer, settings
+    :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, a fitted
+    picture's :data:`neuromv.motion.ONSET_BOOST`, the default settings (every row of the settings table,
+    :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities, motion styles, separators
+    with their stems, layouts: the table's; the quality presets' sizes). A JSON object, embedded in the page
+    (``/``)."""
+    from .. import cppn, features, motion, renderer, settings
 
     rows = {row.name: row for row in settings.SETTINGS}
     return {
         "Z_GAIN": settings.Z_GAIN, "PULSE_GAIN": settings.PULSE_GAIN, "FLOOR": cppn.FLOOR,
         "CENTRE_FRAMES": renderer.CENTRE_FRAMES, "LUMA": list(renderer.LUMA),
-        "ANALYSIS_SR": features.ANALYSIS_SR, "TOP_DB": features.TOP_DB,
+        "ANALYSIS_SR": features.ANALYSIS_SR, "TOP_DB": features.TOP_DB, "ONSET_BOOST": motion.ONSET_BOOST,
         "defaults": {name: row.default for name, row in rows.items()},
-        "choices": {"fit": list(rows["fit"].choices), "layout": list(rows["layout"].choices),
+        "choices": {"fit": list(rows["fit"].choices), "fit_quality": list(rows["fit_quality"].choices),
+                    "motion": list(rows["motion"].choices), "layout": list(rows["layout"].choices),
                     "separator": {name: list(settings.SEPARATOR_STEMS[name]) for name in rows["separator"].choices},
                     "size": {name: [q["width"], q["height"]] for name, q in settings.QUALITY.items()}},
     }

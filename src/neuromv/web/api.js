@@ -4,7 +4,8 @@
 
 /**
  * The constants and choices the server put in the page (neuromv.serve.page_config, from the Python modules that
- * define them): {Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ANALYSIS_SR, TOP_DB, defaults, choices}.
+ * define them): {Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ANALYSIS_SR, TOP_DB, ONSET_BOOST, defaults,
+ * choices}.
  */
 export function pageConfig(doc = document) {
   const element = doc.getElementById("neuromv-config");
@@ -59,11 +60,18 @@ export async function features(song) {
   return db;
 }
 
-/** A network as the server sends it, its base64 arrays decoded: {hidden, n_z, image, layers: [{out, in, w, b}],
- * pulse}. */
+/** A network as the server sends it (neuromv.serve.net_json), its base64 arrays decoded. A CPPN (kind 'abstract'
+ * or 'image'): {kind, hidden, n_z, image, layers: [{out, in, w, b}], pulse}; a fitted picture (kind 'picture'):
+ * {kind, aspect, levels, features, grids: [{rows, cols, data}], layers, motion: {style: [7 x n_z]}, style, maps
+ * [7 x maps_height x maps_width], maps_width, maps_height, n_z, seed}. */
 export function decodeNet(net) {
   net.layers = net.layers.map((l) => ({ out: l.out, in: l.in, w: floats(l.w), b: floats(l.b) }));
   if (net.pulse) net.pulse = floats(net.pulse);
+  if (net.kind === "picture") {
+    net.grids = net.grids.map((g) => ({ rows: g.rows, cols: g.cols, data: floats(g.data) }));
+    net.motion = Object.fromEntries(Object.entries(net.motion).map(([k, v]) => [k, floats(v)]));
+    net.maps = floats(net.maps);
+  }
   return net;
 }
 

@@ -12,8 +12,8 @@ const config = pageConfig();
 
 // the settings this page has controls for: what it sends to the server (the others keep Python's defaults)
 const PAGE_SETTINGS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast",
-                       "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_steps", "stems", "separator",
-                       "layout"];
+                       "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps", "motion",
+                       "stems", "separator", "layout"];
 
 const state = {
   config,              // neuromv.serve.page_config
@@ -65,6 +65,8 @@ function draw(index) {
   drawFrame(state.view, {
     panels: state.panels, layout: state.layout, settings: state.settings,
     zRow: live ? () => live.z : (p) => p.z.subarray(index * song.n_mels, (index + 1) * song.n_mels),
+    zPrev: live ? () => live.zPrev
+      : (p) => (index > 0 ? p.z.subarray((index - 1) * song.n_mels, index * song.n_mels) : null),
     centre: live ? { version: live.centreVersion, rows: () => live.centreRows() }
       : { version: "song", rows: (p) => centreRows(p.z, song.n_frames, song.n_mels, config.CENTRE_FRAMES) },
   });
@@ -104,8 +106,10 @@ function setPanels(panels, layout) {
   state.layout = layout;
   panels.forEach((p) => setupPanel(state.view, p));
   updateLatents();
-  if (!state.floatTargets && panels.some((p) => p.net.image)) {
+  if (!state.floatTargets && panels.some((p) => p.net.kind === "image")) {
     status("This browser cannot render to float textures: the picture is shown without its centring.", true);
+  } else if (!state.floatTargets && panels.some((p) => p.net.kind === "picture")) {
+    status("This browser cannot render to float textures: the picture is kept at 8 bits per colour.", true);
   }
 }
 
@@ -274,7 +278,6 @@ function stopLive() {
 // ---- wiring ---------------------------------------------------------------------------------------------------
 const KNOBS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast"];
 const FIT_LABELS = { cover: "cover (fill, crop)", contain: "contain (whole image)" };
-const FIT_QUALITY = [["quick", 300], ["default", config.defaults.fit_steps], ["fine", 10000]];
 
 function fillSelect(id, options, selected) {
   for (const [value, label] of options) {
@@ -295,7 +298,8 @@ function showSettings() {
   }
   $("seed").value = s.seed;
   fillSelect("fit", choices.fit.map((v) => [v, FIT_LABELS[v] || v]), s.fit);
-  fillSelect("fit_steps", FIT_QUALITY.map(([name, n]) => [n, `${name} (${n} steps)`]), s.fit_steps);
+  fillSelect("fit_quality", choices.fit_quality.map((v) => [v, v]), s.fit_quality);
+  fillSelect("motion", choices.motion.map((v) => [v, v]), s.motion);
   fillSelect("separator", Object.entries(choices.separator).map(([v, stems]) => [v, `${v} (${stems.join(" / ")})`]),
              s.separator);
   fillSelect("layout", choices.layout.map((v) => [v, v.replaceAll("-", " ")]), s.layout);
@@ -338,10 +342,12 @@ function init() {
     state.settings.fit = $("fit").value;
     if (state.image !== "none") prepareLater();
   });
-  $("fit_steps").addEventListener("change", () => {
-    state.settings.fit_steps = parseInt($("fit_steps").value, 10);
+  $("fit_quality").addEventListener("change", () => {
+    state.settings.fit_quality = $("fit_quality").value;
     if (state.image !== "none") prepareLater();
   });
+  // a fitted picture carries every style's motion: the style changes at once
+  $("motion").addEventListener("change", () => { state.settings.motion = $("motion").value; });
   $("stems").addEventListener("change", () => {
     if (state.live) { $("stems").value = ""; status("Stems need a song: turn the live mode off first.", true); return; }
     state.settings.stems = $("stems").value || null;
@@ -380,6 +386,7 @@ function init() {
   $("cli").addEventListener("click", copyCommand);
   state.draw = draw; // for tests: draw a given frame
   state.prepare = prepare;
+  state.setPanels = setPanels; // for tests: panels of a given network (a format-1 model's, say)
   requestAnimationFrame(loop);
 }
 

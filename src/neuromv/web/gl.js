@@ -1,14 +1,16 @@
 // The CPPNs of neuromv.cppn evaluated per pixel in WebGL2 fragment shaders: the programs, a panel's network on the
-// GPU, the image mode's centring pass, and the drawing of one frame. The maths mirrors the Python it names, so a
-// frame here matches the offline renderer's frame for the same settings.
+// GPU, the image mode's centring pass, a fitted picture (neuromv.picture.PictureNet) and its motion
+// (neuromv.motion, neuromv.renderer.picture), and the drawing of one frame. The maths mirrors the Python it names,
+// so a frame here matches the offline renderer's frame for the same settings.
 //
 // State: a `view` object made by createView ({gl, programs, floatTargets, constants}) is passed to every function;
-// a panel ({name, box, db, z, net} from the app) receives its GPU resources here (buffers, w0, biases, offsetTex...).
+// a panel ({name, box, db, z, net} from the app) receives its GPU resources here (buffers, w0, biases, offsetTex,
+// gridTex, mlpTex, mapsTex, pictureTex...).
 import { colorMatrix } from "./colour.js";
 
 /**
  * The view of a canvas: its WebGL2 context, the compiled programs (by kind and shape) and the constants the maths
- * needs, from Python (neuromv.serve.page_config: Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA).
+ * needs, from Python (neuromv.serve.page_config: Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ONSET_BOOST).
  * Null when the browser has no WebGL2.
  */
 export function createView(canvas, constants) {
@@ -148,9 +150,13 @@ function program(view, kind, H, nLayers) {
   return view.programs[key];
 }
 
-/** A panel's network on the GPU: its hidden layers' weights in uniform buffers. */
+/** A panel's network on the GPU: its hidden layers' weights in uniform buffers (a fitted picture: setupPicture). */
 export function setupPanel(view, panel) {
   const gl = view.gl, net = panel.net;
+  if (net.kind === "picture") {
+    setupPicture(view, panel);
+    return;
+  }
   const H = net.hidden, nLayers = net.layers.length - 2;
   if (H % 4 !== 0) throw new Error("the preview needs a hidden width that is a multiple of 4");
   (panel.buffers || []).forEach((b) => gl.deleteBuffer(b));
@@ -175,7 +181,10 @@ export function setupPanel(view, panel) {
 export function disposePanel(view, panel) {
   const gl = view.gl;
   (panel.buffers || []).forEach((b) => gl.deleteBuffer(b));
-  if (panel.offsetTex) gl.deleteTexture(panel.offsetTex);
+  for (const t of ["offsetTex", "gridTex", "mlpTex", "mapsTex", "pictureTex"]) {
+    if (panel[t]) gl.deleteTexture(panel[t]);
+    panel[t] = null;
+  }
 }
 
 // the network's uniforms (they live in the program, which panels of the same shape share)
@@ -289,6 +298,306 @@ export function centreRows(z, nFrames, nMels, maxFrames) {
   return rows;
 }
 
+// ---- fitted pictures (neuromv.picture.PictureNet, moved by neuromv.motion) ----------------------------------------
+// Two passes. The picture pass evaluates the network at every pixel of a panel's box into a texture (once per box
+// size, zoom, pan and network: PictureNet.render); the motion pass samples it per frame at displaced coordinates
+// and tones it (neuromv.renderer.picture.picture_frame), then the colour matrix. Every bilinear lookup is done by
+// hand with texelFetch (grid_sample, mode 'bilinear', padding 'border', align_corners=False), never by the
+// hardware's filtering, so the page computes what torch computes.
+
+const ATLAS_WIDTH = 4096; // texels per row of the grid and MLP textures (a flat index i sits at (i % W, i / W))
+
+// a texture of float data (RGBA32F or R32F), read with texelFetch only
+function floatTexture(gl, unit, internal, format, width, height, data) {
+  const t = gl.createTexture();
+  gl.activeTexture(gl.TEXTURE0 + unit);
+  gl.bindTexture(gl.TEXTURE_2D, t);
+  gl.texImage2D(gl.TEXTURE_2D, 0, internal, width, height, 0, format, gl.FLOAT, data);
+  for (const p of [gl.TEXTURE_MIN_FILTER, gl.TEXTURE_MAG_FILTER]) gl.texParameteri(gl.TEXTURE_2D, p, gl.NEAREST);
+  return t;
+}
+
+/**
+ * A fitted picture on the GPU (net from api.decodeNet, kind 'picture'): its grids in one RGBA32F atlas (level l,
+ * feature f, cell (r, c) at texel off_l + ((f >> 2) * rows + r) * cols + c, channel f & 3), its MLP's weights and
+ * biases in an R32F texture (per layer w (out, in) row-major, then b), its structure maps in an RGBA32F texture of
+ * maps_width x 2 maps_height (rows top-down: the 3 tone maps, then below them the 4 flow fields).
+ */
+function setupPicture(view, panel) {
+  const gl = view.gl, net = panel.net, F = net.features, G = Math.ceil(F / 4);
+  disposePanel(view, panel);
+  const maxSize = gl.getParameter(gl.MAX_TEXTURE_SIZE), W = Math.min(ATLAS_WIDTH, maxSize);
+  const levels = [];
+  let total = 0;
+  for (const g of net.grids) {
+    levels.push(total, g.rows, g.cols);
+    total += G * g.rows * g.cols;
+  }
+  const rowsNeeded = Math.ceil(total / W);
+  if (rowsNeeded > maxSize) throw new Error(`this picture's grids (${total} texels) do not fit in this browser's textures`);
+  const atlas = new Float32Array(W * rowsNeeded * 4);
+  net.grids.forEach((g, l) => {
+    const n = g.rows * g.cols, off = levels[3 * l];
+    for (let f = 0; f < F; f++) {
+      const dst = (off + (f >> 2) * n) * 4 + (f & 3);
+      for (let i = 0; i < n; i++) atlas[dst + 4 * i] = g.data[f * n + i];
+    }
+  });
+  panel.gridTex = floatTexture(gl, 0, gl.RGBA32F, gl.RGBA, W, rowsNeeded, atlas);
+  const mlpLength = net.layers.reduce((a, l) => a + l.w.length + l.b.length, 0);
+  const mlpRows = Math.ceil(mlpLength / W);
+  const mlp = new Float32Array(W * mlpRows);
+  let at = 0;
+  panel.mlpOffsets = net.layers.map((l) => {
+    mlp.set(l.w, at);
+    mlp.set(l.b, at + l.w.length);
+    const o = [at, at + l.w.length];
+    at += l.w.length + l.b.length;
+    return o;
+  });
+  panel.mlpTex = floatTexture(gl, 1, gl.R32F, gl.RED, W, mlpRows, mlp);
+  const sw = net.maps_width, sh = net.maps_height, maps = new Float32Array(sw * 2 * sh * 4);
+  for (let m = 0; m < 7; m++) {
+    const row0 = m < 3 ? 0 : sh, ch = m < 3 ? m : m - 3;
+    for (let i = 0; i < sw * sh; i++) maps[(row0 * sw + i) * 4 + ch] = net.maps[m * sw * sh + i];
+  }
+  panel.mapsTex = floatTexture(gl, 0, gl.RGBA32F, gl.RGBA, sw, 2 * sh, maps);
+  gl.bindTexture(gl.TEXTURE_2D, null);
+  panel.levels = new Int32Array(levels);
+  panel.atlasWidth = W;
+  panel.kind = "picture";
+  panel.pictureFor = null;
+}
+
+// the picture pass's shader: PictureNet.forward at the pixel centres of neuromv.cppn.coordinate_grid
+function pictureSource(net, W, offsets) {
+  const L = net.levels, F = net.features, G = Math.ceil(F / 4);
+  let mlp = "";
+  net.layers.forEach((l, i) => {
+    const last = i === net.layers.length - 1, [ow, ob] = offsets[i];
+    mlp += `
+  float a${i + 1}[${l.out}];
+  for (int j = 0; j < ${l.out}; j++) {
+    float acc = wt(${ob} + j);
+    for (int k = 0; k < ${l.in}; k++) acc += wt(${ow} + j * ${l.in} + k) * a${i}[k];
+    a${i + 1}[j] = ${last ? "acc" : "max(acc, 0.0)"};
+  }`;
+  });
+  const n = net.layers.length;
+  return `#version 300 es
+precision highp float;
+precision highp int;
+precision highp sampler2D;
+uniform vec2 uSize;
+uniform float uScale;
+uniform vec2 uPan;
+uniform vec2 uHalf;
+uniform ivec3 uLevel[${L}];
+uniform sampler2D uGrid;
+uniform sampler2D uMlp;
+out vec4 color;
+vec4 cell(int i) { return texelFetch(uGrid, ivec2(i % ${W}, i / ${W}), 0); }
+float wt(int i) { return texelFetch(uMlp, ivec2(i % ${W}, i / ${W}), 0).r; }
+void main() {
+  vec2 px = gl_FragCoord.xy;
+  float half_ = min(uSize.x, uSize.y) / 2.0;
+  float x = (px.x - uSize.x / 2.0) / half_ * uScale + uPan.x;
+  float y = ((uSize.y - px.y) - uSize.y / 2.0) / half_ * uScale + uPan.y;
+  // outside the frame its border (the grids' and the MLP's x, y alike), then grid_sample's [-1, 1] over the frame
+  vec2 c = clamp(vec2(x, y), -uHalf, uHalf);
+  vec2 g = c / uHalf;
+  float a0[${L * F + 2}];
+  for (int l = 0; l < ${L}; l++) {
+    int off = uLevel[l].x, rows = uLevel[l].y, cols = uLevel[l].z;
+    vec2 n = vec2(float(cols), float(rows));
+    vec2 p = clamp(((g + 1.0) * n - 1.0) * 0.5, vec2(0.0), n - 1.0);  // padding 'border', align_corners=False
+    ivec2 p0 = ivec2(floor(p));
+    ivec2 p1 = min(p0 + 1, ivec2(cols, rows) - 1);
+    vec2 f = p - vec2(p0);
+    for (int q = 0; q < ${G}; q++) {
+      int b = off + q * rows * cols;
+      vec4 v = (cell(b + p0.y * cols + p0.x) * (1.0 - f.x) + cell(b + p0.y * cols + p1.x) * f.x) * (1.0 - f.y)
+             + (cell(b + p1.y * cols + p0.x) * (1.0 - f.x) + cell(b + p1.y * cols + p1.x) * f.x) * f.y;
+      for (int c = 0; c < 4; c++) {
+        if (q * 4 + c < ${F}) a0[l * ${F} + q * 4 + c] = v[c];
+      }
+    }
+  }
+  a0[${L * F}] = c.x;
+  a0[${L * F + 1}] = c.y;
+  ${mlp}
+  color = vec4(1.0 / (1.0 + exp(-vec3(a${n}[0], a${n}[1], a${n}[2]))), 1.0);
+}`;
+}
+
+// the motion pass's shader: neuromv.renderer.picture.picture_frame, then the colour matrix
+const MOTION_SOURCE = `#version 300 es
+precision highp float;
+precision highp int;
+precision highp sampler2D;
+uniform vec2 uSize;
+uniform vec2 uOrigin;
+uniform float uScale;
+uniform vec2 uPan;
+uniform vec2 uMapSize;
+uniform vec4 uTone;   // a0..a3
+uniform vec3 uFlow;   // b0, b1, m
+uniform mat3 uCm;
+uniform vec3 uCo;
+uniform sampler2D uPicture;
+uniform sampler2D uMaps;
+out vec4 color;
+void main() {
+  vec2 px = gl_FragCoord.xy - uOrigin;
+  float half_ = min(uSize.x, uSize.y) / 2.0;
+  vec2 rel = vec2(px.x - uSize.x / 2.0, (uSize.y - px.y) - uSize.y / 2.0) / half_ * uScale;  // coordinates - pan
+  vec2 xy = rel + uPan;
+  // the structure maps at (x, y), their frame: the short side spans [-1, 1] (PictureBackend.__init__)
+  float sHalf = min(uMapSize.x, uMapSize.y) / 2.0;
+  vec2 q = clamp(((xy * sHalf * 2.0 / uMapSize + 1.0) * uMapSize - 1.0) * 0.5, vec2(0.0), uMapSize - 1.0);
+  ivec2 q0 = ivec2(floor(q));
+  ivec2 q1 = min(q0 + 1, ivec2(uMapSize) - 1);
+  vec2 fq = q - vec2(q0);
+  int sh = int(uMapSize.y);
+  vec4 tone = (texelFetch(uMaps, ivec2(q0.x, q0.y), 0) * (1.0 - fq.x) + texelFetch(uMaps, ivec2(q1.x, q0.y), 0) * fq.x)
+              * (1.0 - fq.y)
+            + (texelFetch(uMaps, ivec2(q0.x, q1.y), 0) * (1.0 - fq.x) + texelFetch(uMaps, ivec2(q1.x, q1.y), 0) * fq.x)
+              * fq.y;
+  vec4 flow = (texelFetch(uMaps, ivec2(q0.x, sh + q0.y), 0) * (1.0 - fq.x)
+               + texelFetch(uMaps, ivec2(q1.x, sh + q0.y), 0) * fq.x) * (1.0 - fq.y)
+            + (texelFetch(uMaps, ivec2(q0.x, sh + q1.y), 0) * (1.0 - fq.x)
+               + texelFetch(uMaps, ivec2(q1.x, sh + q1.y), 0) * fq.x) * fq.y;
+  // flow and breath: the picture at the displaced place (pixels: half_ / scale per coordinate unit), border clamp
+  vec2 d = vec2(flow.x * uFlow.x + flow.z * uFlow.y, flow.y * uFlow.x + flow.w * uFlow.y) - rel * uFlow.z;
+  vec2 p = px - 0.5 + vec2(d.x, -d.y) * (half_ / uScale);  // the texture's rows go up, y goes down
+  p = clamp(p, vec2(0.0), uSize - 1.0);
+  ivec2 p0 = ivec2(floor(p));
+  ivec2 p1 = min(p0 + 1, ivec2(uSize) - 1);
+  vec2 f = p - vec2(p0);
+  vec3 rgb = (texelFetch(uPicture, p0, 0).rgb * (1.0 - f.x) + texelFetch(uPicture, ivec2(p1.x, p0.y), 0).rgb * f.x)
+             * (1.0 - f.y)
+           + (texelFetch(uPicture, ivec2(p0.x, p1.y), 0).rgb * (1.0 - f.x) + texelFetch(uPicture, p1, 0).rgb * f.x)
+             * f.y;
+  // tone: a swing along the picture's own regions, c -> c + g c (1 - c)
+  float g = clamp(tone.x * uTone.y + tone.y * uTone.z + tone.z * uTone.w + uTone.x, -1.0, 1.0);
+  rgb = rgb + g * rgb * (1.0 - rgb);
+  color = vec4(clamp(uCm * rgb + uCo, 0.0, 1.0), 1.0);
+}`;
+
+function linkProgram(view, key, fragment, names, samplers) {
+  if (view.programs[key]) return view.programs[key];
+  const gl = view.gl;
+  const prog = gl.createProgram();
+  gl.attachShader(prog, compile(gl, gl.VERTEX_SHADER, VERTEX));
+  gl.attachShader(prog, compile(gl, gl.FRAGMENT_SHADER, fragment));
+  gl.linkProgram(prog);
+  if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(prog));
+  gl.useProgram(prog);
+  samplers.forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(prog, name), unit));
+  const u = {};
+  for (const name of names) u[name] = gl.getUniformLocation(prog, name);
+  view.programs[key] = { prog, u };
+  return view.programs[key];
+}
+
+// the picture of a panel at its box size, zoom and pan, into panel.pictureTex (RGBA32F; RGBA8 where the browser
+// cannot render to float textures: the picture then loses up to half a level before the motion)
+function computePicture(view, panel, w, h, s) {
+  const gl = view.gl, net = panel.net;
+  const key = `picture:${net.levels}:${net.features}:${net.layers.map((l) => `${l.in}>${l.out}`).join(",")}:`
+    + `${panel.atlasWidth}`;
+  const prog = linkProgram(view, key, pictureSource(net, panel.atlasWidth, panel.mlpOffsets),
+                           ["uSize", "uScale", "uPan", "uHalf", "uLevel"], ["uGrid", "uMlp"]);
+  if (panel.pictureTex) gl.deleteTexture(panel.pictureTex);
+  const float = view.floatTargets;
+  panel.pictureTex = float ? floatTexture(gl, 2, gl.RGBA32F, gl.RGBA, w, h, null) : gl.createTexture();
+  if (!float) {
+    gl.activeTexture(gl.TEXTURE2);
+    gl.bindTexture(gl.TEXTURE_2D, panel.pictureTex);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA8, w, h, 0, gl.RGBA, gl.UNSIGNED_BYTE, null);
+    for (const p of [gl.TEXTURE_MIN_FILTER, gl.TEXTURE_MAG_FILTER]) gl.texParameteri(gl.TEXTURE_2D, p, gl.NEAREST);
+  }
+  gl.bindTexture(gl.TEXTURE_2D, null); // not bound while it is the target
+  const fb = gl.createFramebuffer();
+  gl.bindFramebuffer(gl.FRAMEBUFFER, fb);
+  gl.framebufferTexture2D(gl.FRAMEBUFFER, gl.COLOR_ATTACHMENT0, gl.TEXTURE_2D, panel.pictureTex, 0);
+  if (gl.checkFramebufferStatus(gl.FRAMEBUFFER) !== gl.FRAMEBUFFER_COMPLETE) {
+    gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+    gl.deleteFramebuffer(fb);
+    throw new Error("this browser cannot draw the picture into a texture");
+  }
+  gl.useProgram(prog.prog);
+  gl.uniform2f(prog.u.uSize, w, h);
+  gl.uniform1f(prog.u.uScale, s.zoom);
+  gl.uniform2f(prog.u.uPan, s.pan_x, s.pan_y);
+  gl.uniform2f(prog.u.uHalf, Math.max(net.aspect, 1), Math.max(1 / net.aspect, 1));
+  gl.uniform3iv(prog.u.uLevel, panel.levels);
+  gl.activeTexture(gl.TEXTURE0);
+  gl.bindTexture(gl.TEXTURE_2D, panel.gridTex);
+  gl.activeTexture(gl.TEXTURE1);
+  gl.bindTexture(gl.TEXTURE_2D, panel.mlpTex);
+  gl.disable(gl.BLEND);
+  gl.viewport(0, 0, w, h);
+  gl.drawArrays(gl.TRIANGLES, 0, 3);
+  gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+  gl.deleteFramebuffer(fb);
+}
+
+/**
+ * The drive vector of a picture's motion for one frame, times the reactivity (neuromv.motion.drive and
+ * neuromv.plan.latents_for(image='picture'), in float32 as there): u = reactivity (z + ONSET_BOOST (z - zPrev));
+ * the first frame (zPrev null): u = reactivity z.
+ */
+export function pictureDrive(zRow, zPrev, boost, reactivity) {
+  const f = Math.fround, u = new Float32Array(zRow.length), b = f(boost), r = f(reactivity);
+  for (let j = 0; j < zRow.length; j++) {
+    const v = zPrev ? f(zRow[j] + f(b * f(zRow[j] - zPrev[j]))) : zRow[j];
+    u[j] = f(v * r);
+  }
+  return u;
+}
+
+// the frame's 7 motion coefficients (a0..a3, b0, b1, m): the style's Motion.matrix() [7 x n_z] times u, in float64
+function motionCoefficients(panel, u, style) {
+  const M = panel.net.motion[style] || panel.net.motion[panel.net.style], n = u.length, c = new Float64Array(7);
+  for (let i = 0; i < 7; i++) {
+    let acc = 0;
+    for (let j = 0; j < n; j++) acc += M[i * n + j] * u[j];
+    c[i] = acc;
+  }
+  return c;
+}
+
+function drawPicture(view, panel, zRow, zPrev, box, scene) {
+  const gl = view.gl, s = scene.settings;
+  const key = `${box.w}x${box.h}:${s.zoom}:${s.pan_x}:${s.pan_y}`;
+  if (panel.pictureFor !== key) {
+    computePicture(view, panel, box.w, box.h, s);
+    panel.pictureFor = key;
+    if (scene.layout === "blend") gl.enable(gl.BLEND); // the picture pass turned it off
+  }
+  const prog = linkProgram(view, "motion", MOTION_SOURCE, ["uSize", "uOrigin", "uScale", "uPan", "uMapSize", "uTone",
+                           "uFlow", "uCm", "uCo"], ["uPicture", "uMaps"]);
+  const c = motionCoefficients(panel, pictureDrive(zRow, zPrev, view.constants.ONSET_BOOST, s.reactivity), s.motion);
+  gl.useProgram(prog.prog);
+  gl.uniform2f(prog.u.uSize, box.w, box.h);
+  gl.uniform2f(prog.u.uOrigin, box.x, box.y);
+  gl.uniform1f(prog.u.uScale, s.zoom);
+  gl.uniform2f(prog.u.uPan, s.pan_x, s.pan_y);
+  gl.uniform2f(prog.u.uMapSize, panel.net.maps_width, panel.net.maps_height);
+  gl.uniform4f(prog.u.uTone, c[0], c[1], c[2], c[3]);
+  gl.uniform3f(prog.u.uFlow, c[4], c[5], c[6]);
+  const cm = colorMatrix(s, view.constants.LUMA);
+  gl.uniformMatrix3fv(prog.u.uCm, false, cm.mat);
+  gl.uniform3f(prog.u.uCo, cm.offset, cm.offset, cm.offset);
+  gl.activeTexture(gl.TEXTURE0);
+  gl.bindTexture(gl.TEXTURE_2D, panel.pictureTex);
+  gl.activeTexture(gl.TEXTURE1);
+  gl.bindTexture(gl.TEXTURE_2D, panel.mapsTex);
+  gl.viewport(box.x, box.y, box.w, box.h);
+  gl.drawArrays(gl.TRIANGLES, 0, 3);
+}
+
 // the pixel box of a panel on the canvas (GL's rows start at the bottom)
 function panelBox(panel, W, H) {
   const [fx, fy, fw, fh] = panel.box;
@@ -297,7 +606,11 @@ function panelBox(panel, W, H) {
   return { x, y: H - y - h, w, h };
 }
 
-function drawPanel(view, panel, zRow, box, scene) {
+function drawPanel(view, panel, zRow, zPrev, box, scene) {
+  if (panel.kind === "picture") {
+    drawPicture(view, panel, zRow, zPrev, box, scene);
+    return;
+  }
   const gl = view.gl, s = scene.settings;
   let offset = null;
   if (panel.kind === "image") {
@@ -327,7 +640,7 @@ function drawPanel(view, panel, zRow, box, scene) {
 
 /**
  * Draws one frame on the whole canvas. scene: {panels, layout, settings, zRow(panel) -> the frame's z of that
- * panel [nMels], centre: {version, rows(panel) -> the z rows of the image mode's centring}} (the centring is
+ * panel [nMels], zPrev(panel) -> the previous frame's (null on the first: a picture's motion needs it), centre: {version, rows(panel) -> the z rows of the image mode's centring}} (the centring is
  * recomputed when the version, the panel's size or the view's settings change).
  */
 export function drawFrame(view, scene) {
@@ -343,6 +656,8 @@ export function drawFrame(view, scene) {
     gl.blendColor(1 / n, 1 / n, 1 / n, 1 / n);
     gl.blendFunc(gl.CONSTANT_COLOR, gl.ONE);
   }
-  for (const panel of scene.panels) drawPanel(view, panel, scene.zRow(panel), panelBox(panel, W, H), scene);
+  for (const panel of scene.panels) {
+    drawPanel(view, panel, scene.zRow(panel), scene.zPrev(panel), panelBox(panel, W, H), scene);
+  }
   gl.disable(gl.BLEND);
 }

@@ -11,6 +11,7 @@ const RECENTRE_SECONDS = 4; // the centring follows the input every so often
  * resamples the input) and computes z for each frame as it arrives. options: {sr, fps, nMels, smooth, topDb}
  * (neuromv.features.TOP_DB). `current()` false: the live mode was turned off (or on again) meanwhile, and it gives
  * up (returns null). The live object: {context, stream, node, sr, frames (frames computed), z (the newest, [nMels]),
+ * zPrev (the one before it, null at first),
  * latents (its smoothing can change), history (recent z), power (recent mel power columns), centreVersion,
  * centreRows()}.
  */
@@ -38,6 +39,7 @@ export async function openLive({ sr, fps, nMels, smooth, topDb }, current = () =
       mel: new MelStream(context.sampleRate, fps, nMels),
       latents: new LiveLatents(nMels, fps, { smooth, topDb }),
       z: new Float32Array(nMels),
+      zPrev: null,   // the z before it (a fitted picture's motion follows the rises of z)
       history: [],   // recent z, for the image mode's centring
       power: [],     // recent mel power columns (tests compare them with Python's)
       centreRows() {
@@ -47,6 +49,7 @@ export async function openLive({ sr, fps, nMels, smooth, topDb }, current = () =
     };
     node.port.onmessage = (e) => {
       for (const column of live.mel.feed(e.data)) {
+        live.zPrev = live.z;
         live.z = live.latents.push(column);
         live.power.push(column);
         if (live.power.length > keep) live.power.shift();
