@@ -470,7 +470,7 @@ def test_picture_frame_matches_the_offline_renderer(browser_page, song, tmp_path
         assert page.evaluate("window.neuromv.floatTargets")  # the picture pass renders to a float texture
         net = fit_for(load_image(cover), RenderSettings(reactivity=1.5, **QUICK_FIT))  # the server's cached fit
         still = None
-        for view in ({}, {"zoom": 0.7, "pan_x": 0.3, "pan_y": -0.2}):  # within the fitted frame
+        for view in ({}, {"zoom": 1.6, "pan_x": 0.5, "pan_y": -0.4}):  # past the fitted frame: its border
             for k, v in view.items():
                 _knob(page, k, v)
             settings = RenderSettings(width=w, height=h, reactivity=1.5, **QUICK_FIT, **view)
@@ -485,8 +485,8 @@ def test_picture_frame_matches_the_offline_renderer(browser_page, song, tmp_path
         assert np.abs(frames[1] - still[1]).mean() > 1.0  # and zoom and pan moved the view
         for style in ("colour", "shape"):  # the styles switch on the page at once (every style's matrix is sent)
             page.select_option("#motion", style)
-            settings = RenderSettings(width=w, height=h, reactivity=1.5, motion=style, zoom=0.7, pan_x=0.3,
-                                      pan_y=-0.2, **QUICK_FIT)
+            settings = RenderSettings(width=w, height=h, reactivity=1.5, motion=style, zoom=1.6, pan_x=0.5,
+                                      pan_y=-0.4, **QUICK_FIT)
             z = latents_for(AudioFile(song), settings, image="picture")
             renderer = build_renderer(settings, cppn=net)
             _same_look(page, f"picture, motion {style}", w, h, {i: renderer.render(z[i]) for i in (10, 45)},
