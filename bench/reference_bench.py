@@ -5,7 +5,7 @@
     python bench/reference_bench.py --quick --out /tmp/b.md           # the demo song, two images, 256x256 only
 
 Images: the openly licensed photographs that scikit-image ships (``pip install scikit-image``: astronaut, public
-domain; coffee and chelsea, CC0; rocket, public domain) and two generated covers (neuromv.demo.demo_cover, and
+domain; coffee and chelsea, CC0; rocket, public domain; or ``--photos DIR`` holding those files) and two generated covers (neuromv.demo.demo_cover, and
 rings: fine structure everywhere); without scikit-image only the generated ones. Song: ``--song`` (10 s from
 ``--start``; real music, e.g. ``apt-get download planetblupi-music-ogg``) or the generated demo song.
 
@@ -58,20 +58,21 @@ def rings_cover(n: int = 512) -> np.ndarray:
     return (rgb.clip(0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def images(quick: bool) -> dict[str, tuple[np.ndarray, str]]:
+def images(quick: bool, photos: str | None = None) -> dict[str, tuple[np.ndarray, str]]:
+    """The photographs found in ``photos`` (default: scikit-image's data folder, if installed), then the two
+    generated covers: {name: (pixels, description)}."""
+    import importlib.util
+
+    from neuromv.image import load_image
+
     out = {}
-    try:
-        import importlib.util
-
-        from neuromv.image import load_image
-
+    folder = Path(photos) if photos else None
+    if folder is None:
         spec = importlib.util.find_spec("skimage")
         folder = Path(spec.origin).parent / "data" if spec else None
-        for name, (file, what) in SKIMAGE.items():
-            if folder is not None and (folder / file).is_file():
-                out[name] = (load_image(folder / file), what)
-    except ImportError:
-        pass
+    for name, (file, what) in SKIMAGE.items():
+        if folder is not None and (folder / file).is_file():
+            out[name] = (load_image(folder / file), what)
     out["cover"] = (demo_cover(512), "generated album cover (neuromv.demo.demo_cover)")
     out["rings"] = (rings_cover(512), "generated rings and stripes")
     if quick:
@@ -122,6 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--song", help="the music (default: the generated demo song)")
     ap.add_argument("--start", type=float, default=20.0, help="start of the 10-s excerpt of --song, seconds")
     ap.add_argument("--quick", action="store_true", help="two images, 256x256 only")
+    ap.add_argument("--photos", help="folder holding scikit-image's astronaut.png, coffee.png, chelsea.png, "
+                                     "rocket.jpg (default: the installed scikit-image's data folder)")
     ap.add_argument("--sheets", help="folder for the contact sheets (PNG per image, at 1280x720)")
     ap.add_argument("--out", default=str(DOC))
     args = ap.parse_args(argv)
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
         audio, song = demo_song(10.0), "the generated demo song (10 s)"
     sizes = SIZES[:1] if args.quick else SIZES
     rows = []
-    for name, (pixels, what) in images(args.quick).items():
+    for name, (pixels, what) in images(args.quick, args.photos).items():
         for w, h in sizes:
             base = RenderSettings(width=w, height=h)
             target = reference_target(pixels, base)
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
             print(f"  abstract: motion {stats.reactivity:.2f} onset r {rows[-1][8]:.2f}", file=sys.stderr)
             if args.sheets and (w, h) == sizes[-1]:
                 sheet(Path(args.sheets) / f"reference-{name}.png", target, shown)
-    what = ", ".join(f"{n} ({d})" for n, (_, d) in images(args.quick).items())
+    what = ", ".join(f"{n} ({d})" for n, (_, d) in images(args.quick, args.photos).items())
     f = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     lines = [
         f"Machine: {machine()}.  ",

@@ -6,8 +6,10 @@ The pipeline, one module per stage:
 - :mod:`neuromv.separate`: split a song into stems (Spleeter 2-stem, HPSS, demucs) -> one Audio per stem
 - :mod:`neuromv.features`: mel spectrogram -> one latent vector z per video frame (librosa)
 - :mod:`neuromv.image`: load reference images and find a song's cover art (Pillow, mutagen)
-- :mod:`neuromv.reference`: fit a CPPN to an image; save/load models (safetensors); the fit cache
+- :mod:`neuromv.picture`: the picture network a reference image is fitted to (multi-resolution grids + MLP)
+- :mod:`neuromv.reference`: save/load models (safetensors); the fit cache; the format-1 CPPN fit
 - :mod:`neuromv.cppn`: the CPPN network (PyTorch)
+- :mod:`neuromv.motion`: how the music moves a fitted picture (tone, flow, breath along its structure)
 - :mod:`neuromv.renderer`: the fast renderer, z -> RGB frames
 - :mod:`neuromv.video`: frames + audio -> H.264/AAC file (PyAV), atomically
 - :mod:`neuromv.cache`: the content-keyed caches (fits, stems)
@@ -38,6 +40,7 @@ _LAZY = {
     "VideoWriter": "video",
     "demo_song": "demo", "demo_cover": "demo",
     "load_image": "image", "find_cover_art": "image", "fit_image": "image",
+    "PictureNet": "picture", "fit_picture": "picture", "Motion": "motion",
     "fit_cppn": "reference", "FitOptions": "reference", "save_model": "reference", "load_model": "reference",
     "measure_video": "metrics", "ssim": "metrics",
     "Separator": "separate", "separate_song": "stems",

@@ -35,7 +35,7 @@ from .errors import ParameterError
 from .settings import MOTIONS
 
 __all__ = ["MOTIONS", "STRUCTURE", "ONSET_BOOST", "TONE_GAIN", "FLOW_GAIN", "BREATH_GAIN", "Motion", "drive",
-           "structure_maps", "structure_size", "N_MAPS"]
+           "structure_maps", "structure_size", "picture_maps", "N_MAPS"]
 
 #: Short side of the structure maps, pixels.
 STRUCTURE = 64
@@ -185,3 +185,16 @@ def structure_maps(picture: np.ndarray) -> np.ndarray:
             gx, gy = np.zeros_like(gx), np.zeros_like(gy)
         maps += [gx, gy]
     return np.stack(maps).astype(np.float32)
+
+
+def picture_maps(net) -> np.ndarray:
+    """The structure maps of a fitted picture ``net`` (anything with ``aspect`` and ``render(width, height)``, as
+    :class:`neuromv.picture.PictureNet`): :func:`structure_maps` of the picture at :func:`structure_size`.
+
+    Returns
+    -------
+    np.ndarray [shape=(N_MAPS, height, width), dtype=float32]
+        ``(width, height)`` is ``structure_size(net.aspect)``.
+    """
+    width, height = structure_size(net.aspect)
+    return structure_maps(np.asarray(net.render(width, height), dtype=np.float32))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cppn import coordinate_grid
-from ..motion import Motion, structure_maps, structure_size
+from ..motion import Motion, picture_maps, structure_size
 from .backend import Backend
 from .dense import rgb_to_i420
 
@@ -57,7 +57,7 @@ class PictureBackend(Backend):
         self.picture = torch.from_numpy(picture).permute(2, 0, 1).unsqueeze(0).contiguous().to(dev)  # (1, 3, h, w)
         # the structure maps at the picture's own aspect, sampled at every pixel's coordinates
         sw, sh = structure_size(net.aspect)
-        maps = torch.from_numpy(structure_maps(np.asarray(net.render(sw, sh), dtype=np.float32)))
+        maps = torch.from_numpy(picture_maps(net))
         coords = coordinate_grid(w, h, scale=scale, pan=pan, dtype=torch.float64)
         xy = coords[:, :2]
         s_half = min(sw, sh) / 2.0  # the maps' pixels per coordinate unit

@@ -72,7 +72,7 @@ def _picture_json(net, settings) -> dict:
     Size: 4 bytes per grid value (``features`` x cells, over all levels: about 2.7 M values for a 1280x720 fit at
     'standard', 11 MB, 14 MB in base64) plus the maps (7 x 64 x 114 at 16:9: 0.2 MB).
     """
-    from ..motion import MOTIONS, Motion, structure_maps, structure_size
+    from ..motion import MOTIONS, Motion, picture_maps, structure_size
 
     grids = []
     for g in net.grids:
@@ -81,7 +81,7 @@ def _picture_json(net, settings) -> dict:
     layers = [{"out": int(l.weight.shape[0]), "in": int(l.weight.shape[1]),
                "w": _b64(l.weight.detach().numpy()), "b": _b64(l.bias.detach().numpy())} for l in net.mlp]
     sw, sh = structure_size(net.aspect)
-    maps = structure_maps(np.asarray(net.render(sw, sh), dtype=np.float32))
+    maps = picture_maps(net)
     motion = {style: _b64(Motion.of(settings.n_mels, settings.seed, style).matrix()) for style in MOTIONS}
     return {"kind": "picture", "image": True, "n_z": int(settings.n_mels), "seed": int(settings.seed),
             "aspect": float(net.aspect), "levels": int(net.levels), "features": int(net.features),
