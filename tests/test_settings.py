@@ -34,7 +34,7 @@ from neuromv.settings import RenderSettings
     ("crf", 52, "crf must be an integer from 0 to 51"),
     ("start", 1e308, "start must be a number from 0 to 86400 seconds"),
     ("duration", 0, "duration must be a number above 0 and at most 86400 seconds"),
-    ("fit_steps", 0, "fit steps must be an integer from 1 to 1000000"),
+    ("fit_steps", 0, "fit steps must be an integer from 1 to 100000"),
     ("codec", "x" * 100, "codec must be an FFmpeg encoder name"),
     ("device", ["cpu"], "device must be"),
     ("separator", ["spleeter"], "unknown separator"),

@@ -82,8 +82,10 @@ class FitOptions:
     method: str = "neuromv"
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1_000_000:
-            raise ParameterError(f"fit steps must be an integer from 1 to 1000000, not {self.steps!r}")
+        from .limits import MAX_FIT_STEPS
+
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_FIT_STEPS:
+            raise ParameterError(f"fit steps must be an integer from 1 to {MAX_FIT_STEPS}, not {self.steps!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise ParameterError(f"learning rate must be above 0 and at most 1, not {self.lr!r}")
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or not 1 <= self.batch <= 1 << 20:

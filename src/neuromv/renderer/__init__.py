@@ -7,7 +7,9 @@ each a backend behind one small interface (:class:`~neuromv.renderer.backend.Bac
   hidden 8-64) and is installed; float32, or int16 where the CPU has AVX512-VNNI.
 - ``'tiled'`` (:mod:`.tiles`): torch on CPU in cache-sized tiles, sigmoid-only, one worker thread per core.
 - ``'dense'`` (:mod:`.dense`): batches of frames in large chunks, for GPUs; double-buffered frames, pinned copies,
-  I420 on the device.
+  I420 on the device;
+- ``'picture'`` (:mod:`.picture`): a fitted picture (:class:`neuromv.picture.PictureNet`) evaluated once per
+  resolution and moved per frame by :mod:`neuromv.motion`, in torch on any device.
 
 Every backend starts from a :class:`~neuromv.renderer.setup.RenderSetup`: the layers in float64, the first layer
 split into a per-resolution coordinate part and a per-frame z bias, and image mode's pulse and centring. The view
@@ -59,8 +61,9 @@ class Renderer:
 
     Parameters
     ----------
-    cppn : CPPN
-        The network (its weights are copied; later changes to it are not seen).
+    cppn : CPPN or PictureNet
+        The network (its weights are copied; later changes to it are not seen), or a fitted picture
+        (:class:`neuromv.picture.PictureNet`: method ``'picture'``, float32; ``motion`` drives it).
     width, height : int
         Frame size in pixels.
     device : str or torch.device
@@ -92,11 +95,14 @@ class Renderer:
         hidden and output layers' products summed exactly in int32 (needs the kernel's ``avx512vnni`` path; deterministic, and within 2
         levels of float32 on >= 99.9 % of values); ``'auto'``: ``'int16'`` where the kernel renders this CPPN
         and the CPU has that path, else ``'float32'``. The torch methods are always float32.
+    motion : Motion, optional
+        A fitted picture's motion (:class:`neuromv.motion.Motion`); its ``n_z`` is the length of the frames' drive
+        vectors. Default: ``Motion.of(32, picture.seed)``. Ignored for CPPNs.
 
     Attributes
     ----------
     method : str
-        The algorithm chosen: ``'kernel'``, ``'tiled'`` or ``'dense'``.
+        The algorithm chosen: ``'kernel'``, ``'tiled'``, ``'dense'`` or ``'picture'``.
     backend : Backend
         The algorithm's object (:class:`KernelBackend`, :class:`TiledBackend` or :class:`DenseBackend`).
     pan : tuple[float, float]
