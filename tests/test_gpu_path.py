@@ -407,3 +407,24 @@ def test_cuda_frames_memory_does_not_grow():
     early = torch.cuda.max_memory_allocated()
     assert sum(1 for _ in it) == len(zs) - 8
     assert torch.cuda.max_memory_allocated() <= early + 2 * 128 * 72 * 3  # not a batch more at the end
+
+
+@cuda
+def test_a_fitted_picture_renders_the_same_on_the_gpu():
+    """The picture path (neuromv.renderer.picture) is torch on any device: on CUDA, the CPU's frames within a level
+    (float rounding of the bilinear lookups), RGB and I420."""
+    from neuromv.motion import Motion
+    from neuromv.picture import PictureNet
+
+    net = PictureNet(1.5, 32, levels=4, base=4, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for g in net.grids:
+            g.copy_(torch.randn(g.shape, generator=gen) * 2)
+    net.eval()
+    cpu = Renderer(net, 96, 64, motion=Motion.of(8, 0))
+    gpu = Renderer(net, 96, 64, motion=Motion.of(8, 0), device="cuda")
+    assert gpu.method == "picture" and gpu.device.type == "cuda"
+    for u in _zs(4, 8, 0.5):
+        assert _levels(gpu.render(u), cpu.render(u)) <= 1
+        assert _levels(gpu.render_yuv420(u), cpu.render_yuv420(u)) <= 1

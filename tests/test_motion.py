@@ -8,7 +8,7 @@ from neuromv.errors import ParameterError
 from neuromv.metrics import FrameStats, ssim
 from neuromv.motion import Motion, drive, structure_maps, structure_size
 from neuromv.picture import PictureNet
-from neuromv.renderer import Renderer
+from neuromv.renderer import Renderer, kernel_widths
 from neuromv.renderer.dense import rgb_to_i420
 
 
@@ -139,3 +139,28 @@ def test_pictures_refuse_cppn_only_options():
         Renderer(CPPN(4, 8), 32, 32, method="picture")
     with pytest.raises(ParameterError, match="z has 3 values; this CPPN takes 8"):
         Renderer(net, 32, 32, motion=Motion.of(8, 0)).render(np.zeros(3))
+
+
+@pytest.mark.skipif(not kernel_widths(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("width, height, scale, pan, colour", [
+    (96, 64, 1.0, (0.0, 0.0), False),
+    (97, 63, 1.3, (0.2, -0.1), True),  # odd sizes (RGB only), zoomed out past the picture's border, colour knobs
+])
+def test_the_kernel_path_is_the_torch_path(width, height, scale, pan, colour):
+    """neuromv_picture1 (the CPU's path) against picture_frame (torch, the reference): within one level, RGB and
+    I420, on two worker threads."""
+    from neuromv.renderer import color_matrix
+    from neuromv.renderer.picture import PictureBackend
+
+    net = textured_net()
+    col = color_matrix(30, 1.2, 0.05, 1.1) if colour else None
+    fast = PictureBackend(net, Motion.of(8, 0), width, height, scale=scale, pan=pan, color=col, threads=2)
+    slow = PictureBackend(net, Motion.of(8, 0), width, height, scale=scale, pan=pan, color=col, use_kernel=False)
+    assert fast.isa == "portable" and slow.isa is None
+    for seed in range(4):
+        u = np.random.default_rng(seed).standard_normal(8).astype(np.float32) * 0.8
+        a, b = fast.render(u).astype(int), slow.render(u).astype(int)
+        assert np.abs(a - b).max() <= 1 and np.abs(a - b).mean() < 0.05
+        if width % 2 == 0:
+            assert np.abs(fast.render_yuv420(u).astype(int) - slow.render_yuv420(u).astype(int)).max() <= 1
+    np.testing.assert_array_equal(fast.render(np.zeros(8)), slow.render(np.zeros(8)))  # the still picture, exactly

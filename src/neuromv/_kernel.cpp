@@ -214,4 +214,106 @@ int neuromv_tanh16(const int16_t *z, int16_t *out, long n) {
     return 0;
 }
 
+// A fitted picture moved by the music, one frame (neuromv.renderer.picture, the maths of neuromv.motion; the torch
+// path picture_frame is the reference). picture [3][height][width]: the still picture, RGB in [0, 1]; maps
+// [7][height][width]: the structure maps at each pixel (tone: luma, red-green, yellow-blue; flow: x, y of luma, x, y
+// of red-green); c [7]: the frame's a0..a3, b0, b1, m; to_px: the picture's pixels per coordinate unit. Pixel (row,
+// col) samples the picture at (col + dx, row + dy) pixels, dx = to_px (b0 fx0 + b1 fx1) - m (col + 0.5 - width / 2)
+// (dy likewise), bilinear, the position clamped to the edge pixels' centres (grid_sample's 'border'); then each
+// channel v -> v + g v (1 - v), g = clamp(a0 + a1 t0 + a2 t1 + a3 t2, -1, 1); then the colour map (color [3][4] or
+// nullptr), clamped to [0, 1]. mode 0: RGB out [height][width][3], round(255 v); mode 1: I420 as neuromv_render4
+// writes it (even sizes). Each calling thread takes `chunk` pairs of rows at a time from *next (start at 0).
+// Returns 0, or -1 for impossible arguments.
+int neuromv_picture1(const float *picture, const float *maps, long width, long height, float to_px, const double *c,
+                     const float *color, uint8_t *out, int mode, long *next, long chunk) {
+    if (width < 1 || height < 1 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2))) return -1;
+    if (chunk < 1) chunk = 1;
+    const long plane = width * height, pairs = (height + 1) / 2;
+    const float a0 = (float)c[0], a1 = (float)c[1], a2 = (float)c[2], a3 = (float)c[3];
+    const float b0 = (float)c[4] * to_px, b1 = (float)c[5] * to_px, m = (float)c[6];
+    const bool move = c[4] != 0.0 || c[5] != 0.0 || c[6] != 0.0, tone = a0 != 0.0f || a1 != 0.0f || a2 != 0.0f || a3 != 0.0f;
+    const float xmax = (float)(width - 1), ymax = (float)(height - 1);
+    const float ky = 219.0f / 255.0f, kb = 224.0f / 255.0f / 1.8556f, kr = 224.0f / 255.0f / 1.5748f;
+    float *row_rgb = new float[2 * 3 * width];  // two rows of colours, 0-255, for the chroma of I420
+    for (;;) {
+        const long first = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
+        if (first >= pairs) break;
+        const long last = first + chunk < pairs ? first + chunk : pairs;
+        for (long pr = first; pr < last; pr++) {
+            for (long r = 2 * pr; r < 2 * pr + 2 && r < height; r++) {
+                float *rgb = row_rgb + (r - 2 * pr) * 3 * width;
+                const float yr = (float)r + 0.5f - 0.5f * (float)height;
+                for (long col = 0; col < width; col++) {
+                    const long i = r * width + col;
+                    float v[3];
+                    if (move) {
+                        const float xr = (float)col + 0.5f - 0.5f * (float)width;
+                        float x = (float)col + b0 * maps[3 * plane + i] + b1 * maps[5 * plane + i] - m * xr;
+                        float y = (float)r + b0 * maps[4 * plane + i] + b1 * maps[6 * plane + i] - m * yr;
+                        x = x < 0.0f ? 0.0f : x > xmax ? xmax : x;
+                        y = y < 0.0f ? 0.0f : y > ymax ? ymax : y;
+                        long x0 = (long)x, y0 = (long)y;
+                        const float fx = x - (float)x0, fy = y - (float)y0;
+                        const long x1 = x0 + 1 < width ? x0 + 1 : x0, y1 = y0 + 1 < height ? y0 + 1 : y0;
+                        for (int k = 0; k < 3; k++) {
+                            const float *p = picture + k * plane;
+                            const float top = p[y0 * width + x0] + fx * (p[y0 * width + x1] - p[y0 * width + x0]);
+                            const float bot = p[y1 * width + x0] + fx * (p[y1 * width + x1] - p[y1 * width + x0]);
+                            v[k] = top + fy * (bot - top);
+                        }
+                    } else {
+                        for (int k = 0; k < 3; k++) v[k] = picture[k * plane + i];
+                    }
+                    if (tone) {
+                        float g = a0 + a1 * maps[i] + a2 * maps[plane + i] + a3 * maps[2 * plane + i];
+                        g = g < -1.0f ? -1.0f : g > 1.0f ? 1.0f : g;
+                        for (int k = 0; k < 3; k++) v[k] += g * v[k] * (1.0f - v[k]);
+                    }
+                    if (color) {
+                        float o[3];
+                        for (int k = 0; k < 3; k++) {
+                            const float t = color[4 * k] * v[0] + color[4 * k + 1] * v[1] + color[4 * k + 2] * v[2] +
+                                            color[4 * k + 3];
+                            o[k] = t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t;
+                        }
+                        v[0] = o[0], v[1] = o[1], v[2] = o[2];
+                    }
+                    for (int k = 0; k < 3; k++) {
+                        const float s = v[k] * 255.0f;
+                        rgb[3 * col + k] = s;
+                        if (mode == 0) {
+                            const float q = s + 0.5f;
+                            out[3 * i + k] = (uint8_t)(q < 0.0f ? 0.0f : q > 255.0f ? 255.0f : q);
+                        }
+                    }
+                    if (mode == 1) {
+                        const float yv = ky * (0.2126f * rgb[3 * col] + 0.7152f * rgb[3 * col + 1] +
+                                               0.0722f * rgb[3 * col + 2]) + 16.5f;
+                        out[i] = (uint8_t)(yv < 16.0f ? 16.0f : yv > 235.0f ? 235.0f : yv);
+                    }
+                }
+            }
+            if (mode == 1) {  // the chroma of this pair of rows: the mean of each 2 x 2 block
+                const long cw = width / 2;
+                uint8_t *u = out + plane + pr * cw, *w = out + plane + plane / 4 + pr * cw;
+                const float *t = row_rgb, *b = row_rgb + 3 * width;
+                for (long q = 0; q < cw; q++) {
+                    float sb = 0.0f, sr = 0.0f;
+                    const float *px[4] = {t + 6 * q, t + 6 * q + 3, b + 6 * q, b + 6 * q + 3};
+                    for (int k = 0; k < 4; k++) {
+                        const float l = 0.2126f * px[k][0] + 0.7152f * px[k][1] + 0.0722f * px[k][2];
+                        sb += px[k][2] - l;
+                        sr += px[k][0] - l;
+                    }
+                    const float mb = 0.25f * kb * sb + 128.5f, mr = 0.25f * kr * sr + 128.5f;
+                    u[q] = (uint8_t)(mb < 16.0f ? 16.0f : mb > 240.0f ? 240.0f : mb);
+                    w[q] = (uint8_t)(mr < 16.0f ? 16.0f : mr > 240.0f ? 240.0f : mr);
+                }
+            }
+        }
+    }
+    delete[] row_rgb;
+    return 0;
+}
+
 }  // extern "C"

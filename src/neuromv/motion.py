@@ -47,9 +47,9 @@ ONSET_BOOST = 2.0
 #: Scale of the tone read-out (per unit of u: the read-out rows are N(0, 1 / n_z) times this).
 TONE_GAIN = 5.0
 #: Scale of the flow: coordinate units (the short side spans 2) per unit of its read-out.
-FLOW_GAIN = 0.02
+FLOW_GAIN = 0.014
 #: Scale of the breath: relative zoom per unit of the bass read-out.
-BREATH_GAIN = 0.005
+BREATH_GAIN = 0.0035
 #: Structure maps: 3 tone maps (luma, red-green, yellow-blue), then the flow's 2 gradient fields (x, y of each).
 N_MAPS = 7
 

@@ -136,9 +136,11 @@ class Renderer:
                                      "float32: use precision 'float32' or 'auto'")
             self.motion = motion if motion is not None else Motion.of(DEFAULT_N_Z, getattr(cppn, "seed", 0))
             self.n_z, self.image = self.motion.n_z, True
-            self.method, self.isa, self.precision = "picture", None, "float32"
+            self.method, self.precision = "picture", "float32"
             self.backend: Backend = PictureBackend(cppn, self.motion, self.width, self.height, scale=scale,
-                                                   pan=self.pan, color=self.color, device=self.device)
+                                                   pan=self.pan, color=self.color, device=self.device,
+                                                   threads=self.threads)
+            self.isa = self.backend.isa
             return
         self.motion = None
         self.n_z = cppn.n_z

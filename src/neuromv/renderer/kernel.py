@@ -65,6 +65,12 @@ def kernel_library() -> ctypes.CDLL | None:
         log.warning("render kernel built for another block size; using the torch path")
         return None
     fp = ctypes.POINTER(ctypes.c_float)
+    picture = getattr(lib, "neuromv_picture1", None)  # a fitted picture's frame (neuromv.renderer.picture)
+    if picture is not None:
+        picture.restype = ctypes.c_int
+        picture.argtypes = [fp, fp, ctypes.c_long, ctypes.c_long, ctypes.c_float, ctypes.POINTER(ctypes.c_double), fp,
+                            ctypes.POINTER(ctypes.c_uint8), ctypes.c_int, ctypes.POINTER(ctypes.c_long),
+                            ctypes.c_long]
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int, ctypes.c_int, fp, fp, fp, fp, ctypes.POINTER(ctypes.c_uint32), fp, fp, ctypes.c_int,
                    fp, fp, fp, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int, ctypes.c_long, ctypes.c_long,
