@@ -17,7 +17,6 @@ Why this network and not SIREN or Fourier features: docs/reference-images.md ("T
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ParameterError
-from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
+from .progress import Progress, ProgressCallback, check_cancel, training_checks
 
 __all__ = ["PictureNet", "PictureQuality", "PICTURE_QUALITIES", "DEFAULT_QUALITY", "fit_size", "fit_picture",
            "grid_shapes", "picture_parameters", "check_picture_architecture", "max_picture_bytes",
@@ -414,11 +413,7 @@ def fit_picture(image: np.ndarray, *, quality: str = DEFAULT_QUALITY, seed: int 
     t0 = time.perf_counter()
     loss_avg = None
     net.train()
-    with contextlib.ExitStack() as stack, Progress("fit", q.steps, progress, unit="step") as bar:
-        if cancel is not None:
-            hooks = CancelHooks([net], backward=True)
-            stack.callback(hooks.remove)
-            stack.enter_context(hooks.watching(cancel))
+    with training_checks([net], cancel), Progress("fit", q.steps, progress, unit="step") as bar:
         for step in range(q.steps):
             check_cancel(cancel)
             optim.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from .errors import Interrupted
 
-__all__ = ["Progress", "ProgressCallback", "check_cancel", "CancelHooks"]
+__all__ = ["Progress", "ProgressCallback", "check_cancel", "CancelHooks", "training_checks"]
 
 #: Called as ``callback(stage, done, total)``; ``stage`` is e.g. ``'render'`` or ``'fit'``; ``total`` may be None.
 ProgressCallback = Callable[[str, int, "int | None"], None]
@@ -106,3 +106,19 @@ class CancelHooks:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+@contextlib.contextmanager
+def training_checks(modules: Iterable, cancel: threading.Event | None) -> Iterator[None]:
+    """For a training loop: while the block runs, every layer of ``modules`` checks ``cancel`` forward and as each
+    gradient is computed (:class:`CancelHooks` with ``backward=True``); the hooks come off afterwards. Nothing at
+    all when ``cancel`` is None."""
+    if cancel is None:
+        yield
+        return
+    hooks = CancelHooks(modules, backward=True)
+    try:
+        with hooks.watching(cancel):
+            yield
+    finally:
+        hooks.remove()

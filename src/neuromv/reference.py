@@ -22,7 +22,6 @@ load as before.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ from .cppn import CPPN, coordinate_grid
 from .errors import ModelError, ParameterError, summary
 from .picture import (DEFAULT_QUALITY, PICTURE_QUALITIES, PictureNet, check_picture_architecture, fit_picture,
                       max_picture_bytes, picture_parameters)
-from .progress import CancelHooks, Progress, ProgressCallback, check_cancel
+from .progress import Progress, ProgressCallback, check_cancel, training_checks
 from .settings import FIT_STEPS
 
 __all__ = ["FitOptions", "fit_cppn", "training_size", "save_model", "load_model", "check_model_path", "check_architecture",
@@ -147,11 +146,7 @@ def fit_cppn(image: np.ndarray, *, n_z: int = 32, hidden: int = 32, seed: int = 
     cppn.train()
     # every step checks ``cancel``, and so does every layer, forward and backward: a step of a wide network
     # (hidden 1024) takes seconds, one layer a fraction of one
-    with contextlib.ExitStack() as stack, Progress("fit", opts.steps, progress, unit="step") as bar:
-        if cancel is not None:
-            hooks = CancelHooks([cppn], backward=True)
-            stack.callback(hooks.remove)
-            stack.enter_context(hooks.watching(cancel))
+    with training_checks([cppn], cancel), Progress("fit", opts.steps, progress, unit="step") as bar:
         for step in range(opts.steps):
             check_cancel(cancel)
             idx = torch.randint(0, n_pixels, (batch,), generator=gen)
