@@ -122,7 +122,9 @@ def test_yuv420_frames_are_the_rgb_frames_converted():
     u = np.random.default_rng(3).standard_normal(8).astype(np.float32)
     assert r.yuv420
     rgb = torch.from_numpy(r.render(u)).reshape(1, -1, 3)
-    np.testing.assert_array_equal(r.render_yuv420(u), rgb_to_i420(rgb, 64, 96)[0].numpy())
+    # the kernel converts the colours before rounding them, rgb_to_i420 the rounded ones: within one level
+    diff = np.abs(r.render_yuv420(u).astype(int) - rgb_to_i420(rgb, 64, 96)[0].numpy().astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.25
     frames = list(r.frames(np.stack([u, -u]), yuv420=True))
     np.testing.assert_array_equal(frames[0], r.render_yuv420(u))
 
