@@ -96,7 +96,9 @@ def main(argv=None) -> int:
         f"{' '.join(f'{m:g}' for m in args.minutes)} --size {args.size} --hidden {args.hidden} --preset "
         f"{args.preset}{' --image ' + args.image if args.image != 'none' else ''}`.",
         "",
-        f"`neuromv render SONG --size {args.size} --image {args.image} --hidden {args.hidden} --preset {args.preset}` in a "
+        f"`neuromv render SONG --size {args.size} --image "
+        f"{'cover.png (the demo cover, fitted as a picture and cached first)' if args.image == 'demo' else args.image} "
+        f"--hidden {args.hidden} --preset {args.preset}` in a "
         "fresh process per song; the song is the demo song looped (44.1 kHz stereo WAV). *In-memory reference*: the "
         "same render from audio decoded whole first (`neuromv.render(neuromv.load_audio(song), ...)`). Target: the "
         "longest song under 1024 MB and within 10 % of the shortest.",
