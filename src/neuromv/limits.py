@@ -25,6 +25,7 @@ __all__ = [
     "ANALYSIS_SR", "MIN_FPS", "MAX_FPS", "MAX_SIDE", "MAX_MELS", "MAX_HIDDEN", "MAX_LAYERS", "MAX_SECONDS", "MAX_FIT_STEPS",
     "MAX_SEED", "MAX_ZOOM", "MAX_PAN", "MAX_GAIN", "MAX_SMOOTH", "MAX_NAME_CHARS",
     "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_MODEL_HEADER_BYTES", "max_model_bytes",
+    "MAX_LEVELS", "MAX_FEATURES", "MAX_GRID_VALUES", "MAX_PICTURE_HIDDEN", "MAX_PICTURE_LAYERS", "MAX_ASPECT",
     "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
     "check_memory", "format_bytes", "format_count",
 ]
@@ -82,6 +83,17 @@ MAX_IMAGE_BYTES = 64 * 2**20
 MAX_IMAGE_PIXELS = 50_000_000
 #: Largest JSON header of a model file. A NeuroMV model's header (tensor table and metadata) is about 2 KB.
 MAX_MODEL_HEADER_BYTES = 1 << 20
+#: Picture networks (neuromv.picture, model format 2): most grid levels, features per grid cell, grid values (cells x
+#: features over all levels: 64 MB of float32, as much as the largest CPPN file; the 'high' quality at 1920x1080
+#: holds about 6.8 M, a 3840x2160 fit with 8 levels would hold 22 M), widest and most hidden layers of the MLP, and
+#: the most extreme aspect ratio (width / height, or its inverse) a picture covers. A model file's header is checked
+#: against them before any allocation.
+MAX_LEVELS = 32
+MAX_FEATURES = 8
+MAX_GRID_VALUES = 16_000_000
+MAX_PICTURE_HIDDEN = 256
+MAX_PICTURE_LAYERS = 4
+MAX_ASPECT = 64.0
 
 
 def model_parameters(n_z: int, hidden: int, n_hidden: int, image: bool) -> dict[str, tuple[int, ...]]:

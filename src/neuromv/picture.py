@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ParameterError
+from .limits import (MAX_ASPECT, MAX_FEATURES, MAX_GRID_VALUES, MAX_LEVELS,  # noqa: F401 - re-exported
+                     MAX_PICTURE_HIDDEN, MAX_PICTURE_LAYERS)
 from .progress import Progress, ProgressCallback, check_cancel, training_checks
 
 __all__ = ["PictureNet", "PictureQuality", "PICTURE_QUALITIES", "DEFAULT_QUALITY", "fit_size", "fit_picture",
@@ -38,19 +40,6 @@ __all__ = ["PictureNet", "PictureQuality", "PICTURE_QUALITIES", "DEFAULT_QUALITY
 
 log = logging.getLogger(__name__)
 
-#: Most grid levels of a picture network.
-MAX_LEVELS = 32
-#: Most features per grid cell.
-MAX_FEATURES = 8
-#: Most grid values (cells x features, over all levels): 64 MB of float32, as much as the largest CPPN file. The
-#: 'high' quality at 1920x1080 holds about 6.8 M; a 3840x2160 fit with 8 levels would hold 22 M.
-MAX_GRID_VALUES = 16_000_000
-#: Widest hidden layer of the picture network's MLP.
-MAX_PICTURE_HIDDEN = 256
-#: Most hidden layers of the picture network's MLP.
-MAX_PICTURE_LAYERS = 4
-#: Most extreme aspect ratio (width / height, or its inverse) a picture network covers.
-MAX_ASPECT = 64.0
 #: Pixels evaluated at once by :meth:`PictureNet.render` (bounds its memory at any size: about 40 MB).
 RENDER_CHUNK = 1 << 16
 
