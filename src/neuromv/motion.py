@@ -40,7 +40,7 @@ __all__ = ["MOTIONS", "STRUCTURE", "ONSET_BOOST", "TONE_GAIN", "FLOW_GAIN", "BRE
 #: Short side of the structure maps, pixels.
 STRUCTURE = 64
 #: Blur of the tone maps and of the flow's structure, as a fraction of the short side.
-TONE_BLUR = 0.02
+TONE_BLUR = 0.05
 FLOW_BLUR = 0.05
 #: u = z + ONSET_BOOST * (z - z_prev): rises of the (attack/release smoothed) latents move the picture at once.
 ONSET_BOOST = 2.0
