@@ -10,7 +10,7 @@ boosted, so hits move the picture at once):
   and regions of different hues, swing differently:
   ``g = clip(a0 + a1 phi_luma + a2 phi_rg + a3 phi_yb, -1, 1)`` and each channel ``c -> c + g c (1 - c)``, which
   keeps every colour in [0, 1] without clipping and keeps its hue (a tone curve, not a colour wash).
-- **flow**: a displacement along the gradients of the picture's coarse structure (the more blurred luma and red-green
+- **flow**: a displacement along the gradients of the picture's coarse structure (its blurred luma and red-green
   channels): shapes swell and shrink across their own edges, ``D = b0 grad psi_luma + b1 grad psi_rg``.
 - **breath**: a zoom about the frame's centre driven by the low (bass) mel bands, ``D -= m (x, y)``.
 
