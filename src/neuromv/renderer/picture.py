@@ -75,19 +75,9 @@ class PictureBackend(Backend):
         grid = (xy * norm).to(torch.float32).reshape(1, h, w, 2)
         self.maps = F.grid_sample(maps.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
                                   align_corners=False)[0].to(dev)  # (7, h, w)
-        # where each pixel samples the picture (grid_sample's normalised coordinates), and the displacement's scale
         half = min(w, h) / 2.0
-        self._to_norm = (half * 2.0 / (scale * w), half * 2.0 / (scale * h))
-        base = (coords[:, :2] - torch.tensor(pan, dtype=torch.float64)) * torch.tensor(self._to_norm,
-                                                                                       dtype=torch.float64)
-        self._rel = (coords[:, :2] - torch.tensor(pan, dtype=torch.float64)).to(torch.float32).reshape(h, w, 2).to(dev)
-        self._base = base.to(torch.float32).reshape(1, h, w, 2).to(dev)
-        self._norm = torch.tensor(self._to_norm, dtype=torch.float32, device=dev)
-        self._color = None
-        if color is not None:
-            a = torch.from_numpy(np.asarray(color, dtype=np.float64)).to(torch.float32)
-            self._color = (a[:, :3].T.contiguous().to(dev), a[:, 3].contiguous().to(dev))
-        # the compiled kernel's arguments (CPU only): the planes as contiguous float32 numpy arrays
+        # the compiled kernel (CPU only) takes the planes as contiguous float32 arrays and finds each pixel's place
+        # itself; the torch path keeps its sampling grids
         lib = kernel_library() if use_kernel and dev.type == "cpu" else None
         self._kernel = getattr(lib, "neuromv_picture1", None) if lib is not None else None
         self.isa = "portable" if self._kernel is not None else None
@@ -98,6 +88,17 @@ class PictureBackend(Backend):
             self._kargs = (self._np[0].ctypes.data_as(fp), self._np[1].ctypes.data_as(fp), self.width, self.height,
                            half / scale)
             self._kcolor = None if self._np[2] is None else self._np[2].ctypes.data_as(fp)
+            return
+        # where each pixel samples the picture (grid_sample's normalised coordinates), and the displacement's scale
+        to_norm = torch.tensor([half * 2.0 / (scale * w), half * 2.0 / (scale * h)], dtype=torch.float64)
+        rel = coords[:, :2] - torch.tensor(pan, dtype=torch.float64)
+        self._rel = rel.to(torch.float32).reshape(h, w, 2).to(dev)
+        self._base = (rel * to_norm).to(torch.float32).reshape(1, h, w, 2).to(dev)
+        self._norm = to_norm.to(device=dev, dtype=torch.float32)
+        self._color = None
+        if color is not None:
+            a = torch.from_numpy(np.asarray(color, dtype=np.float64)).to(torch.float32)
+            self._color = (a[:, :3].T.contiguous().to(dev), a[:, 3].contiguous().to(dev))
 
     @property
     def yuv420(self) -> bool:
@@ -105,8 +106,8 @@ class PictureBackend(Backend):
         return self.width % 2 == 0 and self.height % 2 == 0
 
     @torch.no_grad()
-    def rgb(self, z: np.ndarray) -> torch.Tensor:
-        """One frame as float RGB on the device: torch.Tensor [shape=(height, width, 3)] in [0, 1]."""
+    def _rgb(self, z: np.ndarray) -> torch.Tensor:
+        """The torch path: one frame as float RGB on the device, torch.Tensor [shape=(height, width, 3)] in [0, 1]."""
         c = (self._coef @ torch.as_tensor(np.asarray(z, dtype=np.float64))).tolist()
         frame = picture_frame(self.picture, self.maps, self._base, self._rel, self._norm, c)
         if self._color is not None:
@@ -136,12 +137,12 @@ class PictureBackend(Backend):
     def render(self, z: np.ndarray) -> np.ndarray:
         if self._kernel is not None:
             return self._render_kernel(z, False)
-        return _to_uint8(self.rgb(z)).cpu().numpy()
+        return _to_uint8(self._rgb(z)).cpu().numpy()
 
     def render_yuv420(self, z: np.ndarray) -> np.ndarray:
         if self._kernel is not None:
             return self._render_kernel(z, True)
-        rgb = _to_uint8(self.rgb(z)).reshape(1, -1, 3)
+        rgb = _to_uint8(self._rgb(z)).reshape(1, -1, 3)
         return rgb_to_i420(rgb, self.height, self.width)[0].cpu().numpy()
 
     def frames(self, zs: torch.Tensor, batch: int, yuv420: bool) -> Iterator[np.ndarray]:
