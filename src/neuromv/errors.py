@@ -6,7 +6,8 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 
 from __future__ import annotations
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError",
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "CuesError",
+           "OutputError",
            "Interrupted", "summary"]
 
 
@@ -32,6 +33,11 @@ class ModelError(NeuroMVError):
 
 class SeparationError(NeuroMVError):
     """A separator cannot run here (a missing optional package, no model, no network)."""
+
+
+class CuesError(NeuroMVError):
+    """A cues file (``neuromv analyze``'s JSON) cannot be used: missing, not JSON, another schema version, or a
+    field with impossible values."""
 
 
 class OutputError(NeuroMVError):
