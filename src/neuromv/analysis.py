@@ -31,7 +31,7 @@ from .errors import ParameterError
 from .features import ANALYSIS_SR
 from .progress import Progress, ProgressCallback, check_cancel
 
-__all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "BPM_RANGE", "BAND_EDGES_HZ", "SpectralFeatures",
+__all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM_RANGE", "BAND_EDGES_HZ", "SpectralFeatures",
            "analyze", "spectral_features", "band_envelopes", "pick_onsets", "tempo_curve", "track_beats",
            "find_downbeats", "find_sections", "energy_curve", "find_silence", "find_drops"]
 
@@ -45,6 +45,9 @@ HOP = 512
 N_FFT = 2048
 #: STFT frames per second.
 FRAME_RATE = ANALYSIS_SR / HOP
+#: The flux of a centred window peaks before the sound starts (the window sees it coming): onset and beat times
+#: are moved this much later (measured on synthetic drums, 60 to 180 bpm: 11 to 21 ms early).
+ONSET_LAG_S = 0.017
 #: Mel bands of the analysis spectrogram.
 N_MELS = 64
 #: The tempi a beat is looked for in (bpm); a tempo outside is counted in halves or doubles.
@@ -246,7 +249,7 @@ def pick_onsets(env: np.ndarray, *, delta: float = 0.1) -> tuple[np.ndarray, np.
         return np.zeros(0), np.zeros(0)
     e = env / scale
     peaks = librosa.util.peak_pick(e, pre_max=3, post_max=3, pre_avg=10, post_avg=10, delta=delta, wait=3)
-    return _frame_times(peaks), np.clip(e[peaks], 0.0, 1.0)
+    return _frame_times(peaks) + ONSET_LAG_S, np.clip(e[peaks], 0.0, 1.0)
 
 
 def _frame_times(frames: np.ndarray) -> np.ndarray:
@@ -742,16 +745,18 @@ def analyze(audio, *, progress: bool | ProgressCallback = False, cancel: threadi
         env = _beat_envelope(envs)
         rough = tempo_curve(env)
         beat_frames = track_beats(env, rough)
+        beats_per_bar, phase = find_downbeats(beat_frames, envs, feats.chroma)
+        is_down = np.zeros(beat_frames.size, dtype=bool)
+        is_down[phase::beats_per_bar] = True
         silence = find_silence(feats)
-        beat_times = _frame_times(beat_frames)
-        if silence and beat_frames.size:
+        beat_times = _frame_times(beat_frames) + ONSET_LAG_S
+        if silence and beat_frames.size:  # no beats where the song rests (the bars keep counting through)
             quiet = np.zeros(beat_times.size, dtype=bool)
             for s in silence:
                 quiet |= (beat_times >= s.start) & (beat_times < s.end)
-            beat_frames, beat_times = beat_frames[~quiet], beat_times[~quiet]
+            beat_frames, beat_times, is_down = beat_frames[~quiet], beat_times[~quiet], is_down[~quiet]
         tempo_map = _refine_tempo(beat_times, rough)
-        beats_per_bar, phase = find_downbeats(beat_frames, envs, feats.chroma)
-        downbeat_frames = beat_frames[phase::beats_per_bar]
+        downbeat_frames = beat_frames[is_down]
         bar.update()
         check_cancel(cancel)
         sections = find_sections(feats, downbeat_frames)
@@ -768,7 +773,7 @@ def analyze(audio, *, progress: bool | ProgressCallback = False, cancel: threadi
     clip = lambda a: np.clip(np.asarray(a, dtype=np.float64), 0.0, dur)  # noqa: E731
     cues = Cues(
         duration=dur, tempo=float(tempo), tempo_map=[(float(min(t, dur)), float(b)) for t, b in tempo_map],
-        beats_per_bar=int(beats_per_bar), beats=clip(beat_times), downbeats=clip(_frame_times(downbeat_frames)),
+        beats_per_bar=int(beats_per_bar), beats=clip(beat_times), downbeats=clip(beat_times[is_down]),
         onsets={k: (clip(t), s) for k, (t, s) in onsets.items()}, sections=sections, energy=energy,
         energy_rate=ENERGY_RATE, builds=builds, drops=clip(drops), silence=silence,
         analysis={"version": ANALYSIS_VERSION, "sr": ANALYSIS_SR, "hop": HOP, "seconds": round(seconds, 3),

@@ -221,7 +221,7 @@ def structured_song(form: str = "ABACAB", bpm: float = 120.0, bars: int = 4, sr:
         Mono, float32, peak 0.9.
     truth : dict
         ``tempo`` (bpm of the first section), ``tempo_map`` [(time s, bpm)], ``beats_per_bar``, ``beats`` (s, not
-        the silent ones), ``downbeats`` (s, the first beat of every bar, silent ones too), ``boundaries`` (s: every
+        the silent ones), ``downbeats`` (s, the first beat of every bar, not the silent ones), ``boundaries`` (s: every
         section's start, and the end), ``labels`` (the letters), ``drops`` (s), ``builds`` [(start, end) s],
         ``silence`` [(start, end) s], ``duration`` (s).
     """
@@ -312,13 +312,14 @@ def structured_song(form: str = "ABACAB", bpm: float = 120.0, bars: int = 4, sr:
     y = out.mean(axis=0)
     y = (0.9 * y / max(1e-9, np.abs(y).max())).astype(np.float32)
     beats = np.array([b[0] for b in beat_times])
-    keep = ~((beats >= silent[0] - 1e-9) & (beats < silent[1] - 1e-9)) if silent[1] > silent[0] else slice(None)
+    keep = ~((beats >= silent[0] - 1e-9) & (beats < silent[1] - 1e-9))
+    keep_bar = ~((np.array(bar_starts) >= silent[0] - 1e-9) & (np.array(bar_starts) < silent[1] - 1e-9))
     truth = {
         "tempo": float(bpm),
         "tempo_map": tempo_map,
         "beats_per_bar": beats_per_bar,
         "beats": beats[keep],
-        "downbeats": np.array(bar_starts),
+        "downbeats": np.array(bar_starts)[keep_bar],
         "boundaries": np.array(starts + [t]),
         "labels": [c.upper() for c in form],
         "drops": np.array([starts[drop]]) if drop else np.zeros(0),
