@@ -54,6 +54,8 @@ N_MELS = 64
 BPM_RANGE = (55.0, 200.0)
 #: The bands' edges, Hz: low below 150 (kick, bass), mid 150 to 3000 (snare, voice, chords), high above (hats).
 BAND_EDGES_HZ = (150.0, 3000.0)
+#: HPSS median filters: frames (time) and mel bands.
+_HPSS_KERNEL = 17
 #: Tempo estimation window, seconds, and its hop.
 _TEMPO_WINDOW_S = 12.0
 _TEMPO_HOP_S = 2.0
@@ -111,16 +113,55 @@ class SpectralFeatures:
         return int(self.rms.size)
 
 
+def _hz_to_mel(f):
+    """Slaney's mel scale (librosa's default): linear to 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    return np.where(f < 1000.0, f / (200.0 / 3), 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / (np.log(6.4) / 27))
+
+
+def _mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m < 15.0, m * (200.0 / 3), 1000.0 * np.exp((m - 15.0) * (np.log(6.4) / 27)))
+
+
+def _mel_filters() -> tuple[np.ndarray, np.ndarray]:
+    """Triangular mel filters over the STFT bins, area-normalized (as librosa.filters.mel with its defaults; here
+    without importing librosa, whose import alone takes longer than analysing a song).
+
+    Returns
+    -------
+    basis : np.ndarray [shape=(N_MELS, 1 + N_FFT // 2), dtype=float32]
+    centres : np.ndarray [shape=(N_MELS,)]
+        Hz.
+    """
+    fft_hz = np.linspace(0, ANALYSIS_SR / 2, 1 + N_FFT // 2)
+    mel_hz = _mel_to_hz(np.linspace(0.0, float(_hz_to_mel(ANALYSIS_SR / 2)), N_MELS + 2))
+    fdiff = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    basis = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    return basis.astype(np.float32), mel_hz[1:-1]
+
+
+def _chroma_filters(lo_hz: float = 55.0, hi_hz: float = 5000.0) -> np.ndarray:
+    """Each STFT bin from ``lo_hz`` to ``hi_hz`` shared among the 12 pitch classes (C first) by a Gaussian of half a
+    semitone around its pitch. Returns [shape=(12, 1 + N_FFT // 2), dtype=float32]."""
+    fft_hz = np.linspace(0, ANALYSIS_SR / 2, 1 + N_FFT // 2)
+    keep = (fft_hz >= lo_hz) & (fft_hz <= hi_hz)
+    pitch = 12.0 * np.log2(np.maximum(fft_hz, 1e-9) / 440.0) + 9.0  # semitones above C
+    d = (pitch[None, :] - np.arange(12)[:, None] + 6.0) % 12.0 - 6.0
+    w = np.exp(-0.5 * (d / 0.5) ** 2) * keep[None, :]
+    return (w / (w.sum(axis=0, keepdims=True) + 1e-12)).astype(np.float32)
+
+
 class _SpectralStream:
     """The STFT (centred frames, zero padding) of samples fed in blocks; frames need not line up with blocks."""
 
     def __init__(self) -> None:
-        import librosa
-
-        self._window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa
-        self._mel_basis = librosa.filters.mel(sr=ANALYSIS_SR, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
-        self._chroma_basis = librosa.filters.chroma(sr=ANALYSIS_SR, n_fft=N_FFT).astype(np.float32)
-        self.mel_hz = librosa.mel_frequencies(n_mels=N_MELS + 2, fmax=ANALYSIS_SR / 2)[1:-1]
+        self._window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa's
+        self._mel_basis, self.mel_hz = _mel_filters()
+        self._chroma_basis = _chroma_filters()
         self._buf = np.zeros(N_FFT // 2, dtype=np.float32)
         self._mel, self._chroma, self._rms = [], [], []
         self.n_samples = 0
@@ -208,7 +249,7 @@ def band_envelopes(feats: SpectralFeatures) -> dict[str, np.ndarray]:
     """Onset strength per band: the mean positive change of the log mel power from frame to frame.
 
     The low and high bands use the percussive part of the mel spectrogram (HPSS, Fitzgerald 2010, with median
-    filters of 17 frames and 17 bands), so held bass notes and pads do not blur the kick and the hats; the mid band
+    filters of _HPSS_KERNEL frames and bands), so held bass notes and pads do not blur the kick and the hats; the mid band
     uses the whole spectrogram (snares, but also chord changes and sung notes are onsets there).
 
     Returns
@@ -216,9 +257,12 @@ def band_envelopes(feats: SpectralFeatures) -> dict[str, np.ndarray]:
     dict of str to np.ndarray [shape=(n_frames,), dtype=float32]
         Per band of BANDS, in dB per frame (>= 0); the change into frame ``i`` is at ``i``.
     """
-    import librosa
+    from scipy.ndimage import median_filter
 
-    _, perc = librosa.decompose.hpss(feats.mel, kernel_size=17)
+    # HPSS (soft masks, as librosa.decompose.hpss with margin 1)
+    harm = median_filter(feats.mel, size=(1, _HPSS_KERNEL), mode="reflect")
+    perc = median_filter(feats.mel, size=(_HPSS_KERNEL, 1), mode="reflect")
+    perc = feats.mel * (perc ** 2 / (harm ** 2 + perc ** 2 + 1e-20))
     ref = float(feats.mel.max()) or 1.0
     lo, hi = BAND_EDGES_HZ
     bands = {"low": feats.mel_hz < lo, "mid": (feats.mel_hz >= lo) & (feats.mel_hz < hi), "high": feats.mel_hz >= hi}
@@ -242,13 +286,22 @@ def pick_onsets(env: np.ndarray, *, delta: float = 0.1) -> tuple[np.ndarray, np.
     strength : np.ndarray [shape=(n,)]
         In [0, 1]: the peak's height relative to the envelope's 99th percentile.
     """
-    import librosa
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
     scale = float(np.percentile(env, 99)) if env.size else 0.0
     if scale <= 0:
         return np.zeros(0), np.zeros(0)
-    e = env / scale
-    peaks = librosa.util.peak_pick(e, pre_max=3, post_max=3, pre_avg=10, post_avg=10, delta=delta, wait=3)
+    e = env.astype(np.float64) / scale
+    # as librosa.util.peak_pick(pre_max=3, post_max=3, pre_avg=10, post_avg=10, wait=3)
+    local_max = e == maximum_filter1d(e, 7, mode="constant", cval=-np.inf)
+    local_mean = uniform_filter1d(e, 21, mode="nearest")
+    cand = np.flatnonzero(local_max & (e >= local_mean + delta))
+    peaks, last = [], -np.inf
+    for i in cand:
+        if i - last > 3:
+            peaks.append(i)
+            last = i
+    peaks = np.array(peaks, dtype=int)
     return _frame_times(peaks) + ONSET_LAG_S, np.clip(e[peaks], 0.0, 1.0)
 
 
