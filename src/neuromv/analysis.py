@@ -62,6 +62,10 @@ _TEMPO_HOP_S = 2.0
 #: A candidate period is the beat if its autocorrelation is at least this fraction of the strongest in range;
 #: the fastest such period wins (so a song with a kick on every beat is not heard at half its tempo).
 _FASTEST_FRACTION = 0.5
+#: A window keeps the song's tempo if its autocorrelation there is at least this fraction of its own best.
+_KEEP_TEMPO = 0.6
+#: A new tempo lasts at least this many windows (of _TEMPO_HOP_S).
+_MIN_TEMPO_WINDOWS = 4
 #: Tempo segments differing by less than this ratio are one tempo.
 _SAME_TEMPO = 0.04
 #: Beat-tracking tightness (Ellis 2007): how strongly the beats keep the local period.
@@ -380,7 +384,17 @@ def tempo_curve(env: np.ndarray) -> list[tuple[float, float]]:
     hann = np.hanning(win)
     periods, heights = [], []
     for s in starts:
-        p, h = _best_period(_autocorrelation(env[s:s + win] * hann, max_lag))
+        ac = _autocorrelation(env[s:s + win] * hann, max_lag)
+        p, h = _best_period(ac)
+        if np.isfinite(whole) and np.isfinite(p):
+            # the song's tempo still holds here unless this window's own beat is much stronger than it (a song
+            # whose rhythm varies keeps its tempo; only a window that has left it starts a new one)
+            lo, hi = int(np.floor(whole * (1 - _SAME_TEMPO))), int(np.ceil(whole * (1 + _SAME_TEMPO)))
+            k = lo + int(np.argmax(ac[lo:hi + 1]))
+            if ac[k] >= _KEEP_TEMPO * h and 0 < k < ac.size - 1:
+                a, b, c = ac[k - 1], ac[k], ac[k + 1]
+                p = k + (float(np.clip(0.5 * (a - c) / (a - 2 * b + c), -0.5, 0.5)) if a - 2 * b + c < 0 else 0.0)
+                h = float(b)
         periods.append(p)
         heights.append(h)
     periods = np.array(periods)
@@ -410,12 +424,12 @@ def tempo_curve(env: np.ndarray) -> list[tuple[float, float]]:
             segs.append([i])
         else:
             segs[-1].append(i)
-    # segments of fewer than 3 windows join the neighbour closest in tempo
+    # segments of fewer than _MIN_TEMPO_WINDOWS windows join the neighbour closest in tempo
     changed = True
     while changed and len(segs) > 1:
         changed = False
         for j, s in enumerate(segs):
-            if len(s) < 3:
+            if len(s) < _MIN_TEMPO_WINDOWS:
                 nb = [k for k in (j - 1, j + 1) if 0 <= k < len(segs)]
                 k = min(nb, key=lambda k: abs(np.median(lp[segs[k]]) - np.median(lp[s])))
                 segs[k] = sorted(segs[k] + s)
@@ -452,9 +466,18 @@ def track_beats(env: np.ndarray, tempo_map: list[tuple[float, float]], *,
     n = env.size
     if n < 4 or not np.any(env > 0):
         return np.zeros(0, dtype=int)
+    # the local period; around a change (half a tempo window either side) either period may be kept, so the
+    # beats switch tempo where the music does
     period = np.empty(n)
+    other = np.empty(n)
     for t0, bpm in tempo_map:
         period[int(round(t0 * FRAME_RATE)):] = 60.0 * FRAME_RATE / bpm
+    other[:] = period
+    zone = int(round(_TEMPO_WINDOW_S / 2 * FRAME_RATE))
+    for (_, b0), (t1, b1) in zip(tempo_map[:-1], tempo_map[1:]):
+        c = int(round(t1 * FRAME_RATE))
+        other[max(0, c - zone):c] = 60.0 * FRAME_RATE / b1
+        other[c:c + zone] = 60.0 * FRAME_RATE / b0
     e = env / (env.std() or 1.0)
     # a slight smoothing, so that a beat a frame off its onset still scores
     g = np.exp(-0.5 * (np.arange(-3, 4) / 1.0) ** 2)
@@ -462,14 +485,17 @@ def track_beats(env: np.ndarray, tempo_map: list[tuple[float, float]], *,
     cum = local.copy()
     back = np.full(n, -1, dtype=int)
     for t in range(1, n):
-        p = period[t]
-        lo, hi = max(0, t - int(round(2 * p))), t - int(round(p / 2))
+        p, q = period[t], other[t]
+        lo, hi = max(0, t - int(round(2 * max(p, q)))), t - int(round(min(p, q) / 2))
         if hi <= lo:
             continue
         prev = np.arange(lo, hi)
-        score = cum[prev] - tightness * np.log((t - prev) / p) ** 2
+        cost = np.log((t - prev) / p) ** 2
+        if q != p:
+            cost = np.minimum(cost, np.log((t - prev) / q) ** 2)
+        score = cum[prev] - tightness * cost
         k = int(np.argmax(score))
-        if score[k] > 0 or t >= 2 * p:
+        if score[k] > 0 or t >= 2 * max(p, q):
             cum[t] = local[t] + score[k]
             back[t] = prev[k]
     # the last beat: the best-scoring frame in the last period
@@ -506,7 +532,9 @@ def _refine_tempo(beat_times: np.ndarray, tempo_map: list[tuple[float, float]]) 
             near = np.flatnonzero(np.abs(mids - t0) < 8.0)
             closer = [i for i in near if abs(ibi[i] - new) < abs(ibi[i] - old)
                       and all(abs(ibi[k] - new) < abs(ibi[k] - old) for k in range(i, min(i + 3, ibi.size)))]
-            if closer:
+            lo_t = out[-1][0] if out else 0.0
+            hi_t = tempo_map[j + 1][0] if j + 1 < len(tempo_map) else np.inf
+            if closer and lo_t < beat_times[closer[0]] < hi_t:
                 t0 = float(beat_times[closer[0]])
                 bounds[j - 1] = t0
         out.append([t0, bpm])
