@@ -78,7 +78,7 @@ _SILENCE_MIN_S = 0.5
 _SILENCE_BELOW_DB = 35.0
 #: Sections: the checkerboard kernel's half width and the shortest section, in bars.
 _KERNEL_BARS = 4
-_MIN_SECTION_BARS = 2
+_MIN_SECTION_BARS = 4
 #: Drops: the jump (dB) of the low band (kick and bass) or of the whole mix at a downbeat.
 _DROP_LOW_DB = 10.0
 _DROP_ALL_DB = 6.0
@@ -281,7 +281,7 @@ def band_envelopes(feats: SpectralFeatures) -> dict[str, np.ndarray]:
     for name in BANDS:
         S = perc if name != "mid" else feats.mel
         db = np.maximum(_db(S[bands[name]] / ref), -80.0)
-        flux = np.maximum(0.0, np.diff(db, axis=1, prepend=db[:, :1]))
+        flux = np.maximum(0.0, np.diff(db, axis=1, prepend=-80.0))  # silence before the song: a sound at 0 is an onset
         out[name] = flux.mean(axis=0).astype(np.float32)
     return out
 
@@ -644,11 +644,14 @@ def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[
     nov = _novelty(X, half)
     nov = np.maximum(nov, 0.0)
     thresh = nov.mean() + 0.5 * nov.std()
-    cand = [i for i in range(1, n) if nov[i] >= thresh
-            and nov[i] == nov[max(0, i - _MIN_SECTION_BARS):i + _MIN_SECTION_BARS + 1].max()]
+    cand = [i for i in range(1, n) if nov[i] >= thresh and nov[i] == nov[i - 1:i + 2].max()]
+    # strongest first, each at least _MIN_SECTION_BARS bars from the others and from the song's ends
+    bar_s = float(np.median(np.diff(downbeat_frames))) / FRAME_RATE
+    at = downbeat_frames / FRAME_RATE
     bounds = []
     for i in sorted(cand, key=lambda i: -nov[i]):
-        if all(abs(i - j) >= _MIN_SECTION_BARS for j in bounds) and i >= _MIN_SECTION_BARS and n - i >= 1:
+        if (all(abs(i - j) >= _MIN_SECTION_BARS for j in bounds) and at[i] >= (_MIN_SECTION_BARS - 0.5) * bar_s
+                and dur - at[i] >= (_MIN_SECTION_BARS - 0.5) * bar_s):
             bounds.append(i)
     bounds = sorted(bounds)
     edges = [0] + bounds + [n]
