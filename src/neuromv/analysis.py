@@ -551,7 +551,13 @@ def _refine_tempo(beat_times: np.ndarray, tempo_map: list[tuple[float, float]]) 
             if slope > 0:
                 out[j][1] = 60.0 / slope
     out[0][0] = 0.0
-    return [(float(a), float(b)) for a, b in out]
+    # a segment left shorter than a tempo window by the moves above is not a tempo of its own
+    kept = [out[0]]
+    for j in range(1, len(out)):
+        end = out[j + 1][0] if j + 1 < len(out) else beat_times[-1]
+        if end - out[j][0] >= _TEMPO_WINDOW_S / 2 and abs(out[j][1] / kept[-1][1] - 1) >= _SAME_TEMPO:
+            kept.append(out[j])
+    return [(float(a), float(b)) for a, b in kept]
 
 
 def find_downbeats(beat_frames: np.ndarray, envs: dict[str, np.ndarray], chroma: np.ndarray) -> tuple[int, int]:
