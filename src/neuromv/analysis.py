@@ -288,7 +288,7 @@ def band_envelopes(feats: SpectralFeatures) -> dict[str, np.ndarray]:
 
 def pick_onsets(env: np.ndarray, *, delta: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """The onsets of one band's envelope: peaks above their neighbourhood's mean by ``delta`` (relative to the
-    envelope's 99th percentile), at least 3 frames (70 ms) apart.
+    envelope's 99th percentile), more than 3 frames (70 ms) apart.
 
     Returns
     -------
