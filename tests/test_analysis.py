@@ -201,3 +201,13 @@ def test_structured_song_truth():
     i = int(7.6 * audio.sr)
     assert not np.any(audio.samples[:, i:int(7.9 * audio.sr)])
     assert truth["beats"].size == 31  # 32 beats, one silent
+
+
+@pytest.mark.parametrize("y", [np.zeros(1) + 0.5, np.zeros(5 * 22050), np.random.default_rng(1).standard_normal(
+    3 * 22050) * 0.1], ids=["one-sample", "digital-silence", "noise"])
+def test_degenerate_audio_gives_valid_cues(tmp_path, y):
+    """No beat, no music, almost no audio: the analysis still returns cues that its own file format accepts."""
+    cues = analyze(Audio(y.astype(np.float32)[None], 22050))
+    assert cues.analysis["version"] == ANALYSIS_VERSION
+    save_cues(cues, tmp_path / "c.json")
+    assert load_cues(tmp_path / "c.json").to_json() == cues.to_json()

@@ -642,6 +642,8 @@ def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[
         In order, covering [0, duration].
     """
     dur = feats.duration
+    if dur < 1e-3:  # too short to write a section (the file keeps times to 0.1 ms)
+        return []
     if downbeat_frames.size < 2 * _MIN_SECTION_BARS:
         return [Section(0.0, dur, "A")]
     X = _bar_features(feats, downbeat_frames)
