@@ -31,7 +31,8 @@ from .errors import ParameterError
 from .features import ANALYSIS_SR
 from .progress import Progress, ProgressCallback, check_cancel
 
-__all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM_RANGE", "BAND_EDGES_HZ", "SpectralFeatures",
+__all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM_RANGE", "BAND_EDGES_HZ",
+           "SpectralFeatures",
            "analyze", "spectral_features", "band_envelopes", "pick_onsets", "tempo_curve", "track_beats",
            "find_downbeats", "find_sections", "energy_curve", "find_silence", "find_drops"]
 
@@ -260,8 +261,8 @@ def band_envelopes(feats: SpectralFeatures) -> dict[str, np.ndarray]:
     """Onset strength per band: the mean positive change of the log mel power from frame to frame.
 
     The low and high bands use the percussive part of the mel spectrogram (HPSS, Fitzgerald 2010, with median
-    filters of _HPSS_KERNEL frames and bands), so held bass notes and pads do not blur the kick and the hats; the mid band
-    uses the whole spectrogram (snares, but also chord changes and sung notes are onsets there).
+    filters of _HPSS_KERNEL frames and bands), so held bass notes and pads do not blur the kick and the hats; the
+    mid band uses the whole spectrogram (snares, but also chord changes and sung notes are onsets there).
 
     Returns
     -------
