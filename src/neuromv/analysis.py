@@ -27,14 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cues import BANDS, Cues, Section, Span
-from .errors import ParameterError
+from .errors import NeuroMVError, ParameterError
 from .features import ANALYSIS_SR
 from .progress import Progress, ProgressCallback, check_cancel
 
 __all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM_RANGE", "BAND_EDGES_HZ",
            "SpectralFeatures",
            "analyze", "spectral_features", "band_envelopes", "pick_onsets", "tempo_curve", "track_beats",
-           "find_downbeats", "find_sections", "energy_curve", "find_silence", "find_drops"]
+           "find_downbeats", "find_sections", "energy_curve", "find_silence", "find_drops", "cached_analysis"]
 
 log = logging.getLogger(__name__)
 
@@ -882,3 +882,46 @@ def analyze(audio, *, progress: bool | ProgressCallback = False, cancel: threadi
     log.info("analysed %.1f s in %.2f s: %.1f bpm, %d beats, %d sections (%s), %d drops", dur, seconds, tempo,
              beat_times.size, len(sections), "".join(s.label for s in sections), len(drops))
     return cues
+
+
+# -- the cache ------------------------------------------------------------------------------------------------------
+def cached_analysis(audio, *, cache: bool = True, progress: bool | ProgressCallback = False,
+                    cancel: threading.Event | None = None) -> tuple[Cues, str]:
+    """:func:`analyze`, reusing an earlier analysis of the same audio (the :class:`~neuromv.cache.ContentCache`
+    ``'cues'``, keyed by :data:`ANALYSIS_VERSION` and the audio: a file's bytes and excerpt, or decoded samples).
+
+    Returns
+    -------
+    (Cues, str)
+        The cues and where they came from ('cache' or 'analysis'). A cache entry that cannot be read or written is
+        only a warning: the song is analysed again.
+    """
+    import hashlib
+    import json
+
+    from .audio import AudioFile
+    from .cache import ContentCache
+    from .cues import load_cues, save_cues
+
+    if not cache:
+        return analyze(audio, progress=progress, cancel=cancel), "analysis"
+    store = ContentCache("cues")
+    if isinstance(audio, AudioFile):
+        h = hashlib.sha256()
+        with open(audio.path, "rb") as f:  # AudioFile has checked it is a regular file
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        key = store.key({"version": ANALYSIS_VERSION, "excerpt": json.dumps(audio.options, default=str)},
+                        h.digest())
+    else:
+        key = store.key({"version": ANALYSIS_VERSION, "sr": audio.sr, "shape": list(audio.samples.shape)},
+                        audio.samples)
+    path = store.path(key + ".json")
+    if path.is_file():
+        try:
+            return load_cues(path), "cache"
+        except NeuroMVError as e:
+            log.warning("cues cache: %s; analysing again", e)
+    cues = analyze(audio, progress=progress, cancel=cancel)
+    store.store(path, lambda tmp: save_cues(cues, tmp, overwrite=True))
+    return cues, "analysis"
