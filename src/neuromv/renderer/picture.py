@@ -3,7 +3,7 @@
 :class:`PictureBackend` evaluates the picture network once, at the frame's resolution, and its structure maps once,
 at :func:`~neuromv.motion.structure_size`, sampled at every pixel's coordinates. Each frame is then the picture
 sampled at the displaced coordinates and toned: a few element-wise operations and one bilinear lookup per pixel,
-in the compiled kernel on CPU where it is installed (``neuromv_picture1``: one pass per pixel, straight to RGB or
+in the compiled kernel on CPU where it is installed (``neuromv_picture2``: one pass per pixel, straight to RGB or
 I420, on worker threads), else in torch on any device (CPU threads or a GPU); the torch path is the reference the
 kernel is tested against. The music-independent part never runs per frame.
 
@@ -89,7 +89,7 @@ class PictureBackend(Backend):
         # the compiled kernel (CPU only) takes the planes as contiguous float32 arrays and finds each pixel's place
         # itself; the torch path keeps its sampling grids
         lib = kernel_library() if use_kernel and dev.type == "cpu" else None
-        self._kernel = getattr(lib, "neuromv_picture1", None) if lib is not None else None
+        self._kernel = getattr(lib, "neuromv_picture2", None) if lib is not None else None
         self.isa = "portable" if self._kernel is not None else None
         if self._kernel is not None:
             fp = ctypes.POINTER(ctypes.c_float)
