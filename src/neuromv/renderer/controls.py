@@ -57,7 +57,7 @@ def check_zooms(zoom, n_frames: int) -> np.ndarray | None:
     bad = ~((a >= MIN_FRAME_ZOOM) & (a <= MAX_FRAME_ZOOM))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ParameterError(f"zoom[{i}] must be {_RANGE}, not {a[i]!r}")
+        raise ParameterError(f"zoom[{i}] must be {_RANGE}, not {float(a[i])!r}")
     return a
 
 
