@@ -258,7 +258,7 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
                 const float yr = (float)r + 0.5f - 0.5f * (float)height;
                 for (long col = 0; col < width; col++) {
                     const long i = r * width + col;
-                    float v[3], mp[7] = {};  // the maps where this pixel samples them (used: flow if move, tone if tone)
+                    float v[3], mp[7] = {};  // the maps where this pixel samples them (flow if move, tone if tone)
                     float xc = (float)col, yc = (float)r, xr = (float)col + 0.5f - 0.5f * (float)width, yz = yr;
                     if (ZOOM) {  // the sampling place moves to centre + (place - centre) zoom, the maps with it
                         xr *= zoom;
@@ -370,7 +370,8 @@ int neuromv_picture2(const float *picture, const float *maps, long width, long h
     if (width < 1 || height < 1 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2))) return -1;
     if (!(zoom > 0.0f) || !(zoom < 1e30f)) return -1;  // also NaN
     if (chunk < 1) chunk = 1;
-    if (zoom == 1.0f) return picture_frame<false>(picture, maps, width, height, to_px, zoom, c, color, out, mode, next, chunk);
+    if (zoom == 1.0f)
+        return picture_frame<false>(picture, maps, width, height, to_px, zoom, c, color, out, mode, next, chunk);
     return picture_frame<true>(picture, maps, width, height, to_px, zoom, c, color, out, mode, next, chunk);
 }
 
