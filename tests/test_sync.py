@@ -133,6 +133,20 @@ def test_report_line_and_dict(reports):
     assert json.loads(json.dumps(d)) == d and d["bas"] == rep.bas
 
 
+def test_progress_and_cancel(videos):
+    import threading
+
+    from neuromv.errors import Interrupted
+
+    seen = []
+    sync_video(videos["good"], progress=lambda stage, done, total: seen.append((stage, done)))
+    assert seen[0] == ("sync", 0) and seen[-1] == ("sync", DURATION * FPS)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Interrupted):
+        sync_video(videos["good"], cancel=cancel)
+
+
 def test_song_given_separately(videos, reports):
     """A video without audio, measured against the song given beside it, scores as the video with it muxed."""
     rep = sync_video(videos["silent_video"], videos["song"])

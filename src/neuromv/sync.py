@@ -22,6 +22,7 @@ import logging
 import math
 import numbers
 import os
+import threading
 import warnings
 from array import array
 from dataclasses import asdict, dataclass
@@ -31,10 +32,10 @@ import numpy as np
 
 from .errors import AudioError, ParameterError, VideoError, summary
 from .limits import ANALYSIS_SR, MAX_FPS, MAX_SECONDS, MAX_SIDE, MIN_FPS
+from .progress import Progress, ProgressCallback, check_cancel
 
 __all__ = ["MotionEnvelope", "visual_beats", "song_beats", "beat_alignment_score", "SyncReport", "measure_sync",
-           "sync_video",
-           "BAS_SIGMA", "BEAT_TOLERANCE", "MAX_LAG", "PEAK_WINDOW"]
+           "sync_video", "BAS_SIGMA", "BEAT_TOLERANCE", "MAX_LAG", "PEAK_WINDOW"]
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def measure_sync(envelope: np.ndarray, onset: np.ndarray, beats: np.ndarray, fps
 
 
 def sync_video(video: str | os.PathLike, song: str | os.PathLike | None = None, *,
-               progress=False) -> SyncReport:
+               progress: bool | ProgressCallback = False, cancel: threading.Event | None = None) -> SyncReport:
     """Measure how closely a video file's motion follows its song.
 
     The video is decoded frame by frame (PyAV; only the luma plane is read), so memory does not grow with its
@@ -344,6 +345,8 @@ def sync_video(video: str | os.PathLike, song: str | os.PathLike | None = None, 
         video.
     progress : bool or callable
         A progress bar (True) or ``callback(stage, done, total)`` over the decoded frames.
+    cancel : threading.Event, optional
+        Set it to stop (between frames): :class:`~neuromv.errors.Interrupted`.
 
     Returns
     -------
@@ -355,13 +358,14 @@ def sync_video(video: str | os.PathLike, song: str | os.PathLike | None = None, 
         The video is missing, not a regular file, not a video, corrupt, too large, or has fewer than 3 frames.
     AudioError
         No ``song`` and the video has no audio track; or the song cannot be read, or is silent.
+    Interrupted
+        ``cancel`` was set.
     """
     from .audio import AudioReader, check_audible, load_audio
     from .metrics import onset_strength
-    from .progress import Progress
 
     path = Path(video)
-    envelope, fps = _decode_envelope(path, song is None, progress, Progress)
+    envelope, fps = _decode_envelope(path, song is None, progress, cancel)
     audio_path = path if song is None else Path(song)
     if song is not None:
         AudioReader(audio_path).close()  # the song opens (before decoding was too early to know its excerpt)
@@ -373,7 +377,8 @@ def sync_video(video: str | os.PathLike, song: str | os.PathLike | None = None, 
     return report
 
 
-def _decode_envelope(path: Path, need_audio: bool, progress, progress_class) -> tuple[np.ndarray, float]:
+def _decode_envelope(path: Path, need_audio: bool, progress: bool | ProgressCallback,
+                     cancel: threading.Event | None) -> tuple[np.ndarray, float]:
     """Decode ``path``'s first video stream into its motion envelope; checks that it has audio if needed."""
     import av
 
@@ -401,9 +406,10 @@ def _decode_envelope(path: Path, need_audio: bool, progress, progress_class) -> 
         max_frames = int(MAX_SECONDS * fps)
         stream.thread_type = "AUTO"
         env = MotionEnvelope()
-        with progress_class("sync", stream.frames or None, progress) as bar:
+        with Progress("sync", stream.frames or None, progress) as bar:
             try:
                 for frame in container.decode(stream):
+                    check_cancel(cancel)
                     _add_decoded(env, frame)
                     bar.update()
                     if len(env) > max_frames:
