@@ -256,7 +256,7 @@ class SyncReport:
 
 
 def beat_alignment_score(visual: np.ndarray, music: np.ndarray, sigma: float = BAS_SIGMA) -> float:
-    """Beat Alignment Score (Li et al., ICCV 2021, eq. in sec. 5.1, and their code ``calculate_beat_scores.py``):
+    """Beat Alignment Score (Li et al., ICCV 2021, and their code: ``tools/calculate_beat_scores.py`` of mint):
     ``mean over visual beats t of exp(-min_m (t - m)^2 / (2 sigma^2))``, m over the musical beats.
 
     Parameters
