@@ -303,3 +303,17 @@ def test_cli_errors(tmp_path, videos, capsys, args, message):
     assert main(["sync", *argv]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("neuromv: error: ") and message in err[0]
+
+
+def test_cli_as_a_program(videos, tmp_path):
+    """``python -m neuromv sync``: the report on stdout, exit 0; a missing file: one line on stderr, exit 1."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "neuromv", "sync", str(videos["good"])], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("sync: lag ") and p.stdout.count("\n") == 1
+    p = subprocess.run([sys.executable, "-m", "neuromv", "sync", str(tmp_path / "nope.mp4")], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [f"neuromv: error: {tmp_path / 'nope.mp4'}: no such file"]
