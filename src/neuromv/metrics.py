@@ -7,6 +7,8 @@
   the change into frame i and the audio's onset strength at frame i.
 
 Frames are accumulated one at a time (:class:`FrameStats`): measuring a video never holds it in memory.
+:mod:`neuromv.sync` measures the sync proper (lag, Beat Alignment Score, beat F-measure) from the same onset
+strength and :func:`lagged_correlation`.
 """
 
 from __future__ import annotations
