@@ -178,10 +178,8 @@ def visual_beats(envelope: np.ndarray, fps: float) -> np.ndarray:
 
 
 def song_beats(audio) -> np.ndarray:
-    """The song's musical beats, in seconds.
-
-    FOR NOW: ``librosa.beat.beat_track`` (dynamic programming over the onset strength, Ellis 2007). To be replaced
-    by ``neuromv.analysis.analyze(audio).beats`` once that lands: keep this one small function.
+    """The song's musical beats, in seconds: the beats of its cues (:func:`neuromv.analysis.analyze`), the same
+    tracker that places the render's kicks.
 
     Parameters
     ----------
@@ -193,10 +191,9 @@ def song_beats(audio) -> np.ndarray:
     np.ndarray [shape=(n_beats,)]
         Seconds, ascending.
     """
-    import librosa
+    from .analysis import analyze
 
-    _, beats = librosa.beat.beat_track(y=audio.mono(), sr=audio.sr, units="time")
-    return np.asarray(beats, dtype=np.float64)
+    return np.asarray(analyze(audio).beats, dtype=np.float64)
 
 
 @dataclass(frozen=True)
