@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,9 @@ class RenderResult:
         The settings used (size rounded to even; n_mels and hidden from the model, when one was given).
     image : str or None
         Where the reference image came from (a file, embedded cover art, a model file); None: abstract.
+    sync : SyncReport or None
+        How closely the frames follow the song (:func:`neuromv.sync.measure_sync`, logged as the render's sync
+        line); None for renders over :data:`SYNC_LOG_SECONDS`.
     """
 
     path: Path
@@ -60,6 +64,7 @@ class RenderResult:
     seconds: float
     settings: RenderSettings
     image: str | None = None
+    sync: Any = None
 
 
 def render(
@@ -218,15 +223,15 @@ def _encode(frames: Iterator[np.ndarray], n_frames: int, audio, output, plan: Pl
                 writer.write(frame)
                 bar.update()
         check_cancel(cancel)
-        _log_sync(envelope, audio, plan)
+        report = _log_sync(envelope, audio, plan)
     seconds = time.perf_counter() - t0
     # debug: the command line says "wrote" itself, once it treats the run as done (a late signal is then ignored)
     log.debug("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
               seconds, n_frames / seconds)
-    return RenderResult(writer.path, n_frames, audio.duration, seconds, s, where)
+    return RenderResult(writer.path, n_frames, audio.duration, seconds, s, where, report)
 
 
-def _log_sync(envelope, audio: Audio | AudioFile, plan: Plan) -> None:
+def _log_sync(envelope, audio: Audio | AudioFile, plan: Plan):
     """Log how closely the frames follow the song (:func:`neuromv.sync.measure_sync`: what ``neuromv sync`` says
     of the finished video, measured on the frames before encoding). The song's onset strength needs its samples at
     the analysis rate (4 bytes a sample): songs over :data:`SYNC_LOG_SECONDS` skip the line."""
@@ -237,7 +242,7 @@ def _log_sync(envelope, audio: Audio | AudioFile, plan: Plan) -> None:
     if audio.duration > SYNC_LOG_SECONDS:
         log.info("sync: not measured during renders of over %d minutes (run 'neuromv sync' on the video)",
                  SYNC_LOG_SECONDS // 60)
-        return
+        return None
     s = plan.settings
     if isinstance(audio, AudioFile):
         o = audio.options
@@ -251,7 +256,9 @@ def _log_sync(envelope, audio: Audio | AudioFile, plan: Plan) -> None:
         beats = beats[(beats >= 0) & (beats <= audio.duration)]
     else:
         beats = song_beats(mono)
-    log.info("%s", measure_sync(envelope.envelope, onset, beats, s.fps))
+    report = measure_sync(envelope.envelope, onset, beats, s.fps)
+    log.info("%s", report)
+    return report
 
 
 def _excerpt(audio: Audio, start: float, duration: float | None) -> Audio:
