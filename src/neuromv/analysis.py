@@ -87,9 +87,15 @@ _ENERGY_RANGE_DB = 40.0
 #: Silence: at least this long, this far (dB) below the song's typical level.
 _SILENCE_MIN_S = 0.5
 _SILENCE_BELOW_DB = 35.0
-#: Sections: the checkerboard kernel's half width and the shortest section, in bars.
-_KERNEL_BARS = 4
-_MIN_SECTION_BARS = 4
+#: Sections: the section scale (the checkerboard kernel's half width and the shortest section) is a twelfth of the
+#: song's bars, but 4 to 8 bars (a real song's 100 bars and more: 8-bar sections; a short synthetic song: 4).
+_SECTION_BARS = (4, 8)
+_SECTION_FRACTION = 12
+#: Section labels: clusters are cut at the larger of this fraction of the typical within-section spread and
+#: _LABEL_CUT of the largest distance between sections; at most _MAX_LABELS letters (a handful).
+_LABEL_SPREAD = 0.5
+_LABEL_CUT = 0.25
+_MAX_LABELS = 6
 #: Drops: the jump (dB) of the low band (kick and bass) or of the whole mix at a downbeat.
 _DROP_LOW_DB = 10.0
 _DROP_ALL_DB = 6.0
@@ -708,7 +714,7 @@ def _novelty(X: np.ndarray, half: int) -> np.ndarray:
 
 def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[Section]:
     """Sections: boundaries at the bars where the music changes most (checkerboard novelty on the bars'
-    self-similarity, peaks at least _MIN_SECTION_BARS apart), labelled by clustering the sections' mean features
+    self-similarity, peaks at least a section scale apart: a twelfth of the song, 4 to 8 bars), labelled by clustering the sections' mean features
     (average linkage; a returning section gets its letter again). Neighbours with one label are one section.
 
     Returns
@@ -719,22 +725,23 @@ def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[
     dur = feats.duration
     if dur < 1e-3:  # too short to write a section (the file keeps times to 0.1 ms)
         return []
-    if downbeat_frames.size < 2 * _MIN_SECTION_BARS:
+    if downbeat_frames.size < 2 * _SECTION_BARS[0]:
         return [Section(0.0, dur, "A")]
     X = _bar_features(feats, downbeat_frames)
     n = X.shape[0]
-    half = min(_KERNEL_BARS, max(1, n // 4))
+    scale = int(np.clip(round(n / _SECTION_FRACTION), *_SECTION_BARS))
+    half = min(scale, max(1, n // 4))
     nov = _novelty(X, half)
     nov = np.maximum(nov, 0.0)
     thresh = nov.mean() + 0.5 * nov.std()
     cand = [i for i in range(1, n) if nov[i] >= thresh and nov[i] == nov[i - 1:i + 2].max()]
-    # strongest first, each at least _MIN_SECTION_BARS bars from the others and from the song's ends
+    # strongest first, each at least `scale` bars from the others and from the song's ends
     bar_s = float(np.median(np.diff(downbeat_frames))) / FRAME_RATE
     at = downbeat_frames / FRAME_RATE
     bounds = []
     for i in sorted(cand, key=lambda i: -nov[i]):
-        if (all(abs(i - j) >= _MIN_SECTION_BARS for j in bounds) and at[i] >= (_MIN_SECTION_BARS - 0.5) * bar_s
-                and dur - at[i] >= (_MIN_SECTION_BARS - 0.5) * bar_s):
+        if (all(abs(i - j) >= scale for j in bounds) and at[i] >= (scale - 0.5) * bar_s
+                and dur - at[i] >= (scale - 0.5) * bar_s):
             bounds.append(i)
     bounds = sorted(bounds)
     edges = [0] + bounds + [n]
@@ -752,7 +759,8 @@ def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[
 
 def _cluster(means: np.ndarray, X: np.ndarray, edges: list[int]) -> list[str]:
     """Letters for the sections: average-linkage clusters of their mean features, cut where sections are further
-    apart than the bars of one section are from its mean (their spread)."""
+    apart than _LABEL_SPREAD of the bars' typical distance from their section's mean (or _LABEL_CUT of the largest
+    distance), and into at most _MAX_LABELS clusters."""
     k = means.shape[0]
     if k == 1:
         return ["A"]
@@ -762,8 +770,11 @@ def _cluster(means: np.ndarray, X: np.ndarray, edges: list[int]) -> list[str]:
     spread = np.median([np.sqrt(np.mean(np.sum((X[a:b] - X[a:b].mean(axis=0)) ** 2, axis=1)))
                         for a, b in zip(edges[:-1], edges[1:])])
     d = pdist(means)
-    cut = max(1.0 * spread, 0.25 * float(d.max()))
-    ids = fcluster(linkage(d, method="average"), t=cut, criterion="distance")
+    cut = max(_LABEL_SPREAD * spread, _LABEL_CUT * float(d.max()))
+    tree = linkage(d, method="average")
+    ids = fcluster(tree, t=cut, criterion="distance")
+    if ids.max() > _MAX_LABELS:
+        ids = fcluster(tree, t=_MAX_LABELS, criterion="maxclust")
     letters: dict[int, str] = {}
     out = []
     for i in ids:
