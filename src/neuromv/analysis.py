@@ -93,7 +93,7 @@ _SECTION_BARS = (4, 8)
 _SECTION_FRACTION = 12
 #: Section labels: clusters are cut at the larger of this fraction of the typical within-section spread and
 #: _LABEL_CUT of the largest distance between sections; at most _MAX_LABELS letters (a handful).
-_LABEL_SPREAD = 0.5
+_LABEL_SPREAD = 0.8
 _LABEL_CUT = 0.25
 _MAX_LABELS = 6
 #: Drops: the jump (dB) of the low band (kick and bass) or of the whole mix at a downbeat.
