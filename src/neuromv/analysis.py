@@ -39,7 +39,7 @@ __all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM
 log = logging.getLogger(__name__)
 
 #: Version of the analysis: a cache of cues is keyed by it (bump it when a change would give other cues).
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 #: STFT hop, samples at ANALYSIS_SR (23.2 ms).
 HOP = 512
 #: STFT window, samples at ANALYSIS_SR (92.9 ms).
