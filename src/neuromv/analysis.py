@@ -7,12 +7,14 @@ chroma and the RMS. Everything else works on them (docs/cues.md says how each cu
 - onsets per band (:func:`band_envelopes`, :func:`pick_onsets`): spectral flux of the log mel spectrogram in each of
   :data:`~neuromv.cues.BANDS`, on the percussive part (HPSS of the mel spectrogram) for the low and high bands;
 - tempo, its changes and the beats (:func:`tempo_curve`, :func:`track_beats`): autocorrelation of the onset
-  envelope in windows, the fastest strong period in :data:`BPM_RANGE`; dynamic programming (Ellis 2007) with the
-  local period; each segment's tempo refined from its beats;
+  envelope in windows; the song's metrical level by a log-normal tempo prior times how well a beat grid of each
+  candidate period explains the flux and the low band (:func:`tempo_curve`); dynamic programming (Ellis 2007) with
+  the local period; each segment's tempo refined from its beats;
 - the metre and downbeats (:func:`find_downbeats`): the beat phase where the kick is strongest and the harmony
   changes;
 - sections (:func:`find_sections`): bar-synchronous chroma and MFCC, checkerboard novelty (Foote 2000) on the
-  bars' self-similarity, and labels by clustering the sections' mean features;
+  bars' self-similarity at a scale of a twelfth of the song (4 to 8 bars), and labels by clustering the sections'
+  mean features (at most 6 letters);
 - energy, silence, builds and drops (:func:`energy_curve`, :func:`find_silence`, :func:`find_drops`).
 """
 
@@ -714,8 +716,9 @@ def _novelty(X: np.ndarray, half: int) -> np.ndarray:
 
 def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[Section]:
     """Sections: boundaries at the bars where the music changes most (checkerboard novelty on the bars'
-    self-similarity, peaks at least a section scale apart: a twelfth of the song, 4 to 8 bars), labelled by clustering the sections' mean features
-    (average linkage; a returning section gets its letter again). Neighbours with one label are one section.
+    self-similarity, peaks at least a section scale apart: a twelfth of the song, 4 to 8 bars), labelled by
+    clustering the sections' mean features (average linkage; a returning section gets its letter again).
+    Neighbours with one label are one section.
 
     Returns
     -------
