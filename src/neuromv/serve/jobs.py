@@ -347,17 +347,23 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
     return {"panels": out, "layout": settings.layout if stems else None}
 
 
+#: :func:`net_json`'s kinds as :func:`neuromv.structure.controls_for` takes them.
+_STRUCTURE_KIND = {"abstract": False, "picture": "picture", "image": True}
+
+
 def panel_controls(cues, n_frames: int, panel, kind: str, stems: dict):
     """The per-frame controls of ``panel`` (:func:`neuromv.structure.controls_for`; ``kind``: :func:`net_json`'s):
-    the whole song's, or a stem's role with that stem's own cues (:func:`neuromv.analysis.analyze` of ``stems``'
-    audio)."""
+    the whole song's, or, for a stem, its role (:data:`neuromv.structure.STEM_ROLES`) driven by that stem's own
+    cues (:func:`neuromv.analysis.analyze` of its audio in ``stems``)."""
     from .. import structure
 
+    kind = _STRUCTURE_KIND[kind]
     if panel.name is None:
         return structure.controls_for(cues, n_frames, panel.settings, kind=kind)
     from ..analysis import analyze
 
-    return structure.controls_for(cues, n_frames, panel.settings, kind=kind, role=panel.name,
+    return structure.controls_for(cues, n_frames, panel.settings, kind=kind,
+                                  role=structure.STEM_ROLES.get(panel.name, "look"),
                                   stem_cues=analyze(stems[panel.name]))
 
 

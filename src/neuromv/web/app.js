@@ -274,7 +274,7 @@ async function startLive() {
   const generation = ++state.liveGeneration;
   const s = state.settings;
   const live = await openLive({ sr: config.ANALYSIS_SR, fps: s.fps, nMels: s.n_mels, smooth: s.smooth,
-                                topDb: config.TOP_DB }, () => generation === state.liveGeneration);
+                                topDb: config.TOP_DB, kick: config.KICK }, () => generation === state.liveGeneration);
   if (!live) return; // turned off (or on again) meanwhile
   state.live = live;
   $("player").pause();
@@ -293,6 +293,7 @@ function stopLive() {
   state.live = null;
   closeLive(live);
   $("live").checked = false;
+  $("beat-status").textContent = "";
   status(state.song ? `${state.song.name}: press play.` : "Drop a song to start, or use the microphone.");
 }
 
