@@ -192,3 +192,54 @@ def test_structure_frames_match_the_offline_renderer(browser_page, song):
     finally:
         _knob(page, "hue", 0)
         page.evaluate("() => { window.neuromv.settings.beat = 1; window.neuromv.settings.transition = 1; }")
+
+
+LIVE_BPM = 110.0
+
+
+def test_live_beat_tracker_finds_the_tempo_and_shows_its_latency(playwright, server_url, tmp_path):
+    """A fake microphone plays a click track at 110 BPM (a whole number of beats, so that its loop keeps the beat)
+    into the live mode: the causal tracker finds the tempo within 4 %, the kicks are drawn, and the page shows the
+    latency from each click's arrival in the captured audio to its kick drawn."""
+    import re
+
+    sr = 44100
+    beats = 16
+    audio = click_song(duration=beats * 60.0 / LIVE_BPM, bpm=LIVE_BPM, sr=sr, switch=None)
+    wav = write_audio(tmp_path / "clicks.wav", audio)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}"])
+    try:
+        page = browser.new_page()
+        page.goto(server_url)
+        page.evaluate("() => { window.neuromv.gl.canvas.width = 64; window.neuromv.gl.canvas.height = 36; }")
+        page.check("#live")  # no song: the abstract picture of the settings' seed
+        page.wait_for_function("window.neuromv.live !== null && window.neuromv.live.beats.bpm !== null",
+                               timeout=30_000)
+        page.wait_for_function("window.neuromv.live.beats.latencies.length >= 8", timeout=40_000)
+        time.sleep(2.0)
+        beats_state = page.evaluate("""() => { const b = window.neuromv.live.beats;
+            return {bpm: b.bpm, latencies: b.latencies, fired: b.beats.length, transients: b.transients.length,
+                    drawn: window.neuromv.framesDrawn, pageFps: window.neuromv.pageFps, fps: window.neuromv.live.mel.fps,
+                    shown: document.getElementById('beat-status').textContent, text: b.describe(),
+                    latency: b.latency()}; }""")
+    finally:
+        browser.close()
+    print(f"live beat tracking: {beats_state}")
+    pattern = r"beat tracking: (\d+) BPM, latency (-?\d+) ms"
+    assert re.fullmatch(pattern, beats_state["shown"]), beats_state["shown"]  # on the page
+    m = re.fullmatch(pattern, beats_state["text"])
+    assert beats_state["bpm"] == pytest.approx(LIVE_BPM, rel=0.04)
+    lat = np.array(beats_state["latencies"]) * 1000
+    print(f"latency: median {np.median(lat):.0f} ms, from {lat.min():.0f} to {lat.max():.0f} ms")
+    assert int(m.group(1)) == round(beats_state["bpm"]) and int(m.group(2)) == round(1000 * beats_state["latency"])
+    # The bound: the beat is predicted from mel columns, whose centres are a hop apart (1000 / fps ms: the predicted
+    # time is within half a hop of the click, and the click can fall anywhere in its column); the kick is drawn at the
+    # first frame after the predicted time (at most one frame of the page's draw loop later); and the audio clock
+    # that times both moves in steps of the audio device's callback (about 10 to 20 ms). A tracker that waited for
+    # the beat's onset instead of predicting it would add a hop or more on top; one a beat late, a whole period.
+    hop, draw = 1000 / beats_state["fps"], 1000 / beats_state["pageFps"]
+    bound = hop + draw + 25
+    print(f"latency bound {bound:.0f} ms (hop {hop:.0f} ms, draw interval {draw:.0f} ms, audio clock 25 ms)")
+    assert -hop < np.median(lat) < bound, (np.median(lat), bound)
