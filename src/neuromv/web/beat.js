@@ -155,7 +155,7 @@ export class BeatTracker {
         this.transients.push(t);
         if (this.transients.length > 64) this.transients.shift();
       }
-      this.recentEnergy = 0.7 * recent + 0.3 * e; // about 4 quanta of memory (23 ms at 22050 Hz)
+      this.recentEnergy = 0.7 * recent + 0.3 * e; // about 4 quanta of memory
     }
   }
 

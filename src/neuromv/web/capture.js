@@ -1,7 +1,7 @@
 // AudioWorklet for the live mode: hands the microphone's samples (channels averaged, as neuromv.features.song_db
 // does) to the page in blocks of BLOCK, where mel.js turns them into mel columns, each with the audio clock's time
 // of its first render quantum ({samples, time}: the beat tracker times the clicks and columns by it). A block is
-// small (12 ms at 22050 Hz): it is part of the live mode's latency.
+// small (256 samples): it is part of the live mode's latency.
 "use strict";
 
 const BLOCK = 256; // samples: two render quanta
