@@ -290,6 +290,11 @@ class AudioFile:
         self.sr, self.channels, self.n_samples = reader.sr, reader.channels, reader.n_samples
 
     @property
+    def options(self) -> dict:
+        """How the file is read: ``{'sr', 'mono', 'start', 'duration'}`` as given (a copy)."""
+        return dict(self._options)
+
+    @property
     def duration(self) -> float:
         """Length in seconds."""
         return self.n_samples / self.sr

@@ -73,6 +73,10 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                                 "abstract. ('demo' in 'neuromv demo': a generated cover). With --stems, repeat as "
                                 "STEM=PATH for an image per stem")
             g.add_argument("--model", metavar="FILE", help="a model saved by 'neuromv fit' (instead of --image)")
+        elif key == "structure":
+            g.add_argument("--cues", metavar="FILE",
+                           help="the song's cues (tempo, beats, bars, sections, drops) from 'neuromv analyze', as "
+                                "given or edited; default: the song is analysed (and the result cached)")
         for row in SETTINGS:
             if row.group == key and row.flag is not None:
                 add_setting_option(g, row, defaults)
@@ -136,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _add_verbosity(f)
     f.set_defaults(func=_cmd_fit)
+
+    a = sub.add_parser("analyze", help="find a song's tempo, beats, bars, sections and drops (cues JSON)",
+                       description="Analyse SONG's structure (tempo and its changes, beats, downbeats and bars, "
+                                   "onsets per band, sections with repetition labels, energy, builds, drops, "
+                                   "silence) and write it as JSON (docs/cues.md) to edit and give to "
+                                   "'neuromv render --cues'.")
+    a.add_argument("song", help="audio file")
+    a.add_argument("-o", "--output", required=True, help="cues file to write (.json)")
+    a.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_verbosity(a)
+    a.set_defaults(func=_cmd_analyze)
 
     s = sub.add_parser("separate", help="split a song into stems (vocals / accompaniment, ...)",
                        description="Split SONG into stems and write DIR/<stem>.wav for each.")
@@ -209,7 +224,7 @@ def _image_args(args: argparse.Namespace) -> dict:
         image = images[0] if images else None
     if args.model and image is not None and not (isinstance(image, str) and image.strip().lower() in ("none", "auto")):
         raise ParameterError("give --image or --model, not both")
-    return dict(image=image, model=args.model, cache=not args.no_cache)
+    return dict(image=image, model=args.model, cache=not args.no_cache, cues=args.cues)
 
 
 # Each command returns what it wrote, as lines for the log: main() says them once it treats the run as done, from
@@ -266,6 +281,20 @@ def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
                      "quality": settings.fit_quality, "steps": settings.fit_steps,
                      "image": os.path.basename(args.image)})
     return [f"wrote {out}"]
+
+
+def _cmd_analyze(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
+    from ._files import check_output
+    from .analysis import analyze
+    from .audio import AudioFile
+    from .cues import save_cues
+
+    check_output(args.output, inputs=(args.song,), overwrite=args.overwrite, kind="cues file")  # before the work
+    cues = analyze(AudioFile(args.song), progress=_bars(args), cancel=cancel)
+    save_cues(cues, args.output, overwrite=args.overwrite, inputs=(args.song,))
+    sections = " ".join(s.label for s in cues.sections)
+    return [f"wrote {args.output}: {cues.tempo:.1f} BPM, {len(cues.beats)} beats, {len(cues.downbeats)} bars, "
+            f"sections {sections or 'none'}, {len(cues.drops)} drop(s), {len(cues.silence)} silent span(s)"]
 
 
 def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> list[str]:

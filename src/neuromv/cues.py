@@ -138,7 +138,7 @@ class Cues:
         t = lambda a: [round(float(x), 4) for x in a]  # noqa: E731
         return {
             "neuromv_cues": SCHEMA_VERSION,
-            "duration": round(float(self.duration), 4),
+            "duration": math.ceil(float(self.duration) * 1e4) / 1e4,  # up: never 0, never before a rounded time
             "tempo": round(float(self.tempo), 3),
             "tempo_map": [{"time": round(float(a), 4), "bpm": round(float(b), 3)} for a, b in self.tempo_map],
             "beats_per_bar": int(self.beats_per_bar),

@@ -7,7 +7,7 @@ import numpy as np
 from .audio import Audio
 from .settings import RenderSettings
 
-__all__ = ["demo_song", "demo_cover", "demo_voice", "DEMO_SETTINGS"]
+__all__ = ["demo_song", "demo_cover", "demo_voice", "structured_song", "DEMO_SETTINGS"]
 
 #: Settings of ``neuromv demo``: smaller than a full render so a new user sees a result in seconds.
 DEMO_SETTINGS = RenderSettings(width=640, height=360, seed=7)
@@ -149,3 +149,191 @@ def demo_cover(size: int = 512) -> np.ndarray:
         d.rectangle([n * 0.12, y, n * (0.12 + w), y + n * 0.03], fill=(245, 245, 240))
     im = im.filter(ImageFilter.GaussianBlur(n / 512))
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
+#: Chord progressions (root frequencies of triads, Hz) and pad timbres of the letters of :func:`structured_song`:
+#: letter i uses progression i and timbre i (modulo their number).
+_PROGRESSIONS = [
+    [(220.0, 261.63, 329.63), (174.61, 220.0, 261.63), (261.63, 329.63, 392.0), (196.0, 246.94, 293.66)],
+    [(293.66, 349.23, 440.0), (246.94, 293.66, 369.99), (329.63, 415.3, 493.88), (277.18, 329.63, 415.3)],
+    [(164.81, 196.0, 246.94), (185.0, 233.08, 277.18), (155.56, 196.0, 233.08), (207.65, 246.94, 311.13)],
+    [(349.23, 440.0, 523.25), (311.13, 392.0, 466.16), (369.99, 440.0, 554.37), (392.0, 493.88, 587.33)],
+]
+#: Per letter: (weights of the pad's harmonics 1..6, gain of the drums, gain of the bass).
+_TIMBRES = [
+    ((1.0, 0.3, 0.1, 0.0, 0.0, 0.0), 1.0, 1.0),
+    ((1.0, 0.8, 0.6, 0.5, 0.4, 0.3), 0.8, 0.6),
+    ((0.6, 0.0, 0.5, 0.0, 0.4, 0.0), 0.6, 1.2),
+    ((1.0, 0.5, 0.0, 0.3, 0.0, 0.2), 0.9, 0.8),
+]
+
+
+def _kick(sr: int, gain: float) -> np.ndarray:
+    n = int(0.3 * sr)
+    t = np.arange(n) / sr
+    return gain * np.sin(2 * np.pi * (45 * t + 110 * 0.04 * (1 - np.exp(-t / 0.04)))) * _env(n, sr, 0.002, 0.1)
+
+
+def _noise_hit(rng: np.random.Generator, sr: int, seconds: float, decay: float, highpass: bool) -> np.ndarray:
+    n = int(seconds * sr)
+    x = rng.standard_normal(n + 1)
+    x = np.diff(x) if highpass else x[:n]
+    return x * _env(n, sr, 0.0005, decay)
+
+
+def structured_song(form: str = "ABACAB", bpm: float = 120.0, bars: int = 4, sr: int = 22050, seed: int = 0, *,
+                    beats_per_bar: int = 4, drop: int | None = None, build_bars: int = 2,
+                    silence: tuple[int, int] | None = None, tempo_change: tuple[int, float] | None = None
+                    ) -> tuple[Audio, dict]:
+    """A synthetic song with a known structure: the ground truth for the analysis's tests and benchmarks.
+
+    Each letter of ``form`` is a section of ``bars`` bars with its own chords, pad timbre and mix; the same letter
+    sounds the same when it returns. Every section has a kick on every beat (the downbeat's louder), a snare on the
+    off beats (2 and 4; 2 in 3/4), hats on the eighths and a bass note per beat.
+
+    Parameters
+    ----------
+    form : str
+        Section letters, in order (e.g. ``'ABACAB'``).
+    bpm : float
+        Tempo, beats per minute.
+    bars : int
+        Bars per section.
+    sr : int
+        Sample rate, Hz.
+    seed : int
+        Seed of the noise (snares, hats, riser).
+    beats_per_bar : int
+        3 or 4.
+    drop : int, optional
+        Index of a section that is a drop: the last ``build_bars`` bars of the section before it are a build (no
+        kick or bass; a snare roll getting denser and a noise riser getting louder), and it starts with a crash.
+    build_bars : int
+        Length of the build, bars.
+    silence : (int, int), optional
+        ``(section index, beats)``: the last ``beats`` beats of that section are digital silence.
+    tempo_change : (int, float), optional
+        ``(section index, bpm)``: from that section on, the tempo is ``bpm``.
+
+    Returns
+    -------
+    audio : Audio
+        Mono, float32, peak 0.9.
+    truth : dict
+        ``tempo`` (bpm of the first section), ``tempo_map`` [(time s, bpm)], ``beats_per_bar``, ``beats`` (s, not
+        the silent ones), ``downbeats`` (s, the first beat of every bar, not the silent ones), ``boundaries`` (s: every
+        section's start, and the end), ``labels`` (the letters), ``drops`` (s), ``builds`` [(start, end) s],
+        ``silence`` [(start, end) s], ``duration`` (s).
+    """
+    if not form or not all(c.isalpha() for c in form):
+        raise ValueError(f"form must be letters, not {form!r}")
+    rng = np.random.default_rng(seed)
+    # the timeline: every beat's time and tempo
+    beat_times, bar_starts, starts = [], [], []
+    t, tempo = 0.0, float(bpm)
+    tempo_map = [(0.0, tempo)]
+    for k in range(len(form)):
+        if tempo_change is not None and k == tempo_change[0] and k > 0:
+            tempo = float(tempo_change[1])
+            tempo_map.append((t, tempo))
+        starts.append(t)
+        for _ in range(bars):
+            bar_starts.append(t)
+            for _ in range(beats_per_bar):
+                beat_times.append((t, 60.0 / tempo, k))
+                t += 60.0 / tempo
+    duration = t + 1.0  # a second of ring-out
+    n = int(round(duration * sr))
+    out = np.zeros((2, n))
+    ts = np.arange(n) / sr
+
+    silent = (0.0, 0.0)
+    if silence is not None:
+        k, nb = silence
+        sec_beats = [b for b in beat_times if b[2] == k]
+        silent = (sec_beats[-nb][0], sec_beats[-1][0] + sec_beats[-1][1])
+    build = (0.0, 0.0)
+    if drop is not None and drop > 0:
+        build = (starts[drop] - build_bars * beats_per_bar * 60.0 / _tempo_at(tempo_map, starts[drop]), starts[drop])
+
+    # pads: one chord per bar, the letter's progression and timbre
+    for i, b0 in enumerate(bar_starts):
+        k = next(j for j in range(len(starts)) if j == len(starts) - 1 or starts[j + 1] > b0 + 1e-9)
+        letter = ord(form[k].upper()) - ord("A")
+        prog = _PROGRESSIONS[letter % len(_PROGRESSIONS)]
+        harmonics, drums_gain, bass_gain = _TIMBRES[letter % len(_TIMBRES)]
+        b1 = bar_starts[i + 1] if i + 1 < len(bar_starts) else t
+        a, z = int(round(b0 * sr)), int(round(b1 * sr))
+        tt = ts[a:z] - b0
+        chord = prog[(i - k * bars) % len(prog)]
+        env = np.minimum(1.0, tt / 0.02) * np.minimum(1.0, (b1 - b0 - tt) / 0.02)
+        pad = sum(w * np.sin(2 * np.pi * h * f * tt) for f in chord for h, w in enumerate(harmonics, 1) if w)
+        out[:, a:z] += 0.04 * pad * env
+        # the lead: an arpeggio of the chord in eighths, an octave up
+        beat = (b1 - b0) / beats_per_bar
+        for j in range(2 * beats_per_bar):
+            f = 2 * chord[(j + letter) % 3]
+            m = int(0.9 * beat / 2 * sr)
+            tl = np.arange(m) / sr
+            note = (np.sin(2 * np.pi * f * tl) + 0.2 * letter * np.sin(4 * np.pi * f * tl)) * _env(m, sr, 0.005, 0.12)
+            _place(out, 0.05 * note, b0 + j * beat / 2, sr)
+
+    # drums and bass, beat by beat
+    for i, (tb, beat, k) in enumerate(beat_times):
+        letter = ord(form[k].upper()) - ord("A")
+        _, drums_gain, bass_gain = _TIMBRES[letter % len(_TIMBRES)]
+        pos = i % beats_per_bar  # sections hold whole bars, so beat i's place in its bar is i mod beats_per_bar
+        in_build = build[0] - 1e-9 <= tb < build[1] - 1e-9
+        if in_build:
+            frac = (tb - build[0]) / (build[1] - build[0])
+            hits = 2 if frac < 0.5 else 4  # the roll gets denser
+            for h in range(hits):
+                _place(out, (0.1 + 0.3 * frac) * _noise_hit(rng, sr, 0.1, 0.03, False), tb + h * beat / hits, sr)
+            continue
+        _place(out, _kick(sr, drums_gain * (1.0 if pos == 0 else 0.6)), tb, sr)
+        if pos % 2 == 1:
+            _place(out, 0.3 * drums_gain * _noise_hit(rng, sr, 0.2, 0.05, False), tb, sr)
+        for h in range(2):
+            _place(out, 0.08 * drums_gain * _noise_hit(rng, sr, 0.05, 0.012, True), tb + h * beat / 2, sr,
+                   pan=0.3 * (2 * h - 1))
+        f0 = _PROGRESSIONS[letter % len(_PROGRESSIONS)][(i // beats_per_bar) % bars % 4][0] / 4
+        m = int(0.8 * beat * sr)
+        tl = np.arange(m) / sr
+        bass = (0.6 * (2 * ((f0 * tl) % 1.0) - 1) + 0.8 * np.sin(2 * np.pi * f0 * tl)) * _env(m, sr, 0.005, 0.2)
+        _place(out, 0.25 * bass_gain * bass, tb, sr)
+    if build[1] > build[0]:  # the riser: noise getting louder over the build
+        a, z = int(round(build[0] * sr)), int(round(build[1] * sr))
+        ramp = np.linspace(0.0, 1.0, z - a) ** 2
+        out[:, a:z] += 0.15 * ramp * np.diff(rng.standard_normal(z - a + 1))
+        _place(out, 0.5 * _noise_hit(rng, sr, 1.0, 0.4, True), build[1], sr)  # the crash of the drop
+    if silent[1] > silent[0]:
+        out[:, int(round(silent[0] * sr)):int(round(silent[1] * sr))] = 0.0
+
+    y = out.mean(axis=0)
+    y = (0.9 * y / max(1e-9, np.abs(y).max())).astype(np.float32)
+    beats = np.array([b[0] for b in beat_times])
+    keep = ~((beats >= silent[0] - 1e-9) & (beats < silent[1] - 1e-9))
+    keep_bar = ~((np.array(bar_starts) >= silent[0] - 1e-9) & (np.array(bar_starts) < silent[1] - 1e-9))
+    truth = {
+        "tempo": float(bpm),
+        "tempo_map": tempo_map,
+        "beats_per_bar": beats_per_bar,
+        "beats": beats[keep],
+        "downbeats": np.array(bar_starts)[keep_bar],
+        "boundaries": np.array(starts + [t]),
+        "labels": [c.upper() for c in form],
+        "drops": np.array([starts[drop]]) if drop else np.zeros(0),
+        "builds": [build] if drop else [],
+        "silence": [silent] if silence is not None else [],
+        "duration": n / sr,
+    }
+    return Audio(y[None, :], sr), truth
+
+
+def _tempo_at(tempo_map: list, time: float) -> float:
+    """The tempo (bpm) at ``time`` (s) of a tempo map ``[(time s, bpm), ...]`` sorted by time."""
+    bpm = tempo_map[0][1]
+    for t0, b in tempo_map:
+        if t0 <= time + 1e-9:
+            bpm = b
+    return float(bpm)

@@ -70,6 +70,7 @@ def render(
     model: str | os.PathLike | None = None,
     cache: bool = True,
     cache_root: str | os.PathLike | None = None,
+    cues=None,
     **options,
 ) -> RenderResult:
     """Render a song into an audio-reactive CPPN music video.
@@ -100,6 +101,10 @@ def render(
         Reuse (and store) reference-image fits and separated stems in the user's cache folder.
     cache_root : path, optional
         The folder for the stems' cache instead of :func:`neuromv.cache.cache_dir` (the server's work folder).
+    cues : path or Cues, optional
+        The song's structure (``neuromv analyze``'s JSON, :mod:`neuromv.cues`), which drives the picture with the
+        ``structure`` setting 'on' (default). None: the song is analysed (:mod:`neuromv.analysis`; cached like a
+        fit when ``cache``).
     **options
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
         ``separator`` may also be a loaded :class:`~neuromv.separate.Separator`, reused across renders.
@@ -126,7 +131,7 @@ def render(
     t0 = time.perf_counter()
     settings, separator = _settings(settings, options)
     plan = make_plan(song, settings, image=image, model=model, cache=cache, cache_root=cache_root,
-                     separator=separator, output=output, overwrite=overwrite)
+                     separator=separator, output=output, overwrite=overwrite, cues=cues)
     audio = _open_audio(song, plan, cancel)
     plan.find_cover()  # the cover art, once the song is good
     # logs what the size costs, and refuses a render that cannot fit in memory before the fits and the features
@@ -139,7 +144,7 @@ def render(
         log.info("rendering %dx%d on %s (%s%s)", r.width, r.height, r.device, r.method,
                  f", {r.isa}, {r.precision}" if r.isa else "")
         # I420 frames go to the encoder without a colour conversion; on a GPU, frames come in double-buffered batches
-        frames, where = r.frames(panels[0].z, yuv420=r.yuv420), plan.where
+        frames, where = panels[0].frames(yuv420=r.yuv420), plan.where
     return _encode(frames, panels[0].z.shape[0], audio, output, plan, overwrite=overwrite, progress=progress,
                    cancel=cancel, t0=t0, where=where)
 

@@ -209,6 +209,11 @@ class Panel:
         The latents it sees (after :meth:`Plan.panels`).
     renderer : Renderer or None
         Its renderer (after :meth:`Plan.panels`).
+    controls : Controls or None
+        What the music's structure adds to its frames (:func:`neuromv.structure.controls_for`; already applied to
+        ``z``), None with ``structure='off'``.
+    colors : np.ndarray [shape=(n_frames, 3, 4)] or None
+        Each frame's colour map (:func:`neuromv.structure.frame_colors`), with the controls.
     """
 
     name: str | None
@@ -219,6 +224,20 @@ class Panel:
     cppn: Any = None
     z: np.ndarray | None = None
     renderer: Any = None
+    controls: Any = None
+    colors: np.ndarray | None = None
+
+    def frames(self, *, yuv420: bool = False):
+        """Every frame of the panel, in order (:meth:`neuromv.renderer.Renderer.frames` with its controls' zoom
+        and colours)."""
+        c = self.controls
+        return self.renderer.frames(self.z, yuv420=yuv420, zoom=None if c is None else c.zoom, color=self.colors)
+
+    def frame(self, k: int) -> np.ndarray:
+        """Frame ``k`` of the panel, RGB [shape=(h, w, 3), dtype=uint8]."""
+        if self.controls is None:
+            return self.renderer.render(self.z[k])
+        return self.renderer.render(self.z[k], zoom=float(self.controls.zoom[k]), color=self.colors[k])
 
 
 @dataclass
@@ -250,6 +269,10 @@ class Plan:
         Where the stems' cache lives (default: :func:`neuromv.cache.cache_dir`).
     separator : Separator or None
         A loaded separator, reused across renders.
+    cues : Cues or None
+        The song's cues: given (``--cues``), or found by :meth:`song_cues` (analysed, cached).
+    cues_where : str or None
+        Where they came from (a file, the cache, the analysis).
     """
 
     settings: RenderSettings
@@ -264,6 +287,8 @@ class Plan:
     cache: bool = True
     cache_root: Path | None = None
     separator: Any = None
+    cues: Any = None
+    cues_where: str | None = None
     _cover_done: bool = field(default=False, repr=False)
 
     @property
@@ -326,19 +351,55 @@ class Plan:
         return stem_audio(audio, self.settings, cache=self.cache, progress=progress, cancel=cancel,
                           separator=self.separator, cache_root=self.cache_root)
 
+    def song_cues(self, audio: Audio | AudioFile, *, progress: bool | ProgressCallback = False,
+                  cancel: threading.Event | None = None) -> tuple[Any, float]:
+        """The song's cues and the song time of frame 0: the cues given, else the analysis
+        (:func:`neuromv.analysis.cached_analysis`) of the whole song file (an excerpt's sections need the song
+        around them; frame 0 is then at ``settings.start``), or of ``audio`` itself for decoded audio."""
+        start = float(self.settings.start) if self.song is not None else 0.0
+        if self.cues is None:
+            from .analysis import cached_analysis
+
+            source = AudioFile(self.song) if self.song is not None else audio
+            self.cues, self.cues_where = cached_analysis(source, cache=self.cache, progress=progress, cancel=cancel)
+            c = self.cues
+            log.info("cues (%s): %.1f BPM, %d beats, %d bars, sections %s%s%s", self.cues_where, c.tempo,
+                     len(c.beats), len(c.downbeats), " ".join(s.label for s in c.sections) or "none",
+                     f", drops at {', '.join(f'{d:.1f}' for d in c.drops)} s" if len(c.drops) else "",
+                     f", {len(c.silence)} silent span(s)" if c.silence else "")
+        return self.cues, start
+
     def panels(self, audio: Audio | AudioFile, *, progress: bool | ProgressCallback = False,
                cancel: threading.Event | None = None) -> list[Panel]:
-        """Every panel with its CPPN, latents and renderer: the slow part (separation, fits, features)."""
+        """Every panel with its CPPN, latents, controls and renderer: the slow part (separation, fits, features,
+        the song's structure)."""
+        from .structure import STEM_ROLES, controls_for, frame_colors
 
         self.find_cover()
         stems = self.separate(audio, progress=progress, cancel=cancel) if self.stems else {}
+        structure = self.settings.structure == "on"
+        if structure:
+            cues, start = self.song_cues(audio, progress=progress, cancel=cancel)
         panels = self.layout()
         for p in panels:
             check_cancel(cancel)
             if p.name is not None and p.name in self.image:
                 log.info("image for %s: %s", p.name, p.where)
             p.cppn = self.network(p, progress=progress, cancel=cancel)
-            p.z = latents_for(stems[p.name] if p.name is not None else audio, p.settings, image=kind_of(p.cppn))
+            source = stems[p.name] if p.name is not None else audio
+            kind = kind_of(p.cppn)
+            p.z = latents_for(source, p.settings, image=kind)
+            if structure:
+                role = "all" if p.name is None else STEM_ROLES.get(p.name, "look")
+                own = None
+                if role in ("kick", "scale", "colour"):  # the stem's own onsets and energy drive its role
+                    from .analysis import analyze
+
+                    own = analyze(source, cancel=cancel)
+                p.controls = controls_for(cues, p.z.shape[0], p.settings, kind=kind, role=role, stem_cues=own,
+                                          start=start)
+                p.z = p.controls.apply(p.z)
+                p.colors = frame_colors(p.controls, p.settings)
             if p.name is None:
                 log.info("features: %d frames x %d mel bands at %g fps", p.z.shape[0], p.settings.n_mels,
                          p.settings.fps)
@@ -353,7 +414,7 @@ class Plan:
 
 def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: bool = True,
               cache_root: str | os.PathLike | None = None, separator=None, output: str | os.PathLike | None = None,
-              overwrite: bool = False) -> Plan:
+              overwrite: bool = False, cues=None) -> Plan:
     """Check a render's arguments and resolve what fails fast, before any slow work.
 
     Parameters
@@ -371,10 +432,12 @@ def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: 
         The video to be written: checked (and the codec at this size) before anything is loaded.
     overwrite : bool
         Whether ``output`` may be replaced.
+    cues : path or Cues, optional
+        The song's cues (``neuromv analyze``'s file, read and checked here); default: analysed when needed.
 
     Raises
     ------
-    ParameterError, ImageError, ModelError, OutputError, SeparationError
+    ParameterError, ImageError, ModelError, OutputError, SeparationError, CuesError
     """
     from .renderer import resolve_device
 
@@ -388,8 +451,9 @@ def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: 
     if model is not None and not (isinstance(choice, str) and not image_file):
         raise ParameterError("give a reference image or a model, not both")
     song_file = None if song is None or isinstance(song, Audio) else song
+    cues_file = cues if isinstance(cues, (str, os.PathLike)) else None
     inputs = tuple(p for p in (song_file, model if isinstance(model, (str, os.PathLike)) else None,
-                               choice if image_file else None) if p is not None)
+                               choice if image_file else None, cues_file) if p is not None)
     if output is not None:
         from .video import check_codec, check_output_path
 
@@ -397,6 +461,12 @@ def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: 
         check_codec(settings.codec, settings.width, settings.height)
     plan = Plan(settings, resolve_device(settings.device), song_file, inputs, stems, choice, cache=cache,
                 cache_root=None if cache_root is None else Path(cache_root), separator=separator)
+    if cues_file is not None:
+        from .cues import load_cues
+
+        plan.cues, plan.cues_where = load_cues(cues_file), str(cues_file)  # a bad file fails before slow work
+    elif cues is not None:
+        plan.cues, plan.cues_where = cues, "given"
     if model is not None:
         plan.model, plan.settings, plan.where = model_for(model, settings)  # a bad model fails before slow work
     elif stems:

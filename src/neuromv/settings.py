@@ -28,7 +28,7 @@ from .limits import (ANALYSIS_SR, MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, 
                      MAX_SECONDS, MAX_SEED, MAX_SIDE, MAX_SMOOTH, MAX_ZOOM, MIN_FPS, check_mels, number, show)
 
 __all__ = ["RenderSettings", "Setting", "SETTINGS", "GROUPS", "setting", "parse_size", "parse_color", "with_quality",
-           "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
+           "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "STRUCTURES", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
            "SEPARATOR_STEMS"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
@@ -45,6 +45,9 @@ FIT_QUALITIES = ("draft", "standard", "high")
 #: ``--motion``: how the music moves a fitted picture (neuromv.motion): tone, flow and breath; only the tone
 #: (colours move, shapes stay); only flow and breath (shapes move, colours stay).
 MOTIONS = ("all", "colour", "shape")
+#: ``--structure``: whether the song's cues (beats, sections, drops: neuromv.structure) drive the picture; 'off'
+#: is the mel envelope alone.
+STRUCTURES = ("on", "off")
 #: How an image is fitted to the video's shape.
 FIT_MODES = ("cover", "contain")
 #: How stem panels are composed.
@@ -71,6 +74,7 @@ GROUPS: dict[str, str] = {
     "picture": "picture and motion",
     "colour": "colour",
     "image": "reference image",
+    "structure": "music structure (beats, bars, sections, drops)",
     "stems": "stems (one visualization per instrument)",
     "encoding": "encoding and run",
 }
@@ -373,6 +377,26 @@ class RenderSettings:
         doc="How the music moves a fitted picture (:mod:`neuromv.motion`): 'all' (a tone swing along the "
             "picture's regions, a flow along its structure and a breath on the bass), 'colour' (the tone only) or "
             "'shape' (flow and breath only).")
+    # -- music structure (neuromv.structure)
+    structure: str = setting(
+        "on", "structure", "let the song's beats, bars, sections and drops drive the picture; off: the mel "
+                           "envelope alone", choices=STRUCTURES, message="structure must be {either}, not {value}",
+        doc="Whether the song's cues (:mod:`neuromv.structure`: a kick on every beat, a look per section, a burst "
+            "on a drop, rest in silence) drive the picture: 'on' (default) or 'off' (the mel envelope alone, as "
+            "before cues existed).")
+    beat: float = setting(
+        1.0, "structure", "strength of the kick on every beat (zoom and brightness pulse); 0: none", lo=0, hi=10,
+        doc="Strength of the beat kick, a zoom and brightness pulse with a fast attack and a release over the beat "
+            "(downbeats stronger, drops a burst); 0: none, 2: twice as strong.")
+    look: float = setting(
+        1.0, "structure", "how different each section looks (pattern, palette, zoom); 0: one look", lo=0, hi=10,
+        doc="How far each section's look (latent offset, hue and zoom) is from the first section's; a returning "
+            "section returns to its look. 0: the whole song looks the same.")
+    transition: float = setting(
+        1.0, "structure", "length of the change of look into a new section, in bars; 0: a cut", metavar="BARS",
+        lo=0, hi=16, unit=" bars",
+        doc="How long the change of look into a new section takes, in bars (it ends on the section's first "
+            "downbeat); 0 cuts.")
     # -- stems
     stems: str | None = setting(
         None, "stems", "render one panel per stem, e.g. vocals,accompaniment or all", metavar="LIST|all",

@@ -137,15 +137,15 @@ def stem_frames(panels: Sequence[Panel], settings: RenderSettings) -> Iterator[n
         if settings.labels:
             mask = _label_mask(p.name, w, h)
             label = (mask > 0, np.where(mask[mask > 0] > 192, 255, 0).astype(np.uint8)[:, None])  # white, outlined
-        parts.append((p.box, p.z, p.renderer, label))
+        parts.append((p.box, p, label))
     n_frames = panels[0].z.shape[0]
     for k in range(n_frames):
         if blend:
             acc = np.zeros((settings.height, settings.width, 3), np.float32)
         else:
             canvas = np.zeros((settings.height, settings.width, 3), np.uint8)
-        for (x, y, w, h), z, renderer, label in parts:
-            f = renderer.render(z[k])
+        for (x, y, w, h), panel, label in parts:
+            f = panel.frame(k)
             if label is not None:
                 f[label[0]] = label[1]
             if blend:

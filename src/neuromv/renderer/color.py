@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["LUMA", "color_matrix", "check_color", "apply_color"]
+__all__ = ["LUMA", "color_matrix", "color_matrices", "check_color", "apply_color"]
 
 #: Rec. 709 luma weights of (R, G, B): what saturation keeps.
 LUMA = (0.2126, 0.7152, 0.0722)
@@ -95,3 +95,35 @@ def apply_color(rgb: np.ndarray, color: np.ndarray | None) -> np.ndarray:
     if color is None:
         return rgb
     return np.clip(rgb.astype(np.float64) @ color[:, :3].T + color[:, 3], 0.0, 1.0).astype(rgb.dtype)
+
+
+def color_matrices(hue: np.ndarray, saturation: np.ndarray, brightness: np.ndarray,
+                   contrast: float | np.ndarray = 1.0) -> np.ndarray:
+    """:func:`color_matrix` of many frames at once (the identity where a frame has no adjustment).
+
+    Parameters
+    ----------
+    hue, saturation, brightness : np.ndarray [shape=(n,)]
+        Degrees, factor, offset per frame (finite).
+    contrast : float or np.ndarray [shape=(n,)]
+
+    Returns
+    -------
+    np.ndarray [shape=(n, 3, 4), dtype=float64]
+        Frame i's matrix equals ``color_matrix(hue[i], saturation[i], brightness[i], contrast[i])`` (or the
+        identity ``[I | 0]`` where that is None).
+    """
+    hue, saturation, brightness = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (hue, saturation, brightness))
+    contrast = np.broadcast_to(np.asarray(contrast, dtype=np.float64), hue.shape)
+    if not all(np.isfinite(a).all() for a in (hue, saturation, brightness, contrast)):
+        raise ParameterError("colour adjustments must be finite numbers")
+    t = np.radians(hue)[:, None, None]
+    k = np.full(3, 1.0 / np.sqrt(3.0))
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    rotation = np.cos(t) * np.eye(3) + np.sin(t) * cross + (1.0 - np.cos(t)) * np.outer(k, k)
+    s = saturation[:, None, None]
+    sat = s * np.eye(3) + (1.0 - s) * (np.ones((3, 1)) @ np.asarray([LUMA]))
+    out = np.empty((len(hue), 3, 4))
+    out[:, :, :3] = contrast[:, None, None] * sat @ rotation
+    out[:, :, 3] = (0.5 * (1.0 - contrast) + brightness)[:, None]
+    return out

@@ -1,0 +1,346 @@
+"""The visual language of the music's structure: a song's cues (:mod:`neuromv.cues`) become what every frame adds to
+the mel-driven picture (:class:`Controls`).
+
+- **A beat is a kick**: a zoom-in and brightness pulse with a fast attack (the beat's own frame) and a release over
+  the beat (:func:`kick_envelope`); a downbeat kicks harder, the hit's own strength (the low band's onset at the
+  beat) and the song's energy shape it. The network's input also jumps a little along a fixed direction.
+- **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
+  turn (its palette) and a zoom; a section that returns (the same label) returns to its look. The change takes
+  ``transition`` bars and ends on the section's first downbeat; it interpolates the inputs, never the pixels.
+- **A build tightens** (a slow zoom-in), **a drop bursts** (a big kick released over a bar), **silence rests**
+  (the music's motion fades out and the picture dims a little).
+- **With stems**, each stem drives what suits it (:data:`STEM_ROLES`): drums the kicks, bass the scale (zoom),
+  vocals the colour; every panel shares the song's sections.
+
+Everything here is a pure function of the cues and the settings; :mod:`neuromv.plan` applies the controls (the
+renderer takes per-frame zoom and colour) and the live page applies the same arrays (``neuromv serve``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cues import Cues
+from .errors import ParameterError
+
+__all__ = ["Controls", "controls_for", "kick_envelope", "KICK", "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
+
+#: The beat kick (:func:`kick_envelope`), per unit of the ``beat`` setting: ``release`` (time constant, a fraction
+#: of the beat's length), ``beat`` and ``downbeat`` (amplitudes), ``zoom`` (the coordinates shrink by this at a
+#: kick of 1: a 5 % zoom-in), ``brightness`` (added at a kick of 1), ``z`` (the network's input moves this far
+#: along a fixed direction), ``floor`` (the smallest share of a hit's own strength: a beat without an onset still
+#: kicks a little), ``energy`` (how much a quiet passage softens the kicks). The live page's kick uses the same.
+KICK = {"release": 0.3, "beat": 0.55, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.08, "z": 0.35,
+        "floor": 0.35, "energy": 0.6}
+#: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
+#: per unit (times the ``beat`` setting).
+BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
+#: A build's slow zoom-in at its end (fraction), and silence: how much the picture dims, and the ease in and out
+#: (seconds).
+BUILD_ZOOM = 0.12
+REST = {"brightness": -0.12, "ease": 0.3}
+#: A section's look per unit of the ``look`` setting: the norm of its input offset (the music's own z has norm
+#: about ``Z_GAIN`` = 0.3), its hue turn (degrees; labels take turns of the golden angle) and its zoom range.
+LOOK = {"z": 1.0, "hue": 137.508, "zoom": 0.25}
+#: A fitted picture keeps its picture: smaller offsets, hue turns and zooms (in only: a zoom-out would show the
+#: edges), as fractions of the above.
+PICTURE_LOOK = {"z": 0.5, "hue": 0.2, "zoom": 0.4}
+#: The roles a panel's stem plays; 'all': the whole song (no stems).
+ROLES = ("all", "kick", "scale", "colour", "look")
+#: Which stem drives what (names of :data:`neuromv.settings.SEPARATOR_STEMS`); other names play 'look'.
+STEM_ROLES = {"drums": "kick", "percussive": "kick", "bass": "scale", "vocals": "colour", "other": "look",
+              "accompaniment": "look", "harmonic": "look"}
+#: Role gains: the kick's share (1: the song's kicks), the bass zoom (coordinates shrink by this at full energy),
+#: the vocals' hue turn (degrees at full energy) and saturation gain.
+ROLE_KICK = {"all": 1.0, "kick": 1.6, "scale": 0.4, "colour": 0.4, "look": 0.7}
+BASS_ZOOM = 0.15
+VOCAL_HUE = 40.0
+VOCAL_SATURATION = 0.6
+
+
+@dataclass
+class Controls:
+    """What the structure adds to each frame (see the module's text); every array has ``n_frames`` rows.
+
+    Attributes
+    ----------
+    z_scale : np.ndarray [shape=(n_frames,), dtype=float32]
+        Multiplies the music's input (the scaled latents or drive vectors).
+    z_add : np.ndarray [shape=(n_frames, n_z), dtype=float32]
+        Added after: ``z = z_music * z_scale[:, None] + z_add``.
+    zoom : np.ndarray [shape=(n_frames,), dtype=float32]
+        Multiplies the coordinates (below 1 zooms in; :meth:`neuromv.renderer.Renderer.frames`).
+    hue : np.ndarray [shape=(n_frames,), dtype=float32]
+        Degrees added to the settings' hue.
+    saturation : np.ndarray [shape=(n_frames,), dtype=float32]
+        Multiplies the settings' saturation.
+    brightness : np.ndarray [shape=(n_frames,), dtype=float32]
+        Added to the settings' brightness.
+    """
+
+    z_scale: np.ndarray
+    z_add: np.ndarray
+    zoom: np.ndarray
+    hue: np.ndarray
+    saturation: np.ndarray
+    brightness: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.zoom)
+
+    def apply(self, z: np.ndarray) -> np.ndarray:
+        """The network's input per frame: z [shape=(n_frames, n_z)] -> ``z * z_scale + z_add`` (float32)."""
+        if z.shape != self.z_add.shape:
+            raise ParameterError(f"controls for {self.z_add.shape} frames x inputs, not {z.shape}")
+        return (z * self.z_scale[:, None] + self.z_add).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays by name (for the page and for saving)."""
+        return {k: getattr(self, k) for k in ("z_scale", "z_add", "zoom", "hue", "saturation", "brightness")}
+
+
+def frame_colors(controls: Controls, settings) -> np.ndarray:
+    """Each frame's colour map: ``color_matrix(hue + c.hue, saturation * c.saturation, brightness + c.brightness,
+    contrast)`` of the settings (:func:`neuromv.renderer.color_matrix`).
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames, 3, 4), dtype=float64]
+    """
+    from .renderer.color import color_matrices
+
+    return color_matrices(settings.hue + controls.hue, settings.saturation * controls.saturation,
+                          settings.brightness + controls.brightness, settings.contrast)
+
+
+def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int,
+                  fps: float, release: float = KICK["release"]) -> np.ndarray:
+    """Kicks: each hit jumps to its amplitude on its own frame (``round(t * fps)``) and decays exponentially with
+    time constant ``release * period``; overlapping hits take the larger value (they do not pile up).
+
+    Parameters
+    ----------
+    times : np.ndarray [shape=(k,)]
+        Seconds.
+    amplitudes : np.ndarray [shape=(k,)]
+    periods : np.ndarray [shape=(k,)]
+        Seconds each hit lasts (its beat's length; a bar for a burst).
+    n_frames : int
+    fps : float
+    release : float
+        Fraction of the period.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,), dtype=float64]
+    """
+    env = np.zeros(n_frames)
+    for t, a, p in zip(np.asarray(times, float), np.asarray(amplitudes, float), np.asarray(periods, float)):
+        k = int(round(t * fps))
+        if k >= n_frames or k < 0 or a <= 0:
+            continue
+        tau = max(release * p, 0.5 / fps)
+        m = min(n_frames, k + int(math.ceil(6 * tau * fps)) + 1)
+        env[k:m] = np.maximum(env[k:m], a * np.exp(-np.arange(m - k) / (fps * tau)))
+    return env
+
+
+def look_of(index: int, n_z: int, seed: int, picture: bool) -> tuple[np.ndarray, float, float]:
+    """The look of the ``index``-th distinct section label (0: the first, the song's home look): (input offset
+    [shape=(n_z,)] before the ``look`` setting, hue turn in degrees, zoom). The same label, seed and kind give the
+    same look."""
+    if index == 0:
+        return np.zeros(n_z), 0.0, 1.0
+    g = np.random.default_rng([int(seed) & (2**63 - 1), 16, index])
+    v = g.standard_normal(n_z)
+    v /= max(np.linalg.norm(v), 1e-9)
+    f = PICTURE_LOOK if picture else {"z": 1.0, "hue": 1.0, "zoom": 1.0}
+    hue = ((index * LOOK["hue"] + 180.0) % 360.0 - 180.0) * f["hue"]
+    # zooms alternate in and out (pictures: in only), growing slowly with the index
+    step = LOOK["zoom"] * f["zoom"] * (0.6 + 0.4 * ((index * 0.618) % 1.0))
+    zoom = 1.0 - step if (picture or index % 2 == 1) else 1.0 / (1.0 - step)
+    return v * LOOK["z"] * f["z"], float(hue), float(zoom)
+
+
+def _direction(n_z: int, seed: int, what: int) -> np.ndarray:
+    """A fixed unit direction of the input (the kick's, the burst's), drawn from the seed."""
+    v = np.random.default_rng([int(seed) & (2**63 - 1), 17, what]).standard_normal(n_z)
+    return v / max(np.linalg.norm(v), 1e-9)
+
+
+def _smoothstep(u: np.ndarray) -> np.ndarray:
+    u = np.clip(u, 0.0, 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
+def _bar_length(cues: Cues, t: float) -> float:
+    """The length of the bar around time ``t`` (seconds): between the downbeats around it, else from the tempo."""
+    d = cues.downbeats
+    if len(d) >= 2:
+        i = int(np.clip(np.searchsorted(d, t) - 1, 0, len(d) - 2))
+        return float(d[i + 1] - d[i])
+    return cues.beats_per_bar * 60.0 / max(cues.tempo, 1e-6)
+
+
+def _at(rate: float, values: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """A regularly sampled curve (``rate`` per second from 0) at ``times`` (linear; held at the ends)."""
+    if len(values) == 0:
+        return np.zeros(len(times))
+    return np.interp(times, np.arange(len(values)) / rate, values)
+
+
+def _hit_strength(cues: Cues, times: np.ndarray, window: float = 0.07) -> np.ndarray:
+    """Each beat's own strength: the strongest low (else any) band onset within ``window`` s, in [0, 1]."""
+    out = np.zeros(len(times))
+    for band in ("low", "mid", "high"):
+        if band not in cues.onsets:
+            continue
+        t, s = cues.onsets[band]
+        if len(t) == 0:
+            continue
+        i = np.clip(np.searchsorted(t, times), 1, len(t) - 1) if len(t) > 1 else np.zeros(len(times), int)
+        for j in (i - 1, i):
+            j = np.clip(j, 0, len(t) - 1)
+            near = np.abs(t[j] - times) <= window
+            weight = 1.0 if band == "low" else 0.6
+            out = np.maximum(out, np.where(near, s[j] * weight, 0.0))
+    return out
+
+
+def _in_spans(spans, times: np.ndarray) -> np.ndarray:
+    inside = np.zeros(len(times), bool)
+    for s in spans:
+        inside |= (times >= s.start) & (times < s.end)
+    return inside
+
+
+def _rest(cues: Cues, t: np.ndarray) -> np.ndarray:
+    """1 inside silent spans, 0 outside, eased over ``REST['ease']`` seconds at each edge."""
+    out = np.zeros(len(t))
+    ease = REST["ease"]
+    for s in cues.silence:
+        up = _smoothstep((t - s.start) / ease)
+        down = _smoothstep((s.end - t) / ease)
+        out = np.maximum(out, np.minimum(up, down))
+    return out
+
+
+def _section_looks(cues: Cues, t: np.ndarray, settings, n_z: int, picture: bool):
+    """Per frame: the section look's input offset [n, n_z], hue [n] and log-zoom [n], with the transitions."""
+    labels = cues.labels
+    looks = [look_of(i, n_z, settings.seed, picture) for i in range(len(labels))]
+    index = {lab: i for i, lab in enumerate(labels)}
+    n = len(t)
+    params = np.zeros((n, n_z + 2))
+    if not cues.sections:
+        return params[:, :n_z], params[:, n_z], params[:, n_z + 1]
+
+    def vec(label: str) -> np.ndarray:
+        off, hue, zoom = looks[index[label]]
+        return np.concatenate([off * settings.look, [hue * settings.look, math.log(zoom) * settings.look]])
+
+    secs = cues.sections
+    params[:] = vec(secs[0].label)
+    for prev, sec in zip(secs[:-1], secs[1:]):
+        a, b = vec(prev.label), vec(sec.label)
+        length = settings.transition * _bar_length(cues, sec.start - 1e-3)
+        length = min(length, 0.5 * (prev.end - prev.start)) if length > 0 else 0.0
+        start = sec.start - length
+        if length > 0:
+            u = _smoothstep((t - start) / length)[:, None]
+            mix = (t >= start)[:, None]
+            params = np.where(mix, a + (b - a) * u, params)
+        params[t >= sec.start] = b
+    return params[:, :n_z], params[:, n_z], params[:, n_z + 1]
+
+
+def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = False, role: str = "all",
+                 stem_cues: Cues | None = None, start: float = 0.0) -> Controls | None:
+    """The structure's controls of every frame of a render.
+
+    Parameters
+    ----------
+    cues : Cues
+        The song's cues (times from the song's start).
+    n_frames : int
+        Frames of the render; frame ``i`` shows time ``start + i / fps``.
+    settings : RenderSettings
+        ``structure`` ('off': None), ``beat``, ``look``, ``transition``, ``seed``, ``fps``, ``n_mels``.
+    kind : {False, 'picture', True}
+        The network (:func:`neuromv.plan.kind_of`): an abstract CPPN (False), a fitted picture ('picture': milder
+        looks, zoom in only) or a format-1 image-mode CPPN (True: no zoom).
+    role : str
+        What the panel's stem drives (:data:`ROLES`, :data:`STEM_ROLES`); 'all' without stems.
+    stem_cues : Cues, optional
+        The stem's own cues (its onsets and energy drive the role); default: the song's.
+    start : float
+        Seconds of the song before frame 0 (an excerpt's start).
+
+    Returns
+    -------
+    Controls or None
+        None when ``settings.structure`` is 'off'.
+    """
+    if settings.structure == "off":
+        return None
+    if role not in ROLES:
+        raise ParameterError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    fps, n_z = float(settings.fps), int(settings.n_mels)
+    picture = kind == "picture"
+    t = start + np.arange(n_frames) / fps
+    own = stem_cues if stem_cues is not None else cues
+    beat = float(settings.beat)
+
+    # kicks on the song's beats, shaped by the hit (the panel's own audio) and the energy
+    beats = np.asarray(cues.beats, float)
+    kick = np.zeros(n_frames)
+    if len(beats) and beat > 0:
+        periods = np.diff(beats, append=beats[-1] + (beats[-1] - beats[-2] if len(beats) > 1 else 0.5))
+        down = np.isin(np.round(beats, 3), np.round(np.asarray(cues.downbeats, float), 3))
+        amp = np.where(down, KICK["downbeat"], KICK["beat"])
+        hit = _hit_strength(own, beats)
+        amp = amp * (KICK["floor"] + (1.0 - KICK["floor"]) * hit)
+        energy = _at(own.energy_rate, own.energy, beats)
+        amp *= (1.0 - KICK["energy"]) + KICK["energy"] * energy
+        amp *= ~_in_spans(cues.silence, beats)
+        # a build's kicks grow towards its end
+        for b in cues.builds:
+            inside = (beats >= b.start) & (beats < b.end)
+            amp[inside] *= 1.0 + (beats[inside] - b.start) / max(b.end - b.start, 1e-6)
+        amp *= beat * ROLE_KICK[role]
+        kick = kick_envelope(beats - start, amp, periods, n_frames, fps)
+    # drops burst, released over a bar
+    burst = np.zeros(n_frames)
+    if len(cues.drops) and beat > 0:
+        bars = np.array([_bar_length(cues, d) for d in cues.drops])
+        burst = kick_envelope(np.asarray(cues.drops) - start, np.full(len(bars), beat), bars, n_frames, fps,
+                              BURST["release"])
+    build = np.zeros(n_frames)
+    for b in cues.builds:
+        inside = (t >= b.start) & (t < b.end)
+        build[inside] = np.maximum(build[inside], _smoothstep((t[inside] - b.start) / (b.end - b.start)))
+    rest = _rest(cues, t)
+
+    offset, hue, log_zoom = _section_looks(cues, t, settings, n_z, picture)
+    z_add = offset + np.outer(kick * KICK["z"], _direction(n_z, settings.seed, 1))
+    z_add += np.outer(burst * BURST["z"], _direction(n_z, settings.seed, 2))
+    zoom = np.exp(log_zoom) * (1.0 - KICK["zoom"] * kick) * (1.0 - BURST["zoom"] * np.minimum(burst, 1.0)) \
+        * (1.0 - BUILD_ZOOM * build)
+    brightness = KICK["brightness"] * kick + BURST["brightness"] * burst + REST["brightness"] * rest
+    saturation = 1.0 + BURST["saturation"] * burst
+    if role in ("scale", "colour"):
+        level = _at(own.energy_rate, own.energy, t)
+        if role == "scale":
+            zoom = zoom * (1.0 - BASS_ZOOM * beat * level)
+        else:
+            hue = hue + VOCAL_HUE * settings.look * level
+            saturation = saturation * (1.0 + VOCAL_SATURATION * level)
+    if kind is True:  # a format-1 image-mode CPPN is not zoomed
+        zoom = np.ones(n_frames)
+    f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return Controls(f(1.0 - rest), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue), f(np.maximum(saturation, 0.0)),
+                    f(brightness))
