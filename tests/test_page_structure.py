@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 from conftest import write_audio
-from test_serve import (APPS, CHROMIUM, CHROMIUM_ARGS, EXACT, _floats, _knob, _same_look, browser_page,  # noqa: F401
-                        playwright, server_url)
+from test_serve import (APPS, CHROMIUM, CHROMIUM_ARGS, EXACT, _floats, _knob, _same_look, playwright,  # noqa: F401
+                        server_url)
 
 from neuromv.audio import Audio, AudioFile
 from neuromv.cues import Cues, Section, Span
@@ -112,6 +112,17 @@ def test_controls_are_bounded_like_the_features(tmp_path, song, monkeypatch):
         st = _wait(client, r.json()["job"])
         assert st["state"] == "error" and "controls is more than the server sends" in st["error"], st
         assert "clicks.wav" in st["error"]
+
+
+@pytest.fixture(scope="module")
+def browser_page(playwright, server_url):
+    """The page in headless Chromium, with the default settings (structure on)."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page()
+    page.goto(server_url)
+    assert page.evaluate("window.neuromv.settings.structure") == "on"
+    yield page
+    browser.close()
 
 
 def _inject_cues(page, cues: Cues):
