@@ -340,31 +340,28 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
         page = net_json(net, p.settings)
         controls = None
         if cues is not None:
-            controls = controls_json(panel_controls(cues, song.info["n_frames"], p, page["kind"], stems))
+            controls = controls_json(panel_controls(cues, song.info["n_frames"], p, net, stems, job.cancel))
         x, y, w, h = p.box
         out.append({"name": p.name, "box": [x / settings.width, y / settings.height, w / settings.width,
                                             h / settings.height], "net": page, "db": db, "controls": controls})
     return {"panels": out, "layout": settings.layout if stems else None}
 
 
-#: :func:`net_json`'s kinds as :func:`neuromv.structure.controls_for` takes them.
-_STRUCTURE_KIND = {"abstract": False, "picture": "picture", "image": True}
+def panel_controls(cues, n_frames: int, panel, net, stems: dict, cancel=None):
+    """The per-frame controls of ``panel`` (with its network ``net``) as the render makes them
+    (:meth:`neuromv.plan.Plan.panels`: :func:`neuromv.structure.controls_for` of its kind; a stem plays its role of
+    :data:`neuromv.structure.STEM_ROLES`, the kick, scale and colour roles driven by that stem's own cues, the
+    analysis of its audio in ``stems``)."""
+    from ..plan import kind_of
+    from ..structure import STEM_ROLES, controls_for
 
+    role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")
+    own = None
+    if role in ("kick", "scale", "colour"):
+        from ..analysis import analyze
 
-def panel_controls(cues, n_frames: int, panel, kind: str, stems: dict):
-    """The per-frame controls of ``panel`` (:func:`neuromv.structure.controls_for`; ``kind``: :func:`net_json`'s):
-    the whole song's, or, for a stem, its role (:data:`neuromv.structure.STEM_ROLES`) driven by that stem's own
-    cues (:func:`neuromv.analysis.analyze` of its audio in ``stems``)."""
-    from .. import structure
-
-    kind = _STRUCTURE_KIND[kind]
-    if panel.name is None:
-        return structure.controls_for(cues, n_frames, panel.settings, kind=kind)
-    from ..analysis import analyze
-
-    return structure.controls_for(cues, n_frames, panel.settings, kind=kind,
-                                  role=structure.STEM_ROLES.get(panel.name, "look"),
-                                  stem_cues=analyze(stems[panel.name]))
+        own = analyze(stems[panel.name], cancel=cancel)
+    return controls_for(cues, n_frames, panel.settings, kind=kind_of(net), role=role, stem_cues=own)
 
 
 def _stem_root(song: Item, st: ServerState) -> Path:
