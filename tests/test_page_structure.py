@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import write_audio
+from conftest import write_audio, write_cover
 from test_serve import (APPS, CHROMIUM, CHROMIUM_ARGS, EXACT, _floats, _knob, _same_look, playwright,  # noqa: F401
                         server_url)
 
@@ -254,3 +254,104 @@ def test_live_beat_tracker_finds_the_tempo_and_shows_its_latency(playwright, ser
     bound = hop + draw + 25
     print(f"latency bound {bound:.0f} ms (hop {hop:.0f} ms, draw interval {draw:.0f} ms, audio clock 25 ms)")
     assert -hop < np.median(lat) < bound, (np.median(lat), bound)
+
+
+def _frame_settings(settings, c, i, zoom=True):
+    """The settings of frame i with the controls c: the renderer of these draws the frame (zoom: the coordinates,
+    pan included; the colour map of the frame's hue, saturation and brightness)."""
+    s = float(c.zoom[i]) if zoom else 1.0
+    return dataclasses.replace(settings, zoom=settings.zoom * s, pan_x=settings.pan_x * s, pan_y=settings.pan_y * s,
+                               hue=settings.hue + float(c.hue[i]),
+                               saturation=settings.saturation * float(c.saturation[i]),
+                               brightness=settings.brightness + float(c.brightness[i]))
+
+
+def _set_panel(page, net: dict, controls: dict | None):
+    page.evaluate("""async ([net, controls]) => { const api = await import('/assets/api.js');
+        window.neuromv.setPanels([{ name: null, box: [0, 0, 1, 1], db: null, net: api.decodeNet(net),
+                                    controls: api.decodeControls(controls) }], null); }""", [net, controls])
+
+
+def test_format1_and_picture_frames_with_structure_match_the_offline_renderer(browser_page, song, tmp_path):
+    """The controls on the other kinds of network: a format-1 image-mode CPPN (z scaled and offset, its centring
+    over the controlled frames, the colour per frame; zoom is not driven there) and a fitted picture (its drive
+    scaled and offset, the colour per frame) are the offline renderer's frames within 2/255 on average."""
+    from neuromv.image import load_image
+    from neuromv.pipeline import build_renderer, fit_for, latents_for
+    from neuromv.serve.jobs import controls_json, net_json
+    from neuromv.settings import RenderSettings
+    from neuromv.structure import Controls, controls_for
+
+    page = browser_page
+    _load(page, song)
+    cues = hand_cues(8.0)
+    w, h = 96, 54
+    cover = load_image(write_cover(tmp_path / "cover.png"))
+    try:
+        # format 1: the page's own path for it (pulse and centring)
+        settings = RenderSettings(width=w, height=h, precision=EXACT, fit_steps=60, beat=2.0)
+        cppn = fit_for(cover, settings, method="neuromv")
+        z = latents_for(AudioFile(song), settings, image=True)
+        c = controls_for(cues, len(z), settings, kind=True)
+        assert np.all(c.zoom == 1) and np.ptp(c.brightness) > 0.05
+        seen = c.apply(z)
+        _set_panel(page, net_json(cppn), controls_json(c))
+        expected = {i: build_renderer(_frame_settings(settings, c, i), cppn=cppn, z=seen).render(seen[i])
+                    for i in (60, 90, 122)}
+        _same_look(page, "format 1, structure on", w, h, expected, max_level=3)
+        # a fitted picture: the same fit as the page's tests (the drive, scaled and offset; the colour per frame);
+        # its zoom about the view's centre needs the renderer's per-frame zoom (not compared here: ones)
+        settings = RenderSettings(width=w, height=h, beat=2.0, fit_quality="draft", fit_steps=30)
+        net = fit_for(cover, settings)
+        z = latents_for(AudioFile(song), settings, image="picture")
+        c = controls_for(cues, len(z), settings, kind="picture")
+        c = Controls(c.z_scale, c.z_add, np.ones_like(c.zoom), c.hue, c.saturation, c.brightness)
+        seen = c.apply(z)
+        _set_panel(page, net_json(net, settings), controls_json(c))
+        expected = {i: build_renderer(_frame_settings(settings, c, i, zoom=False), cppn=net).render(seen[i])
+                    for i in (60, 90, 122)}
+        _same_look(page, "picture, structure on", w, h, expected, max_level=3)
+    finally:
+        page.evaluate("() => window.neuromv.prepare()")
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
+                               "'abstract' && window.neuromv.busy === 0", timeout=60_000)
+
+
+def test_stem_panels_each_draw_their_own_controls(browser_page, song):
+    """With stems, each panel gets the controls of its stem's role (the render's: neuromv.plan.Plan.panels with the
+    same cues), and the page draws each panel as the offline renderer draws it with them."""
+    from neuromv.plan import make_plan
+    from neuromv.pipeline import build_renderer
+    from neuromv.settings import RenderSettings
+
+    page = browser_page
+    _load(page, song)
+    cues = hand_cues(8.0)
+    _inject_cues(page, cues)
+    w, h = 96, 54
+    try:
+        page.select_option("#separator", "hpss")
+        page.select_option("#layout", "auto")
+        page.select_option("#stems", "all")
+        page.wait_for_function("window.neuromv.panels.length === 2 && window.neuromv.panels.every(p => p.z && "
+                               "p.controls) && window.neuromv.busy === 0", timeout=120_000)
+        settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout="auto")
+        panels = make_plan(song, settings, image="none", cues=cues).panels(AudioFile(song))
+        names = page.evaluate("window.neuromv.panels.map(p => p.name)")
+        assert names == [p.name for p in panels]
+        for k, p in enumerate(panels):
+            got = np.array(page.evaluate(f"Array.from(window.neuromv.panels[{k}].controls.hue)"))
+            np.testing.assert_allclose(got, p.controls.hue, atol=1e-4, err_msg=p.name)
+        assert not np.allclose(panels[0].controls.zoom, panels[1].controls.zoom)  # each its own
+        expected = {}
+        for i in (60, 90):
+            canvas = np.zeros((h, w, 3), np.uint8)
+            for p in panels:
+                x, y, pw, ph = p.box
+                canvas[y:y + ph, x:x + pw] = build_renderer(_frame_settings(p.settings, p.controls, i), pw, ph,
+                                                            cppn=p.cppn).render(p.z[i])
+            expected[i] = canvas
+        _same_look(page, "stems, structure on", w, h, expected, max_level=3)
+    finally:
+        page.select_option("#stems", "")
+        page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.busy === 0", timeout=60_000)
