@@ -336,7 +336,7 @@ def test_stem_panels_each_draw_their_own_controls(browser_page, song):
         page.wait_for_function("window.neuromv.panels.length === 2 && window.neuromv.panels.every(p => p.z && "
                                "p.controls) && window.neuromv.busy === 0", timeout=120_000)
         settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout="auto")
-        panels = make_plan(song, settings, image="none", cues=cues).panels(AudioFile(song))
+        panels = make_plan(song, settings, image="none", cues=cues).panels(AudioFile(song).load())
         names = page.evaluate("window.neuromv.panels.map(p => p.name)")
         assert names == [p.name for p in panels]
         for k, p in enumerate(panels):
