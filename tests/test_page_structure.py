@@ -150,6 +150,10 @@ def test_timeline_shows_the_beats_and_sections_and_seeks(browser_page, song):
     assert page.locator("#timeline .downbeat").count() == sum(round(t, 4) in down for t in cues["beats"])
     labels = page.eval_on_selector_all("#timeline .section", "es => es.map(e => e.textContent)")
     assert labels == [s["label"] for s in cues["sections"]]
+    colours = page.eval_on_selector_all("#timeline .section", "es => es.map(e => e.style.background)")
+    for a, ca in zip(labels, colours):  # a label keeps its colour, another label has another
+        assert all((ca == cb) == (a == b) for b, cb in zip(labels, colours)), (labels, colours)
+    assert page.locator("#timeline .drop").count() == len(cues["drops"])
     # taller downbeats, and a section strip of its labels' colours
     heights = page.eval_on_selector_all("#timeline .beat", "es => es.map(e => e.getBoundingClientRect().height)")
     assert max(heights) > min(heights) or not down
