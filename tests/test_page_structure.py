@@ -236,7 +236,8 @@ def test_live_beat_tracker_finds_the_tempo_and_shows_its_latency(playwright, ser
         time.sleep(2.0)
         beats_state = page.evaluate("""() => { const b = window.neuromv.live.beats;
             return {bpm: b.bpm, latencies: b.latencies, fired: b.beats.length, transients: b.transients.length,
-                    drawn: window.neuromv.framesDrawn, pageFps: window.neuromv.pageFps, fps: window.neuromv.live.mel.fps,
+                    drawn: window.neuromv.framesDrawn, pageFps: window.neuromv.pageFps,
+                    fps: window.neuromv.live.mel.fps,
                     shown: document.getElementById('beat-status').textContent, text: b.describe(),
                     latency: b.latency()}; }""")
     finally:

@@ -2,8 +2,8 @@
 // (gl.js), driven by the song's features (mel.js: z from the dB matrix) or the microphone's (live.js), the frame
 // chosen from the audio clock; api.js talks to the server. The constants and defaults come from Python, in the page
 // (api.pageConfig): a frame here matches the offline renderer's frame for the same settings.
-import { abstractNet, decodeControls, decodeNet, features, floats, pageConfig, poll, postSettings, Superseded, uploadImage,
-         uploadSong } from "./api.js";
+import { abstractNet, decodeControls, decodeNet, features, floats, pageConfig, poll, postSettings, Superseded,
+         uploadImage, uploadSong } from "./api.js";
 import { centreFrames, createView, disposePanel, drawFrame, seenRow, setupPanel } from "./gl.js";
 import { closeLive, openLive } from "./live.js";
 import { latentsFromDb } from "./mel.js";
@@ -13,8 +13,8 @@ const config = pageConfig();
 
 // the settings this page has controls for: what it sends to the server (the others keep Python's defaults)
 const PAGE_SETTINGS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast",
-                       "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps", "motion",
-                       "stems", "separator", "layout", "structure", "beat", "look", "transition"];
+                       "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps",
+                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition"];
 
 const state = {
   config,              // neuromv.serve.page_config
@@ -195,6 +195,7 @@ async function loadSong(file) {
     // panels with features of their own (stems) belong to the old song: none is drawn until they are remade
     const own = state.panels.some((p) => p.db);
     if (own) setPanels([], null);
+    for (const p of state.panels) p.controls = null; // the old song's structure: until the new one's arrive
     const cover = $("picture").querySelector("option[value=auto]");
     cover.disabled = !song.cover;
     if (state.image === "auto" && !song.cover) {

@@ -10,8 +10,8 @@ const RECENTRE_SECONDS = 4; // the centring follows the input every so often
 /**
  * Opens the audio input at the analysis rate `sr` (neuromv.features.ANALYSIS_SR, as offline: the browser
  * resamples the input) and computes z for each frame as it arrives. options: {sr, fps, nMels, smooth, topDb}
- * (neuromv.features.TOP_DB), kick (neuromv.structure.KICK: the live beat tracker's kick). `current()` false: the live mode was turned off (or on again) meanwhile, and it gives
- * up (returns null). The live object: {context, stream, node, sr, frames (frames computed), z (the newest, [nMels]),
+ * (neuromv.features.TOP_DB), kick (neuromv.structure.KICK: the live beat tracker's kick). `current()` false: the
+ * live mode was turned off (or on again) meanwhile, and it gives up (returns null). The live object: {context, stream, node, sr, frames (frames computed), z (the newest, [nMels]),
  * zPrev (the one before it, null at first),
  * latents (its smoothing can change), history (recent z), power (recent mel power columns), centreVersion,
  * centreRows(), beats (beat.js's BeatTracker: the tempo, the kick, the latency)}.
