@@ -611,7 +611,8 @@ def test_stem_panels_match_the_offline_renderer(browser_page, song):
             page.wait_for_function(f"window.neuromv.panels.length === 2 && window.neuromv.panels.every(p => p.z) "
                                    f"&& window.neuromv.layout === {layout!r}", timeout=120_000)
             w, h = 96, 54
-            settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout=layout)
+            settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout=layout,
+                                      structure="off")  # as the page (the browser_page fixture)
             frames = stem_frames(make_plan(None, settings, image='none').panels(AF(song).load()), settings)
             expected = [f for i, f in zip(range(46), frames)]
             _same_look(page, f"stems {layout}", w, h, {i: expected[i] for i in (10, 45)}, max_level=3)
