@@ -27,6 +27,7 @@ _SONGS = {
     "change": dict(form="ABAB", bpm=100.0, bars=8, tempo_change=(2, 140.0)),
     "drop": dict(form="ABCB", bpm=128.0, bars=8, drop=2),
     "gap": dict(form="ABAB", bpm=120.0, bars=4, silence=(1, 2)),
+    "ab8": dict(form="AB", bpm=110.0, bars=8),
 }
 _cache: dict = {}
 
@@ -45,12 +46,63 @@ def _intervals(bounds) -> np.ndarray:
     return np.stack([b[:-1], b[1:]], axis=1)
 
 
-@pytest.mark.parametrize("bpm", [60, 75, 90, 120, 150, 180])
+@pytest.mark.parametrize("bpm", [60, 75, 90, 100, 120, 150, 180])
 def test_tempo_within_2_percent_without_octave_errors(bpm):
     _, truth, cues = song(str(bpm))
     assert abs(cues.tempo / bpm - 1) < 0.02, (cues.tempo, bpm)
     assert len(cues.tempo_map) == 1 and cues.tempo_map[0][0] == 0.0
     assert mir_eval.beat.f_measure(truth["beats"], cues.beats) >= 0.9
+
+
+def _drum_song(bpm: float, hats_per_beat: int, kick_beats: tuple[int, ...], bars: int = 24, sr: int = 22050,
+               seed: int = 0) -> Audio:
+    """A 4/4 drum loop unlike structured_song's: the kick only on ``kick_beats`` of each bar (e.g. 1 and 3, as in
+    rock), a snare on 2 and 4, a bass note per eighth and hats ``hats_per_beat`` times a beat (2: eighths,
+    4: sixteenths), the hats as loud as the kick, so the fastest strong pulse is not the beat."""
+    rng = np.random.default_rng(seed)
+    beat = 60.0 / bpm
+    n = int((bars * 4 * beat + 1.0) * sr)
+    y = np.zeros(n, dtype=np.float64)
+
+    def add(t: float, x: np.ndarray) -> None:
+        i = int(round(t * sr))
+        y[i:i + x.size] += x[:n - i]
+
+    tt = np.arange(int(0.25 * sr)) / sr
+    kick = np.sin(2 * np.pi * (50 + 80 * np.exp(-tt * 30)) * tt) * np.exp(-tt * 12)
+    snare = rng.standard_normal(int(0.15 * sr)) * np.exp(-np.arange(int(0.15 * sr)) / sr * 25) * 0.5
+    hat = np.diff(rng.standard_normal(int(0.04 * sr) + 1)) * np.exp(-np.arange(int(0.04 * sr)) / sr * 120) * 0.3
+    bass = np.sin(2 * np.pi * 82.4 * tt) * np.minimum(1, tt * 200) * np.exp(-tt * 4) * 0.3
+    for b in range(bars * 4):
+        t = b * beat
+        if b % 4 + 1 in kick_beats:
+            add(t, kick)
+        if b % 4 + 1 in (2, 4):
+            add(t, snare)
+        for e in range(2):
+            add(t + e * beat / 2, bass)
+        for h in range(hats_per_beat):
+            add(t + h * beat / hats_per_beat, hat)
+    return Audio((0.9 * y / np.abs(y).max()).astype(np.float32)[None], sr)
+
+
+@pytest.mark.parametrize("bpm,hats,kicks", [(100.0, 2, (1, 3)), (100.0, 4, (1, 3)), (104.0, 4, (1, 3)),
+                                            (90.0, 2, (1,)), (96.0, 2, (1, 2, 3, 4)), (150.0, 2, (1, 3))],
+                         ids=["100-eighths", "100-sixteenths", "104-sixteenths", "90-one-kick",
+                              "96-four-on-the-floor", "150-kick-1-3"])
+def test_tempo_is_the_beat_not_the_hats_or_the_bar(bpm, hats, kicks):
+    """The metrical level: hats in eighths or sixteenths (as loud as the kick) do not double the tempo, a kick on
+    only some beats does not halve it (the fastest-strong-peak rule this replaced said 200, 200 and 180 for the
+    first, second and fourth)."""
+    cues = analyze(_drum_song(bpm, hats, kicks))
+    assert abs(cues.tempo / bpm - 1) < 0.02, (cues.tempo, bpm)
+
+
+def test_eight_bar_sections_are_two_not_five():
+    """An AB song of 8 + 8 bars: two sections (not 4-bar pieces), the boundary within 3 s of the truth."""
+    _, truth, cues = song("ab8")
+    assert [s.label for s in cues.sections] == ["A", "B"]
+    assert abs(cues.sections[1].start - truth["boundaries"][1]) < 3.0
 
 
 def test_beats_within_70ms_and_downbeats():

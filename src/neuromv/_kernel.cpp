@@ -214,20 +214,33 @@ int neuromv_tanh16(const int16_t *z, int16_t *out, long n) {
     return 0;
 }
 
-// A fitted picture moved by the music, one frame (neuromv.renderer.picture, the maths of neuromv.motion; the torch
-// path picture_frame is the reference). picture [3][height][width]: the still picture, RGB in [0, 1]; maps
-// [7][height][width]: the structure maps at each pixel (tone: luma, red-green, yellow-blue; flow: x, y of luma, x, y
-// of red-green); c [7]: the frame's a0..a3, b0, b1, m; to_px: the picture's pixels per coordinate unit. Pixel (row,
-// col) samples the picture at (col + dx, row + dy) pixels, dx = to_px (b0 fx0 + b1 fx1) - m (col + 0.5 - width / 2)
-// (dy likewise), bilinear, the position clamped to the edge pixels' centres (grid_sample's 'border'); then each
-// channel v -> v + g v (1 - v), g = clamp(a0 + a1 t0 + a2 t1 + a3 t2, -1, 1); then the colour map (color [3][4] or
-// nullptr), clamped to [0, 1]. mode 0: RGB out [height][width][3], round(255 v); mode 1: I420 as neuromv_render4
-// writes it (even sizes). Each calling thread takes `chunk` pairs of rows at a time from *next (start at 0).
-// Returns 0, or -1 for impossible arguments.
-int neuromv_picture1(const float *picture, const float *maps, long width, long height, float to_px, const double *c,
-                     const float *color, uint8_t *out, int mode, long *next, long chunk) {
-    if (width < 1 || height < 1 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2))) return -1;
-    if (chunk < 1) chunk = 1;
+}  // extern "C"
+
+namespace {
+
+// The bilinear lookup of a plane [height][width] at (x, y) pixels, the place clamped to the edge pixels' centres
+// (grid_sample's 'border'); made once per place, used for every plane sampled there.
+struct Bilinear {
+    long x0, x1, y0, y1, width;
+    float fx, fy;
+    Bilinear(float x, float y, long w, long h) : width(w) {
+        x = x < 0.0f ? 0.0f : x > (float)(w - 1) ? (float)(w - 1) : x;
+        y = y < 0.0f ? 0.0f : y > (float)(h - 1) ? (float)(h - 1) : y;
+        x0 = (long)x, y0 = (long)y;
+        fx = x - (float)x0, fy = y - (float)y0;
+        x1 = x0 + 1 < w ? x0 + 1 : x0, y1 = y0 + 1 < h ? y0 + 1 : y0;
+    }
+    float operator()(const float *p) const {
+        const float top = p[y0 * width + x0] + fx * (p[y0 * width + x1] - p[y0 * width + x0]);
+        const float bot = p[y1 * width + x0] + fx * (p[y1 * width + x1] - p[y1 * width + x0]);
+        return top + fy * (bot - top);
+    }
+};
+
+// neuromv_picture2's work; ZOOM false: zoom is 1 and every pixel reads its own maps (no lookups for them).
+template <bool ZOOM>
+int picture_frame(const float *picture, const float *maps, long width, long height, float to_px, float zoom,
+                  const double *c, const float *color, uint8_t *out, int mode, long *next, long chunk) {
     const long plane = width * height, pairs = (height + 1) / 2;
     const float a0 = (float)c[0], a1 = (float)c[1], a2 = (float)c[2], a3 = (float)c[3];
     const float b0 = (float)c[4] * to_px, b1 = (float)c[5] * to_px, m = (float)c[6];
@@ -245,11 +258,30 @@ int neuromv_picture1(const float *picture, const float *maps, long width, long h
                 const float yr = (float)r + 0.5f - 0.5f * (float)height;
                 for (long col = 0; col < width; col++) {
                     const long i = r * width + col;
-                    float v[3];
-                    if (move) {
-                        const float xr = (float)col + 0.5f - 0.5f * (float)width;
-                        float x = (float)col + b0 * maps[3 * plane + i] + b1 * maps[5 * plane + i] - m * xr;
-                        float y = (float)r + b0 * maps[4 * plane + i] + b1 * maps[6 * plane + i] - m * yr;
+                    float v[3], mp[7] = {};  // the maps where this pixel samples them (flow if move, tone if tone)
+                    float xc = (float)col, yc = (float)r, xr = (float)col + 0.5f - 0.5f * (float)width, yz = yr;
+                    if (ZOOM) {  // the sampling place moves to centre + (place - centre) zoom, the maps with it
+                        xr *= zoom;
+                        yz *= zoom;
+                        xc = xr + 0.5f * (float)width - 0.5f;
+                        yc = yz + 0.5f * (float)height - 0.5f;
+                        const Bilinear at(xc, yc, width, height);
+                        if (move)
+                            for (int k = 3; k < 7; k++) mp[k] = at(maps + k * plane);
+                        if (tone)
+                            for (int k = 0; k < 3; k++) mp[k] = at(maps + k * plane);
+                    } else {
+                        if (move)
+                            for (int k = 3; k < 7; k++) mp[k] = maps[k * plane + i];
+                        if (tone)
+                            for (int k = 0; k < 3; k++) mp[k] = maps[k * plane + i];
+                    }
+                    if (move || ZOOM) {
+                        float x = xc, y = yc;
+                        if (move) {  // (as written: the unzoomed frames stay bit for bit what they were)
+                            x = xc + b0 * mp[3] + b1 * mp[5] - m * xr;
+                            y = yc + b0 * mp[4] + b1 * mp[6] - m * yz;
+                        }
                         x = x < 0.0f ? 0.0f : x > xmax ? xmax : x;
                         y = y < 0.0f ? 0.0f : y > ymax ? ymax : y;
                         long x0 = (long)x, y0 = (long)y;
@@ -265,7 +297,7 @@ int neuromv_picture1(const float *picture, const float *maps, long width, long h
                         for (int k = 0; k < 3; k++) v[k] = picture[k * plane + i];
                     }
                     if (tone) {
-                        float g = a0 + a1 * maps[i] + a2 * maps[plane + i] + a3 * maps[2 * plane + i];
+                        float g = a0 + a1 * mp[0] + a2 * mp[1] + a3 * mp[2];
                         g = g < -1.0f ? -1.0f : g > 1.0f ? 1.0f : g;
                         for (int k = 0; k < 3; k++) v[k] += g * v[k] * (1.0f - v[k]);
                     }
@@ -314,6 +346,33 @@ int neuromv_picture1(const float *picture, const float *maps, long width, long h
     }
     delete[] row_rgb;
     return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// A fitted picture moved by the music, one frame (neuromv.renderer.picture, the maths of neuromv.motion; the torch
+// path picture_frame is the reference). picture [3][height][width]: the still picture, RGB in [0, 1]; maps
+// [7][height][width]: the structure maps at each pixel (tone: luma, red-green, yellow-blue; flow: x, y of luma, x, y
+// of red-green); c [7]: the frame's a0..a3, b0, b1, m; to_px: the picture's pixels per coordinate unit; zoom: the
+// frame's zoom s about the view's centre (1: none). Pixel (row, col) is at (col, row) pixels, (xr, yr) = (col + 0.5
+// - width / 2, row + 0.5 - height / 2) from the centre; with a zoom it samples the picture and the maps at the
+// centre + s (xr, yr) instead (the maps bilinear, clamped as below), and (xr, yr) become s (xr, yr). It samples the
+// picture at that place + (dx, dy) pixels, dx = to_px (b0 fx0 + b1 fx1) - m xr (dy likewise), bilinear, the
+// position clamped to the edge pixels' centres (grid_sample's 'border'); then each channel v -> v + g v (1 - v),
+// g = clamp(a0 + a1 t0 + a2 t1 + a3 t2, -1, 1); then the colour map (color [3][4] or nullptr), clamped to [0, 1].
+// mode 0: RGB out [height][width][3], round(255 v); mode 1: I420 as neuromv_render4 writes it (even sizes). Each
+// calling thread takes `chunk` pairs of rows at a time from *next (start at 0). Returns 0, or -1 for impossible
+// arguments. (Named ...2 since the zoom argument came: a build of neuromv_picture1 is not found, not miscalled.)
+int neuromv_picture2(const float *picture, const float *maps, long width, long height, float to_px, float zoom,
+                     const double *c, const float *color, uint8_t *out, int mode, long *next, long chunk) {
+    if (width < 1 || height < 1 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2))) return -1;
+    if (!(zoom > 0.0f) || !(zoom < 1e30f)) return -1;  // also NaN
+    if (chunk < 1) chunk = 1;
+    if (zoom == 1.0f)
+        return picture_frame<false>(picture, maps, width, height, to_px, zoom, c, color, out, mode, next, chunk);
+    return picture_frame<true>(picture, maps, width, height, to_px, zoom, c, color, out, mode, next, chunk);
 }
 
 }  // extern "C"

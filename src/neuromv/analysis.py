@@ -7,12 +7,14 @@ chroma and the RMS. Everything else works on them (docs/cues.md says how each cu
 - onsets per band (:func:`band_envelopes`, :func:`pick_onsets`): spectral flux of the log mel spectrogram in each of
   :data:`~neuromv.cues.BANDS`, on the percussive part (HPSS of the mel spectrogram) for the low and high bands;
 - tempo, its changes and the beats (:func:`tempo_curve`, :func:`track_beats`): autocorrelation of the onset
-  envelope in windows, the fastest strong period in :data:`BPM_RANGE`; dynamic programming (Ellis 2007) with the
-  local period; each segment's tempo refined from its beats;
+  envelope in windows; the song's metrical level by a log-normal tempo prior times how well a beat grid of each
+  candidate period explains the flux and the low band (:func:`tempo_curve`); dynamic programming (Ellis 2007) with
+  the local period; each segment's tempo refined from its beats;
 - the metre and downbeats (:func:`find_downbeats`): the beat phase where the kick is strongest and the harmony
   changes;
 - sections (:func:`find_sections`): bar-synchronous chroma and MFCC, checkerboard novelty (Foote 2000) on the
-  bars' self-similarity, and labels by clustering the sections' mean features;
+  bars' self-similarity at a scale of a twelfth of the song (4 to 8 bars), and labels by clustering the sections'
+  mean features (at most 6 letters);
 - energy, silence, builds and drops (:func:`energy_curve`, :func:`find_silence`, :func:`find_drops`).
 """
 
@@ -39,7 +41,7 @@ __all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM
 log = logging.getLogger(__name__)
 
 #: Version of the analysis: a cache of cues is keyed by it (bump it when a change would give other cues).
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 #: STFT hop, samples at ANALYSIS_SR (23.2 ms).
 HOP = 512
 #: STFT window, samples at ANALYSIS_SR (92.9 ms).
@@ -60,9 +62,19 @@ _HPSS_KERNEL = 17
 #: Tempo estimation window, seconds, and its hop.
 _TEMPO_WINDOW_S = 12.0
 _TEMPO_HOP_S = 2.0
-#: A candidate period is the beat if its autocorrelation is at least this fraction of the strongest in range;
-#: the fastest such period wins (so a song with a kick on every beat is not heard at half its tempo).
+#: A window's beat period (where it leaves the song's tempo): the fastest autocorrelation peak at least this
+#: fraction of the strongest in range.
 _FASTEST_FRACTION = 0.5
+#: The song's metrical level (which of the autocorrelation's peaks is the beat, not the bar, half-bar or eighth):
+#: a log-normal tempo prior (Ellis 2007; librosa's start_bpm) centred here (bpm), this many octaves wide...
+_PRIOR_BPM = 120.0
+_PRIOR_OCTAVES = 0.7
+#: ... times how far a beat grid of that period stands out from the envelope (the whole flux and the low band),
+#: in windows of _TEMPO_WINDOW_S, each at its best phase.
+#: A kick on every beat of twice the tempo (the low band's autocorrelation there at least _KICK_AC and this
+#: fraction of its value at the chosen period) makes the faster level the beat.
+_KICK_AC = 0.6
+_KICK_SAME = 0.9
 #: A window keeps the song's tempo if its autocorrelation there is at least this fraction of its own best.
 _KEEP_TEMPO = 0.6
 #: A new tempo lasts at least this many windows (of _TEMPO_HOP_S).
@@ -77,9 +89,15 @@ _ENERGY_RANGE_DB = 40.0
 #: Silence: at least this long, this far (dB) below the song's typical level.
 _SILENCE_MIN_S = 0.5
 _SILENCE_BELOW_DB = 35.0
-#: Sections: the checkerboard kernel's half width and the shortest section, in bars.
-_KERNEL_BARS = 4
-_MIN_SECTION_BARS = 4
+#: Sections: the section scale (the checkerboard kernel's half width and the shortest section) is a twelfth of the
+#: song's bars, but 4 to 8 bars (a real song's 100 bars and more: 8-bar sections; a short synthetic song: 4).
+_SECTION_BARS = (4, 8)
+_SECTION_FRACTION = 12
+#: Section labels: clusters are cut at the larger of this fraction of the typical within-section spread and
+#: _LABEL_CUT of the largest distance between sections; at most _MAX_LABELS letters (a handful).
+_LABEL_SPREAD = 0.8
+_LABEL_CUT = 0.25
+_MAX_LABELS = 6
 #: Drops: the jump (dB) of the low band (kick and bass) or of the whole mix at a downbeat.
 _DROP_LOW_DB = 10.0
 _DROP_ALL_DB = 6.0
@@ -361,7 +379,68 @@ def _best_period(ac: np.ndarray) -> tuple[float, float]:
     return p + float(np.clip(shift, -0.5, 0.5)), float(b)
 
 
-def tempo_curve(env: np.ndarray) -> list[tuple[float, float]]:
+def _peak(ac: np.ndarray, p: int) -> float:
+    """The sub-frame position of the peak of ``ac`` at integer lag ``p`` (a parabola through three lags)."""
+    a, b, c = ac[p - 1], ac[p], ac[p + 1]
+    return p + (float(np.clip(0.5 * (a - c) / (a - 2 * b + c), -0.5, 0.5)) if a - 2 * b + c < 0 else 0.0)
+
+
+def _grid_salience(env: np.ndarray, period: float, win: int) -> float:
+    """How far a beat grid of ``period`` frames stands out: in windows of ``win`` frames (half overlapping), the
+    mean of ``env`` (its maximum over 3 frames) at the grid's points at the best phase, over the window's mean;
+    averaged over the windows. A period that is the song's pulse (beat, half bar, bar) scores high; a period that
+    only the autocorrelation likes (a dotted or triplet figure: 3/4 or 2/3 of the beat) drifts off the music."""
+    from scipy.ndimage import maximum_filter1d
+
+    m = maximum_filter1d(env.astype(np.float64), 3)
+    win = min(win, m.size)
+    starts = np.arange(0, m.size - win + 1, max(1, win // 2))
+    phases = np.arange(0.0, period, 1.0)
+    k = np.arange(int((win - 1 - period) // period) + 1)
+    idx = np.minimum(np.round(phases[:, None] + k[None, :] * period).astype(int), win - 1)  # (phases, points)
+    w = m[starts[:, None, None] + idx[None]]  # (windows, phases, points)
+    means = np.array([m[s:s + win].mean() for s in starts]) + 1e-12
+    return float(np.mean(w.mean(axis=2).max(axis=1) / means))
+
+
+def _song_period(env: np.ndarray, low: np.ndarray | None, max_lag: int) -> float:
+    """The song's beat period (frames): which of the autocorrelation's peaks in BPM_RANGE is the beat.
+
+    Each peak is scored by a log-normal tempo prior (centre _PRIOR_BPM, _PRIOR_OCTAVES wide) times the grid
+    salience (:func:`_grid_salience`) of the whole envelope and of the low band: the prior settles between the
+    bar, the beat and the eighths where the music has all of them, the salience rejects the off-grid periods.
+    A clean kick on every beat of the twice faster level (dance music; the synthetic songs at 150 to 180 bpm)
+    makes that level the beat. NaN if there is no peak.
+    """
+    ac = _autocorrelation(env, max_lag)
+    if low is None:
+        return _best_period(ac)[0]
+    lo = max(1, int(np.floor(60.0 * FRAME_RATE / BPM_RANGE[1])))
+    hi = min(ac.size - 2, int(np.ceil(60.0 * FRAME_RATE / BPM_RANGE[0])))
+    lags = np.arange(lo, hi + 1)
+    peaks = lags[(ac[lags] > ac[lags - 1]) & (ac[lags] >= ac[lags + 1]) & (ac[lags] > 0.1)]
+    if peaks.size == 0:
+        return _best_period(ac)[0]
+    if peaks.size == 1:
+        return _peak(ac, int(peaks[0]))
+    ac_low = _autocorrelation(low, max_lag)
+    win = int(round(_TEMPO_WINDOW_S * FRAME_RATE))
+    periods = np.array([_peak(ac, int(p)) for p in peaks])
+    prior = np.exp(-0.5 * (np.log2(60.0 * FRAME_RATE / periods / _PRIOR_BPM) / _PRIOR_OCTAVES) ** 2)
+    score = prior * np.array([_grid_salience(env, p, win) * _grid_salience(low, p, win) for p in periods])
+    best = int(np.argmax(score))
+    kick = [ac_low[int(p) - 1:int(p) + 2].max() for p in peaks]
+    for j, p in enumerate(periods):
+        if (abs(p / (periods[best] / 2) - 1) < _SAME_TEMPO and kick[j] >= _KICK_AC
+                and kick[j] >= _KICK_SAME * kick[best]):
+            best = j
+            break
+    log.debug("tempo candidates %s, scores %s: %.1f bpm", np.round(60.0 * FRAME_RATE / periods, 1),
+              np.round(score, 3), 60.0 * FRAME_RATE / periods[best])
+    return float(periods[best])
+
+
+def tempo_curve(env: np.ndarray, low: np.ndarray | None = None) -> list[tuple[float, float]]:
     """Where the tempo changes: the beat period of each window of the onset envelope, smoothed and cut into
     segments of one tempo.
 
@@ -369,6 +448,9 @@ def tempo_curve(env: np.ndarray) -> list[tuple[float, float]]:
     ----------
     env : np.ndarray [shape=(n_frames,)]
         Onset envelope at FRAME_RATE.
+    low : np.ndarray [shape=(n_frames,)], optional
+        The low band's onset envelope (the kick): with it, the song's metrical level is chosen by
+        :func:`_song_period`'s prior and beat grids; without it, the fastest strong autocorrelation peak.
 
     Returns
     -------
@@ -378,7 +460,7 @@ def tempo_curve(env: np.ndarray) -> list[tuple[float, float]]:
     win = int(round(_TEMPO_WINDOW_S * FRAME_RATE))
     hop = int(round(_TEMPO_HOP_S * FRAME_RATE))
     max_lag = int(np.ceil(60.0 * FRAME_RATE / BPM_RANGE[0])) + 2
-    whole, _ = _best_period(_autocorrelation(env, max_lag))
+    whole = _song_period(env, None if low is None else low.astype(np.float64), max_lag)
     if env.size < win + hop:
         return [(0.0, 60.0 * FRAME_RATE / whole if np.isfinite(whole) else 120.0)]
     starts = np.arange(0, env.size - win + 1, hop)
@@ -634,8 +716,9 @@ def _novelty(X: np.ndarray, half: int) -> np.ndarray:
 
 def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[Section]:
     """Sections: boundaries at the bars where the music changes most (checkerboard novelty on the bars'
-    self-similarity, peaks at least _MIN_SECTION_BARS apart), labelled by clustering the sections' mean features
-    (average linkage; a returning section gets its letter again). Neighbours with one label are one section.
+    self-similarity, peaks at least a section scale apart: a twelfth of the song, 4 to 8 bars), labelled by
+    clustering the sections' mean features (average linkage; a returning section gets its letter again).
+    Neighbours with one label are one section.
 
     Returns
     -------
@@ -645,22 +728,23 @@ def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[
     dur = feats.duration
     if dur < 1e-3:  # too short to write a section (the file keeps times to 0.1 ms)
         return []
-    if downbeat_frames.size < 2 * _MIN_SECTION_BARS:
+    if downbeat_frames.size < 2 * _SECTION_BARS[0]:
         return [Section(0.0, dur, "A")]
     X = _bar_features(feats, downbeat_frames)
     n = X.shape[0]
-    half = min(_KERNEL_BARS, max(1, n // 4))
+    scale = int(np.clip(round(n / _SECTION_FRACTION), *_SECTION_BARS))
+    half = min(scale, max(1, n // 4))
     nov = _novelty(X, half)
     nov = np.maximum(nov, 0.0)
     thresh = nov.mean() + 0.5 * nov.std()
     cand = [i for i in range(1, n) if nov[i] >= thresh and nov[i] == nov[i - 1:i + 2].max()]
-    # strongest first, each at least _MIN_SECTION_BARS bars from the others and from the song's ends
+    # strongest first, each at least `scale` bars from the others and from the song's ends
     bar_s = float(np.median(np.diff(downbeat_frames))) / FRAME_RATE
     at = downbeat_frames / FRAME_RATE
     bounds = []
     for i in sorted(cand, key=lambda i: -nov[i]):
-        if (all(abs(i - j) >= _MIN_SECTION_BARS for j in bounds) and at[i] >= (_MIN_SECTION_BARS - 0.5) * bar_s
-                and dur - at[i] >= (_MIN_SECTION_BARS - 0.5) * bar_s):
+        if (all(abs(i - j) >= scale for j in bounds) and at[i] >= (scale - 0.5) * bar_s
+                and dur - at[i] >= (scale - 0.5) * bar_s):
             bounds.append(i)
     bounds = sorted(bounds)
     edges = [0] + bounds + [n]
@@ -678,7 +762,8 @@ def find_sections(feats: SpectralFeatures, downbeat_frames: np.ndarray) -> list[
 
 def _cluster(means: np.ndarray, X: np.ndarray, edges: list[int]) -> list[str]:
     """Letters for the sections: average-linkage clusters of their mean features, cut where sections are further
-    apart than the bars of one section are from its mean (their spread)."""
+    apart than _LABEL_SPREAD of the bars' typical distance from their section's mean (or _LABEL_CUT of the largest
+    distance), and into at most _MAX_LABELS clusters."""
     k = means.shape[0]
     if k == 1:
         return ["A"]
@@ -688,8 +773,11 @@ def _cluster(means: np.ndarray, X: np.ndarray, edges: list[int]) -> list[str]:
     spread = np.median([np.sqrt(np.mean(np.sum((X[a:b] - X[a:b].mean(axis=0)) ** 2, axis=1)))
                         for a, b in zip(edges[:-1], edges[1:])])
     d = pdist(means)
-    cut = max(1.0 * spread, 0.25 * float(d.max()))
-    ids = fcluster(linkage(d, method="average"), t=cut, criterion="distance")
+    cut = max(_LABEL_SPREAD * spread, _LABEL_CUT * float(d.max()))
+    tree = linkage(d, method="average")
+    ids = fcluster(tree, t=cut, criterion="distance")
+    if ids.max() > _MAX_LABELS:
+        ids = fcluster(tree, t=_MAX_LABELS, criterion="maxclust")
     letters: dict[int, str] = {}
     out = []
     for i in ids:
@@ -843,7 +931,7 @@ def analyze(audio, *, progress: bool | ProgressCallback = False, cancel: threadi
         bar.update()
         check_cancel(cancel)
         env = _beat_envelope(envs)
-        rough = tempo_curve(env)
+        rough = tempo_curve(env, envs["low"])
         beat_frames = track_beats(env, rough)
         beats_per_bar, phase = find_downbeats(beat_frames, envs, feats.chroma)
         is_down = np.zeros(beat_frames.size, dtype=bool)

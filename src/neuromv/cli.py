@@ -1,4 +1,5 @@
-"""The command line: ``neuromv render``, ``neuromv fit``, ``neuromv demo``. A thin layer over the library.
+"""The command line: ``neuromv render``, ``neuromv fit``, ``neuromv demo``, ``neuromv sync``... A thin layer over
+the library.
 
 Heavy libraries (torch, librosa, av) are imported inside the commands, so ``neuromv --help`` is instant.
 Every expected failure is one line on stderr and exit code 1.
@@ -164,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(s)
     s.set_defaults(func=_cmd_separate)
 
+    y = sub.add_parser("sync", help="measure how closely a video's motion follows its song",
+                       description="Measure VIDEO's sync with SONG (default: the video's own audio track): the lag, "
+                                   "the correlation of motion and onsets, the Beat Alignment Score and the beat "
+                                   "F-measure (docs/sync.md).")
+    y.add_argument("video", help="video file")
+    y.add_argument("song", nargs="?", help="audio file (default: the video's audio track)")
+    y.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_verbosity(y)
+    y.set_defaults(func=_cmd_sync)
+
     v = sub.add_parser("serve", help="live preview in the browser (a local web app)",
                        description="Start a local web server: drop a song on the page, see the CPPN play with it, "
                                    "tune it, and render the video.")
@@ -305,6 +316,16 @@ def _cmd_separate(args: argparse.Namespace, cancel: threading.Event) -> list[str
     paths = separate_song(args.song, args.output, args.separator, overwrite=args.overwrite, device=args.device,
                           progress=_bars(args), cancel=cancel)
     return [f"wrote {p}" for p in paths.values()]
+
+
+def _cmd_sync(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
+    import json
+
+    from .sync import sync_video
+
+    report = sync_video(args.video, args.song, progress=_bars(args), cancel=cancel)
+    print(json.dumps(report.to_dict()) if args.json else report)
+    return []
 
 
 def _cmd_serve(args: argparse.Namespace, cancel: threading.Event) -> None:

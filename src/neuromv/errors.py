@@ -7,7 +7,7 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 from __future__ import annotations
 
 __all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "CuesError",
-           "OutputError",
+           "VideoError", "OutputError",
            "Interrupted", "summary"]
 
 
@@ -38,6 +38,10 @@ class SeparationError(NeuroMVError):
 class CuesError(NeuroMVError):
     """A cues file (``neuromv analyze``'s JSON) cannot be used: missing, not JSON, another schema version, or a
     field with impossible values."""
+
+
+class VideoError(NeuroMVError):
+    """A video to measure (``neuromv sync``) cannot be used: missing, not a video, corrupt, or without frames."""
 
 
 class OutputError(NeuroMVError):

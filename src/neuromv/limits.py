@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANALYSIS_SR", "MIN_FPS", "MAX_FPS", "MAX_SIDE", "MAX_MELS", "MAX_HIDDEN", "MAX_LAYERS", "MAX_SECONDS", "MAX_FIT_STEPS",
-    "MAX_SEED", "MAX_ZOOM", "MAX_PAN", "MAX_GAIN", "MAX_SMOOTH", "MAX_NAME_CHARS",
+    "MAX_SEED", "MAX_ZOOM", "MAX_FRAME_ZOOM", "MAX_PAN", "MAX_GAIN", "MAX_SMOOTH", "MAX_NAME_CHARS",
     "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_MODEL_HEADER_BYTES", "max_model_bytes",
     "MAX_LEVELS", "MAX_FEATURES", "MAX_GRID_VALUES", "MAX_PICTURE_HIDDEN", "MAX_PICTURE_LAYERS", "MAX_ASPECT",
     "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
@@ -66,6 +66,11 @@ MAX_SEED = 2**63 - 1
 #: everywhere: the picture is flat. Pan has the same reach.
 MAX_ZOOM = 1000.0
 MAX_PAN = 1000.0
+#: Largest per-frame zoom factor of the renderer (``Renderer.frames(..., zoom=...)``), and its inverse the smallest: a
+#: frame's zoom is a gesture around the chosen view (a beat's pulse, a section's framing), not a new view. At 64x in,
+#: one pixel of the view fills 64 x 64 pixels of the frame (a fitted picture is a blur of its pixels); at 64x out, a
+#: picture is its border repeated, and a CPPN's coordinates reach 64 x MAX_ZOOM, still far from float32's limits.
+MAX_FRAME_ZOOM = 64.0
 #: Largest reactivity, saturation or contrast: past these the picture is pure noise or pure black and white.
 MAX_GAIN = 100.0
 #: Longest smoothing release, in seconds: longer is a still picture.

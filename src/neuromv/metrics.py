@@ -7,6 +7,8 @@
   the change into frame i and the audio's onset strength at frame i.
 
 Frames are accumulated one at a time (:class:`FrameStats`): measuring a video never holds it in memory.
+:mod:`neuromv.sync` measures the sync proper (lag, Beat Alignment Score, beat F-measure) from the same onset
+strength and :func:`lagged_correlation`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["ssim", "FrameStats", "onset_strength", "onset_correlation", "VideoMetrics", "measure_video"]
+__all__ = ["ssim", "FrameStats", "onset_strength", "lagged_correlation", "onset_correlation", "VideoMetrics",
+           "measure_video"]
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, sigma: float = 1.5) -> float:
@@ -129,23 +132,50 @@ def onset_strength(y: np.ndarray, sr: int, n_frames: int, *, fps: float = 30.0) 
     return np.interp(np.arange(n_frames) / fps, t_onset, onset).astype(np.float64)
 
 
+def lagged_correlation(x: np.ndarray, y: np.ndarray, lag: int) -> float:
+    """Pearson correlation between ``x[i]`` and ``y[i - lag]``, over the ``i`` where both exist.
+
+    With ``x`` a video's per-frame change and ``y`` the audio's onset strength at the same frames, a positive
+    ``lag`` pairs each change with the onset ``lag`` frames earlier: the picture moves ``lag`` frames after the
+    music.
+
+    Parameters
+    ----------
+    x, y : np.ndarray [shape=(n,) and (m,)]
+        Two series on the same time grid (e.g. one value per video frame).
+    lag : int
+        Frames.
+
+    Returns
+    -------
+    float
+        In [-1, 1]; 0 when fewer than two pairs overlap or either side is constant there.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    lag = int(lag)
+    lo, hi = max(0, lag), min(len(x), len(y) + lag)  # i in [lo, hi): 0 <= i < len(x), 0 <= i - lag < len(y)
+    if hi - lo < 2:
+        return 0.0
+    a, b = x[lo:hi], y[lo - lag:hi - lag]
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float(a @ a) * float(b @ b))
+    if not den > 0:
+        return 0.0
+    return max(-1.0, min(1.0, float(a @ b) / den))
+
+
 def onset_correlation(changes: np.ndarray, onset: np.ndarray, *, max_lag: int = 0) -> float:
     """Pearson correlation between the change into frame i (``changes[i - 1]``) and ``onset[i + lag]``, at the
-    best lag with ``|lag| <= max_lag`` frames.
+    best lag with ``|lag| <= max_lag`` frames (:func:`lagged_correlation` of ``changes`` and ``onset[1:]``).
 
     librosa's centred onset strength runs about one frame early against the frames (docs/reference-images.md), so
     the benchmarks take ``max_lag=1``: "follows the onsets within one frame". Returns 0 when either is constant.
     """
-    changes = np.asarray(changes, dtype=np.float64)
     onset = np.asarray(onset, dtype=np.float64)
     best = None
     for lag in range(-int(max_lag), int(max_lag) + 1):
-        idx = np.arange(1, len(changes) + 1) + lag  # onset index of each change
-        ok = (idx >= 0) & (idx < len(onset))
-        c, o = changes[ok], onset[idx[ok]]
-        if len(c) < 2 or c.std() == 0 or o.std() == 0:
-            continue
-        r = float(np.corrcoef(c, o)[0, 1])
+        r = lagged_correlation(changes, onset[1:], lag)
         best = r if best is None else max(best, r)
     return 0.0 if best is None else best
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,10 @@ __all__ = ["render", "RenderResult", "ProgressCallback", "latents_for", "build_r
            "resolve_image"]
 
 log = logging.getLogger(__name__)
+
+#: Longest render (seconds) whose log gets the sync line: the song's onset strength needs it whole, at 22050 Hz
+#: mono (80 MB for 15 minutes).
+SYNC_LOG_SECONDS = 900
 
 @dataclass(frozen=True)
 class RenderResult:
@@ -48,6 +53,9 @@ class RenderResult:
         The settings used (size rounded to even; n_mels and hidden from the model, when one was given).
     image : str or None
         Where the reference image came from (a file, embedded cover art, a model file); None: abstract.
+    sync : SyncReport or None
+        How closely the frames follow the song (:func:`neuromv.sync.measure_sync`, logged as the render's sync
+        line); None for renders over :data:`SYNC_LOG_SECONDS`.
     """
 
     path: Path
@@ -56,6 +64,7 @@ class RenderResult:
     seconds: float
     settings: RenderSettings
     image: str | None = None
+    sync: Any = None
 
 
 def render(
@@ -199,21 +208,57 @@ def _encode(frames: Iterator[np.ndarray], n_frames: int, audio, output, plan: Pl
             progress, cancel, t0: float, where: str | None) -> RenderResult:
     """Stream ``frames`` (an iterator of uint8 RGB (h, w, 3) or I420 (h * 3 // 2, w)) into the video file with the
     song's audio."""
+    from .sync import MotionEnvelope
     from .video import VideoWriter
 
     s = plan.settings
+    envelope = MotionEnvelope()  # the video's motion, for the sync line (well under 1 ms a frame)
     with VideoWriter(output, s.width, s.height, s.fps, audio=audio, crf=s.crf, preset=s.preset, codec=s.codec,
                      overwrite=overwrite, inputs=plan.inputs) as writer:
         with Progress("render", n_frames, progress) as bar:
             for _ in range(n_frames):
                 check_cancel(cancel)
-                writer.write(next(frames))
+                frame = next(frames)
+                envelope.add(frame)
+                writer.write(frame)
                 bar.update()
+        check_cancel(cancel)
+        report = _log_sync(envelope, audio, plan)
     seconds = time.perf_counter() - t0
     # debug: the command line says "wrote" itself, once it treats the run as done (a late signal is then ignored)
     log.debug("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
               seconds, n_frames / seconds)
-    return RenderResult(writer.path, n_frames, audio.duration, seconds, s, where)
+    return RenderResult(writer.path, n_frames, audio.duration, seconds, s, where, report)
+
+
+def _log_sync(envelope, audio: Audio | AudioFile, plan: Plan):
+    """Log how closely the frames follow the song (:func:`neuromv.sync.measure_sync`: what ``neuromv sync`` says
+    of the finished video, measured on the frames before encoding). The song's onset strength needs its samples at
+    the analysis rate (4 bytes a sample): songs over :data:`SYNC_LOG_SECONDS` skip the line."""
+    from .features import ANALYSIS_SR
+    from .metrics import onset_strength
+    from .sync import measure_sync, song_beats
+
+    if audio.duration > SYNC_LOG_SECONDS:
+        log.info("sync: not measured during renders of over %d minutes (run 'neuromv sync' on the video)",
+                 SYNC_LOG_SECONDS // 60)
+        return None
+    s = plan.settings
+    if isinstance(audio, AudioFile):
+        o = audio.options
+        mono = AudioFile(audio.path, sr=ANALYSIS_SR, mono=True, start=o["start"], duration=o["duration"]).load()
+    else:
+        mono = audio
+    onset = onset_strength(mono.mono(), mono.sr, len(envelope.envelope), fps=s.fps)
+    if plan.cues is not None:  # the beats the kicks were placed on, in the excerpt's time
+        start = float(s.start) if plan.song is not None else 0.0
+        beats = np.asarray(plan.cues.beats) - start
+        beats = beats[(beats >= 0) & (beats <= audio.duration)]
+    else:
+        beats = song_beats(mono)
+    report = measure_sync(envelope.envelope, onset, beats, s.fps)
+    log.info("%s", report)
+    return report
 
 
 def _excerpt(audio: Audio, start: float, duration: float | None) -> Audio:

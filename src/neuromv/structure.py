@@ -33,8 +33,11 @@ __all__ = ["Controls", "controls_for", "kick_envelope", "KICK", "STEM_ROLES", "R
 #: kick of 1: a 5 % zoom-in), ``brightness`` (added at a kick of 1), ``z`` (the network's input moves this far
 #: along a fixed direction), ``floor`` (the smallest share of a hit's own strength: a beat without an onset still
 #: kicks a little), ``energy`` (how much a quiet passage softens the kicks). The live page's kick uses the same.
-KICK = {"release": 0.3, "beat": 0.55, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.08, "z": 0.35,
-        "floor": 0.35, "energy": 0.6}
+KICK = {"release": 0.3, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.08, "z": 0.6,
+        "floor": 0.3, "energy": 0.4}
+#: With cues, the music's own motion (the mel latents) follows the beat: between beats it is scaled down to
+#: ``floor`` and comes back to full with each kick, so the picture moves most on the beat.
+MUSIC = {"floor": 0.7}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
 BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
@@ -342,5 +345,6 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     if kind is True:  # a format-1 image-mode CPPN is not zoomed
         zoom = np.ones(n_frames)
     f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    return Controls(f(1.0 - rest), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue), f(np.maximum(saturation, 0.0)),
+    gate = MUSIC["floor"] + (1.0 - MUSIC["floor"]) * np.minimum(kick / max(beat * ROLE_KICK[role], 1e-6), 1.0)
+    return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue), f(np.maximum(saturation, 0.0)),
                     f(brightness))

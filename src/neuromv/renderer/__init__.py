@@ -17,7 +17,12 @@ can be panned over the pattern (``pan``, :func:`~neuromv.cppn.coordinate_grid`),
 an optional affine colour map (``color``, from :func:`color_matrix`: hue, saturation, brightness, contrast) on
 every path; without one, no path does any work for it.
 
+Every path also takes two controls per frame (:mod:`.controls`), for music that drives the framing and the
+palette: a ``zoom`` that multiplies the pixels' coordinates (a fitted picture: about the view's centre) and a
+``color`` map that replaces the renderer's own for that frame. Without them every path renders exactly as before.
+
 Modules: :mod:`.device` (:func:`resolve_device`), :mod:`.color` (:func:`color_matrix`, :data:`LUMA`),
+:mod:`.controls` (:func:`check_zoom`, :func:`check_zooms`, :func:`check_colors`),
 :mod:`.setup` (:class:`RenderSetup`, :data:`CENTRE_FRAMES`), :mod:`.reference` (:func:`reference_render`),
 :mod:`.threads` (worker threads), and the backends above.
 """
@@ -34,6 +39,7 @@ from ..errors import ParameterError
 from ..motion import Motion
 from .backend import Backend
 from .color import LUMA, check_color, color_matrix  # noqa: F401 - LUMA: neuromv.renderer.LUMA
+from .controls import MIN_FRAME_ZOOM, check_colors, check_zoom, check_zooms  # noqa: F401 - MIN_FRAME_ZOOM: public
 from .dense import DENSE_CHUNK, DenseBackend  # noqa: F401 - DENSE_CHUNK: neuromv.renderer.DENSE_CHUNK
 from .device import resolve_device
 from .kernel import (ISA_ENV, KERNEL_ISAS, PRECISIONS, KernelBackend, kernel_choice, kernel_isas, kernel_precisions,
@@ -45,7 +51,8 @@ from .threads import available_cores
 from .tiles import DEFAULT_TILE, TiledBackend
 
 __all__ = ["Renderer", "reference_render", "resolve_device", "kernel_widths", "kernel_isas", "kernel_precisions",
-           "resolve_precision", "color_matrix", "KERNEL_ISAS", "PRECISIONS", "ISA_ENV"]
+           "resolve_precision", "color_matrix", "check_zoom", "check_zooms", "check_colors", "KERNEL_ISAS",
+           "PRECISIONS", "ISA_ENV"]
 
 #: :meth:`Renderer.frames` on a GPU: default batch of about this many pixel-frames, and at most MAX_BATCH frames.
 BATCH_PIXELS = 1 << 26
@@ -99,6 +106,20 @@ class Renderer:
         A fitted picture's motion (:class:`neuromv.motion.Motion`); its ``n_z`` is the length of the frames' drive
         vectors. Default: ``Motion.of(32, picture.seed)``. Ignored for CPPNs.
 
+    Notes
+    -----
+    **Per-frame controls.** :meth:`render`, :meth:`render_yuv420`, :meth:`render_batch` and :meth:`frames` take a
+    ``zoom`` and a ``color`` per frame, on every method:
+
+    - ``zoom`` ``s`` (a number from 1/64 to 64, :data:`neuromv.limits.MAX_FRAME_ZOOM`; 1: none) multiplies the
+      pixels' CPPN coordinates ``(x, y, r)``, pan included: the frame is ``Renderer(cppn, width, height,
+      scale=scale * s, pan=(pan[0] * s, pan[1] * s), ...)``'s, and ``s < 1`` zooms in. It scales layer 0's
+      coordinate part per frame, so it costs (almost) nothing. Image-mode CPPNs rendered with ``centre`` take only
+      zoom 1 (the centring is computed once, for the renderer's view). A fitted picture zooms about the view's
+      centre: the frame samples the picture and its motion's maps at ``centre + (place - centre) s`` (bilinear;
+      zoomed out, the picture's border pixels repeat around it).
+    - ``color`` (a 3 x 4 map, as the ``color`` parameter) replaces the renderer's colour map for that frame.
+
     Attributes
     ----------
     method : str
@@ -135,7 +156,7 @@ class Renderer:
                 raise ParameterError("precision 'int16' needs the compiled kernel; a fitted picture renders in "
                                      "float32: use precision 'float32' or 'auto'")
             self.motion = motion if motion is not None else Motion.of(DEFAULT_N_Z, getattr(cppn, "seed", 0))
-            self.n_z, self.image = self.motion.n_z, True
+            self.n_z, self.image, self._centred = self.motion.n_z, True, False
             self.method, self.precision = "picture", "float32"
             self.backend: Backend = PictureBackend(cppn, self.motion, self.width, self.height, scale=scale,
                                                    pan=self.pan, color=self.color, device=self.device,
@@ -143,11 +164,13 @@ class Renderer:
             self.isa = self.backend.isa
             return
         self.motion = None
+        self._centred = False  # image mode with centre: per-frame zoom refused (see Notes)
         self.n_z = cppn.n_z
         self.image = cppn.image
         self.method, self.isa, self.precision = _choose(method, precision, cppn, self.device)
         setup = RenderSetup.of(cppn, self.width, self.height, scale=scale, pan=self.pan, centre=centre,
                                color=self.color)
+        self._centred = setup.offset is not None
         if self.method == "kernel":
             self.backend = KernelBackend(setup, threads=self.threads, isa=self.isa,
                                                   precision=self.precision)
@@ -158,19 +181,29 @@ class Renderer:
 
     # -- one frame -------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def render(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+    def render(self, z: np.ndarray | torch.Tensor, *, zoom: float = 1.0,
+               color: np.ndarray | None = None) -> np.ndarray:
         """One frame.
 
         Parameters
         ----------
         z : array [shape=(n_z,)]
             The frame's latent vector (already scaled by the reactivity).
+        zoom : float
+            The frame's zoom (see the class's Notes); 1: none.
+        color : np.ndarray [shape=(3, 4)], optional
+            The frame's colour map, instead of the renderer's :attr:`color`; None: the renderer's.
 
         Returns
         -------
         np.ndarray [shape=(height, width, 3), dtype=uint8]
+
+        Raises
+        ------
+        ParameterError
+            A bad ``z``, ``zoom`` or ``color``.
         """
-        return self.backend.render(self._check_z(z))
+        return self.backend.render(self._check_z(z), self._check_zoom(zoom), check_color(color))
 
     @property
     def yuv420(self) -> bool:
@@ -178,12 +211,17 @@ class Renderer:
         yuv420=True)``): the compiled kernel or the dense (GPU) method, at an even size."""
         return self.backend.yuv420
 
-    def render_yuv420(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
+    def render_yuv420(self, z: np.ndarray | torch.Tensor, *, zoom: float = 1.0,
+                      color: np.ndarray | None = None) -> np.ndarray:
         """One frame straight in the encoder's format, skipping a separate RGB-to-YUV conversion.
 
         Parameters
         ----------
         z : array [shape=(n_z,)]
+        zoom : float
+            As :meth:`render` takes it.
+        color : np.ndarray [shape=(3, 4)], optional
+            As :meth:`render` takes it.
 
         Returns
         -------
@@ -194,11 +232,11 @@ class Renderer:
         Raises
         ------
         ParameterError
-            Not available here (see :attr:`yuv420`).
+            Not available here (see :attr:`yuv420`), or a bad ``z``, ``zoom`` or ``color``.
         """
         if not self.yuv420:
             raise ParameterError("render_yuv420 needs the compiled kernel or the dense method, and an even size")
-        return self.backend.render_yuv420(self._check_z(z))
+        return self.backend.render_yuv420(self._check_z(z), self._check_zoom(zoom), check_color(color))
 
     def _check_z(self, z: np.ndarray | torch.Tensor) -> np.ndarray:
         """z [shape=(n_z,)] -> a float32 numpy vector of that shape, checked."""
@@ -207,28 +245,53 @@ class Renderer:
             raise ParameterError(f"z has {z.size} values; this CPPN takes {self.n_z}")
         return z
 
+    def _check_zoom(self, zoom) -> float:
+        """One frame's zoom, checked (:func:`check_zoom`, and 1 for image mode with centring)."""
+        zoom = check_zoom(zoom)
+        if zoom != 1.0 and self._centred:
+            raise ParameterError(_CENTRED_ZOOM)
+        return zoom
+
+    def _check_zooms(self, zoom, n_frames: int) -> np.ndarray | None:
+        """Every frame's zoom, checked (:func:`check_zooms`, and all 1 for image mode with centring)."""
+        zoom = check_zooms(zoom, n_frames)
+        if zoom is not None and self._centred and (zoom != 1.0).any():
+            raise ParameterError(_CENTRED_ZOOM)
+        return zoom
+
     # -- batches of frames ---------------------------------------------------------------------------------------
     def default_batch(self) -> int:
         """Frames per batch of :meth:`frames` on a GPU: about ``BATCH_PIXELS`` pixel-frames, 1 to ``MAX_BATCH``."""
         return max(1, min(MAX_BATCH, BATCH_PIXELS // self.n_pixels))
 
     @torch.no_grad()
-    def render_batch(self, zs: np.ndarray | torch.Tensor) -> np.ndarray:
+    def render_batch(self, zs: np.ndarray | torch.Tensor, *, zoom: np.ndarray | None = None,
+                     color: np.ndarray | None = None) -> np.ndarray:
         """Several frames at once; with ``method='dense'`` (GPUs) they go through the network together.
 
         Parameters
         ----------
         zs : array [shape=(B, n_z)]
             One latent vector per frame (already scaled by the reactivity).
+        zoom : array [shape=(B,)], optional
+            Each frame's zoom (see the class's Notes); None: all 1.
+        color : array [shape=(B, 3, 4)], optional
+            Each frame's colour map, instead of the renderer's :attr:`color`; None: the renderer's.
 
         Returns
         -------
         np.ndarray [shape=(B, height, width, 3), dtype=uint8]
-        """
-        return self.backend.render_batch(self._check_zs(zs))
 
-    def frames(self, zs: np.ndarray | torch.Tensor, batch: int | None = None, *,
-               yuv420: bool = False) -> Iterator[np.ndarray]:
+        Raises
+        ------
+        ParameterError
+            A bad ``zs``, ``zoom`` or ``color``.
+        """
+        zs = self._check_zs(zs)
+        return self.backend.render_batch(zs, self._check_zooms(zoom, len(zs)), check_colors(color, len(zs)))
+
+    def frames(self, zs: np.ndarray | torch.Tensor, batch: int | None = None, *, yuv420: bool = False,
+               zoom: np.ndarray | None = None, color: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Every frame of ``zs``, in order, as a generator (the way to render a whole video).
 
         On a GPU (``method='dense'`` on CUDA) the frames are rendered ``batch`` at a time and double-buffered: batch
@@ -246,6 +309,11 @@ class Renderer:
             most 32 frames).
         yuv420 : bool
             I420 frames [shape=(height * 3 // 2, width)] as :meth:`render_yuv420` makes them, instead of RGB.
+        zoom : np.ndarray [shape=(n_frames,)], optional
+            Each frame's zoom (see the class's Notes); None: all 1. Frame i is ``render(zs[i], zoom=zoom[i],
+            color=color[i])``.
+        color : np.ndarray [shape=(n_frames, 3, 4)], optional
+            Each frame's colour map, instead of the renderer's :attr:`color`; None: the renderer's.
 
         Yields
         ------
@@ -256,8 +324,8 @@ class Renderer:
         Raises
         ------
         ParameterError
-            Bad ``zs`` or ``batch``, or ``yuv420`` where :attr:`yuv420` is False (at the call, not at the first
-            frame).
+            Bad ``zs``, ``batch``, ``zoom`` or ``color``, or ``yuv420`` where :attr:`yuv420` is False (at the call,
+            not at the first frame).
         """
         zs = self._check_zs(zs)
         if batch is None:
@@ -266,7 +334,8 @@ class Renderer:
             raise ParameterError(f"batch must be an integer >= 1, not {batch!r}")
         if yuv420 and not self.yuv420:
             raise ParameterError(f"yuv420 frames need {self.backend.yuv420_needs}")
-        return self.backend.frames(zs, int(batch), yuv420)
+        return self.backend.frames(zs, int(batch), yuv420, self._check_zooms(zoom, len(zs)),
+                                   check_colors(color, len(zs)))
 
     def _check_zs(self, zs: np.ndarray | torch.Tensor) -> torch.Tensor:
         """zs [shape=(n_frames, n_z)] -> a float32 CPU tensor of that shape, checked."""
@@ -276,6 +345,11 @@ class Renderer:
         if zs.dim() != 2 or zs.shape[1] != self.n_z:
             raise ParameterError(f"zs must have shape (n_frames, {self.n_z}) for this CPPN, not {tuple(zs.shape)}")
         return zs.contiguous()
+
+
+#: The one-line refusal of a zoom for image mode with centring.
+_CENTRED_ZOOM = ("zoom must be 1 for an image-mode CPPN rendered with centre (its centring is computed once, for "
+                 "the renderer's view)")
 
 
 def _choose(method: str, precision: str, cppn: CPPN, device: torch.device) -> tuple[str, str | None, str]:

@@ -18,7 +18,10 @@ class Backend:
 
     A subclass implements :meth:`render`, and :meth:`render_yuv420` where it sets :attr:`yuv420`; the batches
     (:meth:`render_batch`, :meth:`frames`) default to one frame after another. Arguments come checked from
-    :class:`~neuromv.renderer.Renderer`.
+    :class:`~neuromv.renderer.Renderer`, the per-frame controls included (:mod:`.controls`): a frame's ``zoom``
+    (a float, 1: none) multiplies the pixels' coordinates, and its ``color`` (an array [shape=(3, 4)], float64)
+    replaces the backend's own colour map; ``color=None`` is the backend's own. With zoom 1 and no colour, every
+    backend does exactly what it did without them.
 
     Attributes
     ----------
@@ -45,24 +48,35 @@ class Backend:
         """Whether :meth:`render_yuv420` works here."""
         return False
 
-    def render(self, z: np.ndarray) -> np.ndarray:
+    def render(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
         """One frame: z [shape=(n_z,), dtype=float32] -> np.ndarray [shape=(height, width, 3), dtype=uint8]."""
         raise NotImplementedError
 
-    def render_yuv420(self, z: np.ndarray) -> np.ndarray:
+    def render_yuv420(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
         """One frame in I420: z [shape=(n_z,), dtype=float32] -> np.ndarray [shape=(height * 3 // 2, width),
         dtype=uint8] (see :meth:`neuromv.renderer.Renderer.render_yuv420`)."""
         raise NotImplementedError
 
-    def render_batch(self, zs: torch.Tensor) -> np.ndarray:
-        """zs [shape=(B, n_z), float32, CPU] -> frames, np.ndarray [shape=(B, height, width, 3), dtype=uint8]."""
+    def render_batch(self, zs: torch.Tensor, zoom: np.ndarray | None = None,
+                     color: np.ndarray | None = None) -> np.ndarray:
+        """zs [shape=(B, n_z), float32, CPU] -> frames, np.ndarray [shape=(B, height, width, 3), dtype=uint8];
+        ``zoom`` [shape=(B,)] and ``color`` [shape=(B, 3, 4)] per frame, or None."""
         out = np.empty((len(zs), self.height, self.width, 3), dtype=np.uint8)
-        for i, z in enumerate(zs):
-            out[i] = self.render(z.numpy())
+        for i, (z, s, a) in enumerate(_per_frame(zs, zoom, color)):
+            out[i] = self.render(z, s, a)
         return out
 
-    def frames(self, zs: torch.Tensor, batch: int, yuv420: bool) -> Iterator[np.ndarray]:
+    def frames(self, zs: torch.Tensor, batch: int, yuv420: bool, zoom: np.ndarray | None = None,
+               color: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Every frame of zs [shape=(n_frames, n_z), float32, CPU] in order, RGB or (``yuv420``) I420; ``batch``
-        frames at a time where the algorithm batches (here: one by one)."""
+        frames at a time where the algorithm batches (here: one by one); ``zoom`` [shape=(n_frames,)] and
+        ``color`` [shape=(n_frames, 3, 4)] per frame, or None."""
         draw = self.render_yuv420 if yuv420 else self.render
-        return (draw(z.numpy()) for z in zs)
+        return (draw(z, s, a) for z, s, a in _per_frame(zs, zoom, color))
+
+
+def _per_frame(zs: torch.Tensor, zoom: np.ndarray | None,
+               color: np.ndarray | None) -> Iterator[tuple[np.ndarray, float, np.ndarray | None]]:
+    """(z as numpy, zoom as a float, colour map or None) of each frame."""
+    for i, z in enumerate(zs):
+        yield z.numpy(), 1.0 if zoom is None else float(zoom[i]), None if color is None else color[i]

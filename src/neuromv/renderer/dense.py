@@ -7,6 +7,10 @@ On CUDA the frames are rendered ``batch`` at a time: batch k + 1 is queued on th
 are yielded, and each batch is copied to pinned host memory on a side stream, so the copies overlap the rendering
 and the caller's own work. At most about three batches are alive at once, however many frames there are. On CPU
 the same batching runs without streams and pinned memory.
+
+Per-frame controls ride along in the batch: frame b's zoom ``s_b`` scales the coordinate part of layer 0 (stored
+with its bias folded in, ``a0 = W0 xyr + b0``), so its pre-activation is ``s_b a0 + (1 - s_b) b0 + W_z z_b``, one
+``addcmul`` per chunk in place of the ``add``; frame b's colour map ``A_b`` is one batched product (``baddbmm``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class DenseBackend(Backend):
         first, w0_z, layers = setup.first_layer(), setup.w0_z, setup.layers
         dev = self.device
         self._a0 = first.to(device=dev, dtype=torch.float32).contiguous()  # (P, H)
+        self._b0 = setup.b0.to(device=dev, dtype=torch.float32)  # a zoomed frame's bias: (1 - s) b0 + W_z z
         self._zw = w0_z.to(device=dev, dtype=torch.float32)  # (H, n_z): per-frame bias = _zw @ z
         # every layer after the first: (W^T, b)
         self._layers = [(w.T.contiguous().to(dev, torch.float32), b.to(dev, torch.float32)) for w, b in layers[1:]]
@@ -73,35 +78,51 @@ class DenseBackend(Backend):
         """At an even size."""
         return self.width % 2 == 0 and self.height % 2 == 0
 
+    def _controls(self, zoom: np.ndarray | float | None, color: np.ndarray | None, n: int) -> dict:
+        """Per-frame controls as :meth:`batch`'s keyword arguments, on the device: ``zoom`` [shape=(n,)] (left out
+        where every frame's is 1) and ``color`` [shape=(n, 3, 4)] (left out where None: the backend's own)."""
+        controls = {}
+        if zoom is not None:
+            z = np.broadcast_to(np.asarray(zoom, dtype=np.float64), (n,))
+            if (z != 1.0).any():
+                controls["zoom"] = torch.from_numpy(z.astype(np.float32)).to(self.device)
+        if color is not None:
+            c = torch.from_numpy(np.asarray(color, dtype=np.float64).reshape(n, 3, 4)).to(torch.float32)
+            controls["color"] = c.to(self.device)
+        return controls
+
     @torch.no_grad()
-    def render(self, z: np.ndarray) -> np.ndarray:
+    def render(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
         with _exact_float32():
-            frame = self.batch(torch.as_tensor(z).reshape(1, -1).to(self.device))
+            frame = self.batch(torch.as_tensor(z).reshape(1, -1).to(self.device), **self._controls(zoom, color, 1))
         return frame[0].cpu().numpy().reshape(self.height, self.width, 3)
 
-    def render_yuv420(self, z: np.ndarray) -> np.ndarray:
+    def render_yuv420(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
         with torch.no_grad(), _exact_float32():
-            frame = self.batch(torch.from_numpy(z).reshape(1, -1).to(self.device))
+            frame = self.batch(torch.from_numpy(z).reshape(1, -1).to(self.device), **self._controls(zoom, color, 1))
             return rgb_to_i420(frame, self.height, self.width)[0].cpu().numpy()
 
-    def render_batch(self, zs: torch.Tensor) -> np.ndarray:
+    def render_batch(self, zs: torch.Tensor, zoom: np.ndarray | None = None,
+                     color: np.ndarray | None = None) -> np.ndarray:
         with _exact_float32():
-            frames = self.batch(zs.to(self.device))
+            frames = self.batch(zs.to(self.device), **self._controls(zoom, color, len(zs)))
         return frames.cpu().numpy().reshape(len(zs), self.height, self.width, 3)
 
-    def frames(self, zs: torch.Tensor, batch: int, yuv420: bool) -> Iterator[np.ndarray]:
+    def frames(self, zs: torch.Tensor, batch: int, yuv420: bool, zoom: np.ndarray | None = None,
+               color: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Double-buffered batches (see the module's text); frames are views of their batch's host buffer."""
         n = len(zs)
         cuda = self.device.type == "cuda"
         copies = torch.cuda.Stream(device=self.device) if cuda and n else None
         zs = zs.to(self.device)  # all at once: a copy per batch would wait for the work queued before it
+        controls = self._controls(zoom, color, n)
 
         def launch(s: int):
             """Queue the frames s ... s + batch - 1; returns (host frames, event marking their arrival or None)."""
             e = min(s + batch, n)
             with torch.no_grad(), _exact_float32(), (torch.cuda.device(self.device) if cuda
                                                      else contextlib.nullcontext()):
-                out = self.batch(zs[s:e])
+                out = self.batch(zs[s:e], **{k: v[s:e] for k, v in controls.items()})
                 if yuv420:
                     out = rgb_to_i420(out, self.height, self.width)
                 if not cuda:
@@ -135,9 +156,12 @@ class DenseBackend(Backend):
         if ahead is not None:
             yield from deliver(ahead)
 
-    def batch(self, zs: torch.Tensor) -> torch.Tensor:
+    def batch(self, zs: torch.Tensor, zoom: torch.Tensor | None = None,
+              color: torch.Tensor | None = None) -> torch.Tensor:
         """zs [shape=(B, n_z)] on the device -> frames, torch.Tensor [shape=(B, n_pixels, 3), dtype=uint8] on the
-        device. Only queues work (no host synchronisation), in chunks of at most :attr:`chunk` pixel-frames."""
+        device. Only queues work (no host synchronisation), in chunks of at most :attr:`chunk` pixel-frames.
+        ``zoom`` [shape=(B,)] and ``color`` [shape=(B, 3, 4)], float32 on the device: per-frame controls (see the
+        module's text), or None (zoom 1; the backend's own colour map)."""
         n_b, n_pix = zs.shape[0], self.n_pixels
         dev = self.device
         frames = torch.empty(n_b, n_pix, 3, dtype=torch.uint8, device=dev)
@@ -145,6 +169,12 @@ class DenseBackend(Backend):
             return frames
         hidden = self._a0.shape[1]
         bias = (zs @ self._zw.T).unsqueeze(1)  # (B, 1, H)
+        if zoom is not None:
+            zoom = zoom.reshape(n_b, 1, 1)
+            bias = bias + (1.0 - zoom) * self._b0
+        colour = None  # (M^T, offset) per frame, batched
+        if color is not None:
+            colour = (color[:, :, :3].transpose(1, 2).contiguous(), color[:, :, 3].reshape(n_b, 1, 3).contiguous())
         wo, bo = self._layers[-1]
         if self.image:
             # one batched product per chunk gives the 3 colour logits and the 3 pulse arguments h m^T together
@@ -158,7 +188,10 @@ class DenseBackend(Backend):
             e = min(s + chunk, n_pix)
             rows = n_b * (e - s)
             h, g = x[:rows], y[:rows]
-            torch.add(self._a0[s:e], bias, out=h.view(n_b, e - s, hidden))
+            if zoom is None:
+                torch.add(self._a0[s:e], bias, out=h.view(n_b, e - s, hidden))
+            else:
+                torch.addcmul(bias, self._a0[s:e], zoom, out=h.view(n_b, e - s, hidden))
             torch.tanh_(h)
             for w, b in self._layers[:-1]:
                 torch.addmm(b, h, w, out=g)
@@ -173,7 +206,9 @@ class DenseBackend(Backend):
                 p = (p + headroom(p) * swing).clamp_(0.0, 1.0)
             else:
                 p = torch.sigmoid_(torch.addmm(bo, h, wo)).view(n_b, e - s, 3)
-            if self._color_t is not None:
+            if colour is not None:
+                p = torch.baddbmm(colour[1], p.reshape(n_b, e - s, 3), colour[0]).clamp_(0.0, 1.0)
+            elif self._color_t is not None:
                 m, c = self._color_t
                 p = torch.addmm(c, p.reshape(-1, 3), m).clamp_(0.0, 1.0).view(n_b, e - s, 3)
             frames[:, s:e] = _to_uint8(p)

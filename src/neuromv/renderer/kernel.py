@@ -65,12 +65,14 @@ def kernel_library() -> ctypes.CDLL | None:
         log.warning("render kernel built for another block size; using the torch path")
         return None
     fp = ctypes.POINTER(ctypes.c_float)
-    picture = getattr(lib, "neuromv_picture1", None)  # a fitted picture's frame (neuromv.renderer.picture)
+    # a fitted picture's frame (neuromv.renderer.picture); ...2 takes a zoom: a build of neuromv_picture1 (without
+    # it) is not found, and pictures then render in torch
+    picture = getattr(lib, "neuromv_picture2", None)
     if picture is not None:
         picture.restype = ctypes.c_int
-        picture.argtypes = [fp, fp, ctypes.c_long, ctypes.c_long, ctypes.c_float, ctypes.POINTER(ctypes.c_double), fp,
-                            ctypes.POINTER(ctypes.c_uint8), ctypes.c_int, ctypes.POINTER(ctypes.c_long),
-                            ctypes.c_long]
+        picture.argtypes = [fp, fp, ctypes.c_long, ctypes.c_long, ctypes.c_float, ctypes.c_float,
+                            ctypes.POINTER(ctypes.c_double), fp, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int,
+                            ctypes.POINTER(ctypes.c_long), ctypes.c_long]
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int, ctypes.c_int, fp, fp, fp, fp, ctypes.POINTER(ctypes.c_uint32), fp, fp, ctypes.c_int,
                    fp, fp, fp, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int, ctypes.c_long, ctypes.c_long,
@@ -251,6 +253,10 @@ def kernel_widths() -> tuple[int, ...]:
 class KernelBackend(Backend):
     """The compiled fused kernel (see the module's text): abstract CPPNs on CPU, hidden in :func:`kernel_widths`.
 
+    Per-frame controls cost nothing per pixel: the kernel takes layer 0's coordinate weights and the colour map per
+    call, so a frame's zoom is a scaled copy of those 3 x hidden weights (int16 path included: its layer 0 is
+    float32) and a frame's colour map is its own 12 floats.
+
     Parameters
     ----------
     setup : RenderSetup
@@ -301,16 +307,29 @@ class KernelBackend(Backend):
                              self._wo.ctypes.data_as(fp), self._bo.ctypes.data_as(fp),
                              None if self._color_np is None else self._color_np.ctypes.data_as(fp))
 
-    def _render_kernel(self, z: np.ndarray, yuv: bool = False) -> np.ndarray:
-        """z [shape=(n_z,), dtype=float32] -> the frame, flat: RGB (n_pixels * 3) or I420 (n_pixels * 3 // 2)."""
+    def _render_kernel(self, z: np.ndarray, yuv: bool = False, zoom: float = 1.0,
+                       color: np.ndarray | None = None) -> np.ndarray:
+        """z [shape=(n_z,), dtype=float32] -> the frame, flat: RGB (n_pixels * 3) or I420 (n_pixels * 3 // 2).
+
+        A zoom ``s`` scales layer 0's coordinate weights (``W0 (s xyr) = (s W0) xyr``: 3 x hidden floats, the whole
+        cost); ``color`` [shape=(3, 4)] replaces the renderer's colour map for this frame (the kernel takes it per
+        call)."""
         lib = kernel_library()
+        fp = ctypes.POINTER(ctypes.c_float)
         c0 = (self._b0_np + self._zw_np @ z.astype(np.float64)).astype(np.float32)
         frame = np.empty(self.n_pixels * 3 // 2 if yuv else self.n_pixels * 3, dtype=np.uint8)
-        ct, w0, ws, wq, wd, bs, n_layers, wo, bo, color = self._kernel_args
+        ct, w0, ws, wq, wd, bs, n_layers, wo, bo, colour = self._kernel_args
+        # kept alive by these names until the workers are done
+        w0_zoomed = None if zoom == 1.0 else np.ascontiguousarray(self._w0_np * np.float32(zoom))
+        if w0_zoomed is not None:
+            w0 = w0_zoomed.ctypes.data_as(fp)
+        colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32)
+        if colour_np is not None:
+            colour = colour_np.ctypes.data_as(fp)
         n = min(self.threads, -(-self._n_tiles // _KERNEL_CHUNK))
         counter = ctypes.c_long(0)  # the next tile to render, shared by the workers
         args = (KERNEL_ISAS.index(self.isa), self._w0_np.shape[0], ct, w0,
-                c0.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), ws, wq, wd, bs, n_layers, wo, bo, color,
+                c0.ctypes.data_as(fp), ws, wq, wd, bs, n_layers, wo, bo, colour,
                 frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), self.width, self.height,
                 ctypes.byref(counter), _KERNEL_CHUNK)
 
@@ -327,8 +346,8 @@ class KernelBackend(Backend):
         """At an even size."""
         return self.width % 2 == 0 and self.height % 2 == 0
 
-    def render(self, z: np.ndarray) -> np.ndarray:
-        return self._render_kernel(z).reshape(self.height, self.width, 3)
+    def render(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
+        return self._render_kernel(z, False, zoom, color).reshape(self.height, self.width, 3)
 
-    def render_yuv420(self, z: np.ndarray) -> np.ndarray:
-        return self._render_kernel(z, yuv=True).reshape(self.height * 3 // 2, self.width)
+    def render_yuv420(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
+        return self._render_kernel(z, True, zoom, color).reshape(self.height * 3 // 2, self.width)

@@ -3,9 +3,15 @@
 :class:`PictureBackend` evaluates the picture network once, at the frame's resolution, and its structure maps once,
 at :func:`~neuromv.motion.structure_size`, sampled at every pixel's coordinates. Each frame is then the picture
 sampled at the displaced coordinates and toned: a few element-wise operations and one bilinear lookup per pixel,
-in the compiled kernel on CPU where it is installed (``neuromv_picture1``: one pass per pixel, straight to RGB or
+in the compiled kernel on CPU where it is installed (``neuromv_picture2``: one pass per pixel, straight to RGB or
 I420, on worker threads), else in torch on any device (CPU threads or a GPU); the torch path is the reference the
 kernel is tested against. The music-independent part never runs per frame.
+
+A frame's zoom ``s`` zooms about the view's centre: the frame samples the picture, and its maps, at ``centre +
+(place - centre) s`` (the breath's pull to the centre scales with it), so ``s < 1`` enlarges the picture, and
+``s > 1`` shows the picture smaller with its border pixels repeated around it (the picture is evaluated once, for
+the view). The maps are then looked up (bilinear) rather than read per pixel: zoomed frames cost more than the
+others (see docs/architecture.md). A frame's colour map replaces the renderer's.
 
 Memory per resolution: the picture (3 floats per pixel), the 7 maps and the sampling grid (2): 12 floats per
 pixel, about 100 MB at 1920x1080.
@@ -14,7 +20,6 @@ pixel, about 100 MB at 1920x1080.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -49,6 +54,11 @@ class PictureBackend(Backend):
     color : np.ndarray [shape=(3, 4)] or None
         The final colour map (:func:`~neuromv.renderer.color.color_matrix`).
     device : torch.device
+
+    Notes
+    -----
+    Per frame (:meth:`render` and the rest), ``zoom`` zooms about the view's centre and ``color`` replaces the
+    colour map (see the module's text); zoom 1 and no colour are the frames as they were, at the same cost.
     """
 
     method = "picture"
@@ -79,14 +89,14 @@ class PictureBackend(Backend):
         # the compiled kernel (CPU only) takes the planes as contiguous float32 arrays and finds each pixel's place
         # itself; the torch path keeps its sampling grids
         lib = kernel_library() if use_kernel and dev.type == "cpu" else None
-        self._kernel = getattr(lib, "neuromv_picture1", None) if lib is not None else None
+        self._kernel = getattr(lib, "neuromv_picture2", None) if lib is not None else None
         self.isa = "portable" if self._kernel is not None else None
         if self._kernel is not None:
             fp = ctypes.POINTER(ctypes.c_float)
             self._np = (np.ascontiguousarray(self.picture[0].numpy()), np.ascontiguousarray(self.maps.numpy()),
                         None if color is None else np.ascontiguousarray(color, dtype=np.float32))
             self._kargs = (self._np[0].ctypes.data_as(fp), self._np[1].ctypes.data_as(fp), self.width, self.height,
-                           half / scale)
+                           half / scale)  # then the zoom, per frame
             self._kcolor = None if self._np[2] is None else self._np[2].ctypes.data_as(fp)
             return
         # where each pixel samples the picture (grid_sample's normalised coordinates), and the displacement's scale
@@ -95,10 +105,13 @@ class PictureBackend(Backend):
         self._rel = rel.to(torch.float32).reshape(h, w, 2).to(dev)
         self._base = (rel * to_norm).to(torch.float32).reshape(1, h, w, 2).to(dev)
         self._norm = to_norm.to(device=dev, dtype=torch.float32)
-        self._color = None
-        if color is not None:
-            a = torch.from_numpy(np.asarray(color, dtype=np.float64)).to(torch.float32)
-            self._color = (a[:, :3].T.contiguous().to(dev), a[:, 3].contiguous().to(dev))
+        self._color = None if color is None else self._torch_colour(color)
+
+    def _torch_colour(self, color: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """A colour map [shape=(3, 4)] as the torch path applies it: (M^T [3, 3], offset [3]), float32 on the
+        device."""
+        a = torch.from_numpy(np.asarray(color, dtype=np.float64)).to(torch.float32)
+        return a[:, :3].T.contiguous().to(self.device), a[:, 3].contiguous().to(self.device)
 
     @property
     def yuv420(self) -> bool:
@@ -106,23 +119,32 @@ class PictureBackend(Backend):
         return self.width % 2 == 0 and self.height % 2 == 0
 
     @torch.no_grad()
-    def _rgb(self, z: np.ndarray) -> torch.Tensor:
+    def _rgb(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> torch.Tensor:
         """The torch path: one frame as float RGB on the device, torch.Tensor [shape=(height, width, 3)] in [0, 1]."""
         c = (self._coef @ torch.as_tensor(np.asarray(z, dtype=np.float64))).tolist()
-        frame = picture_frame(self.picture, self.maps, self._base, self._rel, self._norm, c)
-        if self._color is not None:
-            m, o = self._color
+        maps, base, rel = self.maps, self._base, self._rel
+        if zoom != 1.0:  # the places move towards (s < 1) or away from the view's centre, the maps sampled there
+            base, rel = base * zoom, rel * zoom
+            maps = F.grid_sample(maps.unsqueeze(0), base, mode="bilinear", padding_mode="border",
+                                 align_corners=False)[0]
+        frame = picture_frame(self.picture, maps, base, rel, self._norm, c, zoomed=zoom != 1.0)
+        colour = self._color if color is None else self._torch_colour(color)
+        if colour is not None:
+            m, o = colour
             frame = torch.addmm(o, frame.reshape(-1, 3), m).clamp_(0.0, 1.0).reshape(frame.shape)
         return frame
 
-    def _render_kernel(self, z: np.ndarray, yuv: bool) -> np.ndarray:
+    def _render_kernel(self, z: np.ndarray, yuv: bool, zoom: float = 1.0,
+                       color: np.ndarray | None = None) -> np.ndarray:
         """One frame by the compiled kernel: RGB [shape=(height, width, 3)] or I420 [shape=(height * 3 // 2,
         width)], uint8."""
         c = np.ascontiguousarray(self._coef.numpy() @ np.asarray(z, dtype=np.float64))
         shape = (self.height * 3 // 2, self.width) if yuv else (self.height, self.width, 3)
         frame = np.empty(shape, dtype=np.uint8)
+        colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32)  # alive for the call
+        colour = self._kcolor if colour_np is None else colour_np.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         counter = ctypes.c_long(0)  # the next pair of rows, shared by the workers
-        args = (*self._kargs, c.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), self._kcolor,
+        args = (*self._kargs, zoom, c.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), colour,
                 frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), ctypes.byref(counter),
                 _ROWS_CHUNK)
 
@@ -134,24 +156,20 @@ class PictureBackend(Backend):
         in_parallel(work, max(1, min(self.threads, -(-self.height // (2 * _ROWS_CHUNK)))))
         return frame
 
-    def render(self, z: np.ndarray) -> np.ndarray:
+    def render(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
         if self._kernel is not None:
-            return self._render_kernel(z, False)
-        return _to_uint8(self._rgb(z)).cpu().numpy()
+            return self._render_kernel(z, False, zoom, color)
+        return _to_uint8(self._rgb(z, zoom, color)).cpu().numpy()
 
-    def render_yuv420(self, z: np.ndarray) -> np.ndarray:
+    def render_yuv420(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
         if self._kernel is not None:
-            return self._render_kernel(z, True)
-        rgb = _to_uint8(self._rgb(z)).reshape(1, -1, 3)
+            return self._render_kernel(z, True, zoom, color)
+        rgb = _to_uint8(self._rgb(z, zoom, color)).reshape(1, -1, 3)
         return rgb_to_i420(rgb, self.height, self.width)[0].cpu().numpy()
-
-    def frames(self, zs: torch.Tensor, batch: int, yuv420: bool) -> Iterator[np.ndarray]:
-        draw = self.render_yuv420 if yuv420 else self.render
-        return (draw(z.numpy()) for z in zs)
 
 
 def picture_frame(picture: torch.Tensor, maps: torch.Tensor, base: torch.Tensor, rel: torch.Tensor,
-                  norm: torch.Tensor, c: list[float]) -> torch.Tensor:
+                  norm: torch.Tensor, c: list[float], *, zoomed: bool = False) -> torch.Tensor:
     """One frame of a picture's motion (:mod:`neuromv.motion`).
 
     Parameters
@@ -168,6 +186,8 @@ def picture_frame(picture: torch.Tensor, maps: torch.Tensor, base: torch.Tensor,
         Normalised units per coordinate unit (x, y).
     c : list of 7 floats
         The frame's coefficients (:meth:`Motion.coefficients`): tone a0-a3, flow b0, b1, breath m.
+    zoomed : bool
+        ``base`` is not each pixel's own place (a zoomed frame): the picture is sampled even without motion.
 
     Returns
     -------
@@ -175,7 +195,7 @@ def picture_frame(picture: torch.Tensor, maps: torch.Tensor, base: torch.Tensor,
         RGB in [0, 1].
     """
     a0, a1, a2, a3, b0, b1, m = c
-    if b0 or b1 or m:
+    if b0 or b1 or m or zoomed:
         dx = maps[3] * b0 + maps[5] * b1 - rel[..., 0] * m
         dy = maps[4] * b0 + maps[6] * b1 - rel[..., 1] * m
         grid = base + torch.stack([dx, dy], dim=-1).unsqueeze(0) * norm

@@ -7,6 +7,10 @@ widths) or is not installed.
 2. **Tiles.** Pixels go through all layers in tiles that stay in cache, with buffers reused between tiles, on
    one worker thread per core (each running torch single-threaded).
 
+A frame's zoom ``s`` scales the coordinate part of layer 0 (stored with its bias ``b0`` folded in, ``a0 = W0 xyr +
+b0``): its pre-activation is ``s a0 + (1 - s) b0 + W_z z``, one ``add`` with ``alpha=s`` per tile as without a zoom.
+A frame's colour map replaces the renderer's in that frame's final ``addmm``.
+
 Image mode's per-frame pulse matrix ``sum_j z_j R_j`` (3 x hidden) rides along with the output layer: one
 ``addmm`` gives the 3 colour logits and the 3 pulse offsets together, and a few element-wise operations on 3
 channels finish the pixel.
@@ -54,6 +58,7 @@ class TiledBackend(Backend):
         #   s_{k+1} = sigmoid(4W s_k + 2(b - W 1)); the output is sigmoid(2Wo s + (bo - Wo 1)).
         f32 = dict(dtype=torch.float32)
         self._a0 = (2.0 * first).to(**f32).contiguous()
+        self._b0 = (2.0 * setup.b0).to(**f32)  # a zoomed frame's bias: (1 - s) _b0 + _zw @ z
         self._zw = (2.0 * w0_z).to(**f32)  # per-frame bias = _zw @ z
         self._hidden = []  # the hidden layers in the sigmoid form: (4 W^T, 2 (b - W 1))
         for w, b in layers[1:-1]:
@@ -68,10 +73,7 @@ class TiledBackend(Backend):
             for _ in range(self.threads)
         ]
         # the colour map in the tiles' final scale: 255 (M c + o) + 0.5, so one addmm does it and the rounding
-        self._color_t = None
-        if self.color is not None:
-            a = torch.from_numpy(self.color)
-            self._color_t = ((255.0 * a[:, :3]).T.contiguous().to(**f32), (255.0 * a[:, 3] + 0.5).to(**f32))
+        self._color_t = None if self.color is None else _tile_colour(self.color)
 
     def _frame_out(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output layer of this frame in the sigmoid form: (weights [hidden, 3 or 6], bias [3 or 6])."""
@@ -82,9 +84,12 @@ class TiledBackend(Backend):
         return torch.cat([wo, 2.0 * m.T], dim=1).contiguous(), torch.cat([co, -m.sum(1)])
 
     @torch.no_grad()
-    def render(self, z: np.ndarray) -> np.ndarray:
+    def render(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
         z = torch.as_tensor(z)
         bias = self._zw @ z
+        if zoom != 1.0:
+            bias = bias + (1.0 - zoom) * self._b0
+        colour = self._color_t if color is None else _tile_colour(color)
         out = self._frame_out(z)
         frame = torch.empty(self.n_pixels, 3, dtype=torch.uint8)
         n = self.threads
@@ -93,22 +98,29 @@ class TiledBackend(Backend):
         bounds = [min(self.n_pixels, (n_tiles * i // n) * self.tile) for i in range(n + 1)]
         if n == 1 or n_tiles == 1:
             with torch_threads(1) if n > 1 else contextlib.nullcontext():
-                self._tiles(bias, out, frame, 0, self.n_pixels, self._buffers[0])
+                self._tiles(bias, zoom, out, colour, frame, 0, self.n_pixels, self._buffers[0])
             return frame.numpy().reshape(self.height, self.width, 3)
         with torch_threads(1):  # in_parallel joins even on Ctrl-C: these settings must not change under an op
-            in_parallel(lambda i: self._tiles(bias, out, frame, bounds[i], bounds[i + 1], self._buffers[i]), n)
+            in_parallel(lambda i: self._tiles(bias, zoom, out, colour, frame, bounds[i], bounds[i + 1],
+                                              self._buffers[i]), n)
         return frame.numpy().reshape(self.height, self.width, 3)
 
-    def _tiles(self, bias: torch.Tensor, out, frame: torch.Tensor, lo: int, hi: int, buffers) -> None:
-        """Pixels lo ... hi - 1 of the frame [shape=(n_pixels, 3), uint8], tile by tile in ``buffers``."""
+    def _tiles(self, bias: torch.Tensor, zoom: float, out, colour, frame: torch.Tensor, lo: int, hi: int,
+               buffers) -> None:
+        """Pixels lo ... hi - 1 of the frame [shape=(n_pixels, 3), uint8], tile by tile in ``buffers``; ``zoom``
+        scales ``a0`` (``bias`` holds its ``(1 - zoom) b0``), ``colour`` is the frame's map in the tiles' form or
+        None."""
         b1, b2, bo, bp, bc = buffers
         wo, co = out
-        a0, mats, tile, image, colour = self._a0, self._hidden, self.tile, self.image, self._color_t
+        a0, mats, tile, image = self._a0, self._hidden, self.tile, self.image
         for s in range(lo, hi, tile):
             e = min(s + tile, hi)
             n = e - s
             x, y, o = b1[:n], b2[:n], bo[:n]
-            torch.add(a0[s:e], bias, out=x)
+            if zoom == 1.0:
+                torch.add(a0[s:e], bias, out=x)
+            else:
+                torch.add(bias, a0[s:e], alpha=zoom, out=x)
             torch.sigmoid_(x)
             for w, c in mats:
                 torch.addmm(c, x, w, out=y)
@@ -131,3 +143,10 @@ class TiledBackend(Backend):
             else:
                 rgb.mul_(255.0).add_(0.5)
             frame[s:e].copy_(rgb)  # float -> uint8 truncates: round to nearest; values are in [0.5, 255.5]
+
+
+def _tile_colour(color: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A colour map [shape=(3, 4)] in the tiles' final scale, ``255 (M c + o) + 0.5``: (``255 M^T`` [3, 3], ``255 o
+    + 0.5`` [3]), float32, so one ``addmm`` does the map and the rounding."""
+    a = torch.from_numpy(np.asarray(color, dtype=np.float64))
+    return (255.0 * a[:, :3]).T.contiguous().to(torch.float32), (255.0 * a[:, 3] + 0.5).to(torch.float32)
