@@ -280,12 +280,13 @@ def _set_panel(page, net: dict, controls: dict | None):
 def test_format1_and_picture_frames_with_structure_match_the_offline_renderer(browser_page, song, tmp_path):
     """The controls on the other kinds of network: a format-1 image-mode CPPN (z scaled and offset, its centring
     over the controlled frames, the colour per frame; zoom is not driven there) and a fitted picture (its drive
-    scaled and offset, the colour per frame) are the offline renderer's frames within 2/255 on average."""
+    scaled and offset, zoomed about the view's centre, the colour per frame: Renderer.render(zoom=, color=)) are
+    the offline renderer's frames within 2/255 on average."""
     from neuromv.image import load_image
     from neuromv.pipeline import build_renderer, fit_for, latents_for
     from neuromv.serve.jobs import controls_json, net_json
     from neuromv.settings import RenderSettings
-    from neuromv.structure import Controls, controls_for
+    from neuromv.structure import controls_for, frame_colors
 
     page = browser_page
     _load(page, song)
@@ -304,18 +305,21 @@ def test_format1_and_picture_frames_with_structure_match_the_offline_renderer(br
         expected = {i: build_renderer(_frame_settings(settings, c, i), cppn=cppn, z=seen).render(seen[i])
                     for i in (60, 90, 122)}
         _same_look(page, "format 1, structure on", w, h, expected, max_level=3)
-        # a fitted picture: the same fit as the page's tests (the drive, scaled and offset; the colour per frame);
-        # its zoom about the view's centre needs the renderer's per-frame zoom (not compared here: ones)
+        # a fitted picture: the same fit as the page's tests (the drive, scaled and offset; the zoom about the view's
+        # centre; the colour per frame): the renderer's per-frame zoom and colour
         settings = RenderSettings(width=w, height=h, beat=2.0, fit_quality="draft", fit_steps=30)
         net = fit_for(cover, settings)
         z = latents_for(AudioFile(song), settings, image="picture")
         c = controls_for(cues, len(z), settings, kind="picture")
-        c = Controls(c.z_scale, c.z_add, np.ones_like(c.zoom), c.hue, c.saturation, c.brightness)
-        seen = c.apply(z)
+        seen, colors = c.apply(z), frame_colors(c, settings)
+        renderer = build_renderer(settings, cppn=net)
         _set_panel(page, net_json(net, settings), controls_json(c))
-        expected = {i: build_renderer(_frame_settings(settings, c, i, zoom=False), cppn=net).render(seen[i])
-                    for i in (60, 90, 122)}
-        _same_look(page, "picture, structure on", w, h, expected, max_level=3)
+        frames = (60, 90, 122)
+        assert min(c.zoom[i] for i in frames) < 0.97  # zoomed in at the kick, the drop and in the transition
+        expected = {i: renderer.render(seen[i], zoom=float(c.zoom[i]), color=colors[i]) for i in frames}
+        # max 6: zoomed, the renderer resamples its maps already sampled at the pixels (bilinear twice), the page
+        # samples the structure maps once at the zoomed place (mean 0.06 of a level)
+        _same_look(page, "picture, structure on", w, h, expected, max_level=6)
     finally:
         page.evaluate("() => window.neuromv.prepare()")
         page.wait_for_function("window.neuromv.panels.length === 1 && window.neuromv.panels[0].net.kind === "
