@@ -48,7 +48,8 @@ def song(tmp_path_factory):
 def test_page_and_only_its_own_assets(client):
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
-    for name in ("app.js", "api.js", "colour.js", "gl.js", "live.js", "mel.js", "capture.js"):  # ES modules
+    for name in ("app.js", "api.js", "colour.js", "gl.js", "live.js", "mel.js", "capture.js", "timeline.js",
+                 "beat.js"):  # ES modules
         assert client.get(f"/assets/{name}").headers["content-type"].startswith("text/javascript"), name
     for bad in ("/assets/..%2Fserve.py", "/assets/../serve.py", "/assets/serve.py", "/assets/%2Fetc%2Fpasswd",
                 "/api/files/..%2F..%2Fetc%2Fpasswd", "/api/files/nope"):
@@ -84,11 +85,15 @@ def test_page_gets_pythons_constants_and_keeps_no_copies(client):
     from neuromv import motion
 
     assert config["ONSET_BOOST"] == motion.ONSET_BOOST
+    from neuromv import structure
+
+    assert config["KICK"] == structure.KICK  # the live beat tracker's kick is the render's
+    assert config["choices"]["structure"] == list(settings.STRUCTURES)
     assert config["choices"]["size"]["standard"] == [1280, 720]
     # the page's code defines none of them, nor holds their values (index.html: no default values either)
     for js in WEB.glob("*.js"):
         text = js.read_text()
-        assert not re.search(r"\b(Z_GAIN|PULSE_GAIN|FLOOR|CENTRE_FRAMES|LUMA|ANALYSIS_SR|TOP_DB|ONSET_BOOST)\s*=",
+        assert not re.search(r"\b(Z_GAIN|PULSE_GAIN|FLOOR|CENTRE_FRAMES|LUMA|ANALYSIS_SR|TOP_DB|ONSET_BOOST|KICK)\s*=",
                              text), js.name
         for literal in ("0.2126", "0.7152", "0.0722", "22050", "2.5", "3000", "spleeter", "side-by-side", "draft",
                         "colour\"", "7919"):
@@ -334,6 +339,8 @@ def browser_page(playwright, server_url):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     page = browser.new_page(accept_downloads=True)
     page.goto(server_url)
+    # these tests are about the mel-driven picture: the song's structure off (tests/test_page_structure.py has it on)
+    page.select_option("#structure", "off")
     yield page
     browser.close()
 
@@ -399,6 +406,7 @@ def test_page_draws_with_the_served_gain(browser_page, song, monkeypatch):
     page = browser_page.context.browser.new_page()
     try:
         page.goto(browser_page.url)
+        page.select_option("#structure", "off")
         assert page.evaluate("window.neuromv.config.Z_GAIN") == 2 * 0.3
         assert page.evaluate("window.neuromv.settings.reactivity") == 1
         page.set_input_files("#file", str(song))
@@ -603,7 +611,8 @@ def test_stem_panels_match_the_offline_renderer(browser_page, song):
             page.wait_for_function(f"window.neuromv.panels.length === 2 && window.neuromv.panels.every(p => p.z) "
                                    f"&& window.neuromv.layout === {layout!r}", timeout=120_000)
             w, h = 96, 54
-            settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout=layout)
+            settings = RenderSettings(width=w, height=h, precision=EXACT, stems="all", separator="hpss", layout=layout,
+                                      structure="off")  # as the page (the browser_page fixture)
             frames = stem_frames(make_plan(None, settings, image='none').panels(AF(song).load()), settings)
             expected = [f for i, f in zip(range(46), frames)]
             _same_look(page, f"stems {layout}", w, h, {i: expected[i] for i in (10, 45)}, max_level=3)

@@ -249,7 +249,12 @@ class ServerState:
 
 def analyse_song(item: Item, fps: float, n_mels: int, storage: Storage) -> dict:
     """Decode and check an uploaded song, and store its dB mel matrix (what the page needs to compute z) as
-    little-endian float32 beside it. A matrix over :data:`MAX_FEATURES` values is refused before it is computed."""
+    little-endian float32 beside it, and its cues (:func:`neuromv.analysis.analyze`: beats, bars, sections, drops;
+    :meth:`neuromv.cues.Cues.to_json` in ``info['cues']``, which the upload's answer carries to the page's timeline,
+    and beside the song as JSON). A matrix over :data:`MAX_FEATURES` values is refused before it is computed."""
+    import json
+
+    from ..analysis import analyze
     from ..audio import AudioFile
     from ..features import n_video_frames, song_db
     from ..image import find_cover_art
@@ -265,15 +270,46 @@ def analyse_song(item: Item, fps: float, n_mels: int, storage: Storage) -> dict:
     item.paths.append(features)
     storage.reserve(item, db.nbytes)
     features.write_bytes(np.ascontiguousarray(db, dtype="<f4").tobytes())
+    cues = analyze(song).to_json()
+    text = json.dumps(cues)
+    cues_path = path.with_name(path.stem + ".cues.json")
+    item.paths.append(cues_path)
+    storage.reserve(item, len(text))
+    cues_path.write_text(text, encoding="utf-8")
     return {"duration": song.duration, "fps": fps, "n_mels": n_mels, "n_frames": int(db.shape[1]),
-            "cover": find_cover_art(path) is not None, "features": features}
+            "cover": find_cover_art(path) is not None, "features": features, "cues": cues}
+
+
+#: The per-frame arrays of :class:`neuromv.structure.Controls` the page receives, in the order of ``controls_json``.
+CONTROL_ARRAYS = ("z_scale", "z_add", "zoom", "hue", "saturation", "brightness")
+
+
+def controls_json(controls) -> dict | None:
+    """A panel's :class:`neuromv.structure.Controls` as the page takes them (None: structure off): ``n_frames``,
+    ``n_z`` and, base64 float32 like the features, ``z_scale``, ``zoom``, ``hue`` (degrees), ``saturation``,
+    ``brightness`` [shape=(n_frames,)] and ``z_add`` [shape=(n_frames, n_z)] (web/timeline.js controlsAt)."""
+    if controls is None:
+        return None
+    n, n_z = controls.z_add.shape
+    return {"n_frames": int(n), "n_z": int(n_z), **{k: _b64(getattr(controls, k)) for k in CONTROL_ARRAYS}}
+
+
+def _check_controls_size(song: Item, settings) -> None:
+    """:class:`Refused` 413 when the panels' controls (n_frames x (n_z + 5) values each) would be more than the
+    features the server sends (:data:`MAX_FEATURES` per panel), before they are computed."""
+    size = song.info["n_frames"] * (settings.n_mels + len(CONTROL_ARRAYS) - 1)
+    if size > config.MAX_FEATURES:
+        raise Refused(413, f"{song.name}: {song.info['n_frames']} frames x {settings.n_mels + 5} controls is more "
+                           f"than the server sends ({config.MAX_FEATURES:,}); choose a lower fps or fewer bands, or "
+                           f"turn the structure off")
 
 
 def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st: ServerState) -> dict:
     """What the page needs to play ``settings`` with ``image`` ('none', 'auto' or a file): per panel (one, or one
-    per stem) its place in the frame (fractions), the CPPN's weights (fitted to the image, if any) and the dB mel
-    matrix of its audio (None: the song's own, which the page has). The panels are the render's own
-    (:func:`neuromv.plan.make_plan`)."""
+    per stem) its place in the frame (fractions), the CPPN's weights (fitted to the image, if any), the dB mel
+    matrix of its audio (None: the song's own, which the page has) and, with a song and ``settings.structure`` on,
+    its per-frame controls (:func:`controls_json` of :func:`neuromv.structure.controls_for` with the song's cues:
+    each stem its own). The panels are the render's own (:func:`neuromv.plan.make_plan`)."""
     from ..audio import AudioFile
     from ..features import song_db
     from ..plan import make_plan
@@ -287,17 +323,45 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
         if song.info["n_frames"] * song.info["n_mels"] * len(plan.stems) > 4 * config.MAX_FEATURES:
             raise Refused(413, f"{song.name}: too many features for stems at this fps and number of bands")
         stems = _stems(job, song, audio, plan, st)
+    panels = plan.layout()
+    cues = None
+    if song is not None and settings.structure != "off":
+        from ..cues import Cues
+
+        _check_controls_size(song, settings)
+        cues = Cues.from_json(song.info["cues"], song.name)
     out = []
-    for p in plan.layout():
+    for p in panels:
         net = plan.network(p, progress=job.progress, cancel=job.cancel)
         db = None
         if p.name is not None:
             a = stems[p.name]
             db = _b64(song_db(a.blocks(), a.sr, fps=settings.fps, n_mels=settings.n_mels))
+        page = net_json(net, p.settings)
+        controls = None
+        if cues is not None:
+            controls = controls_json(panel_controls(cues, song.info["n_frames"], p, net, stems, job.cancel))
         x, y, w, h = p.box
         out.append({"name": p.name, "box": [x / settings.width, y / settings.height, w / settings.width,
-                                            h / settings.height], "net": net_json(net, p.settings), "db": db})
+                                            h / settings.height], "net": page, "db": db, "controls": controls})
     return {"panels": out, "layout": settings.layout if stems else None}
+
+
+def panel_controls(cues, n_frames: int, panel, net, stems: dict, cancel=None):
+    """The per-frame controls of ``panel`` (with its network ``net``) as the render makes them
+    (:meth:`neuromv.plan.Plan.panels`: :func:`neuromv.structure.controls_for` of its kind; a stem plays its role of
+    :data:`neuromv.structure.STEM_ROLES`, the kick, scale and colour roles driven by that stem's own cues, the
+    analysis of its audio in ``stems``)."""
+    from ..plan import kind_of
+    from ..structure import STEM_ROLES, controls_for
+
+    role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")
+    own = None
+    if role in ("kick", "scale", "colour"):
+        from ..analysis import analyze
+
+        own = analyze(stems[panel.name], cancel=cancel)
+    return controls_for(cues, n_frames, panel.settings, kind=kind_of(net), role=role, stem_cues=own)
 
 
 def _stem_root(song: Item, st: ServerState) -> Path:

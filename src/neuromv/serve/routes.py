@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 #: others); capture.js is the live mode's AudioWorklet.
 ASSETS = {"app.js": "text/javascript", "api.js": "text/javascript", "colour.js": "text/javascript",
           "gl.js": "text/javascript", "live.js": "text/javascript", "mel.js": "text/javascript",
-          "capture.js": "text/javascript", "style.css": "text/css"}
+          "capture.js": "text/javascript", "timeline.js": "text/javascript", "beat.js": "text/javascript",
+          "style.css": "text/css"}
 #: Where index.html receives :func:`page_config` (as the text of a ``<script type="application/json">``).
 _CONFIG_MARK = "/*neuromv-config*/"
 _WEB = Path(__file__).resolve().parent.parent / "web"
@@ -64,20 +65,23 @@ def page_config() -> dict:
     so that the page keeps no copies: the CPPN's gains (:data:`neuromv.settings.Z_GAIN`, ``PULSE_GAIN``), the
     image mode's :data:`neuromv.cppn.FLOOR` and :data:`neuromv.renderer.CENTRE_FRAMES`, the colour matrix's
     :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, a fitted
-    picture's :data:`neuromv.motion.ONSET_BOOST`, the default settings (every row of the settings table,
+    picture's :data:`neuromv.motion.ONSET_BOOST`, the beat kick's :data:`neuromv.structure.KICK` (the live beat
+    tracker draws its kick with them), the default settings (every row of the settings table,
     :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities, motion styles, separators
-    with their stems, layouts: the table's; the quality presets' sizes). A JSON object, embedded in the page
+    with their stems, layouts, structure: the table's; the quality presets' sizes). A JSON object, embedded in the page
     (``/``)."""
-    from .. import cppn, features, motion, renderer, settings
+    from .. import cppn, features, motion, renderer, settings, structure
 
     rows = {row.name: row for row in settings.SETTINGS}
     return {
         "Z_GAIN": settings.Z_GAIN, "PULSE_GAIN": settings.PULSE_GAIN, "FLOOR": cppn.FLOOR,
         "CENTRE_FRAMES": renderer.CENTRE_FRAMES, "LUMA": list(renderer.LUMA),
         "ANALYSIS_SR": features.ANALYSIS_SR, "TOP_DB": features.TOP_DB, "ONSET_BOOST": motion.ONSET_BOOST,
+        "KICK": dict(structure.KICK),
         "defaults": {name: row.default for name, row in rows.items()},
         "choices": {"fit": list(rows["fit"].choices), "fit_quality": list(rows["fit_quality"].choices),
                     "motion": list(rows["motion"].choices), "layout": list(rows["layout"].choices),
+                    "structure": list(rows["structure"].choices),
                     "separator": {name: list(settings.SEPARATOR_STEMS[name]) for name in rows["separator"].choices},
                     "size": {name: [q["width"], q["height"]] for name, q in settings.QUALITY.items()}},
     }

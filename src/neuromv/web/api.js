@@ -4,8 +4,8 @@
 
 /**
  * The constants and choices the server put in the page (neuromv.serve.page_config, from the Python modules that
- * define them): {Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ANALYSIS_SR, TOP_DB, ONSET_BOOST, defaults,
- * choices}.
+ * define them): {Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ANALYSIS_SR, TOP_DB, ONSET_BOOST, KICK,
+ * defaults, choices}.
  */
 export function pageConfig(doc = document) {
   const element = doc.getElementById("neuromv-config");
@@ -35,7 +35,8 @@ function upload(path, file) {
   return api(path, { method: "POST", body: file, headers: { "X-Filename": encodeURIComponent(file.name) } });
 }
 
-/** Uploads a song: {id, name, duration, fps, n_mels, n_frames, cover, features (its URL)}. */
+/** Uploads a song: {id, name, duration, fps, n_mels, n_frames, cover, features (its URL), cues (its structure:
+ * neuromv.cues.Cues.to_json())}. */
 export function uploadSong(file, fps, nMels) {
   return upload(`/api/songs?fps=${fps}&n_mels=${nMels}`, file);
 }
@@ -73,6 +74,19 @@ export function decodeNet(net) {
     net.maps = floats(net.maps);
   }
   return net;
+}
+
+/** A panel's controls as the server sends them (neuromv.serve.jobs.controls_json; null: structure off), decoded:
+ * {n_frames, n_z, z_scale [n_frames], z_add [n_frames * n_z] row-major (frame, z), zoom, hue, saturation,
+ * brightness [n_frames]} (Float32Arrays). */
+export function decodeControls(c) {
+  if (!c) return null;
+  const out = { n_frames: c.n_frames, n_z: c.n_z };
+  for (const k of ["z_scale", "z_add", "zoom", "hue", "saturation", "brightness"]) out[k] = floats(c[k]);
+  if (out.z_add.length !== c.n_frames * c.n_z || out.zoom.length !== c.n_frames) {
+    throw new Error("the picture's controls did not arrive whole");
+  }
+  return out;
 }
 
 /** The abstract CPPN of a seed (neuromv.cppn.CPPN), decoded. */

@@ -2,24 +2,27 @@
 // (gl.js), driven by the song's features (mel.js: z from the dB matrix) or the microphone's (live.js), the frame
 // chosen from the audio clock; api.js talks to the server. The constants and defaults come from Python, in the page
 // (api.pageConfig): a frame here matches the offline renderer's frame for the same settings.
-import { abstractNet, decodeNet, features, floats, pageConfig, poll, postSettings, Superseded, uploadImage,
-         uploadSong } from "./api.js";
-import { centreRows, createView, disposePanel, drawFrame, setupPanel } from "./gl.js";
+import { abstractNet, decodeControls, decodeNet, features, floats, pageConfig, poll, postSettings, Superseded,
+         uploadImage, uploadSong } from "./api.js";
+import { centreFrames, createView, disposePanel, drawFrame, seenRow, setupPanel } from "./gl.js";
 import { closeLive, openLive } from "./live.js";
 import { latentsFromDb } from "./mel.js";
+import { controlsAt, showCues, showPlayhead } from "./timeline.js";
 
 const config = pageConfig();
 
 // the settings this page has controls for: what it sends to the server (the others keep Python's defaults)
 const PAGE_SETTINGS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast",
-                       "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps", "motion",
-                       "stems", "separator", "layout"];
+                       "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps",
+                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition"];
 
 const state = {
   config,              // neuromv.serve.page_config
-  song: null,          // {id, name, duration, fps, n_mels, n_frames, cover, features (its URL)}
+  song: null,          // {id, name, duration, fps, n_mels, n_frames, cover, features (its URL), cues}
+                       // cues: neuromv.cues.Cues.to_json() of the song (beats, downbeats, sections, drops...)
   db: null,            // Float32Array [n_mels * n_frames], row-major (band, frame): neuromv.features.song_db
-  panels: [],          // one per picture: {name, box: [x, y, w, h] fractions, db, z, net, ...} (several with stems)
+  panels: [],          // one per picture: {name, box: [x, y, w, h] fractions, db, z, net, controls, ...} (several
+                       // with stems); controls: neuromv.structure's per-frame arrays, or null (structure off)
   layout: null,        // the stems' layout, or null
   image: "none",       // the picture: 'none', 'auto' (the song's cover art) or an uploaded image's id
   view: null,          // gl.js's view of the canvas; gl and floatTargets are its (the tests read them here)
@@ -58,18 +61,26 @@ function ready() {
   return state.panels.length > 0 && state.panels.every((p) => p.net && (state.live || p.z));
 }
 
-// draw frame `index` of the song (live mode: the newest z)
+// what panel p's network sees in frame t of the song: its z, the previous frame's, and the frame's controls
+function songSeen(p, t) {
+  const n = state.song.n_mels, row = (i) => p.z.subarray(i * n, (i + 1) * n);
+  return seenRow(state.view, p, row(t), t > 0 ? row(t - 1) : null, state.settings, controlsAt(p.controls, t));
+}
+
+// draw frame `index` of the song (live mode: the newest z, and the live beat tracker's kick)
 function draw(index) {
   if (!ready()) return;
-  const live = state.live, song = state.song;
+  const live = state.live, song = state.song, s = state.settings;
+  const liveLook = live && live.beats ? live.beats.look(s) : null;
   drawFrame(state.view, {
-    panels: state.panels, layout: state.layout, settings: state.settings,
-    zRow: live ? () => live.z : (p) => p.z.subarray(index * song.n_mels, (index + 1) * song.n_mels),
-    zPrev: live ? () => live.zPrev
-      : (p) => (index > 0 ? p.z.subarray((index - 1) * song.n_mels, index * song.n_mels) : null),
-    centre: live ? { version: live.centreVersion, rows: () => live.centreRows() }
-      : { version: "song", rows: (p) => centreRows(p.z, song.n_frames, song.n_mels, config.CENTRE_FRAMES) },
+    panels: state.panels, layout: state.layout, settings: s,
+    seen: live ? (p) => seenRow(state.view, p, live.z, live.zPrev, s) : (p) => songSeen(p, index),
+    look: live ? () => liveLook : (p) => controlsAt(p.controls, index),
+    centre: live ? { version: live.centreVersion,
+                     rows: (p) => live.centreRows().map((z) => seenRow(state.view, p, z, null, s)) }
+      : { version: "song", rows: (p) => centreFrames(song.n_frames, config.CENTRE_FRAMES).map((t) => songSeen(p, t)) },
   });
+  if (live && live.beats) live.beats.drawn(liveLook);
   state.frameIndex = index;
   state.framesDrawn += 1;
 }
@@ -85,12 +96,14 @@ function loop() {
       const s = state.song;
       state.clock = $("player").currentTime; // the audio clock picks the frame
       draw(Math.min(s.n_frames - 1, Math.max(0, Math.floor(state.clock * s.fps))));
+      showPlayhead($("timeline"), state.clock, s.duration);
       meter.count += 1;
     }
   } catch (e) {
     status(`Drawing failed: ${e.message}`, true);
   }
   const now = performance.now();
+  if (state.live && state.live.beats) $("beat-status").textContent = state.live.beats.describe();
   if (now - meter.since > 1000) {
     state.pageFps = (meter.count * 1000) / (now - meter.since);
     $("fps").textContent = meter.count ? `${state.pageFps.toFixed(1)} frames/s on this page` : "";
@@ -119,11 +132,17 @@ function settingsDocument() {
   return { song: state.song ? state.song.id : null, image: state.image, settings: { ...state.settings } };
 }
 
-// the pictures for the current settings: abstract ones come at once; an image fit or stems take a server job
+// whether the song's structure drives the picture (its controls come from the server, with the panels)
+function structured() {
+  return !!state.song && !state.live && state.settings.structure !== "off";
+}
+
+// the pictures for the current settings: abstract ones come at once; an image fit, stems or the song's structure
+// take a server job
 async function prepare() {
   const s = state.settings, token = ++state.prepareToken;
   const stale = () => token !== state.prepareToken;
-  if (state.image === "none" && !s.stems) {
+  if (state.image === "none" && !s.stems && !structured()) {
     const net = await abstractNet(s.n_mels, s.hidden, s.seed);
     if (stale()) return;
     setPanels([{ name: null, box: [0, 0, 1, 1], db: null, net }], null);
@@ -143,9 +162,10 @@ async function prepare() {
     const st = await poll(job, bar, (text) => status(text), stale);
     if (stale()) return;
     const panels = st.result.panels.map((p) => ({ name: p.name, box: p.box, db: p.db ? floats(p.db) : null,
-                                                 net: decodeNet(p.net) }));
+                                                 net: decodeNet(p.net), controls: decodeControls(p.controls) }));
     setPanels(panels, st.result.layout);
-    const what = [state.image !== "none" ? "image fitted" : null, s.stems ? `${panels.length} stems` : null];
+    const what = [state.image !== "none" ? "image fitted" : null, s.stems ? `${panels.length} stems` : null,
+                  panels.some((p) => p.controls) ? "structure on" : null];
     const where = state.song ? `${state.song.name}: ` : "";
     status(`${where}${what.filter(Boolean).join(", ")}.${state.live ? "" : state.song ? " Press play." :
       " Drop a song, or use the microphone."}`);
@@ -171,9 +191,11 @@ async function loadSong(file) {
     const song = await uploadSong(file, s.fps, s.n_mels);
     state.db = await features(song);
     state.song = song;
+    showCues($("timeline"), song.cues, (t) => { $("player").currentTime = t; });
     // panels with features of their own (stems) belong to the old song: none is drawn until they are remade
     const own = state.panels.some((p) => p.db);
     if (own) setPanels([], null);
+    for (const p of state.panels) p.controls = null; // the old song's structure: until the new one's arrive
     const cover = $("picture").querySelector("option[value=auto]");
     cover.disabled = !song.cover;
     if (state.image === "auto" && !song.cover) {
@@ -188,7 +210,7 @@ async function loadSong(file) {
     $("cli").disabled = false;
     const stale = state.panels.some((p) => p.net.image) !== (state.image !== "none");
     updateLatents(); // the panels that use the song's features follow it at once
-    if (state.image !== "none" || s.stems || !state.panels.length || stale) prepareLater();
+    if (state.image !== "none" || s.stems || !state.panels.length || stale || structured()) prepareLater();
   } catch (e) {
     status(`Could not use this file: ${e.message}`, true);
   } finally {
@@ -253,7 +275,7 @@ async function startLive() {
   const generation = ++state.liveGeneration;
   const s = state.settings;
   const live = await openLive({ sr: config.ANALYSIS_SR, fps: s.fps, nMels: s.n_mels, smooth: s.smooth,
-                                topDb: config.TOP_DB }, () => generation === state.liveGeneration);
+                                topDb: config.TOP_DB, kick: config.KICK }, () => generation === state.liveGeneration);
   if (!live) return; // turned off (or on again) meanwhile
   state.live = live;
   $("player").pause();
@@ -272,11 +294,13 @@ function stopLive() {
   state.live = null;
   closeLive(live);
   $("live").checked = false;
+  $("beat-status").textContent = "";
   status(state.song ? `${state.song.name}: press play.` : "Drop a song to start, or use the microphone.");
 }
 
 // ---- wiring ---------------------------------------------------------------------------------------------------
-const KNOBS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast"];
+const KNOBS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast", "beat",
+               "look", "transition"];
 const FIT_LABELS = { cover: "cover (fill, crop)", contain: "contain (whole image)" };
 
 function fillSelect(id, options, selected) {
@@ -300,6 +324,7 @@ function showSettings() {
   fillSelect("fit", choices.fit.map((v) => [v, FIT_LABELS[v] || v]), s.fit);
   fillSelect("fit_quality", choices.fit_quality.map((v) => [v, v]), s.fit_quality);
   fillSelect("motion", choices.motion.map((v) => [v, v]), s.motion);
+  fillSelect("structure", choices.structure.map((v) => [v, v]), s.structure);
   fillSelect("separator", Object.entries(choices.separator).map(([v, stems]) => [v, `${v} (${stems.join(" / ")})`]),
              s.separator);
   fillSelect("layout", choices.layout.map((v) => [v, v.replaceAll("-", " ")]), s.layout);
@@ -348,6 +373,15 @@ function init() {
   });
   // a fitted picture carries every style's motion: the style changes at once
   $("motion").addEventListener("change", () => { state.settings.motion = $("motion").value; });
+  // the song's structure: its controls come with the panels (a prepare job), remade when these change
+  $("structure").addEventListener("change", () => {
+    state.settings.structure = $("structure").value;
+    if (state.song) prepareLater();
+  });
+  for (const id of ["beat", "look", "transition"]) {
+    knob(id, (v) => { state.settings[id] = v; });
+    $(id).addEventListener("change", () => { if (structured()) prepareLater(); });
+  }
   $("stems").addEventListener("change", () => {
     if (state.live) { $("stems").value = ""; status("Stems need a song: turn the live mode off first.", true); return; }
     state.settings.stems = $("stems").value || null;

@@ -187,8 +187,9 @@ export function disposePanel(view, panel) {
   }
 }
 
-// the network's uniforms (they live in the program, which panels of the same shape share)
-function bindPanel(view, panel, prog, s) {
+// the network's uniforms (they live in the program, which panels of the same shape share); `zoom` multiplies the
+// coordinates, pan included (the frame's zoom of neuromv.structure; 1 for the image mode, which it does not drive)
+function bindPanel(view, panel, prog, s, zoom = 1) {
   const gl = view.gl, net = panel.net, u = prog.u;
   gl.useProgram(prog.prog);
   panel.buffers.forEach((b, l) => gl.bindBufferBase(gl.UNIFORM_BUFFER, l, b));
@@ -199,53 +200,72 @@ function bindPanel(view, panel, prog, s) {
   const out = net.layers[net.layers.length - 1];
   gl.uniform4fv(u.uWo, out.w);
   gl.uniform3fv(u.uBo, out.b);
-  gl.uniform1f(u.uScale, s.zoom);
-  gl.uniform2f(u.uPan, s.pan_x, s.pan_y);
+  gl.uniform1f(u.uScale, s.zoom * zoom);
+  gl.uniform2f(u.uPan, s.pan_x * zoom, s.pan_y * zoom);
   const cm = colorMatrix(s, view.constants.LUMA);
   gl.uniformMatrix3fv(u.uCm, false, cm.mat);
   gl.uniform3f(u.uCo, cm.offset, cm.offset, cm.offset);
 }
 
-// z as the CPPN sees it (neuromv.pipeline.latents_for): the panel's row times the gain of its kind
-function gain(view, panel, s) {
-  return (panel.net.image ? view.constants.PULSE_GAIN : view.constants.Z_GAIN) * s.reactivity;
+/**
+ * What a panel's network sees in one frame (neuromv.plan.latents_for, then neuromv.structure's controls), float32 as
+ * there: an abstract CPPN Z_GAIN * reactivity * z, a format-1 image CPPN PULSE_GAIN * reactivity * z, a fitted
+ * picture its drive (pictureDrive: reactivity (z + ONSET_BOOST (z - zPrev))); then, with controls
+ * {zScale (number), zAdd (Float32Array [n_z])} for the frame, v * zScale + zAdd. zRow, zPrev: the frame's z and the
+ * previous frame's (null at first), [n_z].
+ */
+export function seenRow(view, panel, zRow, zPrev, s, controls = null) {
+  const f = Math.fround, c = view.constants;
+  let v;
+  if (panel.net.kind === "picture") v = pictureDrive(zRow, zPrev, c.ONSET_BOOST, s.reactivity);
+  else {
+    const g = f((panel.net.image ? c.PULSE_GAIN : c.Z_GAIN) * s.reactivity); // np.float32(gain * reactivity)
+    v = new Float32Array(zRow.length);
+    for (let j = 0; j < zRow.length; j++) v[j] = f(zRow[j] * g);
+  }
+  if (controls) {
+    const k = f(controls.zScale), add = controls.zAdd;
+    for (let j = 0; j < v.length; j++) v[j] = f(f(v[j] * k) + (add ? add[j] : 0));
+  }
+  return v;
 }
 
-// the frame's layer-0 bias: b0 + W_z z (neuromv.renderer: z enters as a per-frame bias); image mode: b0
-function frameBias(view, panel, zRow, s) {
+// the frame's layer-0 bias: b0 + W_z v (neuromv.renderer: z enters as a per-frame bias; v from seenRow); image mode
+// (or v null): b0
+function frameBias(view, panel, v) {
   const first = panel.net.layers[0], H = panel.net.hidden, nIn = first.in;
   const c0 = new Float32Array(H);
-  const g = gain(view, panel, s);
   for (let j = 0; j < H; j++) {
     let acc = first.b[j];
-    if (!panel.net.image) {
-      for (let m = 0; m < panel.net.n_z; m++) acc += first.w[j * nIn + 3 + m] * Math.fround(zRow[m] * g);
+    if (!panel.net.image && v) {
+      for (let m = 0; m < panel.net.n_z; m++) acc += first.w[j * nIn + 3 + m] * v[m];
     }
     c0[j] = acc;
   }
   return c0;
 }
 
-// image mode: the frame's pulse matrix sum_j z_j R_j [3 x hidden] (neuromv.cppn.CPPN.pulse_matrix)
-function pulseMatrix(view, panel, zRow, s, out = new Float32Array(3 * panel.net.hidden)) {
-  const R = panel.net.pulse, n = out.length, g = gain(view, panel, s);
+// image mode: the frame's pulse matrix sum_j v_j R_j [3 x hidden] (neuromv.cppn.CPPN.pulse_matrix; v from seenRow)
+function pulseMatrix(view, panel, v, out = new Float32Array(3 * panel.net.hidden)) {
+  const R = panel.net.pulse, n = out.length;
   out.fill(0);
   const acc = new Float64Array(n);
   for (let j = 0; j < panel.net.n_z; j++) {
-    const zj = Math.fround(zRow[j] * g);
+    const zj = v[j];
     for (let i = 0; i < n; i++) acc[i] += zj * R[j * n + i];
   }
   out.set(acc);
   return out;
 }
 
-// image mode: each pixel's mean swing over the frames zRows, into a float texture (neuromv.renderer.setup.pulse_mean)
-function computeOffset(view, panel, w, h, zRows, s) {
+// image mode: each pixel's mean swing over the frames whose seen rows are `rows`, into a float texture
+// (neuromv.renderer.setup.pulse_mean)
+function computeOffset(view, panel, w, h, rows, s) {
   const gl = view.gl, H = panel.net.hidden, Q = H / 4;
   if (!view.floatTargets) return null;
-  const K = zRows.length;
+  const K = rows.length;
   const pulses = new Float32Array(K * 3 * H);
-  for (let i = 0; i < K; i++) pulseMatrix(view, panel, zRows[i], s, pulses.subarray(i * 3 * H, (i + 1) * 3 * H));
+  for (let i = 0; i < K; i++) pulseMatrix(view, panel, rows[i], pulses.subarray(i * 3 * H, (i + 1) * 3 * H));
   const ptex = gl.createTexture();
   gl.activeTexture(gl.TEXTURE1);
   gl.bindTexture(gl.TEXTURE_2D, ptex);
@@ -269,7 +289,7 @@ function computeOffset(view, panel, w, h, zRows, s) {
   gl.bindTexture(gl.TEXTURE_2D, null); // not bound while it is the target
   const prog = program(view, "offset", H, panel.nLayers);
   bindPanel(view, panel, prog, s);
-  gl.uniform4fv(prog.u.uC0, frameBias(view, panel, null, s));
+  gl.uniform4fv(prog.u.uC0, frameBias(view, panel, null));
   gl.uniform2f(prog.u.uSize, w, h);
   gl.uniform2f(prog.u.uOrigin, 0, 0);
   gl.uniform1i(prog.u.uK, K);
@@ -285,17 +305,12 @@ function computeOffset(view, panel, w, h, zRows, s) {
 }
 
 /**
- * The rows of z whose mean the image mode's centring removes: all frames, or maxFrames of them evenly spread
- * (np.linspace, neuromv.renderer.CENTRE_FRAMES). z: [nFrames * nMels], row-major (frame, band).
+ * The frames whose mean swing the image mode's centring removes: all frames, or maxFrames of them evenly spread
+ * (np.linspace, neuromv.renderer.CENTRE_FRAMES).
  */
-export function centreRows(z, nFrames, nMels, maxFrames) {
+export function centreFrames(nFrames, maxFrames) {
   const K = Math.min(maxFrames, nFrames);
-  const rows = [];
-  for (let i = 0; i < K; i++) {
-    const t = K === nFrames ? i : Math.round((i * (nFrames - 1)) / (K - 1));
-    rows.push(z.subarray(t * nMels, (t + 1) * nMels));
-  }
-  return rows;
+  return Array.from({ length: K }, (_, i) => (K === nFrames ? i : Math.round((i * (nFrames - 1)) / (K - 1))));
 }
 
 // ---- fitted pictures (neuromv.picture.PictureNet, moved by neuromv.motion) ----------------------------------------
@@ -439,6 +454,7 @@ uniform vec2 uSize;
 uniform vec2 uOrigin;
 uniform float uScale;
 uniform vec2 uPan;
+uniform float uZoom;  // the frame's zoom (neuromv.structure): the pixel samples centre + (p - centre) * zoom
 uniform vec2 uMapSize;
 uniform vec4 uTone;   // a0..a3
 uniform vec3 uFlow;   // b0, b1, m
@@ -448,7 +464,7 @@ uniform sampler2D uPicture;
 uniform sampler2D uMaps;
 out vec4 color;
 void main() {
-  vec2 px = gl_FragCoord.xy - uOrigin;
+  vec2 px = uSize / 2.0 + (gl_FragCoord.xy - uOrigin - uSize / 2.0) * uZoom;
   float half_ = min(uSize.x, uSize.y) / 2.0;
   vec2 rel = vec2(px.x - uSize.x / 2.0, (uSize.y - px.y) - uSize.y / 2.0) / half_ * uScale;  // coordinates - pan
   vec2 xy = rel + uPan;
@@ -568,22 +584,23 @@ function motionCoefficients(panel, u, style) {
   return c;
 }
 
-function drawPicture(view, panel, zRow, zPrev, box, scene) {
-  const gl = view.gl, s = scene.settings;
+function drawPicture(view, panel, v, look, box, scene) {
+  const gl = view.gl, s = lookSettings(scene.settings, look);
   const key = `${box.w}x${box.h}:${s.zoom}:${s.pan_x}:${s.pan_y}`;
   if (panel.pictureFor !== key) {
     computePicture(view, panel, box.w, box.h, s);
     panel.pictureFor = key;
     if (scene.layout === "blend") gl.enable(gl.BLEND); // the picture pass turned it off
   }
-  const prog = linkProgram(view, "motion", MOTION_SOURCE, ["uSize", "uOrigin", "uScale", "uPan", "uMapSize", "uTone",
-                           "uFlow", "uCm", "uCo"], ["uPicture", "uMaps"]);
-  const c = motionCoefficients(panel, pictureDrive(zRow, zPrev, view.constants.ONSET_BOOST, s.reactivity), s.motion);
+  const prog = linkProgram(view, "motion", MOTION_SOURCE, ["uSize", "uOrigin", "uScale", "uPan", "uZoom", "uMapSize",
+                           "uTone", "uFlow", "uCm", "uCo"], ["uPicture", "uMaps"]);
+  const c = motionCoefficients(panel, v, s.motion);
   gl.useProgram(prog.prog);
   gl.uniform2f(prog.u.uSize, box.w, box.h);
   gl.uniform2f(prog.u.uOrigin, box.x, box.y);
   gl.uniform1f(prog.u.uScale, s.zoom);
   gl.uniform2f(prog.u.uPan, s.pan_x, s.pan_y);
+  gl.uniform1f(prog.u.uZoom, look ? look.zoom : 1);
   gl.uniform2f(prog.u.uMapSize, panel.net.maps_width, panel.net.maps_height);
   gl.uniform4f(prog.u.uTone, c[0], c[1], c[2], c[3]);
   gl.uniform3f(prog.u.uFlow, c[4], c[5], c[6]);
@@ -606,12 +623,23 @@ function panelBox(panel, W, H) {
   return { x, y: H - y - h, w, h };
 }
 
-function drawPanel(view, panel, zRow, zPrev, box, scene) {
+/**
+ * The view settings of a frame with its look {zoom, hue, saturation, brightness} (neuromv.structure's controls; null:
+ * none): the colour matrix of hue + hue_i, saturation * saturation_i, brightness + brightness_i (the zoom is applied
+ * where the coordinates are made).
+ */
+export function lookSettings(s, look) {
+  if (!look) return s;
+  return { ...s, hue: s.hue + look.hue, saturation: s.saturation * look.saturation,
+           brightness: s.brightness + look.brightness };
+}
+
+function drawPanel(view, panel, v, look, box, scene) {
   if (panel.kind === "picture") {
-    drawPicture(view, panel, zRow, zPrev, box, scene);
+    drawPicture(view, panel, v, look, box, scene);
     return;
   }
-  const gl = view.gl, s = scene.settings;
+  const gl = view.gl, s = lookSettings(scene.settings, look);
   let offset = null;
   if (panel.kind === "image") {
     const key = `${box.w}x${box.h}:${s.reactivity}:${s.zoom}:${s.pan_x}:${s.pan_y}:${scene.centre.version}`;
@@ -624,12 +652,12 @@ function drawPanel(view, panel, zRow, zPrev, box, scene) {
     offset = panel.hasOffset;
   }
   const prog = program(view, panel.kind, panel.net.hidden, panel.nLayers);
-  bindPanel(view, panel, prog, s);
-  gl.uniform4fv(prog.u.uC0, frameBias(view, panel, zRow, s));
+  bindPanel(view, panel, prog, s, panel.kind === "image" || !look ? 1 : look.zoom); // the image mode: no zoom
+  gl.uniform4fv(prog.u.uC0, frameBias(view, panel, v));
   gl.uniform2f(prog.u.uSize, box.w, box.h);
   gl.uniform2f(prog.u.uOrigin, box.x, box.y);
   if (panel.kind === "image") {
-    gl.uniform4fv(prog.u.uM, pulseMatrix(view, panel, zRow, s));
+    gl.uniform4fv(prog.u.uM, pulseMatrix(view, panel, v));
     gl.uniform1i(prog.u.uHasOffset, offset ? 1 : 0);
     gl.activeTexture(gl.TEXTURE0);
     gl.bindTexture(gl.TEXTURE_2D, offset ? panel.offsetTex : null);
@@ -639,9 +667,10 @@ function drawPanel(view, panel, zRow, zPrev, box, scene) {
 }
 
 /**
- * Draws one frame on the whole canvas. scene: {panels, layout, settings, zRow(panel) -> the frame's z of that
- * panel [nMels], zPrev(panel) -> the previous frame's (null on the first: a picture's motion needs it), centre: {version, rows(panel) -> the z rows of the image mode's centring}} (the centring is
- * recomputed when the version, the panel's size or the view's settings change).
+ * Draws one frame on the whole canvas. scene: {panels, layout, settings, seen(panel) -> what that panel's network
+ * sees in this frame (seenRow) [n_z], look(panel) -> the frame's {zoom, hue, saturation, brightness} (null: none),
+ * centre: {version, rows(panel) -> the seen rows of the image mode's centring}} (the centring is recomputed when the
+ * version, the panel's size or the view's settings change).
  */
 export function drawFrame(view, scene) {
   const gl = view.gl;
@@ -657,7 +686,7 @@ export function drawFrame(view, scene) {
     gl.blendFunc(gl.CONSTANT_COLOR, gl.ONE);
   }
   for (const panel of scene.panels) {
-    drawPanel(view, panel, scene.zRow(panel), scene.zPrev(panel), panelBox(panel, W, H), scene);
+    drawPanel(view, panel, scene.seen(panel), scene.look ? scene.look(panel) : null, panelBox(panel, W, H), scene);
   }
   gl.disable(gl.BLEND);
 }

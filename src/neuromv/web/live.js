@@ -1,6 +1,7 @@
 // The live mode: the microphone or line-in drives the CPPN. capture.js (an AudioWorklet) hands the samples over in
 // blocks, mel.js turns them into mel columns and z as the song's features would be. State: the `live` object that
 // openLive returns, owned by the caller.
+import { BeatTracker } from "./beat.js";
 import { LiveLatents, MelStream } from "./mel.js";
 
 const CENTRE_SECONDS = 20;  // the recent z (and mel columns) kept, for the image mode's centring (and the tests)
@@ -9,13 +10,13 @@ const RECENTRE_SECONDS = 4; // the centring follows the input every so often
 /**
  * Opens the audio input at the analysis rate `sr` (neuromv.features.ANALYSIS_SR, as offline: the browser
  * resamples the input) and computes z for each frame as it arrives. options: {sr, fps, nMels, smooth, topDb}
- * (neuromv.features.TOP_DB). `current()` false: the live mode was turned off (or on again) meanwhile, and it gives
- * up (returns null). The live object: {context, stream, node, sr, frames (frames computed), z (the newest, [nMels]),
+ * (neuromv.features.TOP_DB), kick (neuromv.structure.KICK: the live beat tracker's kick). `current()` false: the
+ * live mode was turned off (or on again) meanwhile, and it gives up (returns null). The live object: {context, stream, node, sr, frames (frames computed), z (the newest, [nMels]),
  * zPrev (the one before it, null at first),
  * latents (its smoothing can change), history (recent z), power (recent mel power columns), centreVersion,
- * centreRows()}.
+ * centreRows(), beats (beat.js's BeatTracker: the tempo, the kick, the latency)}.
  */
-export async function openLive({ sr, fps, nMels, smooth, topDb }, current = () => true) {
+export async function openLive({ sr, fps, nMels, smooth, topDb, kick }, current = () => true) {
   if (!navigator.mediaDevices || !window.AudioWorkletNode) {
     throw new Error("this browser cannot capture audio here (it needs http://127.0.0.1 or https)");
   }
@@ -42,13 +43,22 @@ export async function openLive({ sr, fps, nMels, smooth, topDb }, current = () =
       zPrev: null,   // the z before it (a fitted picture's motion follows the rises of z)
       history: [],   // recent z, for the image mode's centring
       power: [],     // recent mel power columns (tests compare them with Python's)
+      beats: new BeatTracker(fps, kick, () => context.currentTime),
+      samples: 0,    // samples received
       centreRows() {
         const step = Math.max(1, Math.ceil(this.history.length / 64));
         return this.history.filter((_, i) => i % step === 0);
       },
     };
+    const mel = live.mel;
     node.port.onmessage = (e) => {
-      for (const column of live.mel.feed(e.data)) {
+      const { samples, time } = e.data;
+      live.beats.listen(samples, time, live.sr);
+      // the audio clock's time of sample 0 (as this block places it): a column's centre is at column * hop
+      const start = time - live.samples / live.sr;
+      live.samples += samples.length;
+      for (const column of mel.feed(samples)) {
+        live.beats.push(column, start + (live.frames * mel.hop) / live.sr); // column `frames`'s centre
         live.zPrev = live.z;
         live.z = live.latents.push(column);
         live.power.push(column);
