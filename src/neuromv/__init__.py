@@ -5,6 +5,8 @@ The pipeline, one module per stage:
 - :mod:`neuromv.audio`: decode audio files (PyAV) -> :class:`Audio`
 - :mod:`neuromv.separate`: split a song into stems (Spleeter 2-stem, HPSS, demucs) -> one Audio per stem
 - :mod:`neuromv.features`: mel spectrogram -> one latent vector z per video frame (librosa)
+- :mod:`neuromv.analysis`, :mod:`neuromv.cues`: the song's structure (tempo, beats, bars, sections, drops) -> Cues
+- :mod:`neuromv.structure`: the cues -> what each frame adds (kicks, section looks, bursts, rest)
 - :mod:`neuromv.image`: load reference images and find a song's cover art (Pillow, mutagen)
 - :mod:`neuromv.picture`: the picture network a reference image is fitted to (multi-resolution grids + MLP)
 - :mod:`neuromv.reference`: save/load models (safetensors); the fit cache; the format-1 CPPN fit
@@ -16,7 +18,7 @@ The pipeline, one module per stage:
 - :mod:`neuromv.plan`: a render resolved before the slow work: image, model, device, CPPNs, latents
 - :mod:`neuromv.stems`: stem panels, the stems' cache, compositing; :func:`separate_song`
 - :mod:`neuromv.pipeline`: :func:`render`, all of the above in one call
-- :mod:`neuromv.metrics`: fidelity (SSIM of the mean frame) and reactivity of a video
+- :mod:`neuromv.metrics`, :mod:`neuromv.sync`: fidelity and reactivity of a video; how closely it follows the music
 
 Heavy modules load on first use, so ``import neuromv`` is instant.
 """
@@ -25,8 +27,8 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import (AudioError, ImageError, Interrupted, ModelError, NeuroMVError, OutputError, ParameterError,
-                     SeparationError)
+from .errors import (AudioError, CuesError, ImageError, Interrupted, ModelError, NeuroMVError, OutputError,
+                     ParameterError, SeparationError, VideoError)
 
 __version__ = "0.1.0"
 
@@ -43,11 +45,13 @@ _LAZY = {
     "PictureNet": "picture", "fit_picture": "picture", "Motion": "motion",
     "fit_cppn": "reference", "FitOptions": "reference", "save_model": "reference", "load_model": "reference",
     "measure_video": "metrics", "ssim": "metrics",
+    "analyze": "analysis", "Cues": "cues", "load_cues": "cues", "save_cues": "cues",
+    "sync_video": "sync", "SyncReport": "sync",
     "Separator": "separate", "separate_song": "stems",
 }
 
-__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "OutputError",
-           "Interrupted",
+__all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "CuesError",
+           "VideoError", "OutputError", "Interrupted",
            "__version__",
            *_LAZY]
 

@@ -373,7 +373,7 @@ class Plan:
                cancel: threading.Event | None = None) -> list[Panel]:
         """Every panel with its CPPN, latents, controls and renderer: the slow part (separation, fits, features,
         the song's structure)."""
-        from .structure import STEM_ROLES, controls_for, frame_colors
+        from .structure import frame_colors
 
         self.find_cover()
         stems = self.separate(audio, progress=progress, cancel=cancel) if self.stems else {}
@@ -390,14 +390,7 @@ class Plan:
             kind = kind_of(p.cppn)
             p.z = latents_for(source, p.settings, image=kind)
             if structure:
-                role = "all" if p.name is None else STEM_ROLES.get(p.name, "look")
-                own = None
-                if role in ("kick", "scale", "colour"):  # the stem's own onsets and energy drive its role
-                    from .analysis import analyze
-
-                    own = analyze(source, cancel=cancel)
-                p.controls = controls_for(cues, p.z.shape[0], p.settings, kind=kind, role=role, stem_cues=own,
-                                          start=start)
+                p.controls = panel_controls(cues, p.z.shape[0], p, p.cppn, source, start=start, cancel=cancel)
                 p.z = p.controls.apply(p.z)
                 p.colors = frame_colors(p.controls, p.settings)
             if p.name is None:
@@ -410,6 +403,24 @@ class Plan:
                 log.info("stem %s: %dx%d panel at (%d, %d), seed %d, %s", p.name, w, h, x, y, p.settings.seed,
                          describe(p.cppn))
         return panels
+
+
+def panel_controls(cues, n_frames: int, panel: Panel, net, source=None, *, start: float = 0.0,
+                   cancel: threading.Event | None = None):
+    """The structure's per-frame controls of ``panel`` with its network ``net`` (:func:`neuromv.structure.
+    controls_for` of the network's kind): the whole song plays the role 'all'; a stem plays its role of
+    :data:`neuromv.structure.STEM_ROLES`, the kick, scale and colour roles driven by the stem's own cues (the
+    analysis of ``source``, its audio). ``start``: the song time of frame 0. The render (:meth:`Plan.panels`) and
+    the server's page data use this one rule."""
+    from .structure import STEM_ROLES, controls_for
+
+    role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")
+    own = None
+    if role in ("kick", "scale", "colour"):
+        from .analysis import analyze
+
+        own = analyze(source, cancel=cancel)
+    return controls_for(cues, n_frames, panel.settings, kind=kind_of(net), role=role, stem_cues=own, start=start)
 
 
 def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: bool = True,

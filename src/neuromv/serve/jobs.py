@@ -312,7 +312,7 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
     each stem its own). The panels are the render's own (:func:`neuromv.plan.make_plan`)."""
     from ..audio import AudioFile
     from ..features import song_db
-    from ..plan import make_plan
+    from ..plan import make_plan, panel_controls
 
     plan = make_plan(None if song is None else song.paths[0], settings, image=image,
                      cache_root=None if song is None else _stem_root(song, st))
@@ -340,28 +340,12 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
         page = net_json(net, p.settings)
         controls = None
         if cues is not None:
-            controls = controls_json(panel_controls(cues, song.info["n_frames"], p, net, stems, job.cancel))
+            source = stems[p.name] if p.name is not None else None
+            controls = controls_json(panel_controls(cues, song.info["n_frames"], p, net, source, cancel=job.cancel))
         x, y, w, h = p.box
         out.append({"name": p.name, "box": [x / settings.width, y / settings.height, w / settings.width,
                                             h / settings.height], "net": page, "db": db, "controls": controls})
     return {"panels": out, "layout": settings.layout if stems else None}
-
-
-def panel_controls(cues, n_frames: int, panel, net, stems: dict, cancel=None):
-    """The per-frame controls of ``panel`` (with its network ``net``) as the render makes them
-    (:meth:`neuromv.plan.Plan.panels`: :func:`neuromv.structure.controls_for` of its kind; a stem plays its role of
-    :data:`neuromv.structure.STEM_ROLES`, the kick, scale and colour roles driven by that stem's own cues, the
-    analysis of its audio in ``stems``)."""
-    from ..plan import kind_of
-    from ..structure import STEM_ROLES, controls_for
-
-    role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")
-    own = None
-    if role in ("kick", "scale", "colour"):
-        from ..analysis import analyze
-
-        own = analyze(stems[panel.name], cancel=cancel)
-    return controls_for(cues, n_frames, panel.settings, kind=kind_of(net), role=role, stem_cues=own)
 
 
 def _stem_root(song: Item, st: ServerState) -> Path:
