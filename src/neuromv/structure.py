@@ -34,10 +34,12 @@ __all__ = ["Controls", "controls_for", "kick_envelope", "KICK", "STEM_ROLES", "R
 #: along a fixed direction), ``floor`` (the smallest share of a hit's own strength: a beat without an onset still
 #: kicks a little), ``energy`` (how much a quiet passage softens the kicks). The live page's kick uses the same.
 KICK = {"release": 0.3, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.08, "z": 0.6,
-        "floor": 0.3, "energy": 0.4}
+        "floor": 0.3, "energy": 0.4, "offbeat": 0.5, "curve": "exp", "step": 1.0}
+ADVANCE = 1.0 / 3.0
+HIT_WEIGHT = {"low": 1.0 / 3.0, "mid": 1.0 / 3.0, "high": 1.0 / 3.0}
 #: With cues, the music's own motion (the mel latents) follows the beat: between beats it is scaled down to
 #: ``floor`` and comes back to full with each kick, so the picture moves most on the beat.
-MUSIC = {"floor": 0.7}
+MUSIC = {"floor": 0.7, "release": 0.3}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
 BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
@@ -121,7 +123,7 @@ def frame_colors(controls: Controls, settings) -> np.ndarray:
 
 
 def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int,
-                  fps: float, release: float = KICK["release"]) -> np.ndarray:
+                  fps: float, release: float = KICK["release"], curve: str = "exp") -> np.ndarray:
     """Kicks: each hit jumps to its amplitude on its own frame (``round(t * fps)``) and decays exponentially with
     time constant ``release * period``; overlapping hits take the larger value (they do not pile up).
 
@@ -147,8 +149,13 @@ def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray
         if k >= n_frames or k < 0 or a <= 0:
             continue
         tau = max(release * p, 0.5 / fps)
-        m = min(n_frames, k + int(math.ceil(6 * tau * fps)) + 1)
-        env[k:m] = np.maximum(env[k:m], a * np.exp(-np.arange(m - k) / (fps * tau)))
+        if curve == "exp":
+            m = min(n_frames, k + int(math.ceil(6 * tau * fps)) + 1)
+            shape = np.exp(-np.arange(m - k) / (fps * tau))
+        else:  # linear down to 0 at tau
+            m = min(n_frames, k + int(math.ceil(tau * fps)) + 1)
+            shape = np.maximum(0.0, 1.0 - np.arange(m - k) / (fps * tau))
+        env[k:m] = np.maximum(env[k:m], a * shape)
     return env
 
 
@@ -197,21 +204,47 @@ def _at(rate: float, values: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def _hit_strength(cues: Cues, times: np.ndarray, window: float = 0.07) -> np.ndarray:
-    """Each beat's own strength: the strongest low (else any) band onset within ``window`` s, in [0, 1]."""
+    """Each beat's own strength: the sum over the bands of :data:`HIT_WEIGHT` times the band's strongest onset
+    within ``window`` s, in [0, 1]."""
     out = np.zeros(len(times))
-    for band in ("low", "mid", "high"):
-        if band not in cues.onsets:
+    for band, (t, s) in cues.onsets.items():
+        t, s = np.asarray(t, float), np.asarray(s, float)
+        if len(t) == 0 or len(times) == 0:
             continue
-        t, s = cues.onsets[band]
-        if len(t) == 0:
-            continue
-        i = np.clip(np.searchsorted(t, times), 1, len(t) - 1) if len(t) > 1 else np.zeros(len(times), int)
-        for j in (i - 1, i):
-            j = np.clip(j, 0, len(t) - 1)
-            near = np.abs(t[j] - times) <= window
-            weight = 1.0 if band == "low" else 0.6
-            out = np.maximum(out, np.where(near, s[j] * weight, 0.0))
-    return out
+        i = np.clip(np.searchsorted(t, times), 0, len(t) - 1)
+        best = np.zeros(len(times))
+        for j in (np.maximum(i - 1, 0), i):
+            best = np.maximum(best, np.where(np.abs(t[j] - times) <= window, s[j], 0.0))
+        out += HIT_WEIGHT.get(band, 0.0) * best
+    return np.minimum(out, 1.0)
+
+
+def _offbeat_hits(cues: Cues, beats: np.ndarray, window: float = 0.07) -> tuple[np.ndarray, np.ndarray]:
+    """The onsets of every band away from the beats (further than ``window`` s): times and weighted strengths."""
+    ts, ss = [], []
+    for band, (t, s) in cues.onsets.items():
+        ts.append(np.asarray(t, float))
+        ss.append(np.asarray(s, float) * HIT_WEIGHT.get(band, 0.0))
+    if not ts:
+        return np.zeros(0), np.zeros(0)
+    t, s = np.concatenate(ts), np.concatenate(ss)
+    if len(beats):
+        i = np.clip(np.searchsorted(beats, t), 1, max(len(beats) - 1, 1))
+        d = np.minimum(np.abs(t - beats[i - 1]), np.abs(t - beats[np.minimum(i, len(beats) - 1)]))
+        keep = d > window
+        t, s = t[keep], s[keep]
+    return t, s
+
+
+def _advance(times: np.ndarray, amounts: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    """The pattern's advance per frame: the sum of the hits so far, each taking ``ADVANCE`` of its amount on its
+    own frame and the rest on the next."""
+    step = np.zeros(n_frames + 1)
+    k = np.round(np.asarray(times, float) * fps).astype(int)
+    ok = (k >= 0) & (k < n_frames)
+    np.add.at(step, k[ok], ADVANCE * amounts[ok])
+    np.add.at(step, k[ok] + 1, (1.0 - ADVANCE) * amounts[ok])
+    return np.cumsum(step[:n_frames])
 
 
 def _in_spans(spans, times: np.ndarray) -> np.ndarray:
@@ -301,6 +334,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     # kicks on the song's beats, shaped by the hit (the panel's own audio) and the energy
     beats = np.asarray(cues.beats, float)
     kick = np.zeros(n_frames)
+    gate_env = np.zeros(n_frames)
+    advance = np.zeros(n_frames)
     if len(beats) and beat > 0:
         periods = np.diff(beats, append=beats[-1] + (beats[-1] - beats[-2] if len(beats) > 1 else 0.5))
         down = np.isin(np.round(beats, 3), np.round(np.asarray(cues.downbeats, float), 3))
@@ -315,7 +350,13 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
             inside = (beats >= b.start) & (beats < b.end)
             amp[inside] *= 1.0 + (beats[inside] - b.start) / max(b.end - b.start, 1e-6)
         amp *= beat * ROLE_KICK[role]
-        kick = kick_envelope(beats - start, amp, periods, n_frames, fps)
+        kick = kick_envelope(beats - start, amp, periods, n_frames, fps, KICK["release"], KICK["curve"])
+        gate_env = kick_envelope(beats - start, amp, periods, n_frames, fps, MUSIC["release"])
+        # every onset advances the pattern: the beats by their kick, the onsets between them by a share
+        ot, oa = _offbeat_hits(own, beats)
+        oa = oa * KICK["offbeat"] * ((1.0 - KICK["energy"]) + KICK["energy"] * _at(own.energy_rate, own.energy, ot))
+        oa = oa * ~_in_spans(cues.silence, ot) * beat * ROLE_KICK[role]
+        advance = _advance(np.concatenate([beats, ot]) - start, np.concatenate([amp, oa]), n_frames, fps)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
     if len(cues.drops) and beat > 0:
@@ -329,7 +370,9 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     rest = _rest(cues, t)
 
     offset, hue, log_zoom = _section_looks(cues, t, settings, n_z, picture)
-    z_add = offset + np.outer(kick * KICK["z"], _direction(n_z, settings.seed, 1))
+    angle = KICK["step"] * advance
+    z_add = offset + KICK["z"] * (np.outer(np.cos(angle) - 1.0, _direction(n_z, settings.seed, 1))
+                                  + np.outer(np.sin(angle), _direction(n_z, settings.seed, 3)))
     z_add += np.outer(burst * BURST["z"], _direction(n_z, settings.seed, 2))
     zoom = np.exp(log_zoom) * (1.0 - KICK["zoom"] * kick) * (1.0 - BURST["zoom"] * np.minimum(burst, 1.0)) \
         * (1.0 - BUILD_ZOOM * build)
@@ -345,6 +388,6 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     if kind is True:  # a format-1 image-mode CPPN is not zoomed
         zoom = np.ones(n_frames)
     f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    gate = MUSIC["floor"] + (1.0 - MUSIC["floor"]) * np.minimum(kick / max(beat * ROLE_KICK[role], 1e-6), 1.0)
+    gate = MUSIC["floor"] + (1.0 - MUSIC["floor"]) * np.minimum(gate_env / max(beat * ROLE_KICK[role], 1e-6), 1.0)
     return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue), f(np.maximum(saturation, 0.0)),
                     f(brightness))
