@@ -33,13 +33,13 @@ __all__ = ["Controls", "controls_for", "kick_envelope", "KICK", "STEM_ROLES", "R
 #: kick of 1: a 5 % zoom-in), ``brightness`` (added at a kick of 1), ``z`` (the network's input moves this far
 #: along a fixed direction), ``floor`` (the smallest share of a hit's own strength: a beat without an onset still
 #: kicks a little), ``energy`` (how much a quiet passage softens the kicks). The live page's kick uses the same.
-KICK = {"release": 0.3, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.08, "z": 0.6,
+KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.08, "z": 0.6,
         "floor": 0.3, "energy": 0.4, "offbeat": 0.5, "curve": "exp", "step": 1.0}
 ADVANCE = 1.0 / 3.0
 HIT_WEIGHT = {"low": 1.0 / 3.0, "mid": 1.0 / 3.0, "high": 1.0 / 3.0}
 #: With cues, the music's own motion (the mel latents) follows the beat: between beats it is scaled down to
 #: ``floor`` and comes back to full with each kick, so the picture moves most on the beat.
-MUSIC = {"floor": 0.7, "release": 0.3}
+MUSIC = {"floor": 0.7, "peak": 1.0}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
 BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
@@ -236,6 +236,45 @@ def _offbeat_hits(cues: Cues, beats: np.ndarray, window: float = 0.07) -> tuple[
     return t, s
 
 
+def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int, fps: float,
+                   release: float = 0.8, cap: float = 1.5) -> np.ndarray:
+    """Hits that pile up and release linearly: each hit adds its amplitude to the level on its own frame
+    (``round(t * fps)``; capped at ``cap``), and the level falls back to 0 at a constant rate, 1 per
+    ``release * period`` seconds of the latest hit. The frame-to-frame change is then the hit's amplitude on the
+    hit's frame and a small constant between hits.
+
+    Parameters
+    ----------
+    times, amplitudes, periods : np.ndarray [shape=(k,)]
+        Seconds, level units, seconds (the hit's beat length).
+    n_frames : int
+    fps : float
+    release : float
+        Fraction of the period that a hit of 1 takes to release.
+    cap : float
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,), dtype=float64]
+    """
+    add = np.zeros(n_frames)
+    rate = np.full(n_frames, np.nan)
+    k = np.round(np.asarray(times, float) * fps).astype(int)
+    ok = (k >= 0) & (k < n_frames) & (np.asarray(amplitudes, float) > 0)
+    a = np.asarray(amplitudes, float)[ok]
+    np.add.at(add, k[ok], ADVANCE * a)
+    np.add.at(add, np.minimum(k[ok] + 1, n_frames - 1), (1.0 - ADVANCE) * a)
+    rate[k[ok]] = 1.0 / (fps * np.maximum(release * np.asarray(periods, float)[ok], 1.0 / fps))
+    out = np.zeros(n_frames)
+    level, r = 0.0, 0.0
+    for i in range(n_frames):
+        if not math.isnan(rate[i]):
+            r = rate[i]
+        level = min(max(level - r, 0.0) + add[i], cap)
+        out[i] = level
+    return out
+
+
 def _advance(times: np.ndarray, amounts: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
     """The pattern's advance per frame: the sum of the hits so far, each taking ``ADVANCE`` of its amount on its
     own frame and the rest on the next."""
@@ -334,7 +373,6 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     # kicks on the song's beats, shaped by the hit (the panel's own audio) and the energy
     beats = np.asarray(cues.beats, float)
     kick = np.zeros(n_frames)
-    gate_env = np.zeros(n_frames)
     advance = np.zeros(n_frames)
     if len(beats) and beat > 0:
         periods = np.diff(beats, append=beats[-1] + (beats[-1] - beats[-2] if len(beats) > 1 else 0.5))
@@ -350,13 +388,14 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
             inside = (beats >= b.start) & (beats < b.end)
             amp[inside] *= 1.0 + (beats[inside] - b.start) / max(b.end - b.start, 1e-6)
         amp *= beat * ROLE_KICK[role]
-        kick = kick_envelope(beats - start, amp, periods, n_frames, fps, KICK["release"], KICK["curve"])
-        gate_env = kick_envelope(beats - start, amp, periods, n_frames, fps, MUSIC["release"])
-        # every onset advances the pattern: the beats by their kick, the onsets between them by a share
+        # every onset is a hit: the beats by their kick, the onsets between them by a share
         ot, oa = _offbeat_hits(own, beats)
         oa = oa * KICK["offbeat"] * ((1.0 - KICK["energy"]) + KICK["energy"] * _at(own.energy_rate, own.energy, ot))
         oa = oa * ~_in_spans(cues.silence, ot) * beat * ROLE_KICK[role]
-        advance = _advance(np.concatenate([beats, ot]) - start, np.concatenate([amp, oa]), n_frames, fps)
+        j = np.clip(np.searchsorted(beats, ot) - 1, 0, len(beats) - 1)
+        ht, ha, hp = np.concatenate([beats, ot]) - start, np.concatenate([amp, oa]), np.concatenate([periods, periods[j]])
+        kick = pulse_envelope(ht, ha, hp, n_frames, fps, KICK["release"])
+        advance = _advance(ht, ha, n_frames, fps)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
     if len(cues.drops) and beat > 0:
@@ -388,6 +427,6 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     if kind is True:  # a format-1 image-mode CPPN is not zoomed
         zoom = np.ones(n_frames)
     f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    gate = MUSIC["floor"] + (1.0 - MUSIC["floor"]) * np.minimum(gate_env / max(beat * ROLE_KICK[role], 1e-6), 1.0)
+    gate = MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * np.minimum(kick / max(beat * ROLE_KICK[role], 1e-6), 1.0)
     return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue), f(np.maximum(saturation, 0.0)),
                     f(brightness))
