@@ -33,13 +33,13 @@ __all__ = ["Controls", "controls_for", "kick_envelope", "KICK", "STEM_ROLES", "R
 #: kick of 1: a 5 % zoom-in), ``brightness`` (added at a kick of 1), ``z`` (the network's input moves this far
 #: along a fixed direction), ``floor`` (the smallest share of a hit's own strength: a beat without an onset still
 #: kicks a little), ``energy`` (how much a quiet passage softens the kicks). The live page's kick uses the same.
-KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.6,
+KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.35,
         "floor": 0.3, "energy": 0.4, "offbeat": 0.45, "step": 1.0}
 ADVANCE = 1.0 / 3.0
 HIT_WEIGHT = {"low": 0.2, "mid": 0.45, "high": 0.35}
 #: With cues, the music's own motion (the mel latents) follows the beat: between beats it is scaled down to
 #: ``floor`` and comes back to full with each kick, so the picture moves most on the beat.
-MUSIC = {"floor": 0.2, "peak": 0.6}
+MUSIC = {"floor": 0.12, "peak": 0.35}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
 BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
