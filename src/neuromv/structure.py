@@ -1,9 +1,14 @@
 """The visual language of the music's structure: a song's cues (:mod:`neuromv.cues`) become what every frame adds to
 the mel-driven picture (:class:`Controls`).
 
-- **A beat is a kick**: a zoom-in and brightness pulse with a fast attack (the beat's own frame) and a release over
-  the beat (:func:`kick_envelope`); a downbeat kicks harder, the hit's own strength (the low band's onset at the
-  beat) and the song's energy shape it. The network's input also jumps a little along a fixed direction.
+- **A beat is a kick**: a zoom-in and brightness pulse with a fast attack (the beat's own frame) and a linear
+  release over the beat (:func:`pulse_envelope`); a downbeat kicks harder, the hit's own strength (the bands'
+  onsets at the beat) and the song's energy shape it. The onsets between the beats hit too, with a share of their
+  strength (:data:`KICK` ``offbeat``), so the picture follows the music's onsets with the beats standing out.
+- **Every hit moves the pattern on**: the network's input steps along a circle (beats a full step, the onsets
+  between a share) over the hit's frame and the next, and holds between hits; the music's own motion (the mel
+  latents) is turned down between hits and up with the kick (:data:`MUSIC`). The picture thus holds its pattern
+  between beats and changes on them, which is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
   turn (its palette) and a zoom; a section that returns (the same label) returns to its look. The change takes
   ``transition`` bars and ends on the section's first downbeat; it interpolates the inputs, never the pixels.
@@ -26,19 +31,25 @@ import numpy as np
 from .cues import Cues
 from .errors import ParameterError
 
-__all__ = ["Controls", "controls_for", "kick_envelope", "KICK", "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
+__all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "KICK", "MUSIC", "HIT_WEIGHT",
+           "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
 
-#: The beat kick (:func:`kick_envelope`), per unit of the ``beat`` setting: ``release`` (time constant, a fraction
-#: of the beat's length), ``beat`` and ``downbeat`` (amplitudes), ``zoom`` (the coordinates shrink by this at a
-#: kick of 1: a 5 % zoom-in), ``brightness`` (added at a kick of 1), ``z`` (the network's input moves this far
-#: along a fixed direction), ``floor`` (the smallest share of a hit's own strength: a beat without an onset still
-#: kicks a little), ``energy`` (how much a quiet passage softens the kicks). The live page's kick uses the same.
+#: The beat kick, per unit of the ``beat`` setting. Every onset of the cues is a hit: a beat hits with ``beat``
+#: (``downbeat`` on a bar's first beat) times its own strength (at least ``floor`` of it: a beat without an onset
+#: still kicks a little), an onset between the beats with ``offbeat`` times its strength; ``energy`` is how much a
+#: quiet passage softens them. The hits pile up into the kick level (:func:`pulse_envelope`), released linearly
+#: over ``release`` of a beat: the coordinates shrink by ``zoom`` and ``brightness`` is added at a level of 1. Each
+#: hit also moves the network's input on along a circle of radius ``z`` by ``step`` radians per unit (a step, not
+#: a pulse: the pattern holds between the hits). The live page's kick uses the same arrays.
 KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.35,
         "floor": 0.3, "energy": 0.4, "offbeat": 0.45, "step": 1.0}
-ADVANCE = 1.0 / 3.0
+#: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength
+#: follows mostly the mid and high bands; fitted on the real songs of docs/sync.md).
 HIT_WEIGHT = {"low": 0.2, "mid": 0.45, "high": 0.35}
-#: With cues, the music's own motion (the mel latents) follows the beat: between beats it is scaled down to
-#: ``floor`` and comes back to full with each kick, so the picture moves most on the beat.
+#: The share of a hit's step taken on its own frame; the rest on the next (the onset strength peaks there).
+ADVANCE = 1.0 / 3.0
+#: With cues, the music's own motion (the mel latents) is scaled to ``floor`` between hits and up to ``peak``
+#: with the kick level, so that the picture moves most on the beat and holds its pattern between beats.
 MUSIC = {"floor": 0.12, "peak": 0.35}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
@@ -123,9 +134,9 @@ def frame_colors(controls: Controls, settings) -> np.ndarray:
 
 
 def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int,
-                  fps: float, release: float = KICK["release"], curve: str = "exp") -> np.ndarray:
-    """Kicks: each hit jumps to its amplitude on its own frame (``round(t * fps)``) and decays exponentially with
-    time constant ``release * period``; overlapping hits take the larger value (they do not pile up).
+                  fps: float, release: float = BURST["release"]) -> np.ndarray:
+    """Bursts (a drop's): each hit jumps to its amplitude on its own frame (``round(t * fps)``) and decays
+    exponentially with time constant ``release * period``; overlapping hits take the larger value (they do not pile up).
 
     Parameters
     ----------
@@ -149,13 +160,8 @@ def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray
         if k >= n_frames or k < 0 or a <= 0:
             continue
         tau = max(release * p, 0.5 / fps)
-        if curve == "exp":
-            m = min(n_frames, k + int(math.ceil(6 * tau * fps)) + 1)
-            shape = np.exp(-np.arange(m - k) / (fps * tau))
-        else:  # linear down to 0 at tau
-            m = min(n_frames, k + int(math.ceil(tau * fps)) + 1)
-            shape = np.maximum(0.0, 1.0 - np.arange(m - k) / (fps * tau))
-        env[k:m] = np.maximum(env[k:m], a * shape)
+        m = min(n_frames, k + int(math.ceil(6 * tau * fps)) + 1)
+        env[k:m] = np.maximum(env[k:m], a * np.exp(-np.arange(m - k) / (fps * tau)))
     return env
 
 
@@ -261,9 +267,7 @@ def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarra
     rate = np.full(n_frames, np.nan)
     k = np.round(np.asarray(times, float) * fps).astype(int)
     ok = (k >= 0) & (k < n_frames) & (np.asarray(amplitudes, float) > 0)
-    a = np.asarray(amplitudes, float)[ok]
-    np.add.at(add, k[ok], ADVANCE * a)
-    np.add.at(add, np.minimum(k[ok] + 1, n_frames - 1), (1.0 - ADVANCE) * a)
+    np.add.at(add, k[ok], np.asarray(amplitudes, float)[ok])
     rate[k[ok]] = 1.0 / (fps * np.maximum(release * np.asarray(periods, float)[ok], 1.0 / fps))
     out = np.zeros(n_frames)
     level, r = 0.0, 0.0
@@ -370,7 +374,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     own = stem_cues if stem_cues is not None else cues
     beat = float(settings.beat)
 
-    # kicks on the song's beats, shaped by the hit (the panel's own audio) and the energy
+    # kicks on the song's beats and onsets, shaped by the hit (the panel's own audio) and the energy
     beats = np.asarray(cues.beats, float)
     kick = np.zeros(n_frames)
     advance = np.zeros(n_frames)
@@ -388,14 +392,15 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
             inside = (beats >= b.start) & (beats < b.end)
             amp[inside] *= 1.0 + (beats[inside] - b.start) / max(b.end - b.start, 1e-6)
         amp *= beat * ROLE_KICK[role]
-        # every onset is a hit: the beats by their kick, the onsets between them by a share
+        # every onset is a hit: the beats by their kick, the onsets between them by a share of their strength
         ot, oa = _offbeat_hits(own, beats)
         oa = oa * KICK["offbeat"] * ((1.0 - KICK["energy"]) + KICK["energy"] * _at(own.energy_rate, own.energy, ot))
         oa = oa * ~_in_spans(cues.silence, ot) * beat * ROLE_KICK[role]
         j = np.clip(np.searchsorted(beats, ot) - 1, 0, len(beats) - 1)
-        ht, ha, hp = np.concatenate([beats, ot]) - start, np.concatenate([amp, oa]), np.concatenate([periods, periods[j]])
-        kick = pulse_envelope(ht, ha, hp, n_frames, fps, KICK["release"])
-        advance = _advance(ht, ha, n_frames, fps)
+        times, amps = np.concatenate([beats, ot]) - start, np.concatenate([amp, oa])
+        kick = pulse_envelope(times, amps, np.concatenate([periods, periods[j]]), n_frames, fps, KICK["release"],
+                              cap=1.5 * beat * ROLE_KICK[role])
+        advance = _advance(times, amps, n_frames, fps)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
     if len(cues.drops) and beat > 0:
@@ -428,5 +433,5 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         zoom = np.ones(n_frames)
     f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     gate = MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * np.minimum(kick / max(beat * ROLE_KICK[role], 1e-6), 1.0)
-    return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue), f(np.maximum(saturation, 0.0)),
-                    f(brightness))
+    return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue),
+                    f(np.maximum(saturation, 0.0)), f(brightness))
