@@ -432,6 +432,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     if kind is True:  # a format-1 image-mode CPPN is not zoomed
         zoom = np.ones(n_frames)
     f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    gate = MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * np.minimum(kick / max(beat * ROLE_KICK[role], 1e-6), 1.0)
+    gate = np.ones(n_frames)  # without kicks the music moves the picture as without cues
+    if len(beats) and beat > 0:
+        gate = MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * np.minimum(kick / (beat * ROLE_KICK[role]), 1.0)
     return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue),
                     f(np.maximum(saturation, 0.0)), f(brightness))
