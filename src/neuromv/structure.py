@@ -243,9 +243,9 @@ def _offbeat_hits(cues: Cues, beats: np.ndarray, window: float = 0.07) -> tuple[
 
 
 def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int, fps: float,
-                   release: float = 0.8, cap: float = 1.5) -> np.ndarray:
+                   release: float = KICK["release"], unit: float = 1.0, cap: float = 1.5) -> np.ndarray:
     """Hits that pile up and release linearly: each hit adds its amplitude to the level on its own frame
-    (``round(t * fps)``; capped at ``cap``), and the level falls back to 0 at a constant rate, 1 per
+    (``round(t * fps)``; capped at ``cap * unit``), and the level falls back to 0 at a constant rate, ``unit`` per
     ``release * period`` seconds of the latest hit. The frame-to-frame change is then the hit's amplitude on the
     hit's frame and a small constant between hits.
 
@@ -256,8 +256,11 @@ def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarra
     n_frames : int
     fps : float
     release : float
-        Fraction of the period that a hit of 1 takes to release.
+        Fraction of the period that a hit of ``unit`` takes to release.
+    unit : float
+        A full hit's amplitude.
     cap : float
+        The highest level, in units.
 
     Returns
     -------
@@ -268,13 +271,13 @@ def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarra
     k = np.round(np.asarray(times, float) * fps).astype(int)
     ok = (k >= 0) & (k < n_frames) & (np.asarray(amplitudes, float) > 0)
     np.add.at(add, k[ok], np.asarray(amplitudes, float)[ok])
-    rate[k[ok]] = 1.0 / (fps * np.maximum(release * np.asarray(periods, float)[ok], 1.0 / fps))
+    rate[k[ok]] = unit / (fps * np.maximum(release * np.asarray(periods, float)[ok], 1.0 / fps))
     out = np.zeros(n_frames)
     level, r = 0.0, 0.0
     for i in range(n_frames):
         if not math.isnan(rate[i]):
             r = rate[i]
-        level = min(max(level - r, 0.0) + add[i], cap)
+        level = min(max(level - r, 0.0) + add[i], cap * unit)
         out[i] = level
     return out
 
@@ -379,7 +382,9 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     kick = np.zeros(n_frames)
     advance = np.zeros(n_frames)
     if len(beats) and beat > 0:
-        periods = np.diff(beats, append=beats[-1] + (beats[-1] - beats[-2] if len(beats) > 1 else 0.5))
+        # each beat's length (across a gap in the beats, at most 1.5 of the usual one)
+        usual = float(np.median(np.diff(beats))) if len(beats) > 1 else 60.0 / max(cues.tempo, 1e-6)
+        periods = np.minimum(np.diff(beats, append=beats[-1] + usual), 1.5 * usual)
         down = np.isin(np.round(beats, 3), np.round(np.asarray(cues.downbeats, float), 3))
         amp = np.where(down, KICK["downbeat"], KICK["beat"])
         hit = _hit_strength(own, beats)
@@ -399,7 +404,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         j = np.clip(np.searchsorted(beats, ot) - 1, 0, len(beats) - 1)
         times, amps = np.concatenate([beats, ot]) - start, np.concatenate([amp, oa])
         kick = pulse_envelope(times, amps, np.concatenate([periods, periods[j]]), n_frames, fps, KICK["release"],
-                              cap=1.5 * beat * ROLE_KICK[role])
+                              unit=beat * ROLE_KICK[role])
         advance = _advance(times, amps, n_frames, fps)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
