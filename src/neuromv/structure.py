@@ -43,8 +43,9 @@ __all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "KICK"
 #: a pulse: the pattern holds between the hits). The live page's kick uses the same arrays.
 KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.35,
         "floor": 0.3, "energy": 0.4, "offbeat": 0.45, "step": 1.0}
-#: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength
-#: follows mostly the mid and high bands; fitted on the real songs of docs/sync.md).
+#: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
+#: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
+#: synthetic ones).
 HIT_WEIGHT = {"low": 0.2, "mid": 0.45, "high": 0.35}
 #: The share of a hit's step taken on its own frame; the rest on the next (the onset strength peaks there).
 ADVANCE = 1.0 / 3.0
@@ -136,7 +137,7 @@ def frame_colors(controls: Controls, settings) -> np.ndarray:
 def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int,
                   fps: float, release: float = BURST["release"]) -> np.ndarray:
     """Bursts (a drop's): each hit jumps to its amplitude on its own frame (``round(t * fps)``) and decays
-    exponentially with time constant ``release * period``; overlapping hits take the larger value (they do not pile up).
+    exponentially with time constant ``release * period``; overlapping hits take the larger value (no pile-up).
 
     Parameters
     ----------
