@@ -1,9 +1,14 @@
 """The visual language of the music's structure: a song's cues (:mod:`neuromv.cues`) become what every frame adds to
 the mel-driven picture (:class:`Controls`).
 
-- **A beat is a kick**: a zoom-in and brightness pulse with a fast attack (the beat's own frame) and a release over
-  the beat (:func:`kick_envelope`); a downbeat kicks harder, the hit's own strength (the low band's onset at the
-  beat) and the song's energy shape it. The network's input also jumps a little along a fixed direction.
+- **A beat is a kick**: a zoom-in and brightness pulse with a fast attack (the beat's own frame) and a linear
+  release over the beat (:func:`pulse_envelope`); a downbeat kicks harder, the hit's own strength (the bands'
+  onsets at the beat) and the song's energy shape it. The onsets between the beats hit too, with a share of their
+  strength (:data:`KICK` ``offbeat``), so the picture follows the music's onsets with the beats standing out.
+- **Every hit moves the pattern on**: the network's input steps along a circle (beats a full step, the onsets
+  between a share) over the hit's frame and the next, and holds between hits; the music's own motion (the mel
+  latents) is turned down between hits and up with the kick (:data:`MUSIC`). The picture thus holds its pattern
+  between beats and changes on them, which is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
   turn (its palette) and a zoom; a section that returns (the same label) returns to its look. The change takes
   ``transition`` bars and ends on the section's first downbeat; it interpolates the inputs, never the pixels.
@@ -26,18 +31,27 @@ import numpy as np
 from .cues import Cues
 from .errors import ParameterError
 
-__all__ = ["Controls", "controls_for", "kick_envelope", "KICK", "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
+__all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "KICK", "MUSIC", "HIT_WEIGHT",
+           "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
 
-#: The beat kick (:func:`kick_envelope`), per unit of the ``beat`` setting: ``release`` (time constant, a fraction
-#: of the beat's length), ``beat`` and ``downbeat`` (amplitudes), ``zoom`` (the coordinates shrink by this at a
-#: kick of 1: a 5 % zoom-in), ``brightness`` (added at a kick of 1), ``z`` (the network's input moves this far
-#: along a fixed direction), ``floor`` (the smallest share of a hit's own strength: a beat without an onset still
-#: kicks a little), ``energy`` (how much a quiet passage softens the kicks). The live page's kick uses the same.
-KICK = {"release": 0.3, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.08, "z": 0.6,
-        "floor": 0.3, "energy": 0.4}
-#: With cues, the music's own motion (the mel latents) follows the beat: between beats it is scaled down to
-#: ``floor`` and comes back to full with each kick, so the picture moves most on the beat.
-MUSIC = {"floor": 0.7}
+#: The beat kick, per unit of the ``beat`` setting. Every onset of the cues is a hit: a beat hits with ``beat``
+#: (``downbeat`` on a bar's first beat) times its own strength (at least ``floor`` of it: a beat without an onset
+#: still kicks a little), an onset between the beats with ``offbeat`` times its strength; ``energy`` is how much a
+#: quiet passage softens them. The hits pile up into the kick level (:func:`pulse_envelope`), released linearly
+#: over ``release`` of a beat: the coordinates shrink by ``zoom`` and ``brightness`` is added at a level of 1. Each
+#: hit also moves the network's input on along a circle of radius ``z`` by ``step`` radians per unit (a step, not
+#: a pulse: the pattern holds between the hits). The live page's kick uses the same arrays.
+KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.35,
+        "floor": 0.3, "energy": 0.4, "offbeat": 0.45, "step": 1.0}
+#: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
+#: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
+#: synthetic ones).
+HIT_WEIGHT = {"low": 0.2, "mid": 0.45, "high": 0.35}
+#: The share of a hit's step taken on its own frame; the rest on the next (the onset strength peaks there).
+ADVANCE = 1.0 / 3.0
+#: With cues, the music's own motion (the mel latents) is scaled to ``floor`` between hits and up to ``peak``
+#: with the kick level, so that the picture moves most on the beat and holds its pattern between beats.
+MUSIC = {"floor": 0.12, "peak": 0.35}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
 BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
@@ -121,9 +135,9 @@ def frame_colors(controls: Controls, settings) -> np.ndarray:
 
 
 def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int,
-                  fps: float, release: float = KICK["release"]) -> np.ndarray:
-    """Kicks: each hit jumps to its amplitude on its own frame (``round(t * fps)``) and decays exponentially with
-    time constant ``release * period``; overlapping hits take the larger value (they do not pile up).
+                  fps: float, release: float = BURST["release"]) -> np.ndarray:
+    """Bursts (a drop's): each hit jumps to its amplitude on its own frame (``round(t * fps)``) and decays
+    exponentially with time constant ``release * period``; overlapping hits take the larger value (no pile-up).
 
     Parameters
     ----------
@@ -197,21 +211,87 @@ def _at(rate: float, values: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def _hit_strength(cues: Cues, times: np.ndarray, window: float = 0.07) -> np.ndarray:
-    """Each beat's own strength: the strongest low (else any) band onset within ``window`` s, in [0, 1]."""
+    """Each beat's own strength: the sum over the bands of :data:`HIT_WEIGHT` times the band's strongest onset
+    within ``window`` s, in [0, 1]."""
     out = np.zeros(len(times))
-    for band in ("low", "mid", "high"):
-        if band not in cues.onsets:
+    for band, (t, s) in cues.onsets.items():
+        t, s = np.asarray(t, float), np.asarray(s, float)
+        if len(t) == 0 or len(times) == 0:
             continue
-        t, s = cues.onsets[band]
-        if len(t) == 0:
-            continue
-        i = np.clip(np.searchsorted(t, times), 1, len(t) - 1) if len(t) > 1 else np.zeros(len(times), int)
-        for j in (i - 1, i):
-            j = np.clip(j, 0, len(t) - 1)
-            near = np.abs(t[j] - times) <= window
-            weight = 1.0 if band == "low" else 0.6
-            out = np.maximum(out, np.where(near, s[j] * weight, 0.0))
+        i = np.clip(np.searchsorted(t, times), 0, len(t) - 1)
+        best = np.zeros(len(times))
+        for j in (np.maximum(i - 1, 0), i):
+            best = np.maximum(best, np.where(np.abs(t[j] - times) <= window, s[j], 0.0))
+        out += HIT_WEIGHT.get(band, 0.0) * best
+    return np.minimum(out, 1.0)
+
+
+def _offbeat_hits(cues: Cues, beats: np.ndarray, window: float = 0.07) -> tuple[np.ndarray, np.ndarray]:
+    """The onsets of every band away from the beats (further than ``window`` s): times and weighted strengths."""
+    ts, ss = [], []
+    for band, (t, s) in cues.onsets.items():
+        ts.append(np.asarray(t, float))
+        ss.append(np.asarray(s, float) * HIT_WEIGHT.get(band, 0.0))
+    if not ts:
+        return np.zeros(0), np.zeros(0)
+    t, s = np.concatenate(ts), np.concatenate(ss)
+    if len(beats):
+        i = np.clip(np.searchsorted(beats, t), 1, max(len(beats) - 1, 1))
+        d = np.minimum(np.abs(t - beats[i - 1]), np.abs(t - beats[np.minimum(i, len(beats) - 1)]))
+        keep = d > window
+        t, s = t[keep], s[keep]
+    return t, s
+
+
+def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int, fps: float,
+                   release: float = KICK["release"], unit: float = 1.0, cap: float = 1.5) -> np.ndarray:
+    """Hits that pile up and release linearly: each hit adds its amplitude to the level on its own frame
+    (``round(t * fps)``; capped at ``cap * unit``), and the level falls back to 0 at a constant rate, ``unit`` per
+    ``release * period`` seconds of the latest hit. The frame-to-frame change is then the hit's amplitude on the
+    hit's frame and a small constant between hits.
+
+    Parameters
+    ----------
+    times, amplitudes, periods : np.ndarray [shape=(k,)]
+        Seconds, level units, seconds (the hit's beat length).
+    n_frames : int
+    fps : float
+    release : float
+        Fraction of the period that a hit of ``unit`` takes to release.
+    unit : float
+        A full hit's amplitude.
+    cap : float
+        The highest level, in units.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,), dtype=float64]
+    """
+    add = np.zeros(n_frames)
+    rate = np.full(n_frames, np.nan)
+    k = np.round(np.asarray(times, float) * fps).astype(int)
+    ok = (k >= 0) & (k < n_frames) & (np.asarray(amplitudes, float) > 0)
+    np.add.at(add, k[ok], np.asarray(amplitudes, float)[ok])
+    rate[k[ok]] = unit / (fps * np.maximum(release * np.asarray(periods, float)[ok], 1.0 / fps))
+    out = np.zeros(n_frames)
+    level, r = 0.0, 0.0
+    for i in range(n_frames):
+        if not math.isnan(rate[i]):
+            r = rate[i]
+        level = min(max(level - r, 0.0) + add[i], cap * unit)
+        out[i] = level
     return out
+
+
+def _advance(times: np.ndarray, amounts: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    """The pattern's advance per frame: the sum of the hits so far, each taking ``ADVANCE`` of its amount on its
+    own frame and the rest on the next."""
+    step = np.zeros(n_frames + 1)
+    k = np.round(np.asarray(times, float) * fps).astype(int)
+    ok = (k >= 0) & (k < n_frames)
+    np.add.at(step, k[ok], ADVANCE * amounts[ok])
+    np.add.at(step, k[ok] + 1, (1.0 - ADVANCE) * amounts[ok])
+    return np.cumsum(step[:n_frames])
 
 
 def _in_spans(spans, times: np.ndarray) -> np.ndarray:
@@ -298,11 +378,14 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     own = stem_cues if stem_cues is not None else cues
     beat = float(settings.beat)
 
-    # kicks on the song's beats, shaped by the hit (the panel's own audio) and the energy
+    # kicks on the song's beats and onsets, shaped by the hit (the panel's own audio) and the energy
     beats = np.asarray(cues.beats, float)
     kick = np.zeros(n_frames)
+    advance = np.zeros(n_frames)
     if len(beats) and beat > 0:
-        periods = np.diff(beats, append=beats[-1] + (beats[-1] - beats[-2] if len(beats) > 1 else 0.5))
+        # each beat's length (across a gap in the beats, at most 1.5 of the usual one)
+        usual = float(np.median(np.diff(beats))) if len(beats) > 1 else 60.0 / max(cues.tempo, 1e-6)
+        periods = np.minimum(np.diff(beats, append=beats[-1] + usual), 1.5 * usual)
         down = np.isin(np.round(beats, 3), np.round(np.asarray(cues.downbeats, float), 3))
         amp = np.where(down, KICK["downbeat"], KICK["beat"])
         hit = _hit_strength(own, beats)
@@ -315,7 +398,15 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
             inside = (beats >= b.start) & (beats < b.end)
             amp[inside] *= 1.0 + (beats[inside] - b.start) / max(b.end - b.start, 1e-6)
         amp *= beat * ROLE_KICK[role]
-        kick = kick_envelope(beats - start, amp, periods, n_frames, fps)
+        # every onset is a hit: the beats by their kick, the onsets between them by a share of their strength
+        ot, oa = _offbeat_hits(own, beats)
+        oa = oa * KICK["offbeat"] * ((1.0 - KICK["energy"]) + KICK["energy"] * _at(own.energy_rate, own.energy, ot))
+        oa = oa * ~_in_spans(cues.silence, ot) * beat * ROLE_KICK[role]
+        j = np.clip(np.searchsorted(beats, ot) - 1, 0, len(beats) - 1)
+        times, amps = np.concatenate([beats, ot]) - start, np.concatenate([amp, oa])
+        kick = pulse_envelope(times, amps, np.concatenate([periods, periods[j]]), n_frames, fps, KICK["release"],
+                              unit=beat * ROLE_KICK[role])
+        advance = _advance(times, amps, n_frames, fps)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
     if len(cues.drops) and beat > 0:
@@ -329,7 +420,9 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     rest = _rest(cues, t)
 
     offset, hue, log_zoom = _section_looks(cues, t, settings, n_z, picture)
-    z_add = offset + np.outer(kick * KICK["z"], _direction(n_z, settings.seed, 1))
+    angle = KICK["step"] * advance
+    z_add = offset + KICK["z"] * (np.outer(np.cos(angle) - 1.0, _direction(n_z, settings.seed, 1))
+                                  + np.outer(np.sin(angle), _direction(n_z, settings.seed, 3)))
     z_add += np.outer(burst * BURST["z"], _direction(n_z, settings.seed, 2))
     zoom = np.exp(log_zoom) * (1.0 - KICK["zoom"] * kick) * (1.0 - BURST["zoom"] * np.minimum(burst, 1.0)) \
         * (1.0 - BUILD_ZOOM * build)
@@ -345,6 +438,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     if kind is True:  # a format-1 image-mode CPPN is not zoomed
         zoom = np.ones(n_frames)
     f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    gate = MUSIC["floor"] + (1.0 - MUSIC["floor"]) * np.minimum(kick / max(beat * ROLE_KICK[role], 1e-6), 1.0)
-    return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue), f(np.maximum(saturation, 0.0)),
-                    f(brightness))
+    gate = np.ones(n_frames)  # without kicks the music moves the picture as without cues
+    if len(beats) and beat > 0:
+        gate = MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * np.minimum(kick / (beat * ROLE_KICK[role]), 1.0)
+    return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue),
+                    f(np.maximum(saturation, 0.0)), f(brightness))
