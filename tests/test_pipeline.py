@@ -70,7 +70,9 @@ def test_from_audio_object_excerpt_and_progress(tmp_path):
     info, frames = decode_video(result.path)
     assert len(frames) == 24 and info["fps"] == 24
     assert abs(info["audio_duration"] - 1.0) <= 1 / 24
-    assert events[0] == ("render", 0, 24) and events[-1] == ("render", 24, 24)
+    render = [e for e in events if e[0] == "render"]
+    assert render[0] == ("render", 0, 24) and render[-1] == ("render", 24, 24)
+    assert events[-1] == ("render", 24, 24) and ("analyze", 0, 5) in events  # the song's cues first
 
 
 def test_odd_size_is_rounded_up(tmp_path, caplog):
@@ -222,18 +224,22 @@ def media_path(image_render):
 def test_reactivity_knob_trades_resemblance_for_motion(image_render, tmp_path):
     from neuromv.metrics import ssim
 
-    result, cover, (_, frames) = image_render
+    # the mel envelope's trade (structure off: with it, the hits move the picture as well; their motion grows with
+    # the knob too, below)
+    result, cover, (_, on) = image_render
     target = _target(cover)
-    calm = decode_video(neuromv.render(media_path(image_render), tmp_path / "calm.mp4", image=cover, reactivity=0.3,
-                                       **IMG).path)[1]
-    wild = decode_video(neuromv.render(media_path(image_render), tmp_path / "wild.mp4", image=cover, reactivity=3,
-                                       **IMG).path)[1]
+    calm, frames, wild = (decode_video(neuromv.render(media_path(image_render), tmp_path / f"{r}.mp4", image=cover,
+                                                      reactivity=r, structure="off", **IMG).path)[1]
+                          for r in (0.3, 1.0, 3.0))
     motion = [_changes(f).mean() for f in (calm, frames, wild)]
     single = [np.median([ssim(x, target) for x in f[::10]]) for f in (calm, frames, wild)]  # one frame's resemblance
     mean = [ssim(f.mean(axis=0), target) for f in (calm, frames, wild)]
     assert motion[0] < motion[1] < motion[2], motion
     assert single[0] > single[1] > single[2], single
     assert min(mean) > 0.6, mean  # the mean frame stays the picture at every setting
+    calm_on = decode_video(neuromv.render(media_path(image_render), tmp_path / "calm-on.mp4", image=cover,
+                                          reactivity=0.3, **IMG).path)[1]
+    assert _changes(calm_on).mean() < 0.6 * _changes(on).mean()
 
 
 def test_embedded_cover_art_and_sidecar_are_found(tmp_path):

@@ -136,8 +136,8 @@ def test_structure_off_is_the_mel_envelope_alone(song, tmp_path):
 
 
 def test_kicks_land_on_the_beats_and_the_render_logs_its_sync(song, tmp_path, caplog):
-    """With structure on, a visual beat of the decoded video falls on (nearly) every beat of the song, more of the
-    video's beats are on the music's than without the structure, and the render logs its sync line."""
+    """With structure on, a visual beat of the decoded video falls on (nearly) every beat of the song, the motion
+    follows the onsets more closely than without the structure, and the render logs its sync line."""
     import logging
 
     path, audio, truth = song
@@ -153,7 +153,7 @@ def test_kicks_land_on_the_beats_and_the_render_logs_its_sync(song, tmp_path, ca
     hits = sum(np.min(np.abs(vb - b)) <= 0.07 for b in beats[beats < 15.5])
     assert hits >= 0.9 * np.sum(beats < 15.5)
     off = neuromv.render(path, tmp_path / "off.mp4", **SMALL, seed=4, structure="off")
-    assert off.sync.f_measure < result.sync.f_measure  # the kicks are what puts the motion on the beat
+    assert result.sync.r >= 0.7 and result.sync.r > off.sync.r + 0.1  # the hits are what follows the onsets
 
 
 def test_the_analysis_is_cached_like_a_fit(song, tmp_path, cache_home, caplog):

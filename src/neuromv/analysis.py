@@ -969,7 +969,9 @@ def analyze(audio, *, progress: bool | ProgressCallback = False, cancel: threadi
     )
     log.info("analysed %.1f s in %.2f s: %.1f bpm, %d beats, %d sections (%s), %d drops", dur, seconds, tempo,
              beat_times.size, len(sections), "".join(s.label for s in sections), len(drops))
-    return cues
+    # the cues as their JSON holds them (times to 0.1 ms, strengths to 0.001): a render from the cache, from a
+    # written file or straight from the analysis is then the same video, bit for bit
+    return Cues.from_json(cues.to_json(), "the analysis")
 
 
 # -- the cache ------------------------------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ def _log_sync(envelope, audio: Audio | AudioFile, plan: Plan):
         mono = audio
     onset = onset_strength(mono.mono(), mono.sr, len(envelope.envelope), fps=s.fps)
     if plan.cues is not None:  # the beats the kicks were placed on, in the excerpt's time
-        start = float(s.start) if plan.song is not None else 0.0
+        start = float(s.start) if (plan.song is not None or plan.audio is not None) else 0.0
         beats = np.asarray(plan.cues.beats) - start
         beats = beats[(beats >= 0) & (beats <= audio.duration)]
     else:

@@ -273,6 +273,8 @@ class Plan:
         The song's cues: given (``--cues``), or found by :meth:`song_cues` (analysed, cached).
     cues_where : str or None
         Where they came from (a file, the cache, the analysis).
+    audio : Audio or None
+        The decoded song given (whole, before its excerpt is taken): what is analysed when no file is.
     """
 
     settings: RenderSettings
@@ -289,6 +291,7 @@ class Plan:
     separator: Any = None
     cues: Any = None
     cues_where: str | None = None
+    audio: Audio | None = None
     _cover_done: bool = field(default=False, repr=False)
 
     @property
@@ -353,14 +356,15 @@ class Plan:
 
     def song_cues(self, audio: Audio | AudioFile, *, progress: bool | ProgressCallback = False,
                   cancel: threading.Event | None = None) -> tuple[Any, float]:
-        """The song's cues and the song time of frame 0: the cues given, else the analysis
-        (:func:`neuromv.analysis.cached_analysis`) of the whole song file (an excerpt's sections need the song
-        around them; frame 0 is then at ``settings.start``), or of ``audio`` itself for decoded audio."""
-        start = float(self.settings.start) if self.song is not None else 0.0
+        """The song's cues and the song time of frame 0 (``settings.start``): the cues given, else the analysis
+        (:func:`neuromv.analysis.cached_analysis`) of the whole song, the file or the decoded audio given (an
+        excerpt's sections need the song around them), or of ``audio`` itself when neither is known."""
+        whole = self.song is not None or self.audio is not None
+        start = float(self.settings.start) if whole else 0.0
         if self.cues is None:
             from .analysis import cached_analysis
 
-            source = AudioFile(self.song) if self.song is not None else audio
+            source = AudioFile(self.song) if self.song is not None else self.audio if whole else audio
             self.cues, self.cues_where = cached_analysis(source, cache=self.cache, progress=progress, cancel=cancel)
             c = self.cues
             log.info("cues (%s): %.1f BPM, %d beats, %d bars, sections %s%s%s", self.cues_where, c.tempo,
@@ -471,7 +475,8 @@ def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: 
         check_output_path(output, inputs=inputs, overwrite=overwrite)  # fail before any slow work
         check_codec(settings.codec, settings.width, settings.height)
     plan = Plan(settings, resolve_device(settings.device), song_file, inputs, stems, choice, cache=cache,
-                cache_root=None if cache_root is None else Path(cache_root), separator=separator)
+                cache_root=None if cache_root is None else Path(cache_root), separator=separator,
+                audio=song if isinstance(song, Audio) else None)
     if cues_file is not None:
         from .cues import load_cues
 

@@ -284,7 +284,8 @@ class RenderSettings:
     reactivity: float = setting(
         1.0, "picture", "how strongly the music moves the picture; 0 = still", lo=0, hi=MAX_GAIN,
         doc="How strongly the music moves the picture: the CPPN sees ``Z_GAIN * reactivity * z``, z having unit "
-            "RMS norm. 0 is a still picture, 1 (default) pulses clearly without losing the shapes, 2 is wild.")
+            "RMS norm. 0 is a still picture, 1 (default) pulses clearly without losing the shapes, 2 is wild. With "
+            "``structure`` on it also scales the hits (kicks, steps, bursts) of :mod:`neuromv.structure`.")
     hidden: int = setting(
         32, "picture", "width of the CPPN's 5 hidden layers", lo=1, hi=MAX_HIDDEN, integer=True,
         doc="Width of the CPPN's 5 hidden layers.")

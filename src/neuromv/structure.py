@@ -58,7 +58,7 @@ BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z
 #: A build's slow zoom-in at its end (fraction), and silence: how much the picture dims, and the ease in and out
 #: (seconds).
 BUILD_ZOOM = 0.12
-REST = {"brightness": -0.12, "ease": 0.3}
+REST = {"brightness": -0.05, "ease": 0.15}
 #: A section's look per unit of the ``look`` setting: the norm of its input offset (the music's own z has norm
 #: about ``Z_GAIN`` = 0.3), its hue turn (degrees; labels take turns of the golden angle) and its zoom range.
 LOOK = {"z": 1.0, "hue": 137.508, "zoom": 0.25}
@@ -302,13 +302,13 @@ def _in_spans(spans, times: np.ndarray) -> np.ndarray:
 
 
 def _rest(cues: Cues, t: np.ndarray) -> np.ndarray:
-    """1 inside silent spans, 0 outside, eased over ``REST['ease']`` seconds at each edge."""
+    """1 inside silent spans, eased in over ``REST['ease']`` seconds from the span's start, 0 from its end on (the
+    music comes back with a hit, not with a picture waking up before it)."""
     out = np.zeros(len(t))
     ease = REST["ease"]
     for s in cues.silence:
-        up = _smoothstep((t - s.start) / ease)
-        down = _smoothstep((s.end - t) / ease)
-        out = np.maximum(out, np.minimum(up, down))
+        inside = (t >= s.start) & (t < s.end)
+        out = np.maximum(out, np.where(inside, _smoothstep((t - s.start) / ease), 0.0))
     return out
 
 
@@ -376,7 +376,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     picture = kind == "picture"
     t = start + np.arange(n_frames) / fps
     own = stem_cues if stem_cues is not None else cues
-    beat = float(settings.beat)
+    beat = float(settings.beat) * float(settings.reactivity)  # hits are the music moving the picture, too
 
     # kicks on the song's beats and onsets, shaped by the hit (the panel's own audio) and the energy
     beats = np.asarray(cues.beats, float)
@@ -418,6 +418,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         inside = (t >= b.start) & (t < b.end)
         build[inside] = np.maximum(build[inside], _smoothstep((t[inside] - b.start) / (b.end - b.start)))
     rest = _rest(cues, t)
+    kick = kick * (1.0 - rest)  # silence lets the picture rest: a kick released into it fades with it
 
     offset, hue, log_zoom = _section_looks(cues, t, settings, n_z, picture)
     angle = KICK["step"] * advance

@@ -349,6 +349,8 @@ function init() {
   }
   Object.assign(state, { view, gl: view.gl, floatTargets: view.floatTargets });
   knob("reactivity", (v) => { state.settings.reactivity = v; });
+  // the structure's hits scale with the reactivity too: their controls are remade once the knob is let go
+  $("reactivity").addEventListener("change", () => { if (structured()) prepareLater(); });
   knob("smooth", (v) => { state.settings.smooth = v; updateLatents(); });
   for (const id of ["zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast"]) {
     knob(id, (v) => { state.settings[id] = v; });

@@ -76,13 +76,13 @@ export function estimateBeat(env, fps) {
 }
 
 /**
- * The kick's envelope dt seconds after a beat of `period` seconds (neuromv.structure.kick_envelope, its constants
- * `kick`: neuromv.structure.KICK): the full kick at once, then an exponential release with time constant
- * release * period (at least half a frame at `fps`).
+ * The kick's level dt seconds after a beat of `period` seconds (neuromv.structure.pulse_envelope, its constants
+ * `kick`: neuromv.structure.KICK): a beat's full kick, kick.beat, at once, then a linear release of one unit per
+ * release * period seconds (at least one frame at `fps`); 0 once released.
  */
 export function kickShape(dt, period, kick, fps) {
   if (dt < 0) return 0;
-  return Math.exp(-dt / Math.max(kick.release * period, 0.5 / fps));
+  return Math.max(0, kick.beat - dt / Math.max(kick.release * period, 1 / fps));
 }
 
 /**
@@ -161,8 +161,9 @@ export class BeatTracker {
 
   /**
    * The kick of the frame drawn now (null: no tempo yet), as the render draws a beat's (neuromv.structure.controls_for
-   * with kind abstract, role 'all'): amplitude KICK.beat times the `beat` setting (a beat at full strength; live, the
-   * bar is not known: no downbeats), the coordinates times 1 - KICK.zoom * kick, KICK.brightness * kick added.
+   * with kind abstract, role 'all'): amplitude KICK.beat times the `beat` and `reactivity` settings, released linearly (a beat at full
+   * strength; live, the bar and the onsets' strengths are not known: no downbeats, no off-beat hits, no step of the
+   * pattern), the coordinates times 1 - KICK.zoom * kick, KICK.brightness * kick added.
    */
   look(settings) {
     if (this.nextBeat === null) return null;
@@ -175,7 +176,7 @@ export class BeatTracker {
       if (this.nextBeat < now) this.nextBeat = now + this.period; // the clock jumped (a stalled page)
     }
     const k = this.kickAt === null ? 0
-      : settings.beat * this.kick.beat * kickShape(now - this.kickAt, this.period, this.kick, this.fps);
+      : settings.beat * settings.reactivity * kickShape(now - this.kickAt, this.period, this.kick, this.fps);
     return { zoom: 1 - this.kick.zoom * k, hue: 0, saturation: 1, brightness: this.kick.brightness * k, kick: k };
   }
 
