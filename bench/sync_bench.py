@@ -115,7 +115,9 @@ def main() -> None:
     ap.add_argument("--speed-seconds", type=float, default=240.0, help="excerpt analysed for the speed figure")
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--image", default="none", help="reference image for the renders (default: abstract)")
-    ap.add_argument("--sheets", action="store_true", help="write contact sheets into docs/")
+    ap.add_argument("--sheets", default="", metavar="NAMES",
+                    help="write contact sheets into docs/ for the songs whose names start with these (comma-separated; "
+                         "'all')")
     ap.add_argument("--write", action="store_true", help="write the section into docs/benchmarks.md")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
@@ -157,7 +159,8 @@ def main() -> None:
             neuromv.render(clip, out, width=w, height=h, structure=structure, image=args.image,
                            cues=cues if structure == "on" else None)
             reports[structure] = sync_video(out, None)
-            if structure == "on" and args.sheets:
+            wanted = [x for x in args.sheets.split(",") if x]
+            if structure == "on" and (args.sheets == "all" or any(name.startswith(x) for x in wanted)):
                 slug = "".join(c if c.isalnum() else "-" for c in name.split(" (")[0].lower()).strip("-")
                 sheet = DOCS / f"structure-{slug}.jpg"
                 contact_sheet(out, cues, sheet, f"{name}: sections {''.join(s.label for s in cues.sections)}",

@@ -156,7 +156,8 @@ def test_server_stems_stay_in_the_work_folder(tmp_path, song):
         assert sorted(p.name for p in stems) == ["harmonic.npy", "percussive.npy"]
         item = c.app.state.neuromv.storage.items[sid]
         assert item.size == du(tmp_path / "work" / f"song-{sid}.flac") + du(
-            tmp_path / "work" / f"song-{sid}.f32") + du(tmp_path / "work" / f"stems-{sid}")  # counted
+            tmp_path / "work" / f"song-{sid}.f32") + du(tmp_path / "work" / f"song-{sid}.cues.json") + du(
+            tmp_path / "work" / f"stems-{sid}")  # counted
     after = sorted((cache_dir() / "stems").rglob("*")) if (cache_dir() / "stems").exists() else []
     assert after == before  # nothing in the user's cache
 
@@ -266,7 +267,8 @@ def test_out_of_file_descriptors_is_a_503(tmp_path, song):
 def test_song_features_are_bounded_and_binary(tmp_path, song, monkeypatch):
     with _client(tmp_path) as c:
         r = c.post("/api/songs?fps=240&n_mels=54", content=song.read_bytes(), headers={"X-Filename": "b.flac"})
-        assert r.status_code == 200 and len(r.content) < 1000  # the JSON answer holds no features
+        body = r.json()  # the JSON answer holds no features (the song's cues, a few KB a minute, ride along)
+        assert r.status_code == 200 and len(json.dumps({k: v for k, v in body.items() if k != "cues"})) < 1000
         f = c.get(r.json()["features"])
         assert f.headers["x-shape"] == "54,720" and len(f.content) == 54 * 720 * 4  # 54 bands: the most at 240 fps
         monkeypatch.setattr(serve_config, "MAX_FEATURES", 30_000)
@@ -274,7 +276,7 @@ def test_song_features_are_bounded_and_binary(tmp_path, song, monkeypatch):
         r = c.post("/api/songs?fps=240&n_mels=54", content=song.read_bytes(), headers={"X-Filename": "b.flac"})
         assert r.status_code == 413 and r.json()["error"].startswith("b.flac: 720 frames x 54 bands is more")
         assert time.monotonic() - t < 2
-        assert len(list((tmp_path / "work").iterdir())) == 2  # the first song and its features only
+        assert len(list((tmp_path / "work").iterdir())) == 3  # the first song, its features and cues only
 
 
 # ---- 13, 14: hosts, origins, cross-site requests -------------------------------------------------------------------

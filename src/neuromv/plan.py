@@ -413,14 +413,14 @@ def panel_controls(cues, n_frames: int, panel: Panel, net, source=None, *, start
                    cancel: threading.Event | None = None):
     """The structure's per-frame controls of ``panel`` with its network ``net`` (:func:`neuromv.structure.
     controls_for` of the network's kind): the whole song plays the role 'all'; a stem plays its role of
-    :data:`neuromv.structure.STEM_ROLES`, the kick, scale and colour roles driven by the stem's own cues (the
-    analysis of ``source``, its audio). ``start``: the song time of frame 0. The render (:meth:`Plan.panels`) and
+    :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio:
+    its onsets and energy; the beats and sections stay the song's). ``start``: the song time of frame 0. The render (:meth:`Plan.panels`) and
     the server's page data use this one rule."""
     from .structure import STEM_ROLES, controls_for
 
     role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")
     own = None
-    if role in ("kick", "scale", "colour"):
+    if role != "all":
         from .analysis import analyze
 
         own = analyze(source, cancel=cancel)

@@ -389,7 +389,9 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         down = np.isin(np.round(beats, 3), np.round(np.asarray(cues.downbeats, float), 3))
         amp = np.where(down, KICK["downbeat"], KICK["beat"])
         hit = _hit_strength(own, beats)
-        amp = amp * (KICK["floor"] + (1.0 - KICK["floor"]) * hit)
+        # a beat kicks at least at ``floor`` for the whole song and the drums; the other stems by their own hits
+        floor = KICK["floor"] if role in ("all", "kick") else 0.0
+        amp = amp * (floor + (1.0 - floor) * hit)
         energy = _at(own.energy_rate, own.energy, beats)
         amp *= (1.0 - KICK["energy"]) + KICK["energy"] * energy
         amp *= ~_in_spans(cues.silence, beats)
