@@ -44,7 +44,7 @@ def synthetic_songs():
     from neuromv.demo import structured_song
 
     yield "synthetic ABACAB 96 BPM, drop", *structured_song("ABACAB", bpm=96.0, bars=8, drop=3, seed=1)
-    yield "synthetic AABBAB 128 BPM, silence", *structured_song("AABBAB", bpm=128.0, bars=8, silence=(2, 4), seed=2)
+    yield "synthetic ABCBAB 128 BPM, silence", *structured_song("ABCBAB", bpm=128.0, bars=8, silence=(2, 4), seed=2)
     yield "synthetic ABCB 150 BPM, 3/4", *structured_song("ABCB", bpm=150.0, bars=8, beats_per_bar=3, seed=3)
     yield "synthetic AB 100->140 BPM", *structured_song("ABAB", bpm=100.0, bars=8, tempo_change=(2, 140.0), seed=4)
 
@@ -85,7 +85,7 @@ def contact_sheet(video: Path, cues, out: Path, title: str, size: tuple[int, int
             if i > max(want):
                 break
     w, h = size
-    tw, th = w // 2, h // 2
+    tw, th = (w, h) if w <= 400 else (w // 2, h // 2)
     order = [i for i in sorted(want) if i in frames and i not in kick] + [i for i in kick if i in frames]
     cols = min(6, max(1, len(order)))
     rows = -(-len(order) // cols)

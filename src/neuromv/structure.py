@@ -10,12 +10,16 @@ the mel-driven picture (:class:`Controls`).
   latents) is turned down between hits and up with the kick (:data:`MUSIC`). The picture thus holds its pattern
   between beats and changes on them, which is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
-  turn (its palette) and a zoom; a section that returns (the same label) returns to its look. The change takes
+  turn (its palette) and a zoom; a section that returns (the same label) returns to its look (the pattern's steps
+  count from each section's start, so it starts from the same pattern again). The change takes
   ``transition`` bars and ends on the section's first downbeat; it interpolates the inputs, never the pixels.
 - **A build tightens** (a slow zoom-in), **a drop bursts** (a big kick released over a bar), **silence rests**
-  (the music's motion fades out and the picture dims a little).
-- **With stems**, each stem drives what suits it (:data:`STEM_ROLES`): drums the kicks, bass the scale (zoom),
-  vocals the colour; every panel shares the song's sections.
+  (the music's motion and any kick still releasing fade out within ``REST['ease']`` and the picture dims a little,
+  until the silence ends: the music comes back with a hit).
+- **The hits are the music moving the picture**: they scale with ``beat`` times ``reactivity``.
+- **With stems**, each stem drives what suits it (:data:`STEM_ROLES`): drums kick on every beat, bass the scale
+  (zoom), vocals the colour; the other stems hit by their own onsets only. Every panel shares the song's beats and
+  sections; its hits' strengths and energy are its stem's own.
 
 Everything here is a pure function of the cues and the settings; :mod:`neuromv.plan` applies the controls (the
 renderer takes per-frame zoom and colour) and the live page applies the same arrays (``neuromv serve``).
@@ -43,6 +47,7 @@ __all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "KICK"
 #: a pulse: the pattern holds between the hits). The live page's kick uses the same arrays.
 KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.35,
         "floor": 0.3, "energy": 0.4, "offbeat": 0.45, "step": 1.0}
+# (``floor`` applies to the whole song and the drums; other stems' beats kick by their own hits only.)
 #: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
 #: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
 #: synthetic ones).
@@ -423,6 +428,11 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     kick = kick * (1.0 - rest)  # silence lets the picture rest: a kick released into it fades with it
 
     offset, hue, log_zoom = _section_looks(cues, t, settings, n_z, picture)
+    # the pattern's steps count from each section's start: a returning section starts from its own look again
+    for sec in cues.sections[1:]:
+        k0 = int(round((sec.start - start) * fps))
+        if 0 < k0 < n_frames:
+            advance[k0:] -= advance[k0 - 1]
     angle = KICK["step"] * advance
     z_add = offset + KICK["z"] * (np.outer(np.cos(angle) - 1.0, _direction(n_z, settings.seed, 1))
                                   + np.outer(np.sin(angle), _direction(n_z, settings.seed, 3)))
