@@ -82,7 +82,8 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
             if row.group == key and row.flag is not None:
                 add_setting_option(g, row, defaults)
         if key == "image":
-            g.add_argument("--no-cache", action="store_true", help="fit again instead of reusing a cached fit")
+            g.add_argument("--no-cache", action="store_true",
+                           help="fit again (and analyse the song again) instead of reusing the cache")
         elif key == "encoding":
             g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
