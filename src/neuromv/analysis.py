@@ -30,7 +30,7 @@ import numpy as np
 
 from .cues import BANDS, Cues, Section, Span
 from .errors import NeuroMVError, ParameterError
-from .features import ANALYSIS_SR
+from .features import ANALYSIS_SR, AnalysisBlocks
 from .progress import Progress, ProgressCallback, check_cancel
 
 __all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM_RANGE", "BAND_EDGES_HZ",
@@ -247,25 +247,12 @@ def spectral_features(blocks: Iterable[np.ndarray], sr: int, *,
     ParameterError
         No samples.
     """
-    import soxr
-
     stream = _SpectralStream()
-    resampler = None if sr == ANALYSIS_SR else soxr.ResampleStream(sr, ANALYSIS_SR, 1, dtype="float32",
-                                                                  quality="HQ")
-    n_in = 0
-    for block in blocks:
-        check_cancel(cancel)
-        y = np.asarray(block, dtype=np.float32)
-        if y.ndim == 2:
-            y = y.mean(axis=0, dtype=np.float32)
-        n_in += y.size
-        stream.feed(y if resampler is None else resampler.resample_chunk(y))
-    if n_in == 0:
-        raise ParameterError("no audio samples to analyse")
-    if resampler is not None:
-        stream.feed(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    source = AnalysisBlocks(blocks, sr, cancel)
+    for y in source:
+        stream.feed(y)
     feats = stream.finish()
-    feats.duration = n_in / sr
+    feats.duration = source.n_samples / sr
     return feats
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "normalize",
     "smooth_release",
     "song_latents",
+    "AnalysisBlocks",
 ]
 
 #: Sample rate at which features are computed (Hz): :data:`neuromv.limits.ANALYSIS_SR`, where settings check n_mels.
@@ -319,6 +320,51 @@ def latents_from_blocks(
     return latents_from_db(song_db(blocks, sr, fps=fps, n_mels=n_mels), fps=fps, smooth=smooth)
 
 
+class AnalysisBlocks:
+    """A song's blocks as the analyses take them: mono (channels averaged), float32, resampled to
+    :data:`ANALYSIS_SR` on the fly (soxr, high quality), in memory that does not grow with the song's length.
+
+    Iterate once; afterwards :attr:`n_samples` is the number of samples read at the song's own rate.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(k,) mono or (channels, k)]
+        The song in order.
+    sr : int
+        Their sample rate.
+    cancel : threading.Event, optional
+        Checked before each block (:func:`neuromv.progress.check_cancel`).
+
+    Raises
+    ------
+    ParameterError
+        No samples at all (at the end of the iteration).
+    """
+
+    def __init__(self, blocks: Iterable[np.ndarray], sr: int, cancel=None) -> None:
+        self._blocks, self.sr, self._cancel = blocks, sr, cancel
+        self.n_samples = 0
+
+    def __iter__(self):
+        import soxr
+
+        from .progress import check_cancel
+
+        resampler = None if self.sr == ANALYSIS_SR else soxr.ResampleStream(self.sr, ANALYSIS_SR, 1,
+                                                                           dtype="float32", quality="HQ")
+        for block in self._blocks:
+            check_cancel(self._cancel)
+            y = np.asarray(block, dtype=np.float32)
+            if y.ndim == 2:
+                y = y.mean(axis=0, dtype=np.float32)
+            self.n_samples += y.size
+            yield y if resampler is None else resampler.resample_chunk(y)
+        if self.n_samples == 0:
+            raise ParameterError("no audio samples to analyse")
+        if resampler is not None:
+            yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
 def song_db(blocks: Iterable[np.ndarray], sr: int, *, fps: float = 30, n_mels: int = 32) -> np.ndarray:
     """The first half of :func:`latents_from_blocks`: the song's mel spectrogram per video frame, in dB relative to
     its peak (:func:`power_to_db`), computed block by block.
@@ -335,25 +381,13 @@ def song_db(blocks: Iterable[np.ndarray], sr: int, *, fps: float = 30, n_mels: i
     np.ndarray [shape=(n_mels, n_frames), dtype=float32]
         Values in [-TOP_DB, 0].
     """
-    import soxr
-
     fps_q = _check_fps(fps)
     mel = MelStream(ANALYSIS_SR, fps=fps_q, n_mels=n_mels)
-    resampler = None if sr == ANALYSIS_SR else soxr.ResampleStream(sr, ANALYSIS_SR, 1, dtype="float32",
-                                                                  quality="HQ")
-    n_samples = 0
-    for block in blocks:
-        y = np.asarray(block, dtype=np.float32)
-        if y.ndim == 2:
-            y = y.mean(axis=0, dtype=np.float32)
-        n_samples += y.size
-        mel.feed(y if resampler is None else resampler.resample_chunk(y))
-    if n_samples == 0:
-        raise ParameterError("no audio samples to analyse")
-    if resampler is not None:
-        mel.feed(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    stream = AnalysisBlocks(blocks, sr)
+    for y in stream:
+        mel.feed(y)
     S = mel.finish()
-    n_frames = n_video_frames(n_samples, sr, fps_q)
+    n_frames = n_video_frames(stream.n_samples, sr, fps_q)
     # resampling can change the length by a sample; the frame count is the original audio's
     if S.shape[1] > n_frames:
         S = S[:, :n_frames]
