@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cues import BANDS, Cues, Section, Span
-from .errors import NeuroMVError, ParameterError
+from .errors import NeuroMVError
 from .features import ANALYSIS_SR, AnalysisBlocks
 from .progress import Progress, ProgressCallback, check_cancel
 
