@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .audio import Audio, AudioFile, check_audible
-from .errors import AudioError, ParameterError
+from .errors import AudioError, Interrupted, NeuroMVError, ParameterError
 from .plan import Plan, build_renderer, cppn_for, fit_for, latents_for, make_plan, reference_target, resolve_image
 from .progress import Progress, ProgressCallback, check_cancel
 from .settings import RenderSettings
@@ -223,7 +223,13 @@ def _encode(frames: Iterator[np.ndarray], n_frames: int, audio, output, plan: Pl
                 writer.write(frame)
                 bar.update()
         check_cancel(cancel)
-        report = _log_sync(envelope, audio, plan)
+        try:
+            report = _log_sync(envelope, audio, plan)
+        except Interrupted:
+            raise
+        except NeuroMVError as e:  # a measurement never costs the video
+            log.warning("sync: not measured (%s)", e)
+            report = None
     seconds = time.perf_counter() - t0
     # debug: the command line says "wrote" itself, once it treats the run as done (a late signal is then ignored)
     log.debug("wrote %s: %d frames (%.2f s) in %.1f s, %.1f frames/s", writer.path, n_frames, audio.duration,
