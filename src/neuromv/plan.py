@@ -364,7 +364,12 @@ class Plan:
         if self.cues is None:
             from .analysis import cached_analysis
 
-            source = AudioFile(self.song) if self.song is not None else self.audio if whole else audio
+            if self.song is None:
+                source = self.audio if whole else audio
+            elif isinstance(audio, AudioFile) and audio.options["start"] == 0 and audio.options["duration"] is None:
+                source = audio  # the whole song is being read already: no second checking decode
+            else:
+                source = AudioFile(self.song)
             self.cues, self.cues_where = cached_analysis(source, cache=self.cache, progress=progress, cancel=cancel)
             c = self.cues
             log.info("cues (%s): %.1f BPM, %d beats, %d bars, sections %s%s%s", self.cues_where, c.tempo,

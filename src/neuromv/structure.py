@@ -120,9 +120,12 @@ class Controls:
             raise ParameterError(f"controls for {self.z_add.shape} frames x inputs, not {z.shape}")
         return (z * self.z_scale[:, None] + self.z_add).astype(np.float32)
 
+    #: The arrays' names, in order (the page receives them so: ``neuromv.serve.jobs.controls_json``).
+    FIELDS = ("z_scale", "z_add", "zoom", "hue", "saturation", "brightness")
+
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays by name (for the page and for saving)."""
-        return {k: getattr(self, k) for k in ("z_scale", "z_add", "zoom", "hue", "saturation", "brightness")}
+        """The arrays by name, in the order of :attr:`FIELDS` (for the page and for saving)."""
+        return {k: getattr(self, k) for k in self.FIELDS}
 
 
 def frame_colors(controls: Controls, settings) -> np.ndarray:
@@ -299,50 +302,84 @@ def _advance(times: np.ndarray, amounts: np.ndarray, n_frames: int, fps: float) 
     return np.cumsum(step[:n_frames])
 
 
-def _in_spans(spans, times: np.ndarray) -> np.ndarray:
-    inside = np.zeros(len(times), bool)
-    for s in spans:
-        inside |= (times >= s.start) & (times < s.end)
-    return inside
+def _merged(spans) -> tuple[np.ndarray, np.ndarray]:
+    """Spans as disjoint, sorted intervals (overlapping ones joined): (starts, ends), seconds. Everything after
+    this costs time in proportion to the frames and events, however a cues file lays its spans out."""
+    out: list[list[float]] = []
+    for a, b in sorted((sp.start, sp.end) for sp in spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    arr = np.asarray(out, dtype=np.float64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
 
 
-def _rest(cues: Cues, t: np.ndarray) -> np.ndarray:
+def _span_of(spans: tuple[np.ndarray, np.ndarray], times: np.ndarray) -> np.ndarray:
+    """For each time, the index of the merged span holding it (``start <= t < end``), or -1."""
+    starts, ends = spans
+    i = np.searchsorted(starts, times, side="right") - 1
+    inside = (i >= 0) & (times < ends[np.maximum(i, 0)]) if len(starts) else np.zeros(len(times), bool)
+    return np.where(inside, i, -1)
+
+
+def _rest(silence: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
     """1 inside silent spans, eased in over ``REST['ease']`` seconds from the span's start, 0 from its end on (the
     music comes back with a hit, not with a picture waking up before it)."""
+    i = _span_of(silence, t)
+    inside = i >= 0
     out = np.zeros(len(t))
-    ease = REST["ease"]
-    for s in cues.silence:
-        inside = (t >= s.start) & (t < s.end)
-        out = np.maximum(out, np.where(inside, _smoothstep((t - s.start) / ease), 0.0))
+    out[inside] = _smoothstep((t[inside] - silence[0][i[inside]]) / REST["ease"])
+    return out
+
+
+def _build_ramp(builds: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
+    """0 to 1 across each build (linear in time), 0 outside: (t - start) / (end - start)."""
+    i = _span_of(builds, t)
+    inside = i >= 0
+    out = np.zeros(len(t))
+    a, b = builds[0][i[inside]], builds[1][i[inside]]
+    out[inside] = (t[inside] - a) / np.maximum(b - a, 1e-6)
     return out
 
 
 def _section_looks(cues: Cues, t: np.ndarray, settings, n_z: int, picture: bool):
-    """Per frame: the section look's input offset [n, n_z], hue [n] and log-zoom [n], with the transitions."""
-    labels = cues.labels
-    looks = [look_of(i, n_z, settings.seed, picture) for i in range(len(labels))]
-    index = {lab: i for i, lab in enumerate(labels)}
+    """Per frame: the section look's input offset [n, n_z], hue [n] and log-zoom [n], with the transitions. Only
+    the sections around the frames are visited, each over its own frames."""
     n = len(t)
     params = np.zeros((n, n_z + 2))
-    if not cues.sections:
+    secs = cues.sections
+    if not secs or n == 0:
         return params[:, :n_z], params[:, n_z], params[:, n_z + 1]
+    index = {lab: i for i, lab in enumerate(cues.labels)}
+    looks: dict[int, np.ndarray] = {}
 
     def vec(label: str) -> np.ndarray:
-        off, hue, zoom = looks[index[label]]
-        return np.concatenate([off * settings.look, [hue * settings.look, math.log(zoom) * settings.look]])
+        i = index[label]
+        if i not in looks:
+            off, hue, zoom = look_of(i, n_z, settings.seed, picture)
+            looks[i] = np.concatenate([off * settings.look, [hue * settings.look, math.log(zoom) * settings.look]])
+        return looks[i]
 
-    secs = cues.sections
-    params[:] = vec(secs[0].label)
-    for prev, sec in zip(secs[:-1], secs[1:]):
-        a, b = vec(prev.label), vec(sec.label)
-        length = settings.transition * _bar_length(cues, sec.start - 1e-3)
-        length = min(length, 0.5 * (prev.end - prev.start)) if length > 0 else 0.0
-        start = sec.start - length
-        if length > 0:
-            u = _smoothstep((t - start) / length)[:, None]
-            mix = (t >= start)[:, None]
-            params = np.where(mix, a + (b - a) * u, params)
-        params[t >= sec.start] = b
+    starts = np.array([sec.start for sec in secs])
+    first = max(0, int(np.searchsorted(starts, t[0], side="right")) - 1)
+    last = min(len(secs), int(np.searchsorted(starts, t[-1], side="right")) + 1)
+    ks = np.searchsorted(t, starts, side="left")  # each section's first frame
+    for i in range(first, last):
+        lo = 0 if i == first else int(ks[i])
+        hi = int(ks[i + 1]) if i + 1 < len(secs) else n
+        if hi <= lo:
+            continue
+        params[lo:hi] = vec(secs[i].label)
+        if i + 1 < len(secs):  # the transition into the next section, in this one's last bars
+            prev, nxt = secs[i], secs[i + 1]
+            length = settings.transition * _bar_length(cues, nxt.start - 1e-3)
+            length = min(length, 0.5 * (prev.end - prev.start)) if length > 0 else 0.0
+            if length > 0:
+                k = max(lo, int(np.searchsorted(t, nxt.start - length, side="left")))
+                u = _smoothstep((t[k:hi] - (nxt.start - length)) / length)[:, None]
+                a, b = vec(prev.label), vec(nxt.label)
+                params[k:hi] = a + (b - a) * u
     return params[:, :n_z], params[:, n_z], params[:, n_z + 1]
 
 
@@ -381,6 +418,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     picture = kind == "picture"
     t = start + np.arange(n_frames) / fps
     own = stem_cues if stem_cues is not None else cues
+    silence, builds = _merged(cues.silence), _merged(cues.builds)
     beat = float(settings.beat) * float(settings.reactivity)  # hits are the music moving the picture, too
 
     # kicks on the song's beats and onsets, shaped by the hit (the panel's own audio) and the energy
@@ -399,16 +437,13 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         amp = amp * (floor + (1.0 - floor) * hit)
         energy = _at(own.energy_rate, own.energy, beats)
         amp *= (1.0 - KICK["energy"]) + KICK["energy"] * energy
-        amp *= ~_in_spans(cues.silence, beats)
-        # a build's kicks grow towards its end
-        for b in cues.builds:
-            inside = (beats >= b.start) & (beats < b.end)
-            amp[inside] *= 1.0 + (beats[inside] - b.start) / max(b.end - b.start, 1e-6)
+        amp *= _span_of(silence, beats) < 0
+        amp *= 1.0 + _build_ramp(builds, beats)  # a build's kicks grow towards its end
         amp *= beat * ROLE_KICK[role]
         # every onset is a hit: the beats by their kick, the onsets between them by a share of their strength
         ot, oa = _offbeat_hits(own, beats)
         oa = oa * KICK["offbeat"] * ((1.0 - KICK["energy"]) + KICK["energy"] * _at(own.energy_rate, own.energy, ot))
-        oa = oa * ~_in_spans(cues.silence, ot) * beat * ROLE_KICK[role]
+        oa = oa * (_span_of(silence, ot) < 0) * beat * ROLE_KICK[role]
         j = np.clip(np.searchsorted(beats, ot) - 1, 0, len(beats) - 1)
         times, amps = np.concatenate([beats, ot]) - start, np.concatenate([amp, oa])
         kick = pulse_envelope(times, amps, np.concatenate([periods, periods[j]]), n_frames, fps, KICK["release"],
@@ -420,11 +455,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         bars = np.array([_bar_length(cues, d) for d in cues.drops])
         burst = kick_envelope(np.asarray(cues.drops) - start, np.full(len(bars), beat), bars, n_frames, fps,
                               BURST["release"])
-    build = np.zeros(n_frames)
-    for b in cues.builds:
-        inside = (t >= b.start) & (t < b.end)
-        build[inside] = np.maximum(build[inside], _smoothstep((t[inside] - b.start) / (b.end - b.start)))
-    rest = _rest(cues, t)
+    build = _smoothstep(_build_ramp(builds, t))
+    rest = _rest(silence, t)
     kick = kick * (1.0 - rest)  # silence lets the picture rest: a kick released into it fades with it
 
     offset, hue, log_zoom = _section_looks(cues, t, settings, n_z, picture)

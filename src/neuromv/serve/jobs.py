@@ -280,10 +280,6 @@ def analyse_song(item: Item, fps: float, n_mels: int, storage: Storage) -> dict:
             "cover": find_cover_art(path) is not None, "features": features, "cues": cues}
 
 
-#: The per-frame arrays of :class:`neuromv.structure.Controls` the page receives, in the order of ``controls_json``.
-CONTROL_ARRAYS = ("z_scale", "z_add", "zoom", "hue", "saturation", "brightness")
-
-
 def controls_json(controls) -> dict | None:
     """A panel's :class:`neuromv.structure.Controls` as the page takes them (None: structure off): ``n_frames``,
     ``n_z`` and, base64 float32 like the features, ``z_scale``, ``zoom``, ``hue`` (degrees), ``saturation``,
@@ -291,15 +287,17 @@ def controls_json(controls) -> dict | None:
     if controls is None:
         return None
     n, n_z = controls.z_add.shape
-    return {"n_frames": int(n), "n_z": int(n_z), **{k: _b64(getattr(controls, k)) for k in CONTROL_ARRAYS}}
+    return {"n_frames": int(n), "n_z": int(n_z), **{k: _b64(a) for k, a in controls.arrays().items()}}
 
 
 def _check_controls_size(song: Item, settings) -> None:
     """:class:`Refused` 413 when the panels' controls (n_frames x (n_z + 5) values each) would be more than the
     features the server sends (:data:`MAX_FEATURES` per panel), before they are computed."""
-    size = song.info["n_frames"] * (settings.n_mels + len(CONTROL_ARRAYS) - 1)
-    if size > config.MAX_FEATURES:
-        raise Refused(413, f"{song.name}: {song.info['n_frames']} frames x {settings.n_mels + 5} controls is more "
+    from ..structure import Controls
+
+    per_frame = settings.n_mels + len(Controls.FIELDS) - 1  # z_add holds n_z values a frame, the others one
+    if song.info["n_frames"] * per_frame > config.MAX_FEATURES:
+        raise Refused(413, f"{song.name}: {song.info['n_frames']} frames x {per_frame} controls is more "
                            f"than the server sends ({config.MAX_FEATURES:,}); choose a lower fps or fewer bands, or "
                            f"turn the structure off")
 
