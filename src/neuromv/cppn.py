@@ -57,6 +57,12 @@ class CPPN(nn.Module):
         Seed of the N(0, 1) weights: the same seed gives the same network on every machine.
     image : bool
         Image mode (see the module's docstring): z does not enter the first layer; it drives the pulse.
+    tone, chroma : float
+        Abstract mode's colours: the output layer becomes ``tone * (chroma * I + (1 - chroma) / 3 * 1 1^T) @
+        (W_o, b_o)``, i.e. its three pre-activations ``a`` become ``tone * (m + chroma * (a - m))`` with ``m`` their
+        mean. With N(0, 1) weights, (1, 1) saturates the sigmoid to flat primaries; the defaults of
+        :class:`neuromv.settings.RenderSettings` (``TONE``, ``CHROMA``) keep the gamut. Folded into the weights,
+        so every render path (and the page) gets them at no cost. Image mode takes only (1, 1).
 
     Notes
     -----
@@ -67,7 +73,7 @@ class CPPN(nn.Module):
     """
 
     def __init__(self, n_z: int = 32, hidden: int = 32, n_hidden: int = 5, *, seed: int = 0,
-                 image: bool = False) -> None:
+                 image: bool = False, tone: float = 1.0, chroma: float = 1.0) -> None:
         super().__init__()
         for name, value, lo in (("n_z", n_z, 0), ("hidden", hidden, 1), ("n_hidden", n_hidden, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -85,6 +91,20 @@ class CPPN(nn.Module):
                 layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen))
         if self.image:
             self.register_buffer("pulse", torch.randn(n_z, 3, hidden, generator=gen) / hidden ** 0.5)
+        for name, value in (("tone", tone), ("chroma", chroma)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value < 0:
+                raise ParameterError(f"{name} must be a finite number >= 0, not {value!r}")
+        self.tone, self.chroma = float(tone), float(chroma)
+        if (self.tone, self.chroma) != (1.0, 1.0):
+            if self.image:
+                raise ParameterError("tone and chroma colour the abstract CPPN; an image-mode CPPN takes 1 and 1")
+            mix = self.tone * (self.chroma * torch.eye(3, dtype=torch.float64)
+                               + (1.0 - self.chroma) / 3.0 * torch.ones(3, 3, dtype=torch.float64))
+            out = self.layers[-1]
+            with torch.no_grad():
+                out.weight.copy_((mix @ out.weight.to(torch.float64)).to(out.weight.dtype))
+                out.bias.copy_((mix @ out.bias.to(torch.float64)).to(out.bias.dtype))
 
     def features(self, coords: torch.Tensor) -> torch.Tensor:
         """Image mode: the last hidden layer ``h`` [shape=(n_pixels, hidden)] of the coordinates alone."""

@@ -28,7 +28,7 @@ from .errors import ParameterError
 from .progress import ProgressCallback, check_cancel
 from .settings import RenderSettings
 
-__all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "fit_for",
+__all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "abstract_cppn", "fit_for",
            "is_picture", "kind_of",
            "latents_for", "reference_target", "build_renderer"]
 
@@ -134,13 +134,19 @@ def fit_for(pixels: np.ndarray, settings: RenderSettings, *, cache: bool = True,
                       progress=progress, cancel=cancel, info=info)
 
 
-def cppn_for(pixels: np.ndarray | None, settings: RenderSettings, **fit_options):
-    """The abstract CPPN of ``settings`` when ``pixels`` is None, else the picture fitted to ``pixels``
-    (:func:`fit_for`)."""
-    if pixels is None:
-        from .cppn import CPPN
+def abstract_cppn(settings: RenderSettings):
+    """The abstract :class:`~neuromv.cppn.CPPN` of ``settings``: its n_mels, hidden width, seed, tone and chroma
+    (the one place it is built: the render, the page's network and the tests)."""
+    from .cppn import CPPN
 
-        return CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+    return CPPN(settings.n_mels, settings.hidden, seed=settings.seed, tone=settings.tone, chroma=settings.chroma)
+
+
+def cppn_for(pixels: np.ndarray | None, settings: RenderSettings, **fit_options):
+    """The abstract CPPN of ``settings`` when ``pixels`` is None (:func:`abstract_cppn`), else the picture fitted
+    to ``pixels`` (:func:`fit_for`)."""
+    if pixels is None:
+        return abstract_cppn(settings)
     return fit_for(pixels, settings, **fit_options)
 
 
@@ -528,11 +534,10 @@ def build_renderer(settings: RenderSettings, width: int | None = None, height: i
     which centre a format-1 image-mode CPPN's pulse. A picture moves with :class:`neuromv.motion.Motion` of the
     settings' n_mels, seed and motion. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`;
     default: ``settings.device``)."""
-    from .cppn import CPPN
     from .renderer import Renderer, color_matrix
 
     if cppn is None:
-        cppn = CPPN(settings.n_mels, settings.hidden, seed=settings.seed)
+        cppn = abstract_cppn(settings)
     color = color_matrix(settings.hue, settings.saturation, settings.brightness, settings.contrast)
     extra = {}
     if is_picture(cppn):

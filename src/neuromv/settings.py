@@ -29,7 +29,7 @@ from .limits import (ANALYSIS_SR, MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, 
 
 __all__ = ["RenderSettings", "Setting", "SETTINGS", "GROUPS", "setting", "parse_size", "parse_color", "with_quality",
            "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "STRUCTURES", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
-           "SEPARATOR_STEMS"]
+           "SEPARATOR_STEMS", "PALETTES", "MAX_PALETTE_COLORS", "parse_palette", "TONE", "CHROMA"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
 #: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).
@@ -60,6 +60,28 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 SEPARATOR_STEMS: dict[str, tuple[str, ...]] = {
     "spleeter": ("vocals", "accompaniment"), "hpss": ("harmonic", "percussive"),
     "demucs": ("drums", "bass", "other", "vocals")}
+
+#: The abstract CPPN's colours (:class:`neuromv.cppn.CPPN`'s ``tone`` and ``chroma``): the output layer's
+#: pre-activations are scaled by TONE, and their differences between channels by CHROMA. With N(0, 1) weights the raw
+#: sigmoid (1, 1) saturates to flat primaries (24-55 % of channel values clipped, colourfulness 160-220); these keep
+#: the whole gamut without clipping and the colours rich, not garish (docs/look.md).
+TONE = 0.45
+CHROMA = 0.5
+#: ``--palette NAME``: the curated palettes (:mod:`neuromv.palette` builds their colour tables). Each is
+#: ``("stops", (colours...))``, interpolated in OKLab from dark to light, or ``("cosine", (a, b, c, d))``, Inigo
+#: Quilez's ``a + b cos(2 pi (c t + d))`` per channel.
+PALETTES: dict[str, tuple[str, tuple]] = {
+    "ember": ("stops", ("#1a1230", "#5a1e6e", "#e0465a", "#f5aa50", "#f5e6c3")),
+    "ocean": ("stops", ("#0a1630", "#0b3c6e", "#1e8ca0", "#78d2c8", "#e6f5eb")),
+    "neon": ("stops", ("#120a28", "#461488", "#d21e9b", "#28c8e6", "#e1f2f8")),
+    "forest": ("stops", ("#0c1812", "#1e412a", "#5a7d32", "#c8b450", "#f0e6be")),
+    "vapor": ("stops", ("#1e143c", "#6e3ca0", "#f078b4", "#78dcdc", "#f5e1f0")),
+    "noir": ("stops", ("#0a0a0e", "#1c2333", "#4b5a78", "#a5afc3", "#ebebf0")),
+    "dusk": ("cosine", ((0.5, 0.42, 0.45), (0.42, 0.36, 0.4), (1.0, 1.0, 0.8), (0.0, 0.08, 0.32))),
+    "spectrum": ("cosine", ((0.52, 0.52, 0.52), (0.3, 0.3, 0.3), (1.0, 1.0, 1.0), (0.0, 0.33, 0.67))),
+}
+#: A custom palette (``--palette '#hex,#hex,...'``) has from 2 to this many colours.
+MAX_PALETTE_COLORS = 16
 
 #: ``--quality`` presets: size, x264 preset and crf. Options given explicitly override them. (bfloat16 is not in
 #: them: on CPU the float32 kernel is faster than torch's bfloat16, and bfloat16 frames show visible noise.)
@@ -130,6 +152,49 @@ def parse_color(text: str | tuple) -> tuple[int, int, int]:
                                 for v in rgb):
         raise bad
     return tuple(int(v) for v in rgb)
+
+
+_HEX_RE = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
+
+
+def parse_palette(text) -> str | tuple[tuple[int, int, int], ...] | None:
+    """``--palette``'s value -> None (the network's own colours), a name of :data:`PALETTES`, ``'cover'``, or the
+    colours of a custom list (``'#ff8800,#123,...'``: 2 to :data:`MAX_PALETTE_COLORS` hex colours) as (r, g, b)
+    tuples in 0-255.
+
+    Raises
+    ------
+    ParameterError
+        None of those (one line naming the palettes).
+    """
+    if text is None:
+        return None
+    names = ", ".join(PALETTES)
+    if not isinstance(text, str) or len(text) > 8 * MAX_PALETTE_COLORS + 16:
+        raise ParameterError(f"palette must be a name ({names}), 'cover' or a list of hex colours like "
+                             f"'#102040,#f0a030', not {show(text)}")
+    t = text.strip().lower()
+    if t in PALETTES or t == "cover":
+        return t
+    if "," not in t and not t.startswith("#"):
+        raise ParameterError(f"unknown palette {show(text)}; choose one of {names}, 'cover' or a list of hex colours "
+                             f"like '#102040,#f0a030'")
+    parts = [p.strip() for p in t.split(",")]
+    colours = []
+    for p in parts:
+        m = _HEX_RE.fullmatch(p)
+        if not m:
+            raise ParameterError(f"palette colour {show(p)} is not a hex colour like #f0a030 or #fa3")
+        h = m.group(1)
+        h = "".join(c * 2 for c in h) if len(h) == 3 else h
+        colours.append(tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)))
+    if not 2 <= len(colours) <= MAX_PALETTE_COLORS:
+        raise ParameterError(f"a palette has 2 to {MAX_PALETTE_COLORS} colours, not {len(colours)}")
+    return tuple(colours)
+
+
+def _check_palette(s: "RenderSettings", value) -> None:
+    parse_palette(value)
 
 
 # -- the table ------------------------------------------------------------------------------------------------------
@@ -318,6 +383,27 @@ class RenderSettings:
     contrast: float = setting(
         1.0, "colour", "contrast around mid-grey: below 1 flatter, above 1 harder", lo=0, hi=MAX_GAIN,
         doc="Contrast around mid-grey (1: unchanged).")
+    tone: float = setting(
+        TONE, "colour", "how hard the abstract network's colours are pushed: 1 = the raw sigmoid (flat, clipped "
+                        "primaries), lower = softer", lo=0, hi=MAX_GAIN, lo_open=True,
+        doc="The abstract CPPN's output gain (:class:`neuromv.cppn.CPPN`'s ``tone``): its colour pre-activations "
+            "are scaled by it before the sigmoid. 1 is the raw network of N(0, 1) weights, whose colours clip to "
+            "flat primaries; the default keeps the whole gamut without clipping. A fitted picture ignores it.")
+    chroma: float = setting(
+        CHROMA, "colour", "how independent the abstract network's three colour channels are: 1 = raw (every "
+                          "hue), 0 = greys", lo=0, hi=MAX_GAIN,
+        doc="The abstract CPPN's colour spread (:class:`neuromv.cppn.CPPN`'s ``chroma``): the differences between "
+            "its three channels' pre-activations are scaled by it (0: one shared channel, greys; 1: the raw "
+            "network). A fitted picture ignores it.")
+    palette: str | None = setting(
+        None, "colour", "colour the picture with a palette: a name (ember, ocean, neon, forest, vapor, noir, "
+                        "dusk, spectrum), cover (the cover art's colours) or a list '#hex,#hex,...'",
+        kind=str, metavar="NAME|cover|#HEX,...", check=_check_palette, optional=True,
+        default_text="the network's own colours",
+        doc="A gradient map (:mod:`neuromv.palette`): each pixel's lightness picks its colour along the palette, "
+            "interpolated in OKLab. A name of :data:`PALETTES`, 'cover' (the 8 dominant colours of the song's cover "
+            "art or ``image``) or 2 to :data:`MAX_PALETTE_COLORS` hex colours; None: the network's own colours. "
+            "Hue, brightness and contrast act before it (they move the pattern along the palette).")
     # -- encoding and run
     crf: int = setting(
         18, "encoding", "x264 quality, 0-51, lower is better", lo=0, hi=51, integer=True, quality=True,

@@ -3,11 +3,14 @@ by hand, :func:`apply_color` applies it to float colours (the backends apply it 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 from ..errors import ParameterError
 
-__all__ = ["LUMA", "color_matrix", "color_matrices", "check_color", "apply_color"]
+__all__ = ["LUMA", "color_matrix", "color_matrices", "check_color", "apply_color", "PaletteMap"]
 
 #: Rec. 709 luma weights of (R, G, B): what saturation keeps.
 LUMA = (0.2126, 0.7152, 0.0722)
@@ -127,3 +130,45 @@ def color_matrices(hue: np.ndarray, saturation: np.ndarray, brightness: np.ndarr
     out[:, :, :3] = contrast[:, None, None] * sat @ rotation
     out[:, :, 3] = (0.5 * (1.0 - contrast) + brightness)[:, None]
     return out
+
+
+@dataclass(frozen=True)
+class PaletteMap:
+    """A palette (:mod:`neuromv.palette`) as the render paths apply it, after the colour map and its clamp: a
+    colour ``c`` in [0, 1] becomes ``table[round(clamp(row[:3] . c + row[3], 0, n - 1))]``.
+
+    Attributes
+    ----------
+    table : np.ndarray [shape=(n, 3), dtype=float32]
+        The palette's colours in [0, 1].
+    row : np.ndarray [shape=(4,), dtype=float64]
+        :func:`neuromv.palette.palette_row` of the picture's levels.
+    """
+
+    table: np.ndarray
+    row: np.ndarray
+
+    def kernel_data(self) -> np.ndarray:
+        """The compiled kernels' form: float32 [shape=(4 + 3 n,)]: the row for colours in 0-255 (``row[:3] / 255``,
+        ``row[3]``), then the table's R, G and B planes in 0-255."""
+        row = np.concatenate([self.row[:3] / 255.0, self.row[3:]])
+        return np.ascontiguousarray(np.concatenate([row, 255.0 * self.table.T.reshape(-1)]), dtype=np.float32)
+
+    def to_torch(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(table [shape=(n, 3)], row [shape=(4,)]) as float32 tensors on ``device``."""
+        return (torch.from_numpy(np.ascontiguousarray(self.table, dtype=np.float32)).to(device),
+                torch.from_numpy(self.row.astype(np.float32)).to(device))
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """The reference: RGB [shape=(..., 3)] in [0, 1] -> the palette's colours in [0, 1], float64."""
+        n = len(self.table)
+        pos = np.clip(np.asarray(rgb, dtype=np.float64) @ self.row[:3] + self.row[3], 0, n - 1)
+        return self.table[np.floor(pos + 0.5).astype(np.intp)].astype(np.float64)
+
+
+def palette_torch(rgb: torch.Tensor, palette: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """:meth:`PaletteMap.apply` in torch: ``rgb`` [shape=(..., 3)] in [0, 1] and :meth:`PaletteMap.to_torch`'s
+    pair -> the palette's colours [shape=(..., 3)] in [0, 1]."""
+    table, row = palette
+    pos = (rgb @ row[:3] + row[3]).clamp_(0.0, float(len(table) - 1))
+    return table[torch.floor(pos + 0.5).long()]

@@ -89,11 +89,12 @@ def _picture_json(net, settings) -> dict:
             "maps": _b64(maps), "maps_width": int(sw), "maps_height": int(sh)}
 
 
-def cppn_json(n_z: int, hidden: int, seed: int) -> dict:
-    """:func:`net_json` of the abstract CPPN of ``seed``."""
-    from ..cppn import CPPN
+def cppn_json(settings) -> dict:
+    """:func:`net_json` of the abstract CPPN of ``settings`` (:func:`neuromv.plan.abstract_cppn`: n_mels, hidden,
+    seed, tone, chroma)."""
+    from ..plan import abstract_cppn
 
-    return net_json(CPPN(n_z, hidden, seed=seed))
+    return net_json(abstract_cppn(settings))
 
 @dataclasses.dataclass
 class Job:

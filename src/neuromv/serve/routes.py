@@ -243,12 +243,14 @@ async def _cppn(request):
     from ..settings import RenderSettings
 
     q = request.query_params
+    defaults = RenderSettings()
     try:
         n_z, hidden, seed = int(q.get("n_z", 32)), int(q.get("hidden", 32)), int(q.get("seed", 0))
+        tone, chroma = float(q.get("tone", defaults.tone)), float(q.get("chroma", defaults.chroma))
     except ValueError:
-        raise ParameterError("n_z, hidden and seed must be integers") from None
-    RenderSettings(n_mels=n_z, hidden=hidden, seed=seed)  # the same limits as a render's
-    return JSONResponse(await run_in_threadpool(cppn_json, n_z, hidden, seed))
+        raise ParameterError("n_z, hidden and seed must be integers, tone and chroma numbers") from None
+    settings = RenderSettings(n_mels=n_z, hidden=hidden, seed=seed, tone=tone, chroma=chroma)  # a render's limits
+    return JSONResponse(await run_in_threadpool(cppn_json, settings))
 
 
 def _job_request(st: ServerState, body: dict, need_song: bool = True):
