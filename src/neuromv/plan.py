@@ -26,7 +26,7 @@ import numpy as np
 from .audio import Audio, AudioFile
 from .errors import ParameterError
 from .progress import ProgressCallback, check_cancel
-from .settings import RenderSettings
+from .settings import RenderSettings, parse_palette
 
 __all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "abstract_cppn", "fit_for",
            "is_picture", "kind_of",
@@ -281,6 +281,10 @@ class Plan:
         Where they came from (a file, the cache, the analysis).
     audio : Audio or None
         The decoded song given (whole, before its excerpt is taken): what is analysed when no file is.
+    palette : Palette or None
+        The ``palette`` setting's colours (:func:`neuromv.palette.palette_for`), found with the cover art by
+        :meth:`find_cover`: ``'cover'`` takes the reference image's colours, or with image 'auto' the cover art's
+        (the picture is then the abstract CPPN in the cover's colours).
     """
 
     settings: RenderSettings
@@ -298,6 +302,7 @@ class Plan:
     cues: Any = None
     cues_where: str | None = None
     audio: Audio | None = None
+    palette: Any = None
     _cover_done: bool = field(default=False, repr=False)
 
     @property
@@ -314,6 +319,37 @@ class Plan:
         if self._cover_done:
             return
         self._cover_done = True
+        cover_colours = parse_palette(self.settings.palette) == "cover"
+        cover, where = None, None
+        auto = ("auto" in self.image) if self.stems else (isinstance(self.image, str) and self.image == "auto")
+        if cover_colours and self.model is None and auto:
+            # the cover gives the colours; the picture is the abstract CPPN
+            if self.song is not None:
+                cover, where = resolve_image("auto", self.song, self.settings.background)
+            self.image = {k: v for k, v in self.image.items() if k != "auto"} if self.stems else "none"
+            self._find_cover()
+        else:
+            self._find_cover()
+            if cover_colours:
+                cover, where = self.pixels, self.where
+                if self.stems:
+                    cover, where = self.image.get("*", next((v for v in self.image.values()
+                                                             if isinstance(v, tuple)), (None, None)))
+                if cover is None and self.song is not None:
+                    cover, where = resolve_image("auto", self.song, self.settings.background)
+        self._set_palette(cover, where)
+
+    def _set_palette(self, cover: np.ndarray | None, where: str | None) -> None:
+        """:attr:`palette` from the setting and the cover image (``'cover'`` only)."""
+        from .palette import palette_for
+
+        self.palette = palette_for(self.settings.palette, cover)
+        if self.palette is not None:
+            log.info("palette: %s%s", self.palette.name, f" (colours of {where})" if self.palette.name == "cover"
+                     else "")
+
+    def _find_cover(self) -> None:
+        """:meth:`find_cover`'s search for the reference image."""
         if self.stems:
             if "auto" in self.image and self.song is not None:
                 pixels, where = resolve_image("auto", self.song, self.settings.background)
@@ -412,7 +448,7 @@ class Plan:
                 log.info("features: %d frames x %d mel bands at %g fps", p.z.shape[0], p.settings.n_mels,
                          p.settings.fps)
                 check_cancel(cancel)
-            p.renderer = build_renderer(p.settings, cppn=p.cppn, z=p.z, device=self.device)
+            p.renderer = build_renderer(p.settings, cppn=p.cppn, z=p.z, device=self.device, palette=self.palette)
             if p.name is not None:
                 x, y, w, h = p.box
                 log.info("stem %s: %dx%d panel at (%d, %d), seed %d, %s", p.name, w, h, x, y, p.settings.seed,
@@ -528,12 +564,14 @@ def _stem_images(image, names, background="black") -> dict:
 
 
 def build_renderer(settings: RenderSettings, width: int | None = None, height: int | None = None, *, cppn=None,
-                   z: np.ndarray | None = None, device=None):
+                   z: np.ndarray | None = None, device=None, palette=None):
     """A :class:`~neuromv.renderer.Renderer` of ``cppn`` (a CPPN or a fitted picture; default: the abstract CPPN of
     ``settings``) at the given (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render,
     which centre a format-1 image-mode CPPN's pulse. A picture moves with :class:`neuromv.motion.Motion` of the
     settings' n_mels, seed and motion. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`;
-    default: ``settings.device``)."""
+    default: ``settings.device``). ``palette``: a :class:`~neuromv.palette.Palette` (default: the settings' own,
+    which must not be 'cover': :attr:`Plan.palette` resolves that one)."""
+    from .palette import palette_for
     from .renderer import Renderer, color_matrix
 
     if cppn is None:
@@ -548,4 +586,6 @@ def build_renderer(settings: RenderSettings, width: int | None = None, height: i
         extra["centre"] = z if cppn.image else None
     return Renderer(cppn, width or settings.width, height or settings.height,
                     device=settings.device if device is None else device, scale=settings.zoom,
-                    pan=(settings.pan_x, settings.pan_y), color=color, precision=settings.precision, **extra)
+                    pan=(settings.pan_x, settings.pan_y), color=color, precision=settings.precision,
+                    palette=palette if palette is not None or settings.palette is None
+                    else palette_for(settings.palette), **extra)

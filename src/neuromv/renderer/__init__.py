@@ -38,7 +38,7 @@ from ..cppn import CPPN, check_pan
 from ..errors import ParameterError
 from ..motion import Motion
 from .backend import Backend
-from .color import LUMA, check_color, color_matrix  # noqa: F401 - LUMA: neuromv.renderer.LUMA
+from .color import LUMA, PaletteMap, check_color, color_matrix  # noqa: F401 - LUMA: neuromv.renderer.LUMA
 from .controls import MIN_FRAME_ZOOM, check_colors, check_zoom, check_zooms  # noqa: F401 - MIN_FRAME_ZOOM: public
 from .dense import DENSE_CHUNK, DenseBackend  # noqa: F401 - DENSE_CHUNK: neuromv.renderer.DENSE_CHUNK
 from .device import resolve_device
@@ -52,13 +52,15 @@ from .tiles import DEFAULT_TILE, TiledBackend
 
 __all__ = ["Renderer", "reference_render", "resolve_device", "kernel_widths", "kernel_isas", "kernel_precisions",
            "resolve_precision", "color_matrix", "check_zoom", "check_zooms", "check_colors", "KERNEL_ISAS",
-           "PRECISIONS", "ISA_ENV"]
+           "PRECISIONS", "ISA_ENV", "PaletteMap", "palette_map", "LEVELS_SIDE"]
 
 #: :meth:`Renderer.frames` on a GPU: default batch of about this many pixel-frames, and at most MAX_BATCH frames.
 BATCH_PIXELS = 1 << 26
 MAX_BATCH = 32
 #: The names ``Renderer(method=...)`` takes.
 METHODS = ("auto", "kernel", "tiled", "dense", "picture")
+#: A palette's levels are measured on a render whose shorter side is about this many pixels.
+LEVELS_SIDE = 90
 #: n_z of a fitted picture's motion when none is given (the default number of mel bands).
 DEFAULT_N_Z = 32
 
@@ -105,6 +107,12 @@ class Renderer:
     motion : Motion, optional
         A fitted picture's motion (:class:`neuromv.motion.Motion`); its ``n_z`` is the length of the frames' drive
         vectors. Default: ``Motion.of(32, picture.seed)``. Ignored for CPPNs.
+    palette : Palette or PaletteMap, optional
+        A gradient map applied after the colour map on every path (:mod:`neuromv.palette`). A
+        :class:`~neuromv.palette.Palette` is spread over the picture's own lumas: their levels
+        (:func:`~neuromv.palette.palette_levels`) are measured on a render of z = 0 at about 1/8 of the size
+        (:data:`LEVELS_SIDE`); a :class:`~neuromv.renderer.color.PaletteMap` is taken as it is. None: none, at no
+        cost.
 
     Notes
     -----
@@ -130,6 +138,8 @@ class Renderer:
     color : np.ndarray [shape=(3, 4), dtype=float64] or None
     precision : str
         What the frames are computed in: ``'float32'`` or ``'int16'``.
+    palette : PaletteMap or None
+        The palette as the paths apply it (its table and row), for the page and the tests.
     isa : str or None
         The kernel's instruction-set path (one of :data:`KERNEL_ISAS`), None for the torch methods.
     """
@@ -137,7 +147,8 @@ class Renderer:
     def __init__(self, cppn: CPPN, width: int, height: int, *, device: str | torch.device = "cpu",
                  scale: float = 1.0, threads: int | None = None, tile: int = DEFAULT_TILE,
                  method: str = "auto", centre: np.ndarray | None = None, pan: tuple[float, float] = (0.0, 0.0),
-                 color: np.ndarray | None = None, precision: str = "float32", motion: Motion | None = None) -> None:
+                 color: np.ndarray | None = None, precision: str = "float32", motion: Motion | None = None,
+                 palette=None) -> None:
         if width < 1 or height < 1:
             raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
         if method not in METHODS:
@@ -149,6 +160,11 @@ class Renderer:
         self.n_pixels = self.width * self.height
         self.threads = max(1, int(threads or available_cores()))
         self.tile = max(64, int(tile))
+        self.palette = None
+        if palette is not None:
+            self.palette = palette if isinstance(palette, PaletteMap) else palette_map(
+                palette, cppn, self.width, self.height, scale=scale, pan=self.pan, color=self.color, centre=centre,
+                motion=motion)
         if not isinstance(cppn, CPPN):  # a fitted picture (neuromv.picture): the picture once, the motion per frame
             if method not in ("auto", "picture"):
                 raise ParameterError(f"a fitted picture renders with method 'picture' (or 'auto'), not {method!r}")
@@ -160,7 +176,7 @@ class Renderer:
             self.method, self.precision = "picture", "float32"
             self.backend: Backend = PictureBackend(cppn, self.motion, self.width, self.height, scale=scale,
                                                    pan=self.pan, color=self.color, device=self.device,
-                                                   threads=self.threads)
+                                                   threads=self.threads, palette=self.palette)
             self.isa = self.backend.isa
             return
         self.motion = None
@@ -169,7 +185,7 @@ class Renderer:
         self.image = cppn.image
         self.method, self.isa, self.precision = _choose(method, precision, cppn, self.device)
         setup = RenderSetup.of(cppn, self.width, self.height, scale=scale, pan=self.pan, centre=centre,
-                               color=self.color)
+                               color=self.color, palette=self.palette)
         self._centred = setup.offset is not None
         if self.method == "kernel":
             self.backend = KernelBackend(setup, threads=self.threads, isa=self.isa,
@@ -345,6 +361,39 @@ class Renderer:
         if zs.dim() != 2 or zs.shape[1] != self.n_z:
             raise ParameterError(f"zs must have shape (n_frames, {self.n_z}) for this CPPN, not {tuple(zs.shape)}")
         return zs.contiguous()
+
+
+def palette_map(palette, cppn, width: int, height: int, *, scale: float = 1.0, pan: tuple[float, float] = (0.0, 0.0),
+                color: np.ndarray | None = None, centre: np.ndarray | None = None,
+                motion: Motion | None = None) -> PaletteMap:
+    """A :class:`~neuromv.palette.Palette` spread over a picture's own lumas, as :class:`Renderer` applies it (and
+    the page): the levels (:func:`~neuromv.palette.palette_levels`) of a render of z = 0 without the palette, at
+    about :data:`LEVELS_SIDE` pixels on the shorter side (same network, view, colour map, centring and motion).
+
+    Parameters
+    ----------
+    palette : Palette
+    cppn : CPPN or PictureNet
+    width, height : int
+        The frames' size (its aspect is kept).
+    scale, pan, color, centre, motion
+        As :class:`Renderer` takes them.
+
+    Returns
+    -------
+    PaletteMap
+    """
+    from ..palette import Palette, palette_levels, palette_row
+
+    if not isinstance(palette, Palette):
+        raise ParameterError(f"palette must be a neuromv.palette.Palette or a PaletteMap, not "
+                             f"{type(palette).__name__}")
+    k = max(1, min(width, height) // LEVELS_SIDE)
+    small = Renderer(cppn, max(1, width // k), max(1, height // k), device="cpu", scale=scale, threads=1, pan=pan,
+                     color=color, centre=centre, motion=motion,
+                     method="tiled" if isinstance(cppn, CPPN) else "picture")
+    sample = small.render(np.zeros(small.n_z, dtype=np.float32))
+    return PaletteMap(palette.table, palette_row(palette_levels(sample)))
 
 
 #: The one-line refusal of a zoom for image mode with centring.

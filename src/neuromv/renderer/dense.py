@@ -23,6 +23,7 @@ import torch
 
 from ..cppn import headroom
 from .backend import Backend
+from .color import palette_torch
 from .setup import RenderSetup
 
 __all__ = ["DenseBackend", "rgb_to_i420", "DENSE_CHUNK"]
@@ -66,6 +67,7 @@ class DenseBackend(Backend):
         self._layers = [(w.T.contiguous().to(dev, torch.float32), b.to(dev, torch.float32)) for w, b in layers[1:]]
         self._pulse = None if setup.pulse is None else setup.pulse.to(dev)
         self._offset = None if setup.offset is None else setup.offset.to(dev)
+        self._palette_t = None if setup.palette is None else setup.palette.to_torch(dev)
         self._color_t = None  # (M^T [3, 3], offset [3]) on the device
         if self.color is not None:
             a = torch.from_numpy(self.color).to(torch.float32)
@@ -211,6 +213,8 @@ class DenseBackend(Backend):
             elif self._color_t is not None:
                 m, c = self._color_t
                 p = torch.addmm(c, p.reshape(-1, 3), m).clamp_(0.0, 1.0).view(n_b, e - s, 3)
+            if self._palette_t is not None:
+                p = palette_torch(p, self._palette_t)
             frames[:, s:e] = _to_uint8(p)
         return frames
 

@@ -74,6 +74,13 @@ class TiledBackend(Backend):
         ]
         # the colour map in the tiles' final scale: 255 (M c + o) + 0.5, so one addmm does it and the rounding
         self._color_t = None if self.color is None else _tile_colour(self.color)
+        # the palette in the same scale: position = (c255 + 0.5) . row' + off', colour = 255 table + 0.5
+        self._palette_t = None
+        if setup.palette is not None:
+            row = torch.from_numpy(setup.palette.row)
+            w = row[:3] / 255.0
+            self._palette_t = ((255.0 * torch.from_numpy(setup.palette.table).to(torch.float64) + 0.5).to(torch.float32),
+                               w.to(torch.float32), float(row[3] - 0.5 * w.sum()), len(setup.palette.table) - 1)
 
     def _frame_out(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output layer of this frame in the sigmoid form: (weights [hidden, 3 or 6], bias [3 or 6])."""
@@ -142,6 +149,10 @@ class TiledBackend(Backend):
                 rgb = torch.addmm(colour[1], rgb, colour[0], out=bc[:n]).clamp_(0.5, 255.5)
             else:
                 rgb.mul_(255.0).add_(0.5)
+            if self._palette_t is not None:  # position from the rounded-scale colour, then the table's colour
+                table, w, off, top = self._palette_t
+                pos = (rgb @ w).add_(off + 0.5).clamp_(0.0, top + 0.5)
+                rgb = table[pos.long()]  # floor(pos + 0.5) of the position, as every path rounds it
             frame[s:e].copy_(rgb)  # float -> uint8 truncates: round to nearest; values are in [0.5, 255.5]
 
 
