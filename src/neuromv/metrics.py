@@ -2,6 +2,8 @@
 
 - **fidelity**: SSIM between the *mean frame* of the video and the reference image at the same size. The mean
   frame is what stays of the picture once the motion is averaged out.
+- **the look**: :func:`colourfulness` (Hasler and Süsstrunk) and :func:`clipped_share` (channel values at the
+  ends of the scale), and :func:`palette_distance` (how far the pixels are from a set of colours).
 - **reactivity**: the mean absolute difference between consecutive frames, on the 0-255 scale, over all pixels
   and channels; and how strongly that per-frame change follows the music: the Pearson correlation between
   the change into frame i and the audio's onset strength at frame i.
@@ -21,7 +23,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["ssim", "FrameStats", "onset_strength", "lagged_correlation", "onset_correlation", "VideoMetrics",
+__all__ = ["ssim", "colourfulness", "clipped_share", "CLIP_LEVELS", "palette_distance", "FrameStats", "onset_strength", "lagged_correlation", "onset_correlation", "VideoMetrics",
            "measure_video"]
 
 
@@ -104,6 +106,45 @@ class FrameStats:
     def reactivity(self) -> float:
         """Mean absolute difference between consecutive frames, 0-255."""
         return float(self.changes.mean()) if self._changes else 0.0
+
+
+#: Channel values at or below the first, or at or above the second, count as clipped (:func:`clipped_share`).
+CLIP_LEVELS = (5, 250)
+
+
+def colourfulness(frame: np.ndarray) -> float:
+    """Hasler and Süsstrunk's colourfulness (2003) of an RGB image on the 0-255 scale.
+
+    ``M = sqrt(sd(rg)^2 + sd(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)`` with ``rg = R - G`` and ``yb = (R + G) / 2
+    - B``. Their scale: 0 not colourful, 33 moderately, 59 quite, 82 highly, 109 extremely colourful.
+
+    Parameters
+    ----------
+    frame : np.ndarray [shape=(height, width, 3)]
+
+    Returns
+    -------
+    float
+    """
+    f = np.asarray(frame, dtype=np.float64).reshape(-1, 3)
+    rg = f[:, 0] - f[:, 1]
+    yb = 0.5 * (f[:, 0] + f[:, 1]) - f[:, 2]
+    return float(math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean()))
+
+
+def clipped_share(frame: np.ndarray) -> float:
+    """The share of channel values of an image (0-255) at either end of the scale (:data:`CLIP_LEVELS`): flat,
+    clipped colour."""
+    f = np.asarray(frame)
+    return float(((f <= CLIP_LEVELS[0]) | (f >= CLIP_LEVELS[1])).mean())
+
+
+def palette_distance(frame: np.ndarray, colors: np.ndarray) -> float:
+    """The mean Euclidean distance (RGB, 0-255) from each pixel of ``frame`` [shape=(..., 3)] to the nearest of
+    ``colors`` [shape=(k, 3)]."""
+    f = np.asarray(frame, dtype=np.float64).reshape(-1, 1, 3)
+    c = np.asarray(colors, dtype=np.float64).reshape(1, -1, 3)
+    return float(np.sqrt(((f - c) ** 2).sum(-1)).min(1).mean())
 
 
 def onset_strength(y: np.ndarray, sr: int, n_frames: int, *, fps: float = 30.0) -> np.ndarray:

@@ -66,7 +66,7 @@ SEPARATOR_STEMS: dict[str, tuple[str, ...]] = {
 #: sigmoid (1, 1) saturates to flat primaries (24-55 % of channel values clipped, colourfulness 160-220); these keep
 #: the whole gamut without clipping and the colours rich, not garish (docs/look.md).
 TONE = 0.45
-CHROMA = 0.5
+CHROMA = 0.45
 #: ``--palette NAME``: the curated palettes (:mod:`neuromv.palette` builds their colour tables). Each is
 #: ``("stops", (colours...))``, interpolated in OKLab from dark to light, or ``("cosine", (a, b, c, d))``, Inigo
 #: Quilez's ``a + b cos(2 pi (c t + d))`` per channel.
