@@ -300,7 +300,8 @@ def test_every_setting_goes_through_the_command_line_and_back():
     from neuromv.serve import cli_command
     from neuromv.settings import SETTINGS, RenderSettings
 
-    special = {"n_mels": 16, "codec": "libx265", "device": "cpu", "background": "white", "stems": "vocals"}
+    special = {"n_mels": 16, "codec": "libx265", "device": "cpu", "background": "white", "stems": "vocals",
+               "format": "16:9"}  # the shape of the size below
     values = {"width": 640, "height": 360}
     for row in SETTINGS:
         if row.flag is None:

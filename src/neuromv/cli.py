@@ -63,10 +63,13 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
             sizes = {name: f"{q['width']}x{q['height']} {q['preset']} crf {q['crf']}" for name, q in QUALITY.items()}
             g.add_argument("--quality", choices=tuple(QUALITY),
                            help=f"preset of size, x264 preset and crf: draft {sizes['draft']} (a quick look at a "
-                                f"whole song), standard {sizes['standard']}, high {sizes['high']}; --size, --preset "
-                                "and --crf override it")
+                                f"whole song), standard {sizes['standard']}, high {sizes['high']} (in 16:9: "
+                                "--format turns the size, keeping its shorter side); --size, --preset and --crf "
+                                "override it")
             g.add_argument("--size", metavar="WxH", help=f"video size (default: {defaults.width}x{defaults.height}); "
-                                                         "odd sizes are rounded up to even")
+                                                         "it wins over --quality's and --format's size, and with "
+                                                         "--format it must have its shape; odd sizes are rounded "
+                                                         "up to even")
         elif key == "image":
             g.add_argument("--image", metavar="PATH|none|STEM=PATH", action="append",
                            help="picture the video should look like (PNG, JPEG, WebP, GIF, BMP, TIFF). Default: the "
@@ -203,11 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace):
     """The RenderSettings of ``render``/``demo``'s options: every setting with a flag as given (crf and preset: the
-    ``--quality`` preset's, or the defaults', when not given), the size from ``--size`` or the preset."""
-    from .settings import SETTINGS, RenderSettings, parse_size, with_quality
+    ``--quality`` preset's, or the defaults', when not given), the size from ``--size``, else ``--format`` at the
+    quality (:data:`neuromv.settings.FORMATS`), else the preset's. ``--size`` with ``--format`` must have its shape
+    (:func:`neuromv.settings.check_shape`)."""
+    from .settings import SETTINGS, RenderSettings, check_shape, format_size, parse_size, with_quality
 
     base = with_quality(args._defaults, args.quality) if args.quality else args._defaults
-    width, height = parse_size(args.size) if args.size else (base.width, base.height)
+    if args.format is not None:
+        format_size(args.format)  # an unknown format: one line naming the choices
+    if args.size:  # an explicit size wins; with --format, it must have its shape
+        width, height = parse_size(args.size)
+        if args.format is not None:
+            check_shape(width, height, args.format, "--size")
+    elif args.format is not None:  # the format's size at the quality
+        width, height = format_size(args.format, args.quality or "standard")
+    else:
+        width, height = base.width, base.height
     values = {}
     for row in SETTINGS:
         if row.flag is not None:

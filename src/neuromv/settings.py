@@ -29,7 +29,8 @@ from .limits import (ANALYSIS_SR, MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, 
 
 __all__ = ["RenderSettings", "Setting", "SETTINGS", "GROUPS", "setting", "parse_size", "parse_color", "with_quality",
            "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "STRUCTURES", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
-           "SEPARATOR_STEMS", "PALETTES", "MAX_PALETTE_COLORS", "parse_palette", "TONE", "CHROMA"]
+           "SEPARATOR_STEMS", "PALETTES", "MAX_PALETTE_COLORS", "parse_palette", "TONE", "CHROMA", "FORMATS",
+           "DEFAULT_FORMAT", "format_size", "has_shape", "check_shape"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
 #: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).
@@ -83,13 +84,71 @@ PALETTES: dict[str, tuple[str, tuple]] = {
 #: A custom palette (``--palette '#hex,#hex,...'``) has from 2 to this many colours.
 MAX_PALETTE_COLORS = 16
 
-#: ``--quality`` presets: size, x264 preset and crf. Options given explicitly override them. (bfloat16 is not in
-#: them: on CPU the float32 kernel is faster than torch's bfloat16, and bfloat16 frames show visible noise.)
-QUALITY: dict[str, dict] = {
-    "draft": dict(width=384, height=216, preset="ultrafast", crf=28),     # a quick look at a whole song
-    "standard": dict(width=1280, height=720, preset="superfast", crf=18),  # the defaults
-    "high": dict(width=1920, height=1080, preset="veryfast", crf=16),
+#: ``--format``: the frame's shape and its size at each ``--quality`` (width, height): the shorter side is the
+#: quality's (216, 720 or 1080 pixels), so 9:16 high is the 1080x1920 of Reels, Shorts, TikTok and Spotify Canvas,
+#: 1:1 high and 4:5 high the 1080x1080 and 1080x1350 of square and portrait posts. Every size is even (H.264).
+FORMATS: dict[str, dict[str, tuple[int, int]]] = {
+    "16:9": {"draft": (384, 216), "standard": (1280, 720), "high": (1920, 1080)},
+    "9:16": {"draft": (216, 384), "standard": (720, 1280), "high": (1080, 1920)},
+    "1:1": {"draft": (216, 216), "standard": (720, 720), "high": (1080, 1080)},
+    "4:5": {"draft": (216, 270), "standard": (720, 900), "high": (1080, 1350)},
 }
+#: The shape of the default size (``format`` None keeps the size's own shape).
+DEFAULT_FORMAT = "16:9"
+#: How far (relative) a size's aspect may be from its format's: sizes rounded to even pixels still match.
+_SHAPE_TOLERANCE = 0.01
+
+#: ``--quality`` presets: size (:data:`FORMATS`, in the default format; :func:`with_quality` takes the settings'
+#: format), x264 preset and crf. Options given explicitly override them. (bfloat16 is not in them: on CPU the
+#: float32 kernel is faster than torch's bfloat16, and bfloat16 frames show visible noise.)
+QUALITY: dict[str, dict] = {
+    "draft": dict(preset="ultrafast", crf=28),     # a quick look at a whole song
+    "standard": dict(preset="superfast", crf=18),  # the defaults
+    "high": dict(preset="veryfast", crf=16),
+}
+for _name, _q in QUALITY.items():
+    _q["width"], _q["height"] = FORMATS[DEFAULT_FORMAT][_name]
+del _name, _q
+
+
+def format_size(format: str, quality: str = "standard") -> tuple[int, int]:
+    """The size (width, height) of ``format`` (a key of :data:`FORMATS`) at ``quality``.
+
+    Raises
+    ------
+    ParameterError
+        An unknown format or quality (one line naming the choices).
+    """
+    if format not in FORMATS:
+        raise ParameterError(f"format must be one of {', '.join(FORMATS)}, not {show(format)}")
+    if quality not in QUALITY:
+        raise ParameterError(f"quality must be one of {', '.join(QUALITY)}, not {show(quality)}")
+    return FORMATS[format][quality]
+
+
+def has_shape(width: int, height: int, format: str) -> bool:
+    """Whether a ``width x height`` frame has the shape of ``format`` (``'9:16'``), within 1 % (so a size rounded
+    to even pixels, 854x480 for 16:9 say, still has it)."""
+    a, b = (int(v) for v in format.split(":"))
+    return abs((width * b) / (height * a) - 1) <= _SHAPE_TOLERANCE
+
+
+def check_shape(width: int, height: int, format: str, what: str = "size") -> None:
+    """Raise :class:`ParameterError` (one line) when ``width x height`` does not have the shape of ``format``."""
+    if not has_shape(width, height, format):
+        w, h = FORMATS[format]["standard"]
+        raise ParameterError(f"{what} {width}x{height} is not {format}: give a size of that shape ({w}x{h} at "
+                             f"standard quality), or only the size, or only the format")
+
+
+def _quality_of(width: int, height: int) -> str | None:
+    """The quality whose size, in any format, is ``width x height``; None: a size of no preset."""
+    for sizes in FORMATS.values():
+        for quality, size in sizes.items():
+            if size == (width, height):
+                return quality
+    return None
+
 
 #: The groups settings are shown in (``--help``, the README's table): key -> title.
 GROUPS: dict[str, str] = {
@@ -103,10 +162,12 @@ GROUPS: dict[str, str] = {
 
 
 def with_quality(settings: "RenderSettings", quality: str) -> "RenderSettings":
-    """``settings`` with the size, x264 preset and crf of a :data:`QUALITY` preset."""
+    """``settings`` with the size (in the settings' format: :data:`FORMATS`), x264 preset and crf of a
+    :data:`QUALITY` preset."""
     if quality not in QUALITY:
         raise ParameterError(f"quality must be one of {', '.join(QUALITY)}, not {quality!r}")
-    return replace(settings, **QUALITY[quality])
+    width, height = format_size(settings.format or DEFAULT_FORMAT, quality)
+    return replace(settings, **{**QUALITY[quality], "width": width, "height": height})
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
@@ -340,6 +401,16 @@ class RenderSettings:
     height: int = setting(
         720, "picture", "video height in pixels", flag=None, check=_check_size, quality=True,
         doc="Video height in pixels (rounded up to even like the width).")
+    format: str | None = setting(
+        None, "picture", "the frame's shape: 16:9, 9:16 (vertical: Reels, Shorts, TikTok, Spotify Canvas), 1:1 or "
+                         "4:5, at the --quality's size; a --size given with it must have its shape",
+        kind=str, metavar="SHAPE", choices=tuple(FORMATS), cli_choices=False, optional=True,
+        message="format must be one of {choices}, not {value}", default_text="the size's (16:9)",
+        doc="The frame's shape, a key of :data:`FORMATS` ('16:9', '9:16', '1:1', '4:5'); None (default): the "
+            "size's own shape. A size of the :data:`FORMATS` table (a preset's, the default 1280x720 included) "
+            "becomes the format's size at the same quality, so ``RenderSettings(format='9:16')`` is 720x1280; any "
+            "other size must have the format's shape (within 1 %), else :class:`ParameterError`. The CPPN's "
+            "coordinates follow the frame's shape (the shorter side spans ``2 * zoom``): nothing is stretched.")
     n_mels: int = setting(
         32, "picture", "mel bands = size of the latent z", check=_check_mels,
         doc="Mel bands = size of z (at most :func:`neuromv.limits.max_mels` at the frame rate).")
@@ -509,6 +580,14 @@ class RenderSettings:
         # every row's check, in the table's order; every range comes from neuromv.limits, where each is explained
         for row in SETTINGS:
             row.validate(self)
+        if self.format is not None and not has_shape(self.width, self.height, self.format):
+            quality = _quality_of(self.width, self.height)
+            if quality is None:  # a size of the user's own: it must have the format's shape
+                check_shape(self.width, self.height, self.format)
+            # a preset's size turns into the format's at the same quality (frozen: set as __init__ would)
+            width, height = FORMATS[self.format][quality]
+            object.__setattr__(self, "width", width)
+            object.__setattr__(self, "height", height)
         if self.duration is not None and self.duration * self.fps < 1:
             raise ParameterError(f"duration {self.duration:g} s is shorter than one frame ({1 / self.fps:.3g} s "
                                  f"at {self.fps:g} fps)")

@@ -30,23 +30,54 @@ from .settings import RenderSettings
 if TYPE_CHECKING:
     from .plan import Panel
 
-__all__ = ["panel_boxes", "stem_panels", "stem_audio", "stem_frames", "separate_song"]
+__all__ = ["panel_boxes", "panel_grid", "EMPTY_CELL_COST", "stem_panels", "stem_audio", "stem_frames", "separate_song"]
 
 log = logging.getLogger(__name__)
 
 
-def panel_boxes(n: int, width: int, height: int, layout: str = "auto") -> list[tuple[int, int, int, int]]:
-    """Where each of ``n`` stem panels goes: ``(x, y, w, h)`` per panel.
+#: What an empty cell of a stems grid costs in :func:`panel_boxes`, against the distance of the panels' aspect from
+#: square (``|log(w / h)|``): one hole is worth panels 1.65x off square, so 4 stems in 16:9 stay a 2x2 grid
+#: (panels 1.78:1) rather than 3x2 with two holes (1.19:1).
+EMPTY_CELL_COST = 0.5
 
-    'side-by-side': n columns; 'grid': ceil(sqrt(n)) columns; 'blend': every panel is the whole frame; 'auto':
-    side-by-side for up to 2 stems, else grid.
+
+def panel_grid(n: int, width: int, height: int, layout: str = "auto") -> tuple[int, int]:
+    """The (columns, rows) of ``n`` stem panels in a ``width x height`` frame, chosen by the frame's shape so that
+    the panels are as close to square as can be: the smallest ``|log(panel width / panel height)| +``
+    :data:`EMPTY_CELL_COST` ``* empty cells``.
+
+    'side-by-side': one line of panels, across a wide frame, stacked down a tall one (two panels side by side in
+    a 9:16 frame would be slivers); 'grid': any columns and rows, both at least 2 for 3 or more panels (a line is
+    'side-by-side'); 'auto': side-by-side for up to 2 stems, else grid. A tie goes to side-by-side's columns (a
+    square frame keeps its panels side by side) and to the grid with fewer columns.
     """
     if layout == "auto":
         layout = "side-by-side" if n <= 2 else "grid"
+    if layout == "side-by-side":
+        candidates = [(n, 1), (1, n)]
+    else:
+        candidates = [(cols, math.ceil(n / cols)) for cols in range(1, n + 1)]
+        candidates = [(c, r) for c, r in candidates if c >= 2 and r >= 2] or candidates
+
+    def cost(grid: tuple[int, int]) -> float:
+        cols, rows = grid
+        return abs(math.log((width / cols) / (height / rows))) + EMPTY_CELL_COST * (cols * rows - n)
+
+    return min(candidates, key=cost)
+
+
+def panel_boxes(n: int, width: int, height: int, layout: str = "auto") -> list[tuple[int, int, int, int]]:
+    """Where each of ``n`` stem panels goes: ``(x, y, w, h)`` per panel, in pixels, filling the rows of
+    :func:`panel_grid` left to right, top to bottom.
+
+    'side-by-side': a line of panels (columns in a wide frame, rows in a tall one); 'grid': the columns and rows
+    that keep the panels closest to square; 'blend': every panel is the whole frame; 'auto': side-by-side for up
+    to 2 stems, else grid. Each panel's CPPN coordinates follow its own shape
+    (:func:`neuromv.cppn.coordinate_grid`): nothing is stretched.
+    """
     if layout == "blend":
         return [(0, 0, width, height)] * n
-    cols = n if layout == "side-by-side" else math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
+    cols, rows = panel_grid(n, width, height, layout)
     xs = [round(i * width / cols) for i in range(cols + 1)]
     ys = [round(j * height / rows) for j in range(rows + 1)]
     return [(xs[i % cols], ys[i // cols], xs[i % cols + 1] - xs[i % cols], ys[i // cols + 1] - ys[i // cols])
@@ -58,7 +89,9 @@ def stem_panels(settings: RenderSettings) -> list[tuple[str, tuple[int, int, int
     its size and the seed ``settings.seed + i`` of the i-th stem (the live preview lays them out the same way)."""
     names = settings.stem_names()
     boxes = panel_boxes(len(names), settings.width, settings.height, settings.layout)
-    return [(name, box, replace(settings, seed=settings.seed + i, width=box[2], height=box[3], stems=None))
+    # a panel has its box's shape, not the video's format
+    return [(name, box, replace(settings, seed=settings.seed + i, width=box[2], height=box[3], stems=None,
+                                format=None))
             for i, (name, box) in enumerate(zip(names, boxes))]
 
 

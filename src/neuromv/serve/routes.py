@@ -40,7 +40,7 @@ def cli_command(song: str, output: str, settings: dict, image: str = "none") -> 
     ``--size``). ``image``: 'none' (abstract), 'auto' (the song's cover art, the CLI's default) or an image file."""
     import shlex
 
-    from ..settings import SETTINGS, RenderSettings
+    from ..settings import SETTINGS, RenderSettings, format_size
 
     s = RenderSettings.from_dict(settings)
     default = RenderSettings()
@@ -54,7 +54,9 @@ def cli_command(song: str, output: str, settings: dict, image: str = "none") -> 
                 args.append(row.flag)
             continue
         args += [row.flag, str(v)]
-    if (s.width, s.height) != (default.width, default.height):
+    # --format alone gives its standard size (--size, when given too, must have the format's shape)
+    implied = format_size(s.format) if s.format is not None else (default.width, default.height)
+    if (s.width, s.height) != implied:
         args += ["--size", f"{s.width}x{s.height}"]
     if image != "auto":
         args += ["--image", image]
@@ -68,7 +70,8 @@ def page_config() -> dict:
     picture's :data:`neuromv.motion.ONSET_BOOST`, the beat kick's :data:`neuromv.structure.KICK` (the live beat
     tracker draws its kick with them), the default settings (every row of the settings table,
     :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities, motion styles, separators
-    with their stems, layouts, structure: the table's; the quality presets' sizes). A JSON object, embedded in the page
+    with their stems, layouts, structure: the table's; the quality presets' sizes; each format's size per quality,
+    :data:`neuromv.settings.FORMATS`). A JSON object, embedded in the page
     (``/``)."""
     from .. import cppn, features, motion, renderer, settings, structure
 
@@ -83,7 +86,9 @@ def page_config() -> dict:
                     "motion": list(rows["motion"].choices), "layout": list(rows["layout"].choices),
                     "structure": list(rows["structure"].choices),
                     "separator": {name: list(settings.SEPARATOR_STEMS[name]) for name in rows["separator"].choices},
-                    "size": {name: [q["width"], q["height"]] for name, q in settings.QUALITY.items()}},
+                    "size": {name: [q["width"], q["height"]] for name, q in settings.QUALITY.items()},
+                    "format": {name: {q: list(size) for q, size in sizes.items()}
+                               for name, sizes in settings.FORMATS.items()}},
     }
 
 

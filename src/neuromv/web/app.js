@@ -14,7 +14,7 @@ const config = pageConfig();
 // the settings this page has controls for: what it sends to the server (the others keep Python's defaults)
 const PAGE_SETTINGS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast",
                        "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps",
-                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition"];
+                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition", "format"];
 
 const state = {
   config,              // neuromv.serve.page_config
@@ -328,8 +328,33 @@ function showSettings() {
   fillSelect("separator", Object.entries(choices.separator).map(([v, stems]) => [v, `${v} (${stems.join(" / ")})`]),
              s.separator);
   fillSelect("layout", choices.layout.map((v) => [v, v.replaceAll("-", " ")]), s.layout);
-  fillSelect("size", Object.entries(choices.size).map(([name, [w, h]]) => [`${w}x${h}`, `${w}x${h} (${name})`]),
-             `${s.width}x${s.height}`);
+  const preset = presetOf(s.width, s.height);
+  fillSelect("format", Object.keys(choices.format).map((f) => [f, f]), s.format || (preset && preset.format));
+  fillSizes();
+}
+
+// the format and quality (neuromv.settings.FORMATS) whose size is w x h, or null
+function presetOf(w, h) {
+  for (const [format, sizes] of Object.entries(config.choices.format)) {
+    for (const [quality, [fw, fh]] of Object.entries(sizes)) if (fw === w && fh === h) return { format, quality };
+  }
+  return null;
+}
+
+// the video sizes offered: the chosen format's, one per quality
+function fillSizes() {
+  const s = state.settings, format = $("format").value;
+  $("size").replaceChildren();
+  fillSelect("size", Object.entries(config.choices.format[format]).map(([q, [w, h]]) => [`${w}x${h}`,
+             `${w}x${h} (${q})`]), `${s.width}x${s.height}`);
+}
+
+// the canvas takes the video's shape (its shorter side 360 pixels), shown whole within the window's height
+function shapeCanvas() {
+  const { width: w, height: h } = state.settings, canvas = $("view"), short = 360;
+  [canvas.width, canvas.height] = w >= h ? [Math.round(short * w / h), short] : [short, Math.round(short * h / w)];
+  Object.assign(canvas.style, { aspectRatio: `${w} / ${h}`, width: `min(100%, calc(75vh * ${w / h}))`,
+                                alignSelf: "center" });
 }
 
 function knob(id, apply) {
@@ -348,6 +373,7 @@ function init() {
     return;
   }
   Object.assign(state, { view, gl: view.gl, floatTargets: view.floatTargets });
+  shapeCanvas();
   knob("reactivity", (v) => { state.settings.reactivity = v; });
   // the structure's hits scale with the reactivity too: their controls are remade once the knob is let go
   $("reactivity").addEventListener("change", () => { if (structured()) prepareLater(); });
@@ -363,6 +389,15 @@ function init() {
     const [w, h] = $("size").value.split("x").map(Number);
     Object.assign(state.settings, { width: w, height: h });
     if (state.settings.stems && state.song) prepareLater(); // the panels' shapes follow the video's
+  });
+  // a format turns the video (the quality kept): the canvas, the stems' panels and a fitted picture follow it
+  $("format").addEventListener("change", () => {
+    const s = state.settings, format = $("format").value;
+    const [w, h] = config.choices.format[format][(presetOf(s.width, s.height) || { quality: "standard" }).quality];
+    Object.assign(s, { format, width: w, height: h });
+    fillSizes();
+    shapeCanvas();
+    if ((s.stems && state.song) || state.image !== "none") prepareLater();
   });
   $("picture").addEventListener("change", () => { state.image = $("picture").value; prepareLater(); });
   $("fit").addEventListener("change", () => {
