@@ -193,11 +193,12 @@ function program(view, kind, H, nLayers) {
 /** A panel's network on the GPU: its hidden layers' weights in uniform buffers (a fitted picture: setupPicture). */
 export function setupPanel(view, panel) {
   const gl = view.gl, net = panel.net;
-  setupPalette(view, panel);
   if (net.kind === "picture") {
-    setupPicture(view, panel);
+    setupPicture(view, panel); // it frees the panel's old textures first
+    setupPalette(view, panel);
     return;
   }
+  setupPalette(view, panel);
   const H = net.hidden, nLayers = net.layers.length - 2;
   if (H % 4 !== 0) throw new Error("the preview needs a hidden width that is a multiple of 4");
   (panel.buffers || []).forEach((b) => gl.deleteBuffer(b));
