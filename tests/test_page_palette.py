@@ -106,7 +106,6 @@ def _expected(settings, song, cppn=None, kind=False):
     for a CPPN."""
     import dataclasses
 
-    from neuromv.palette import palette_for
     from neuromv.pipeline import latents_for
     from neuromv.plan import abstract_cppn, build_renderer
     from neuromv.renderer import Renderer, color_matrix

@@ -24,7 +24,6 @@ from starlette.testclient import TestClient  # noqa: E402
 import neuromv  # noqa: E402
 
 from neuromv.audio import Audio, AudioFile  # noqa: E402
-from neuromv.cppn import CPPN  # noqa: E402
 from neuromv.features import song_db  # noqa: E402
 from neuromv.serve import cli_command, create_app, page_config  # noqa: E402
 
