@@ -24,7 +24,6 @@ from starlette.testclient import TestClient  # noqa: E402
 import neuromv  # noqa: E402
 
 from neuromv.audio import Audio, AudioFile  # noqa: E402
-from neuromv.cppn import CPPN  # noqa: E402
 from neuromv.features import song_db  # noqa: E402
 from neuromv.serve import cli_command, create_app, page_config  # noqa: E402
 
@@ -159,8 +158,11 @@ def test_bad_and_oversized_uploads_get_a_message(client, tmp_path):
 
 
 def test_cppn_weights_are_the_seeds(client):
+    from neuromv.plan import abstract_cppn
+    from neuromv.settings import RenderSettings
+
     r = client.get("/api/cppn?n_z=8&hidden=16&seed=3").json()
-    net = CPPN(8, 16, seed=3)
+    net = abstract_cppn(RenderSettings(n_mels=8, hidden=16, seed=3))  # the default tone and chroma
     assert len(r["layers"]) == len(net.layers) == 6
     for got, layer in zip(r["layers"], net.layers):
         np.testing.assert_array_equal(_floats(got["w"]).reshape(got["out"], got["in"]), layer.weight.detach().numpy())

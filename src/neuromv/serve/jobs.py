@@ -96,6 +96,30 @@ def cppn_json(settings) -> dict:
 
     return net_json(abstract_cppn(settings))
 
+
+def palette_json(palette, net, settings) -> dict | None:
+    """A panel's palette as the page's shaders apply it (web/gl.js), or None (the network's own colours):
+    ``name``, ``row`` (4 floats: position = row[:3] . c + row[3]) and ``table`` (base64 float32
+    [shape=(PALETTE_SIZE, 3)], colours in [0, 1]) of :func:`neuromv.renderer.palette_map` of ``palette`` (a
+    :class:`~neuromv.palette.Palette`, :attr:`neuromv.plan.Plan.palette`) for ``net`` with the view and colour
+    map of ``settings``, the levels the render measures (as :func:`neuromv.plan.build_renderer` passes them)."""
+    if palette is None:
+        return None
+    from ..plan import is_picture
+    from ..renderer import color_matrix, palette_map
+
+    extra = {}
+    if is_picture(net):
+        from ..motion import Motion
+
+        extra["motion"] = Motion.of(settings.n_mels, settings.seed, settings.motion)
+    pm = palette_map(palette, net, settings.width, settings.height, scale=settings.zoom,
+                     pan=(settings.pan_x, settings.pan_y),
+                     color=color_matrix(settings.hue, settings.saturation, settings.brightness, settings.contrast),
+                     **extra)
+    return {"name": palette.name, "row": [float(v) for v in pm.row], "table": _b64(pm.table)}
+
+
 @dataclasses.dataclass
 class Job:
     """A fit, separation or render the server runs for the page (one table of them: :class:`JobQueue`).
@@ -308,7 +332,8 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
     per stem) its place in the frame (fractions), the CPPN's weights (fitted to the image, if any), the dB mel
     matrix of its audio (None: the song's own, which the page has) and, with a song and ``settings.structure`` on,
     its per-frame controls (:func:`controls_json` of :func:`neuromv.structure.controls_for` with the song's cues:
-    each stem its own). The panels are the render's own (:func:`neuromv.plan.make_plan`)."""
+    each stem its own) and its palette (:func:`palette_json`; None without one). The panels are the render's own
+    (:func:`neuromv.plan.make_plan`)."""
     from ..audio import AudioFile
     from ..features import song_db
     from ..plan import make_plan, panel_controls
@@ -343,7 +368,8 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
             controls = controls_json(panel_controls(cues, song.info["n_frames"], p, net, source, cancel=job.cancel))
         x, y, w, h = p.box
         out.append({"name": p.name, "box": [x / settings.width, y / settings.height, w / settings.width,
-                                            h / settings.height], "net": page, "db": db, "controls": controls})
+                                            h / settings.height], "net": page, "db": db, "controls": controls,
+                    "palette": palette_json(plan.palette, net, p.settings)})
     return {"panels": out, "layout": settings.layout if stems else None}
 
 

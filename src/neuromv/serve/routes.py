@@ -70,8 +70,9 @@ def page_config() -> dict:
     picture's :data:`neuromv.motion.ONSET_BOOST`, the beat kick's :data:`neuromv.structure.KICK` (the live beat
     tracker draws its kick with them), the default settings (every row of the settings table,
     :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities, motion styles, separators
-    with their stems, layouts, structure: the table's; the quality presets' sizes; each format's size per quality,
-    :data:`neuromv.settings.FORMATS`). A JSON object, embedded in the page
+    with their stems, layouts, structure: the table's; the named palettes, :data:`neuromv.settings.PALETTES`; the
+    quality presets' sizes; each format's size per quality, :data:`neuromv.settings.FORMATS`). A JSON object,
+    embedded in the page
     (``/``)."""
     from .. import cppn, features, motion, renderer, settings, structure
 
@@ -84,7 +85,7 @@ def page_config() -> dict:
         "defaults": {name: row.default for name, row in rows.items()},
         "choices": {"fit": list(rows["fit"].choices), "fit_quality": list(rows["fit_quality"].choices),
                     "motion": list(rows["motion"].choices), "layout": list(rows["layout"].choices),
-                    "structure": list(rows["structure"].choices),
+                    "structure": list(rows["structure"].choices), "palette": list(settings.PALETTES),
                     "separator": {name: list(settings.SEPARATOR_STEMS[name]) for name in rows["separator"].choices},
                     "size": {name: [q["width"], q["height"]] for name, q in settings.QUALITY.items()},
                     "format": {name: {q: list(size) for q, size in sizes.items()}

@@ -89,9 +89,18 @@ export function decodeControls(c) {
   return out;
 }
 
-/** The abstract CPPN of a seed (neuromv.cppn.CPPN), decoded. */
-export async function abstractNet(nZ, hidden, seed) {
-  return decodeNet(await api(`/api/cppn?n_z=${nZ}&hidden=${hidden}&seed=${seed}`));
+/** The abstract CPPN of a seed, tone and chroma (neuromv.plan.abstract_cppn), decoded. */
+export async function abstractNet(nZ, hidden, seed, tone, chroma) {
+  return decodeNet(await api(`/api/cppn?n_z=${nZ}&hidden=${hidden}&seed=${seed}&tone=${tone}&chroma=${chroma}`));
+}
+
+/** A panel's palette as the server sends it (neuromv.serve.jobs.palette_json; null: the network's own colours),
+ * decoded: {name, row: [4], table: Float32Array [n * 3] in [0, 1]}. */
+export function decodePalette(p) {
+  if (!p) return null;
+  const table = floats(p.table);
+  if (table.length % 3 !== 0 || p.row.length !== 4) throw new Error("the palette did not arrive whole");
+  return { name: p.name, row: p.row, table };
 }
 
 /** Posts the one settings document (song id, picture, settings) that the preview, the render and the command line

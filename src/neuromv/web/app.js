@@ -2,7 +2,7 @@
 // (gl.js), driven by the song's features (mel.js: z from the dB matrix) or the microphone's (live.js), the frame
 // chosen from the audio clock; api.js talks to the server. The constants and defaults come from Python, in the page
 // (api.pageConfig): a frame here matches the offline renderer's frame for the same settings.
-import { abstractNet, decodeControls, decodeNet, features, floats, pageConfig, poll, postSettings, Superseded,
+import { abstractNet, decodeControls, decodeNet, decodePalette, features, floats, pageConfig, poll, postSettings, Superseded,
          uploadImage, uploadSong } from "./api.js";
 import { centreFrames, createView, disposePanel, drawFrame, seenRow, setupPanel } from "./gl.js";
 import { closeLive, openLive } from "./live.js";
@@ -14,7 +14,8 @@ const config = pageConfig();
 // the settings this page has controls for: what it sends to the server (the others keep Python's defaults)
 const PAGE_SETTINGS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast",
                        "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps",
-                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition", "format"];
+                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition", "format",
+                       "tone", "chroma", "palette"];
 
 const state = {
   config,              // neuromv.serve.page_config
@@ -142,8 +143,8 @@ function structured() {
 async function prepare() {
   const s = state.settings, token = ++state.prepareToken;
   const stale = () => token !== state.prepareToken;
-  if (state.image === "none" && !s.stems && !structured()) {
-    const net = await abstractNet(s.n_mels, s.hidden, s.seed);
+  if (state.image === "none" && !s.stems && !structured() && !s.palette) {
+    const net = await abstractNet(s.n_mels, s.hidden, s.seed, s.tone, s.chroma);
     if (stale()) return;
     setPanels([{ name: null, box: [0, 0, 1, 1], db: null, net }], null);
     return;
@@ -162,10 +163,12 @@ async function prepare() {
     const st = await poll(job, bar, (text) => status(text), stale);
     if (stale()) return;
     const panels = st.result.panels.map((p) => ({ name: p.name, box: p.box, db: p.db ? floats(p.db) : null,
-                                                 net: decodeNet(p.net), controls: decodeControls(p.controls) }));
+                                                 net: decodeNet(p.net), controls: decodeControls(p.controls),
+                                                 palette: decodePalette(p.palette) }));
     setPanels(panels, st.result.layout);
     const what = [state.image !== "none" ? "image fitted" : null, s.stems ? `${panels.length} stems` : null,
-                  panels.some((p) => p.controls) ? "structure on" : null];
+                  panels.some((p) => p.controls) ? "structure on" : null,
+                  panels[0] && panels[0].palette ? `palette ${panels[0].palette.name}` : null];
     const where = state.song ? `${state.song.name}: ` : "";
     status(`${where}${what.filter(Boolean).join(", ")}.${state.live ? "" : state.song ? " Press play." :
       " Drop a song, or use the microphone."}`);
@@ -198,6 +201,7 @@ async function loadSong(file) {
     for (const p of state.panels) p.controls = null; // the old song's structure: until the new one's arrive
     const cover = $("picture").querySelector("option[value=auto]");
     cover.disabled = !song.cover;
+    showPaletteCover();
     if (state.image === "auto" && !song.cover) {
       state.image = "none";
       $("picture").value = "none";
@@ -210,7 +214,9 @@ async function loadSong(file) {
     $("cli").disabled = false;
     const stale = state.panels.some((p) => p.net.image) !== (state.image !== "none");
     updateLatents(); // the panels that use the song's features follow it at once
-    if (state.image !== "none" || s.stems || !state.panels.length || stale || structured()) prepareLater();
+    if (state.image !== "none" || s.stems || !state.panels.length || stale || structured() || s.palette === "cover") {
+      prepareLater();
+    }
   } catch (e) {
     status(`Could not use this file: ${e.message}`, true);
   } finally {
@@ -229,6 +235,7 @@ async function loadImage(file) {
     $("picture").appendChild(option);
     $("picture").value = image.id;
     state.image = image.id;
+    showPaletteCover();
     status(`${image.name}: ${image.width}x${image.height}.`);
     prepareLater();
   } catch (e) {
@@ -298,9 +305,42 @@ function stopLive() {
   status(state.song ? `${state.song.name}: press play.` : "Drop a song to start, or use the microphone.");
 }
 
+// ---- the abstract network's colours (tone, chroma) and the palettes (neuromv.palette) -------------------------
+// The palette is the last step of a pixel's colour, spread over the picture's own lumas as the render measures them
+// (for the view, the colour map and the video's size): the server sends it with the panels (a prepare), remade when
+// those change (once a knob is let go). Tone and chroma are the abstract network's own: a new network.
+
+// the palette's 'cover' choice: only with cover art (the song's, or an uploaded image)
+function showPaletteCover() {
+  const has = (state.song && state.song.cover) || !["none", "auto"].includes(state.image);
+  $("palette").querySelector("option[value=cover]").disabled = !has;
+}
+
+function wireColours() {
+  for (const id of ["tone", "chroma"]) {
+    knob(id, (v) => { state.settings[id] = v; });
+    // a fitted picture ignores them; abstract panels get a new network
+    $(id).addEventListener("change", () => { if (state.image === "none" || state.settings.palette) prepareLater(); });
+  }
+  for (const id of ["zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast", "size"]) {
+    $(id).addEventListener("change", () => { if (state.settings.palette) prepareLater(); });
+  }
+  const custom = $("palette-custom");
+  const choose = () => {
+    const v = $("palette").value;
+    custom.hidden = v !== "custom";
+    if (v === "custom" && !custom.value.trim()) return; // waits for its colours
+    state.settings.palette = v === "custom" ? custom.value.trim() : v || null;
+    prepareLater();
+  };
+  $("palette").addEventListener("change", choose);
+  custom.addEventListener("change", choose);
+  showPaletteCover();
+}
+
 // ---- wiring ---------------------------------------------------------------------------------------------------
 const KNOBS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast", "beat",
-               "look", "transition"];
+               "look", "transition", "tone", "chroma"];
 const FIT_LABELS = { cover: "cover (fill, crop)", contain: "contain (whole image)" };
 
 function fillSelect(id, options, selected) {
@@ -328,6 +368,8 @@ function showSettings() {
   fillSelect("separator", Object.entries(choices.separator).map(([v, stems]) => [v, `${v} (${stems.join(" / ")})`]),
              s.separator);
   fillSelect("layout", choices.layout.map((v) => [v, v.replaceAll("-", " ")]), s.layout);
+  fillSelect("palette", [["", "the network's own colours"], ...choices.palette.map((v) => [v, v]),
+                        ["cover", "the cover art's colours"], ["custom", "custom colours…"]], s.palette || "");
   const preset = presetOf(s.width, s.height);
   fillSelect("format", Object.keys(choices.format).map((f) => [f, f]), s.format || (preset && preset.format));
   fillSizes();
@@ -399,7 +441,7 @@ function init() {
     shapeCanvas();
     if ((s.stems && state.song) || state.image !== "none") prepareLater();
   });
-  $("picture").addEventListener("change", () => { state.image = $("picture").value; prepareLater(); });
+  $("picture").addEventListener("change", () => { state.image = $("picture").value; showPaletteCover(); prepareLater(); });
   $("fit").addEventListener("change", () => {
     state.settings.fit = $("fit").value;
     if (state.image !== "none") prepareLater();
@@ -455,6 +497,7 @@ function init() {
   });
   $("render").addEventListener("click", renderVideo);
   $("cli").addEventListener("click", copyCommand);
+  wireColours();
   state.draw = draw; // for tests: draw a given frame
   state.prepare = prepare;
   state.setPanels = setPanels; // for tests: panels of a given network (a format-1 model's, say)

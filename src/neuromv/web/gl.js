@@ -26,6 +26,44 @@ function glslFloat(v) {
   return Number.isInteger(v) ? v.toFixed(1) : String(v);
 }
 
+// ---- the palette (neuromv.palette, renderer.color.PaletteMap): the last step of a pixel's colour ------------------
+// A panel's palette ({table: Float32Array [n * 3] in [0, 1], row: [4]}, from the server: neuromv.serve.jobs.
+// palette_json) is an n x 1 RGBA32F texture on unit PALETTE_UNIT, read with texelFetch at the rounded position
+// clamp(row[:3] . c + row[3], 0, n - 1) of the colour c after the colour map and its clamp.
+const PALETTE_UNIT = 3;
+const PALETTE_GLSL = `
+uniform bool uHasPalette;
+uniform vec4 uPaletteRow;
+uniform sampler2D uPalette;
+vec3 palette(vec3 c) {
+  if (!uHasPalette) return c;
+  float top = float(textureSize(uPalette, 0).x - 1);
+  float pos = clamp(dot(uPaletteRow.xyz, c) + uPaletteRow.w, 0.0, top);
+  return texelFetch(uPalette, ivec2(int(floor(pos + 0.5)), 0), 0).rgb;
+}`;
+const PALETTE_UNIFORMS = ["uHasPalette", "uPaletteRow"];
+
+// the panel's palette texture (panel.palette null: none)
+function setupPalette(view, panel) {
+  const gl = view.gl, p = panel.palette;
+  if (panel.paletteTex) gl.deleteTexture(panel.paletteTex);
+  panel.paletteTex = null;
+  if (!p) return;
+  const n = p.table.length / 3, rgba = new Float32Array(4 * n);
+  for (let i = 0; i < n; i++) rgba.set(p.table.subarray(3 * i, 3 * i + 3), 4 * i);
+  panel.paletteTex = floatTexture(gl, PALETTE_UNIT, gl.RGBA32F, gl.RGBA, n, 1, rgba);
+  gl.bindTexture(gl.TEXTURE_2D, null);
+}
+
+// a program's palette uniforms for the panel (its sampler is set once, at link)
+function bindPalette(view, panel, u) {
+  const gl = view.gl, on = !!panel.paletteTex;
+  gl.uniform1i(u.uHasPalette, on ? 1 : 0);
+  gl.activeTexture(gl.TEXTURE0 + PALETTE_UNIT);
+  gl.bindTexture(gl.TEXTURE_2D, on ? panel.paletteTex : null);
+  if (on) gl.uniform4fv(u.uPaletteRow, Float32Array.from(panel.palette.row));
+}
+
 // ---- the CPPN shaders -----------------------------------------------------------------------------------------
 // kind 'abstract': neuromv.cppn.CPPN.forward; 'image': image mode, p + m(p) (sin(d) - offset); 'offset': the
 // image mode's centring, mean over frames of sin(d) per pixel (neuromv.renderer.setup.pulse_mean)
@@ -48,7 +86,7 @@ function shaderSource(kind, H, nLayers, floor) {
   vec3 o = uBo;
   for (int k = 0; k < Q; k++) o += vec3(dot(uWo[k], h[k]), dot(uWo[Q + k], h[k]), dot(uWo[2 * Q + k], h[k]));
   vec3 c = 1.0 / (1.0 + exp(-o));
-  color = vec4(clamp(uCm * c + uCo, 0.0, 1.0), 1.0);`,
+  color = vec4(palette(clamp(uCm * c + uCo, 0.0, 1.0)), 1.0);`,
     image: `
   vec3 o = uBo;
   vec3 d = vec3(0.0);
@@ -60,7 +98,7 @@ function shaderSource(kind, H, nLayers, floor) {
   vec3 m = max(vec3(${glslFloat(floor)}), 0.5 - abs(p - 0.5));  // neuromv.cppn.headroom
   vec3 off = uHasOffset ? texelFetch(uOffset, ivec2(gl_FragCoord.xy - uOrigin), 0).rgb : vec3(0.0);
   vec3 c = clamp(p + m * (sin(d) - off), 0.0, 1.0);
-  color = vec4(clamp(uCm * c + uCo, 0.0, 1.0), 1.0);`,
+  color = vec4(palette(clamp(uCm * c + uCo, 0.0, 1.0)), 1.0);`,
     offset: `
   vec3 acc = vec3(0.0);
   for (int i = 0; i < uK; i++) {
@@ -98,6 +136,7 @@ uniform sampler2D uOffset;
 uniform sampler2D uPulses;
 uniform int uK;
 ${blocks}
+${PALETTE_GLSL}
 out vec4 color;
 float th(float v) { return tanh(clamp(v, -15.0, 15.0)); }  // tanh's exp must not overflow on some GPUs
 vec4 th(vec4 v) { return tanh(clamp(v, -15.0, 15.0)); }
@@ -143,9 +182,10 @@ function program(view, kind, H, nLayers) {
   for (let l = 0; l < nLayers; l++) gl.uniformBlockBinding(prog, gl.getUniformBlockIndex(prog, `L${l}`), l);
   gl.uniform1i(gl.getUniformLocation(prog, "uOffset"), 0);
   gl.uniform1i(gl.getUniformLocation(prog, "uPulses"), 1);
+  gl.uniform1i(gl.getUniformLocation(prog, "uPalette"), PALETTE_UNIT);
   const u = {};
   for (const name of ["uSize", "uOrigin", "uScale", "uPan", "uC0", "uW0x", "uW0y", "uW0r", "uB", "uWo", "uBo", "uCm",
-                      "uCo", "uM", "uHasOffset", "uK"]) u[name] = gl.getUniformLocation(prog, name);
+                      "uCo", "uM", "uHasOffset", "uK", ...PALETTE_UNIFORMS]) u[name] = gl.getUniformLocation(prog, name);
   view.programs[key] = { prog, u };
   return view.programs[key];
 }
@@ -154,9 +194,11 @@ function program(view, kind, H, nLayers) {
 export function setupPanel(view, panel) {
   const gl = view.gl, net = panel.net;
   if (net.kind === "picture") {
-    setupPicture(view, panel);
+    setupPicture(view, panel); // it frees the panel's old textures first
+    setupPalette(view, panel);
     return;
   }
+  setupPalette(view, panel);
   const H = net.hidden, nLayers = net.layers.length - 2;
   if (H % 4 !== 0) throw new Error("the preview needs a hidden width that is a multiple of 4");
   (panel.buffers || []).forEach((b) => gl.deleteBuffer(b));
@@ -181,7 +223,7 @@ export function setupPanel(view, panel) {
 export function disposePanel(view, panel) {
   const gl = view.gl;
   (panel.buffers || []).forEach((b) => gl.deleteBuffer(b));
-  for (const t of ["offsetTex", "gridTex", "mlpTex", "mapsTex", "pictureTex"]) {
+  for (const t of ["offsetTex", "gridTex", "mlpTex", "mapsTex", "pictureTex", "paletteTex"]) {
     if (panel[t]) gl.deleteTexture(panel[t]);
     panel[t] = null;
   }
@@ -205,6 +247,7 @@ function bindPanel(view, panel, prog, s, zoom = 1) {
   const cm = colorMatrix(s, view.constants.LUMA);
   gl.uniformMatrix3fv(u.uCm, false, cm.mat);
   gl.uniform3f(u.uCo, cm.offset, cm.offset, cm.offset);
+  bindPalette(view, panel, u);
 }
 
 /**
@@ -462,6 +505,7 @@ uniform mat3 uCm;
 uniform vec3 uCo;
 uniform sampler2D uPicture;
 uniform sampler2D uMaps;
+${PALETTE_GLSL}
 out vec4 color;
 void main() {
   vec2 px = uSize / 2.0 + (gl_FragCoord.xy - uOrigin - uSize / 2.0) * uZoom;
@@ -497,7 +541,7 @@ void main() {
   // tone: a swing along the picture's own regions, c -> c + g c (1 - c)
   float g = clamp(tone.x * uTone.y + tone.y * uTone.z + tone.z * uTone.w + uTone.x, -1.0, 1.0);
   rgb = rgb + g * rgb * (1.0 - rgb);
-  color = vec4(clamp(uCm * rgb + uCo, 0.0, 1.0), 1.0);
+  color = vec4(palette(clamp(uCm * rgb + uCo, 0.0, 1.0)), 1.0);
 }`;
 
 function linkProgram(view, key, fragment, names, samplers) {
@@ -509,7 +553,7 @@ function linkProgram(view, key, fragment, names, samplers) {
   gl.linkProgram(prog);
   if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(prog));
   gl.useProgram(prog);
-  samplers.forEach((name, unit) => gl.uniform1i(gl.getUniformLocation(prog, name), unit));
+  samplers.forEach((name, unit) => { if (name) gl.uniform1i(gl.getUniformLocation(prog, name), unit); });
   const u = {};
   for (const name of names) u[name] = gl.getUniformLocation(prog, name);
   view.programs[key] = { prog, u };
@@ -593,7 +637,8 @@ function drawPicture(view, panel, v, look, box, scene) {
     if (scene.layout === "blend") gl.enable(gl.BLEND); // the picture pass turned it off
   }
   const prog = linkProgram(view, "motion", MOTION_SOURCE, ["uSize", "uOrigin", "uScale", "uPan", "uZoom", "uMapSize",
-                           "uTone", "uFlow", "uCm", "uCo"], ["uPicture", "uMaps"]);
+                           "uTone", "uFlow", "uCm", "uCo", ...PALETTE_UNIFORMS],
+                           ["uPicture", "uMaps", null, "uPalette"]);
   const c = motionCoefficients(panel, v, s.motion);
   gl.useProgram(prog.prog);
   gl.uniform2f(prog.u.uSize, box.w, box.h);
@@ -611,6 +656,7 @@ function drawPicture(view, panel, v, look, box, scene) {
   gl.bindTexture(gl.TEXTURE_2D, panel.pictureTex);
   gl.activeTexture(gl.TEXTURE1);
   gl.bindTexture(gl.TEXTURE_2D, panel.mapsTex);
+  bindPalette(view, panel, prog.u);
   gl.viewport(box.x, box.y, box.w, box.h);
   gl.drawArrays(gl.TRIANGLES, 0, 3);
 }
