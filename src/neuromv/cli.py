@@ -86,6 +86,8 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                            help="fit again (and analyse the song again) instead of reusing the cache")
         elif key == "encoding":
             g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+            g.add_argument("--no-audio", dest="audio", action="store_const", const="off",
+                           help="a silent video: the same as --audio off")
 
 
 def _add_fit_options(g, defaults) -> None:
