@@ -3,19 +3,27 @@
 **The stretch** (:func:`choose_window`): where the song's cues know sections that return, its chorus — the most
 repeated section label (ties: the one that plays longest in all), at its most energetic occurrence (mean of the
 cues' energy curve over the section), from the section's first downbeat. Otherwise the most energetic window of the
-loop's length (the energy curve's moving mean), moved back to the downbeat at or before it. A ``start`` other than
-0 given by the user is taken as it is. Either way the window holds ``N = round(loop * fps)`` frames, plus one
+loop's length (the energy curve's moving mean), moved back to the downbeat at or before it. Either then starts
+within a beat of that downbeat (half a beat before it where that is as quiet), at the frame farthest from any beat or onset of the cues both at the loop's
+start and N frames later, so that the seam falls between hits and the downbeat's hit plays inside the loop: a hit is
+the largest step of the picture, 5-6 times a median step, and across the seam it would read as a jump
+(docs/loops.md).
+A ``start`` other than 0 given by the user is taken as it is. Either way the window holds ``N = round(loop * fps)`` frames, plus one
 frame after it, which the closing needs; the log says which stretch was chosen and why.
 
 **The closing** (:func:`close_path`, :func:`close_panel`): every per-frame quantity x of the render (the network's
-input z, and the structure's zoom, colour and input controls) is corrected by a linear drift so that "frame N"
+input z, and each of the structure's zoom, colour and input controls) is corrected by a drift so that "frame N"
 would equal frame 0::
 
-    x'(i) = x(i) + (x(0) - x(N)) * i / N,    i = 0 .. N - 1
+    x'(i) = x(i) + (x(0) - x(N)) * s(i) / s(N),    i = 0 .. N - 1
 
-with x(N) the value one frame after the window. Frame N - 1 then steps into frame 0 as frame N would have: the
-change across the seam is an ordinary frame-to-frame step (measured: docs/loops.md). The drift is spread over the
-whole loop, so no frame moves by more than ``|x(0) - x(N)|`` and a change between neighbours by that over N.
+with x(N) the value one frame after the window and s(i) the length of x's own path from frame 0 to frame i
+(:func:`path_ramp`). Frame N - 1 then steps into frame 0 as frame N would have. The correction is spread over the
+path by its length rather than evenly in time (``i / N``): the picture holds its pattern between the beats and
+moves on them (:mod:`neuromv.structure`), and an even drift would add motion between the beats (measured: the
+median step between frames rose from 5.6 to 9.0 levels); by length, it rides on the steps the path takes anyway.
+Since ``|x(0) - x(N)| <= s(N)``, no step of the closed path, the seam's included, is more than twice the step of
+the music it replaces (docs/loops.md has the measured seams).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["LoopWindow", "choose_window", "close_path", "close_panel", "loop_frames"]
+__all__ = ["LoopWindow", "choose_window", "close_path", "close_panel", "loop_frames", "lead_frames", "path_ramp", "SeamReport", "measure_seam"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,14 @@ class LoopWindow:
     def seconds(self, fps: float) -> float:
         """Audio the render reads: the N frames and the one after them that closes the path, seconds."""
         return (self.frames + 1) / fps
+
+
+def lead_frames(start: float, fps: float, smooth: float) -> int:
+    """Frames read before a loop's first, so that its features have settled by then: ``1 + 3 * smooth`` seconds
+    (the envelope's release, and the analysis window's start), fewer where the song begins sooner. Without them
+    the first five or so frames of an excerpt differ from what the same music gives later (the smoothing starts
+    from nothing), and the loop's two ends would not match."""
+    return max(0, min(int(start * fps + 1e-6), int(round((1.0 + 3.0 * smooth) * fps))))
 
 
 def loop_frames(loop: float, fps: float) -> int:
@@ -100,12 +116,14 @@ def choose_window(cues, loop: float, fps: float, *, start: float | None = None) 
         section, label, k, count = chorus
         at = down[(down >= section.start - 1e-6) & (down < section.end)]
         t = float(at[0]) if len(at) else float(section.start)
-        t = _on_downbeat(min(t, latest), down, latest)
+        t = _quiet_start(cues, _on_downbeat(min(t, latest), down, latest), n, fps, latest)
         return LoopWindow(t, n, f"the chorus: section {label}, the most repeated ({count} times), at its most "
-                                f"energetic ({_ordinal(k + 1)} time, {section.start:.1f}-{section.end:.1f} s)")
+                                f"energetic ({_ordinal(k + 1)} time, {section.start:.1f}-{section.end:.1f} s), "
+                                "the seam in the quietest frame within a beat of its first downbeat")
     t, mean = _loudest(cues, need, latest)
-    t = _on_downbeat(t, down, latest)
-    return LoopWindow(t, n, f"the most energetic {need:.1f} s (no section returns; mean energy {mean:.2f})")
+    t = _quiet_start(cues, _on_downbeat(t, down, latest), n, fps, latest)
+    return LoopWindow(t, n, f"the most energetic {need:.1f} s (no section returns; mean energy {mean:.2f}), the "
+                            "seam in the quietest frame within a beat of a downbeat")
 
 
 def _chorus(cues):
@@ -155,6 +173,32 @@ def _on_downbeat(t: float, down: np.ndarray, latest: float) -> float:
     return float(before[-1]) if len(before) and t - before[-1] < 4.0 else float(min(t, latest))
 
 
+def _quiet_start(cues, t: float, n: int, fps: float, latest: float) -> float:
+    """The start, within a beat of the downbeat ``t``, whose seam is quietest: the frame whose time and the
+    time N frames later (where the seam's step would be) are both farthest from any beat or onset of the cues
+    (ties: nearest half a beat before ``t``); never past ``latest`` or before 0. A hit is the largest step of the
+    picture: on the seam it would read as a jump."""
+    beats = np.asarray(cues.beats, dtype=float)
+    near = beats[np.abs(beats - t) < 4.0]
+    steps = np.diff(near)
+    beat = float(np.median(steps)) if len(steps) else 60.0 / max(float(cues.tempo), 1.0)
+    events = [beats] + [np.asarray(times, float)[np.asarray(strength, float) >= 0.1]
+                        for times, strength in cues.onsets.values()]
+    events = np.sort(np.concatenate(events)) if events else np.zeros(0)
+    cands = t - beat + np.arange(int(round(2 * beat * fps)) + 1) / fps
+    cands = cands[(cands >= 0) & (cands <= latest + 1e-9)]
+    if len(cands) == 0 or len(events) == 0:
+        return float(min(max(t - beat / 2, 0.0), latest))
+
+    def gap(x: np.ndarray) -> np.ndarray:
+        k = np.clip(np.searchsorted(events, x), 1, len(events) - 1)
+        return np.minimum(np.abs(x - events[k - 1]), np.abs(events[k] - x))
+
+    score = np.minimum(gap(cands), gap(cands + n / fps))
+    best = np.flatnonzero(score >= score.max() - 0.5 / fps)
+    return float(cands[best[np.argmin(np.abs(cands[best] - (t - beat / 2)))]])
+
+
 def _ordinal(k: int) -> str:
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
@@ -171,18 +215,76 @@ def close_path(x: np.ndarray, n: int) -> np.ndarray:
     x = np.asarray(x)
     if len(x) < n + 1:
         raise ParameterError(f"a loop of {n} frames needs {n + 1} frames of the song, not {len(x)}")
-    ramp = (np.arange(n, dtype=np.float64) / n).reshape((n,) + (1,) * (x.ndim - 1))
+    ramp = path_ramp(x[:n + 1])[:n].reshape((n,) + (1,) * (x.ndim - 1))
     return (x[:n] + (x[0] - x[n]) * ramp).astype(x.dtype)
 
 
-def close_panel(panel, n: int) -> None:
+def path_ramp(x: np.ndarray) -> np.ndarray:
+    """How far along its own path each frame of ``x`` [shape=(n + 1, ...)] is: the cumulative length of its steps
+    (Euclidean, per frame), from 0 at frame 0 to 1 at frame n; ``i / n`` where the path does not move.
+
+    Returns
+    -------
+    np.ndarray [shape=(n + 1,), dtype=float64]
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    steps = np.sqrt(((x[1:] - x[:-1]) ** 2).sum(axis=1))
+    total = steps.sum()
+    if not np.isfinite(total) or total <= 0:
+        return np.arange(len(x), dtype=np.float64) / max(1, len(x) - 1)
+    return np.concatenate([[0.0], np.cumsum(steps) / total])
+
+
+def close_panel(panel, n: int, lead: int = 0) -> None:
     """Close the loop of one panel (:class:`neuromv.plan.Panel`, after its latents and controls, before its
     renderer): its ``z``, its controls' arrays (:attr:`neuromv.structure.Controls.FIELDS`) and its colour maps
-    (recomputed from the closed controls), each to ``n`` frames (:func:`close_path`)."""
-    panel.z = close_path(panel.z, n)
+    (recomputed from the closed controls), each to ``n`` frames (:func:`close_path`), after dropping the ``lead``
+    frames read before the loop (:func:`lead_frames`)."""
+    panel.z = close_path(panel.z[lead:], n)
     if panel.controls is not None:
         from .structure import frame_colors
 
         c = panel.controls
-        panel.controls = replace(c, **{k: close_path(v, n) for k, v in c.arrays().items()})
+        panel.controls = replace(c, **{k: close_path(v[lead:], n) for k, v in c.arrays().items()})
         panel.colors = frame_colors(panel.controls, panel.settings)
+
+
+@dataclass(frozen=True)
+class SeamReport:
+    """How a loop's seam compares with its ordinary frame-to-frame changes (:func:`measure_seam`).
+
+    Attributes
+    ----------
+    seam : float
+        Mean absolute change of the pixels from the last frame to the first, levels of 0-255.
+    median, p90 : float
+        Median and 90th percentile of the same change between consecutive frames inside the loop.
+    """
+
+    seam: float
+    median: float
+    p90: float
+
+    def __str__(self) -> str:
+        return (f"seam {self.seam:.2f} levels; consecutive frames: median {self.median:.2f}, 90th percentile "
+                f"{self.p90:.2f} (seam / median {self.seam / max(self.median, 1e-9):.2f})")
+
+
+def measure_seam(frames: np.ndarray) -> SeamReport:
+    """The change across a loop's seam against the changes between its consecutive frames.
+
+    Parameters
+    ----------
+    frames : np.ndarray [shape=(n, h, w, 3), dtype=uint8]
+        The loop's frames in order (decoded from the file), n >= 3.
+
+    Returns
+    -------
+    SeamReport
+    """
+    f = np.asarray(frames)
+    if f.ndim != 4 or len(f) < 3:
+        raise ParameterError(f"a loop's frames must have shape (n >= 3, h, w, 3), not {f.shape}")
+    steps = np.array([np.abs(f[i + 1].astype(np.int16) - f[i]).mean() for i in range(len(f) - 1)])
+    seam = float(np.abs(f[0].astype(np.int16) - f[-1]).mean())
+    return SeamReport(seam, float(np.median(steps)), float(np.percentile(steps, 90)))

@@ -161,8 +161,10 @@ def render(
         # I420 frames go to the encoder without a colour conversion; on a GPU, frames come in double-buffered batches
         frames, where = panels[0].frames(yuv420=r.yuv420 and not animated), plan.where
     n_frames = panels[0].z.shape[0]
-    if window is not None:  # the song under the loop's frames, without the one after them that closed it
-        audio = _trim(audio, n_frames / plan.settings.fps)
+    if window is not None:  # the song under the loop's frames: without the lead-in and the frame that closed it
+        fps = plan.settings.fps
+        audio = _trim(audio, plan.loop_lead / fps, n_frames / fps)
+        plan.settings = replace(plan.settings, start=window.start, duration=n_frames / fps)
     return _encode(frames, n_frames, audio, output, plan, overwrite=overwrite, progress=progress,
                    cancel=cancel, t0=t0, where=where)
 
@@ -171,7 +173,7 @@ def _plan_loop(plan: Plan, progress, cancel):
     """Choose a loop's stretch of the song (:func:`neuromv.loop.choose_window`, from the song's cues: analysed, or
     given) and set the plan's start and duration to it (its N frames and the one after them, which closes the
     path); log the choice. A ``start`` other than 0 is the user's choice and is kept."""
-    from .loop import choose_window
+    from .loop import choose_window, lead_frames
 
     s = plan.settings
     if s.duration is not None:
@@ -181,16 +183,19 @@ def _plan_loop(plan: Plan, progress, cancel):
     window = choose_window(cues, s.loop, s.fps, start=s.start if s.start > 0 else None)
     log.info("loop: %d frames (%.2f s) from %.2f s, %s", window.frames, window.frames / s.fps, window.start,
              window.reason)
-    plan.settings = replace(s, start=window.start, duration=window.seconds(s.fps))
+    plan.loop_lead = lead = lead_frames(window.start, s.fps, s.smooth)
+    plan.settings = replace(s, start=window.start - lead / s.fps, duration=window.seconds(s.fps) + lead / s.fps)
     return window
 
 
-def _trim(audio: Audio | AudioFile, seconds: float) -> Audio | AudioFile:
-    """The first ``seconds`` of an excerpt (an AudioFile is opened again, still read block by block)."""
+def _trim(audio: Audio | AudioFile, offset: float, seconds: float) -> Audio | AudioFile:
+    """``seconds`` of an excerpt from ``offset`` seconds into it (an AudioFile is opened again, still read block by
+    block)."""
     if isinstance(audio, AudioFile):
         o = audio.options
-        return AudioFile(audio.path, sr=o["sr"], mono=o["mono"], start=o["start"], duration=seconds)
-    return Audio(np.ascontiguousarray(audio.samples[:, :int(round(seconds * audio.sr))]), audio.sr)
+        return AudioFile(audio.path, sr=o["sr"], mono=o["mono"], start=o["start"] + offset, duration=seconds)
+    a = int(round(offset * audio.sr))
+    return Audio(np.ascontiguousarray(audio.samples[:, a:a + int(round(seconds * audio.sr))]), audio.sr)
 
 
 def _settings(base: RenderSettings | None, options: dict):

@@ -275,6 +275,9 @@ class Plan:
         Where they came from (a file, the cache, the analysis).
     audio : Audio or None
         The decoded song given (whole, before its excerpt is taken): what is analysed when no file is.
+    loop_lead : int
+        With ``settings.loop``: frames of the excerpt before the loop's first, read so that its features have
+        settled (:func:`neuromv.loop.lead_frames`), dropped when the loop is closed.
     """
 
     settings: RenderSettings
@@ -292,6 +295,7 @@ class Plan:
     cues: Any = None
     cues_where: str | None = None
     audio: Audio | None = None
+    loop_lead: int = 0
     _cover_done: bool = field(default=False, repr=False)
 
     @property
@@ -405,7 +409,7 @@ class Plan:
             if self.settings.loop is not None:  # the last frame flows into the first (neuromv.loop)
                 from .loop import close_panel, loop_frames
 
-                close_panel(p, loop_frames(self.settings.loop, self.settings.fps))
+                close_panel(p, loop_frames(self.settings.loop, self.settings.fps), self.loop_lead)
             if p.name is None:
                 log.info("features: %d frames x %d mel bands at %g fps", p.z.shape[0], p.settings.n_mels,
                          p.settings.fps)
