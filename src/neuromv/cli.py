@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render SONG (wav, mp3, flac, ogg, opus, m4a, ...) into an H.264 video with "
                                    "the song as its audio.")
     r.add_argument("song", help="audio file")
-    r.add_argument("-o", "--output", required=True, help="video file to write (.mp4, .mov, .mkv)")
+    r.add_argument("-o", "--output", required=True,
+                   help="video file to write (.mp4, .mov, .mkv; .webp or .gif: animated, for loops)")
     _add_render_options(r, RenderSettings())
     _add_verbosity(r)
     r.set_defaults(func=_cmd_render)

@@ -92,7 +92,8 @@ def render(
         read block by block (:class:`~neuromv.audio.AudioFile`), so memory does not grow with its length (except
         with ``stems``, which separate the whole song in memory).
     output : str or os.PathLike
-        The video file to write (.mp4, .m4v, .mov or .mkv). It appears only when complete.
+        The video file to write (.mp4, .m4v, .mov or .mkv; .webp or .gif: an animated WebP or GIF,
+        :mod:`neuromv.animated`). It appears only when complete.
     settings : RenderSettings, optional
         Base settings; defaults if omitted.
     overwrite : bool
