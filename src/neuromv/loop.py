@@ -4,12 +4,12 @@
 repeated section label (ties: the one that plays longest in all), at its most energetic occurrence (mean of the
 cues' energy curve over the section), from the section's first downbeat. Otherwise the most energetic window of the
 loop's length (the energy curve's moving mean), moved back to the downbeat at or before it. Either then starts
-within a beat of that downbeat (half a beat before it where that is as quiet), at the frame farthest from any beat or onset of the cues both at the loop's
-start and N frames later, so that the seam falls between hits and the downbeat's hit plays inside the loop: a hit is
-the largest step of the picture, 5-6 times a median step, and across the seam it would read as a jump
-(docs/loops.md).
-A ``start`` other than 0 given by the user is taken as it is. Either way the window holds ``N = round(loop * fps)`` frames, plus one
-frame after it, which the closing needs; the log says which stretch was chosen and why.
+within a beat of that downbeat (half a beat before it where that is as quiet), at the frame farthest from any beat
+or onset of the cues both at the loop's start and N frames later, so that the seam falls between hits and the
+downbeat's hit plays inside the loop: a hit is the largest step of the picture, 5-6 times a median step, and across
+the seam it would read as a jump (docs/loops.md). A ``start`` other than 0 given by the user is taken as it is.
+Either way the window holds ``N = round(loop * fps)`` frames, plus one frame after it, which the closing needs; the
+log says which stretch was chosen and why.
 
 **The closing** (:func:`close_path`, :func:`close_panel`): every per-frame quantity x of the render (the network's
 input z, and each of the structure's zoom, colour and input controls) is corrected by a drift so that "frame N"
@@ -35,7 +35,8 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["LoopWindow", "choose_window", "close_path", "close_panel", "loop_frames", "lead_frames", "path_ramp", "SeamReport", "measure_seam"]
+__all__ = ["LoopWindow", "choose_window", "close_path", "close_panel", "loop_frames", "lead_frames", "path_ramp",
+           "SeamReport", "measure_seam"]
 
 log = logging.getLogger(__name__)
 
