@@ -89,6 +89,8 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                            help="fit again (and analyse the song again) instead of reusing the cache")
         elif key == "encoding":
             g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+            g.add_argument("--no-audio", dest="audio", action="store_const", const="off",
+                           help="a silent video: the same as --audio off")
 
 
 def _add_fit_options(g, defaults) -> None:
@@ -116,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render SONG (wav, mp3, flac, ogg, opus, m4a, ...) into an H.264 video with "
                                    "the song as its audio.")
     r.add_argument("song", help="audio file")
-    r.add_argument("-o", "--output", required=True, help="video file to write (.mp4, .mov, .mkv)")
+    r.add_argument("-o", "--output", required=True,
+                   help="video file to write (.mp4, .mov, .mkv; .webp or .gif: animated, for loops)")
     _add_render_options(r, RenderSettings())
     _add_verbosity(r)
     r.set_defaults(func=_cmd_render)

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_LEVELS", "MAX_FEATURES", "MAX_GRID_VALUES", "MAX_PICTURE_HIDDEN", "MAX_PICTURE_LAYERS", "MAX_ASPECT",
     "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
     "check_memory", "format_bytes", "format_count",
+    "MIN_LOOP_SECONDS", "MAX_LOOP_SECONDS", "MAX_ANIMATED_SECONDS", "MAX_ANIMATED_BYTES",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,18 @@ MAX_SMOOTH = 10.0
 #: Longest codec name and the like, in characters (FFmpeg's names are short; a long one is an error message's
 #: problem, not a name).
 MAX_NAME_CHARS = 64
+#: Shortest and longest loop (``--loop``), seconds. Half a second is a beat at 120 BPM, the shortest stretch that is
+#: still music; streaming services' canvas clips are 3-8 s, and a minute is already more than any loop is watched
+#: (a loop's frames are closed over its whole length: :mod:`neuromv.loop`).
+MIN_LOOP_SECONDS = 0.5
+MAX_LOOP_SECONDS = 60.0
+#: Longest animated WebP or GIF (:mod:`neuromv.animated`), seconds: these formats are for loops and short clips; a
+#: minute of GIF at 540x960 is already hundreds of MB (a video file is the format for more).
+MAX_ANIMATED_SECONDS = 60.0
+#: Most bytes of RGB frames an animated output holds before it is encoded (GIF, and WebP where PyAV's FFmpeg has no
+#: WebP encoder: their palette, or Pillow's writer, need every frame). 1 GiB holds a 6-s loop at 720x1280 and 30 fps
+#: (500 MB); the same at 1080x1920 (1.1 GB) is refused: a GIF that size runs to hundreds of MB.
+MAX_ANIMATED_BYTES = 2**30
 
 # -- files ------------------------------------------------------------------------------------------------------
 #: Largest image file read (the reference image, a cover). A 50 MP JPEG is about 25 MB, a PNG at most 150 MB raw

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .animated import check_animated, is_animated
 from .audio import Audio, AudioFile, check_audible
 from .errors import AudioError, Interrupted, NeuroMVError, ParameterError
 from .plan import Plan, build_renderer, cppn_for, fit_for, latents_for, make_plan, reference_target, resolve_image
@@ -91,7 +92,8 @@ def render(
         read block by block (:class:`~neuromv.audio.AudioFile`), so memory does not grow with its length (except
         with ``stems``, which separate the whole song in memory).
     output : str or os.PathLike
-        The video file to write (.mp4, .m4v, .mov or .mkv). It appears only when complete.
+        The video file to write (.mp4, .m4v, .mov or .mkv; .webp or .gif: an animated WebP or GIF,
+        :mod:`neuromv.animated`). It appears only when complete.
     settings : RenderSettings, optional
         Base settings; defaults if omitted.
     overwrite : bool
@@ -141,7 +143,12 @@ def render(
     settings, separator = _settings(settings, options)
     plan = make_plan(song, settings, image=image, model=model, cache=cache, cache_root=cache_root,
                      separator=separator, output=output, overwrite=overwrite, cues=cues)
+    window = _plan_loop(plan, progress, cancel) if plan.settings.loop is not None else None
     audio = _open_audio(song, plan, cancel)
+    animated = is_animated(output)
+    if animated:  # refused before the slow work: too long, or too many frames to hold
+        check_animated(output, window.frames if window else int(np.ceil(audio.duration * plan.settings.fps)),
+                       plan.settings.fps, plan.settings.width, plan.settings.height)
     plan.find_cover()  # the cover art, once the song is good
     # logs what the size costs, and refuses a render that cannot fit in memory before the fits and the features
     check_memory(plan.settings, duration=audio.duration, image=plan.has_image)
@@ -153,9 +160,43 @@ def render(
         log.info("rendering %dx%d on %s (%s%s)", r.width, r.height, r.device, r.method,
                  f", {r.isa}, {r.precision}" if r.isa else "")
         # I420 frames go to the encoder without a colour conversion; on a GPU, frames come in double-buffered batches
-        frames, where = panels[0].frames(yuv420=r.yuv420), plan.where
-    return _encode(frames, panels[0].z.shape[0], audio, output, plan, overwrite=overwrite, progress=progress,
+        frames, where = panels[0].frames(yuv420=r.yuv420 and not animated), plan.where
+    n_frames = panels[0].z.shape[0]
+    if window is not None:  # the song under the loop's frames: without the lead-in and the frame that closed it
+        fps = plan.settings.fps
+        audio = _trim(audio, plan.loop_lead / fps, n_frames / fps)
+        plan.settings = replace(plan.settings, start=window.start, duration=n_frames / fps)
+    return _encode(frames, n_frames, audio, output, plan, overwrite=overwrite, progress=progress,
                    cancel=cancel, t0=t0, where=where)
+
+
+def _plan_loop(plan: Plan, progress, cancel):
+    """Choose a loop's stretch of the song (:func:`neuromv.loop.choose_window`, from the song's cues: analysed, or
+    given) and set the plan's start and duration to it (its N frames and the one after them, which closes the
+    path); log the choice. A ``start`` other than 0 is the user's choice and is kept."""
+    from .loop import choose_window, lead_frames
+
+    s = plan.settings
+    if s.duration is not None:
+        raise ParameterError("give --loop or --duration, not both (a loop lasts --loop seconds)")
+    source = plan.audio if plan.song is None else AudioFile(plan.song)
+    cues, _ = plan.song_cues(source, progress=progress, cancel=cancel)
+    window = choose_window(cues, s.loop, s.fps, start=s.start if s.start > 0 else None)
+    log.info("loop: %d frames (%.2f s) from %.2f s, %s", window.frames, window.frames / s.fps, window.start,
+             window.reason)
+    plan.loop_lead = lead = lead_frames(window.start, s.fps, s.smooth)
+    plan.settings = replace(s, start=window.start - lead / s.fps, duration=window.seconds(s.fps) + lead / s.fps)
+    return window
+
+
+def _trim(audio: Audio | AudioFile, offset: float, seconds: float) -> Audio | AudioFile:
+    """``seconds`` of an excerpt from ``offset`` seconds into it (an AudioFile is opened again, still read block by
+    block)."""
+    if isinstance(audio, AudioFile):
+        o = audio.options
+        return AudioFile(audio.path, sr=o["sr"], mono=o["mono"], start=o["start"] + offset, duration=seconds)
+    a = int(round(offset * audio.sr))
+    return Audio(np.ascontiguousarray(audio.samples[:, a:a + int(round(seconds * audio.sr))]), audio.sr)
 
 
 def _settings(base: RenderSettings | None, options: dict):
@@ -208,13 +249,20 @@ def _encode(frames: Iterator[np.ndarray], n_frames: int, audio, output, plan: Pl
             progress, cancel, t0: float, where: str | None) -> RenderResult:
     """Stream ``frames`` (an iterator of uint8 RGB (h, w, 3) or I420 (h * 3 // 2, w)) into the video file with the
     song's audio."""
+    from .animated import AnimatedWriter
     from .sync import MotionEnvelope
     from .video import VideoWriter
 
     s = plan.settings
     envelope = MotionEnvelope()  # the video's motion, for the sync line (well under 1 ms a frame)
-    with VideoWriter(output, s.width, s.height, s.fps, audio=audio, crf=s.crf, preset=s.preset, codec=s.codec,
-                     overwrite=overwrite, inputs=plan.inputs) as writer:
+    if is_animated(output):  # animated WebP or GIF: no sound track
+        writer = AnimatedWriter(output, s.width, s.height, s.fps, overwrite=overwrite, inputs=plan.inputs)
+    else:
+        writer = VideoWriter(output, s.width, s.height, s.fps, audio=audio if s.audio == "on" else None, crf=s.crf,
+                             preset=s.preset, codec=s.codec, overwrite=overwrite, inputs=plan.inputs)
+    if s.audio == "off":
+        log.info("audio: off (a silent video)")
+    with writer:
         with Progress("render", n_frames, progress) as bar:
             for _ in range(n_frames):
                 check_cancel(cancel)

@@ -285,6 +285,9 @@ class Plan:
         The ``palette`` setting's colours (:func:`neuromv.palette.palette_for`), found with the cover art by
         :meth:`find_cover`: ``'cover'`` takes the reference image's colours, or with image 'auto' the cover art's
         (the picture is then the abstract CPPN in the cover's colours).
+    loop_lead : int
+        With ``settings.loop``: frames of the excerpt before the loop's first, read so that its features have
+        settled (:func:`neuromv.loop.lead_frames`), dropped when the loop is closed.
     """
 
     settings: RenderSettings
@@ -303,6 +306,7 @@ class Plan:
     cues_where: str | None = None
     audio: Audio | None = None
     palette: Any = None
+    loop_lead: int = 0
     _cover_done: bool = field(default=False, repr=False)
 
     @property
@@ -444,6 +448,10 @@ class Plan:
                 p.controls = panel_controls(cues, p.z.shape[0], p, p.cppn, source, start=start, cancel=cancel)
                 p.z = p.controls.apply(p.z)
                 p.colors = frame_colors(p.controls, p.settings)
+            if self.settings.loop is not None:  # the last frame flows into the first (neuromv.loop)
+                from .loop import close_panel, loop_frames
+
+                close_panel(p, loop_frames(self.settings.loop, self.settings.fps), self.loop_lead)
             if p.name is None:
                 log.info("features: %d frames x %d mel bands at %g fps", p.z.shape[0], p.settings.n_mels,
                          p.settings.fps)
@@ -519,8 +527,11 @@ def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: 
     if output is not None:
         from .video import check_codec, check_output_path
 
-        check_output_path(output, inputs=inputs, overwrite=overwrite)  # fail before any slow work
-        check_codec(settings.codec, settings.width, settings.height)
+        check_output_path(output, inputs=inputs, overwrite=overwrite, animated=True)  # fail before any slow work
+        from .animated import is_animated
+
+        if not is_animated(output):
+            check_codec(settings.codec, settings.width, settings.height)
     plan = Plan(settings, resolve_device(settings.device), song_file, inputs, stems, choice, cache=cache,
                 cache_root=None if cache_root is None else Path(cache_root), separator=separator,
                 audio=song if isinstance(song, Audio) else None)

@@ -26,11 +26,12 @@ from typing import Any
 from .errors import ParameterError
 from .limits import (ANALYSIS_SR, MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, MAX_NAME_CHARS, MAX_PAN,
                      MAX_SECONDS, MAX_SEED, MAX_SIDE, MAX_SMOOTH, MAX_ZOOM, MIN_FPS, check_mels, number, show)
+from .limits import MAX_LOOP_SECONDS, MIN_LOOP_SECONDS
 
 __all__ = ["RenderSettings", "Setting", "SETTINGS", "GROUPS", "setting", "parse_size", "parse_color", "with_quality",
            "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "STRUCTURES", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
            "SEPARATOR_STEMS", "PALETTES", "MAX_PALETTE_COLORS", "parse_palette", "TONE", "CHROMA", "FORMATS",
-           "DEFAULT_FORMAT", "format_size", "has_shape", "check_shape"]
+           "DEFAULT_FORMAT", "format_size", "has_shape", "check_shape", "AUDIO_CHOICES"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
 #: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).
@@ -49,6 +50,8 @@ MOTIONS = ("all", "colour", "shape")
 #: ``--structure``: whether the song's cues (beats, sections, drops: neuromv.structure) drive the picture; 'off'
 #: is the mel envelope alone.
 STRUCTURES = ("on", "off")
+#: ``--audio``: the song as the video's sound track, or a silent video (``--no-audio``).
+AUDIO_CHOICES = ("on", "off")
 #: How an image is fitted to the video's shape.
 FIT_MODES = ("cover", "contain")
 #: How stem panels are composed.
@@ -496,6 +499,19 @@ class RenderSettings:
         None, "encoding", "length of the excerpt", kind=float, metavar="SECONDS", lo=0, hi=MAX_SECONDS,
         lo_open=True, unit=" seconds", optional=True, default_text="to the end",
         doc="Length of the excerpt in seconds (None: to the end).")
+    loop: float | None = setting(
+        None, "encoding", "render a seamless loop this long from the song's chorus (or its most energetic stretch); "
+                          "a --start other than 0 chooses the stretch", kind=float, metavar="SECONDS",
+        lo=MIN_LOOP_SECONDS, hi=MAX_LOOP_SECONDS, unit=" seconds", optional=True, default_text="off",
+        doc="Length in seconds of a seamless loop to render instead of the song (None: no loop): the stretch is the "
+            "song's chorus (its most repeated section, the most energetic time it plays, from a downbeat), else its "
+            "most energetic window, unless ``start`` is not 0; the last frame flows into the first "
+            "(:mod:`neuromv.loop`, docs/loops.md).")
+    audio: str = setting(
+        "on", "encoding", "the song as the video's sound track; off (or --no-audio): a silent video",
+        choices=AUDIO_CHOICES, message="audio must be {either}, not {value}",
+        doc="Whether the video carries the song's audio: 'on' (default) or 'off' (a silent video, as streaming "
+            "services' canvas clips are; ``--no-audio``). Animated WebP and GIF never have audio.")
     precision: str = setting(
         "auto", "encoding", "arithmetic of the CPU kernel: float32 exact, int16 faster and within 2 levels; auto = "
                             "int16 where the CPU has AVX-512 VNNI", choices=PRECISIONS,

@@ -38,10 +38,12 @@ _DONE = object()
 _AUDIO_BLOCK = 1 << 14
 
 
-def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite: bool = False,
+                      animated: bool = False) -> Path:
     """Check that a video can be written at ``path`` without harming anything; return it as a Path.
 
-    :func:`neuromv._files.check_output` with the video containers' extensions (:data:`CONTAINERS`).
+    :func:`neuromv._files.check_output` with the video containers' extensions (:data:`CONTAINERS`), and with
+    ``animated`` those of animated WebP and GIF too (:data:`neuromv.animated.ANIMATED`).
 
     Raises
     ------
@@ -49,7 +51,10 @@ def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite:
         ``path`` is a directory, has an unsupported extension, is in a folder that does not exist or cannot be
         written, is one of ``inputs``, or exists and ``overwrite`` is false.
     """
-    return check_output(path, inputs=inputs, overwrite=overwrite, kind="video", suffixes=tuple(CONTAINERS))
+    from .animated import ANIMATED
+
+    suffixes = tuple(CONTAINERS) + (tuple(ANIMATED) if animated else ())
+    return check_output(path, inputs=inputs, overwrite=overwrite, kind="video", suffixes=suffixes)
 
 
 def check_codec(codec: str, width: int, height: int) -> str:
