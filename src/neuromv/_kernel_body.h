@@ -97,6 +97,44 @@ struct Colour {
     float m[3][3], o[3];
 };
 
+// The palette in the kernel's scale: a colour c in [0, 255] goes to entry round(clamp(row . c + row[3], 0, last)) of
+// the table, whose R, G and B planes (0-255) are plane[0..2] (see _kernel.cpp).
+struct Palette {
+    float row[4];
+    const float *plane[3];
+    int last;
+};
+
+// 16 pixels' colours (0-255) -> their palette entries' colours. The index is clamped again as an integer, so that
+// no value (NaN included, which the float clamp may let through under -ffast-math) reads outside the table.
+inline void palette_step(vf rgb[3], const Palette &pal) {
+    vf pos = pal.row[0] * rgb[0] + pal.row[1] * rgb[1] + pal.row[2] * rgb[2] + pal.row[3];
+    const vf lo = splat(0.0f), hi = splat((float)pal.last);
+    pos = pos > lo ? pos : lo;
+    pos = pos < hi ? pos : hi;
+    pos += 0.5f;  // pos >= 0: truncation is floor
+#if NEUROMV_ISA >= 2
+    __m512i i = _mm512_cvttps_epi32((__m512)pos);
+    i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_setzero_si512()), _mm512_set1_epi32(pal.last));
+    for (int c = 0; c < 3; c++) rgb[c] = (vf)_mm512_i32gather_ps(i, pal.plane[c], 4);
+#elif NEUROMV_ISA == 1
+    union { vf v; __m256 h[2]; } in, out[3];
+    in.v = pos;
+    for (int half = 0; half < 2; half++) {
+        __m256i i = _mm256_cvttps_epi32(in.h[half]);
+        i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), _mm256_set1_epi32(pal.last));
+        for (int c = 0; c < 3; c++) out[c].h[half] = _mm256_i32gather_ps(pal.plane[c], i, 4);
+    }
+    for (int c = 0; c < 3; c++) rgb[c] = out[c].v;
+#else
+    for (int p = 0; p < P; p++) {
+        int i = (int)pos[p];
+        i = i < 0 ? 0 : i > pal.last ? pal.last : i;
+        for (int c = 0; c < 3; c++) rgb[c][p] = pal.plane[c][i];
+    }
+#endif
+}
+
 // Weights of one kernel call. Path 3 only: Wq, the int16 data (see _kernel.cpp), and Wd [3], the factors that turn
 // the output layer's int32 sums into float32.
 struct Net {
@@ -106,9 +144,9 @@ struct Net {
     int L;
 };
 
-template <int H, bool COLOUR>
-void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, int mode, long width, long height,
-           long t0, long t1) {
+template <int H, bool COLOUR, bool PALETTE>
+void tiles(const float *ct, const Net &net, const Colour &colour, const Palette &pal, uint8_t *out, int mode,
+           long width, long height, long t0, long t1) {
     constexpr int JB = 8;  // outputs computed together: 8 accumulators in registers
     static_assert(H % JB == 0, "hidden must be a multiple of 8");
     const long per_row = (width + 7) / 8;
@@ -192,6 +230,7 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
             }
             for (int c = 0; c < 3; c++) rgb[c] = mixed[c];
         }
+        if (PALETTE) palette_step(rgb, pal);  // the last step of the colour: each pixel becomes a palette entry
         const long row0 = 2 * (t / per_row), col0 = 8 * (t % per_row);
         const int cols = width - col0 < 8 ? (int)(width - col0) : 8, rows = height - row0 < 2 ? 1 : 2;
         if (mode == 0) {
@@ -270,39 +309,47 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
     }
 }
 
-template <int H, bool COLOUR>
-void shared(const float *ct, const Net &net, const Colour &colour, uint8_t *out, int mode, long width, long height,
-            long *next, long chunk) {
+template <int H, bool COLOUR, bool PALETTE>
+void shared(const float *ct, const Net &net, const Colour &colour, const Palette &pal, uint8_t *out, int mode,
+            long width, long height, long *next, long chunk) {
     const long n_tiles = ((width + 7) / 8) * ((height + 1) / 2);
     for (;;) {
         long t0 = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
         if (t0 >= n_tiles) return;
         long t1 = t0 + chunk < n_tiles ? t0 + chunk : n_tiles;
-        tiles<H, COLOUR>(ct, net, colour, out, mode, width, height, t0, t1);
+        tiles<H, COLOUR, PALETTE>(ct, net, colour, pal, out, mode, width, height, t0, t1);
     }
 }
 
+// The colour steps a call has (colour map, palette), each compiled in only where it is given.
 template <int H>
-void with_colour(const float *ct, const Net &net, const float *color, uint8_t *out, int mode, long width,
-                 long height, long *next, long chunk) {
+void with_colour(const float *ct, const Net &net, const float *color, const float *palette, long palette_n,
+                 uint8_t *out, int mode, long width, long height, long *next, long chunk) {
     Colour colour = {};
-    if (!color) {
-        shared<H, false>(ct, net, colour, out, mode, width, height, next, chunk);
-        return;
+    Palette pal = {};
+    if (color) {
+        for (int c = 0; c < 3; c++) {
+            for (int k = 0; k < 3; k++) colour.m[c][k] = color[4 * c + k];
+            colour.o[c] = 255.0f * color[4 * c + 3];
+        }
     }
-    for (int c = 0; c < 3; c++) {
-        for (int k = 0; k < 3; k++) colour.m[c][k] = color[4 * c + k];
-        colour.o[c] = 255.0f * color[4 * c + 3];
+    if (palette) {
+        for (int k = 0; k < 4; k++) pal.row[k] = palette[k];
+        for (int c = 0; c < 3; c++) pal.plane[c] = palette + 4 + c * palette_n;
+        pal.last = (int)(palette_n - 1);
     }
-    shared<H, true>(ct, net, colour, out, mode, width, height, next, chunk);
+    if (color && palette) shared<H, true, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    else if (color) shared<H, true, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    else if (palette) shared<H, false, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    else shared<H, false, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
 }
 
 // This instruction set's entry: 0, or -1 if `hidden` has no compiled kernel.
-int render(int hidden, const float *ct, const Net &net, const float *color, uint8_t *out, int mode, long width,
-           long height, long *next, long chunk) {
+int render(int hidden, const float *ct, const Net &net, const float *color, const float *palette, long palette_n,
+           uint8_t *out, int mode, long width, long height, long *next, long chunk) {
     switch (hidden) {
 #define NEUROMV_CASE(H) \
-        case H: with_colour<H>(ct, net, color, out, mode, width, height, next, chunk); return 0;
+        case H: with_colour<H>(ct, net, color, palette, palette_n, out, mode, width, height, next, chunk); return 0;
         NEUROMV_CASE(8) NEUROMV_CASE(16) NEUROMV_CASE(24) NEUROMV_CASE(32) NEUROMV_CASE(48) NEUROMV_CASE(64)
 #undef NEUROMV_CASE
         default: return -1;

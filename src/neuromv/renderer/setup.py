@@ -10,11 +10,15 @@ for every frame (:meth:`RenderSetup.first_layer`, computed once per resolution);
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..cppn import CPPN, N_COORDS, coordinate_grid
+
+if TYPE_CHECKING:
+    from .color import PaletteMap
 
 __all__ = ["CENTRE_FRAMES", "RenderSetup", "pulse_mean"]
 
@@ -79,6 +83,8 @@ class RenderSetup:
         Image mode with centring: :func:`pulse_mean`, subtracted from every frame's pulse.
     color : np.ndarray [shape=(3, 4), dtype=float64] or None
         The final colour map (:func:`~neuromv.renderer.color.color_matrix`), already checked.
+    palette : PaletteMap or None
+        The palette, applied after the colour map and its clamp (:class:`~neuromv.renderer.color.PaletteMap`).
     """
 
     width: int
@@ -93,12 +99,14 @@ class RenderSetup:
     pulse: torch.Tensor | None
     offset: torch.Tensor | None
     color: np.ndarray | None
+    palette: "PaletteMap | None" = None
 
     @classmethod
     def of(cls, cppn: CPPN, width: int, height: int, *, scale: float, pan: tuple[float, float],
-           centre: np.ndarray | None, color: np.ndarray | None) -> RenderSetup:
+           centre: np.ndarray | None, color: np.ndarray | None, palette: PaletteMap | None = None) -> RenderSetup:
         """The setup of ``cppn`` at ``width x height`` (size, ``pan`` and ``color`` already checked; ``centre``:
-        the frames' z [shape=(n_frames, n_z)] for image mode's centring, or None)."""
+        the frames' z [shape=(n_frames, n_z)] for image mode's centring, or None; ``palette``: the palette or
+        None)."""
         layers = [(l.weight.detach().to(torch.float64), l.bias.detach().to(torch.float64)) for l in cppn.layers]
         w0, b0 = layers[0]
         w0_z = torch.zeros(w0.shape[0], cppn.n_z, dtype=w0.dtype) if cppn.image else w0[:, N_COORDS:]
@@ -108,7 +116,8 @@ class RenderSetup:
         if cppn.image and centre is not None:
             offset = pulse_mean(cppn, coords.to(torch.float32), np.asarray(centre, dtype=np.float32))
         return cls(width=width, height=height, n_z=cppn.n_z, image=cppn.image, layers=layers,
-                   w0_xyr=w0[:, :N_COORDS], b0=b0, w0_z=w0_z, coords=coords, pulse=pulse, offset=offset, color=color)
+                   w0_xyr=w0[:, :N_COORDS], b0=b0, w0_z=w0_z, coords=coords, pulse=pulse, offset=offset, color=color,
+                   palette=palette)
 
     @property
     def n_pixels(self) -> int:
