@@ -34,9 +34,11 @@
 // Palette (optional, nullptr for none; neuromv.renderer.color.PaletteMap.kernel_data): palette [4 + 3 n] holds a row
 // (r0, r1, r2, r3) for colours in 0-255, then the R, G and B planes [n] of the table in 0-255; the last step of each
 // pixel's colour, after the colour map and its clamp: pos = clamp(r0 R + r1 G + r2 B + r3, 0, n - 1), and the colour
-// becomes (R[i], G[i], B[i]) of i = floor(pos + 0.5), then is rounded or turned into I420 as any colour (paths 2 and
-// 3 gather the planes 16 lanes at a time, path 1 8 at a time, path 0 reads them a pixel at a time; compiled out
-// without it, as the colour map).
+// becomes (R[i], G[i], B[i]) of i = floor(pos + 0.5), then is written or turned into I420 as any colour. Each worker
+// first rounds the table's colours to 8 bits and packs them into one word per entry (pack_palette), so that one
+// gather gives a pixel's three channels (paths 2 and 3: 16 lanes a gather, path 1: 8, path 0: a load per pixel);
+// RGB frames are the same as with the float planes, I420 frames are converted from the rounded colours. Compiled
+// out without a palette, as the colour map.
 // Output, mode 0 (RGB): out [height][width][3] gets round(255 * sigmoid(logit)). Mode 1 (I420, even sizes only):
 // out holds the Y plane [height][width], then U and V [height / 2][width / 2]: BT.709, limited range, chroma the
 // mean of each 2 x 2 block, as an encoder takes it, so no separate colour conversion is needed.
@@ -99,6 +101,21 @@ struct Tanh16Table {
 const uint16_t *tanh16_coefficients() {
     static const Tanh16Table table;
     return table.c;
+}
+
+// A palette's planes [3][n] (0-255 floats) -> its entries rounded to 8 bits and packed, R | G << 8 | B << 16 (the
+// caller frees it with delete[]); rounded and clamped as a pixel's colour is when it is written.
+uint32_t *pack_palette(const float *planes, long n) {
+    uint32_t *packed = new uint32_t[n];
+    for (long i = 0; i < n; i++) {
+        uint32_t px = 0;
+        for (int c = 0; c < 3; c++) {
+            const float v = planes[c * n + i] + 0.5f;
+            px |= (uint32_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v) << (8 * c);
+        }
+        packed[i] = px;
+    }
+    return packed;
 }
 
 }  // namespace

@@ -98,10 +98,11 @@ struct Colour {
 };
 
 // The palette in the kernel's scale: a colour c in [0, 255] goes to entry round(clamp(row . c + row[3], 0, last)) of
-// the table, whose R, G and B planes (0-255) are plane[0..2] (see _kernel.cpp).
+// the table, each entry's colour rounded to 8 bits and packed as R | G << 8 | B << 16 (one gather gives all three
+// channels; rounding the entries first is what rounding the pixel would do, so RGB frames are unchanged by it).
 struct Palette {
     float row[4];
-    const float *plane[3];
+    const uint32_t *packed;
     int last;
 };
 
@@ -116,21 +117,29 @@ inline void palette_step(vf rgb[3], const Palette &pal) {
 #if NEUROMV_ISA >= 2
     __m512i i = _mm512_cvttps_epi32((__m512)pos);
     i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_setzero_si512()), _mm512_set1_epi32(pal.last));
-    for (int c = 0; c < 3; c++) rgb[c] = (vf)_mm512_i32gather_ps(i, pal.plane[c], 4);
+    const __m512i px = _mm512_i32gather_epi32(i, (const int *)pal.packed, 4), byte = _mm512_set1_epi32(0xFF);
+    rgb[0] = (vf)_mm512_cvtepi32_ps(_mm512_and_si512(px, byte));
+    rgb[1] = (vf)_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(px, 8), byte));
+    rgb[2] = (vf)_mm512_cvtepi32_ps(_mm512_srli_epi32(px, 16));
 #elif NEUROMV_ISA == 1
     union { vf v; __m256 h[2]; } in, out[3];
     in.v = pos;
+    const __m256i byte = _mm256_set1_epi32(0xFF);
     for (int half = 0; half < 2; half++) {
         __m256i i = _mm256_cvttps_epi32(in.h[half]);
         i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), _mm256_set1_epi32(pal.last));
-        for (int c = 0; c < 3; c++) out[c].h[half] = _mm256_i32gather_ps(pal.plane[c], i, 4);
+        const __m256i px = _mm256_i32gather_epi32((const int *)pal.packed, i, 4);
+        out[0].h[half] = _mm256_cvtepi32_ps(_mm256_and_si256(px, byte));
+        out[1].h[half] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(px, 8), byte));
+        out[2].h[half] = _mm256_cvtepi32_ps(_mm256_srli_epi32(px, 16));
     }
     for (int c = 0; c < 3; c++) rgb[c] = out[c].v;
 #else
     for (int p = 0; p < P; p++) {
         int i = (int)pos[p];
         i = i < 0 ? 0 : i > pal.last ? pal.last : i;
-        for (int c = 0; c < 3; c++) rgb[c][p] = pal.plane[c][i];
+        const uint32_t px = pal.packed[i];
+        for (int c = 0; c < 3; c++) rgb[c][p] = (float)((px >> (8 * c)) & 0xFF);
     }
 #endif
 }
@@ -333,15 +342,18 @@ void with_colour(const float *ct, const Net &net, const float *color, const floa
             colour.o[c] = 255.0f * color[4 * c + 3];
         }
     }
-    if (palette) {
-        for (int k = 0; k < 4; k++) pal.row[k] = palette[k];
-        for (int c = 0; c < 3; c++) pal.plane[c] = palette + 4 + c * palette_n;
-        pal.last = (int)(palette_n - 1);
+    if (!palette) {
+        if (color) shared<H, true, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+        else shared<H, false, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+        return;
     }
-    if (color && palette) shared<H, true, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
-    else if (color) shared<H, true, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
-    else if (palette) shared<H, false, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
-    else shared<H, false, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    for (int k = 0; k < 4; k++) pal.row[k] = palette[k];
+    uint32_t *packed = pack_palette(palette + 4, palette_n);  // this worker's copy (n words: a few microseconds)
+    pal.packed = packed;
+    pal.last = (int)(palette_n - 1);
+    if (color) shared<H, true, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    else shared<H, false, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    delete[] packed;
 }
 
 // This instruction set's entry: 0, or -1 if `hidden` has no compiled kernel.
