@@ -219,8 +219,8 @@ int neuromv_render5(int path, int hidden, const float *ct, const float *W0, cons
 #ifdef NEUROMV_X86
         case 3: return avx512vnni::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height,
                                           next, chunk);
-        case 2: return avx512::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height, next,
-                                      chunk);
+        case 2: return avx512::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height,
+                                      next, chunk);
         case 1: return avx2::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height, next,
                                     chunk);
 #endif
@@ -264,8 +264,9 @@ struct Bilinear {
     }
 };
 
-// neuromv_picture3's work; ZOOM false: zoom is 1 and every pixel reads its own maps (no lookups for them).
-template <bool ZOOM>
+// neuromv_picture3's work; ZOOM false: zoom is 1 and every pixel reads its own maps (no lookups for them);
+// PALETTE: palette [4 + 3 palette_n] is given (else nullptr).
+template <bool ZOOM, bool PALETTE>
 int picture_frame(const float *picture, const float *maps, long width, long height, float to_px, float zoom,
                   const double *c, const float *color, const float *palette, long palette_n, uint8_t *out, int mode,
                   long *next, long chunk) {
@@ -275,7 +276,14 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
     const bool move = c[4] != 0.0 || c[5] != 0.0 || c[6] != 0.0, tone = a0 != 0.0f || a1 != 0.0f || a2 != 0.0f || a3 != 0.0f;
     const float xmax = (float)(width - 1), ymax = (float)(height - 1);
     const float ky = 219.0f / 255.0f, kb = 224.0f / 255.0f / 1.8556f, kr = 224.0f / 255.0f / 1.5748f;
-    const long top = palette_n - 1;  // the palette's last entry
+    // the palette: its last entry, and its colours packed as the CPPN kernel packs them
+    const long last_entry = palette_n - 1;
+    const uint32_t *packed = PALETTE ? pack_palette(palette + 4, palette_n) : nullptr;
+    void (*row_palette)(float *, long, const uint32_t *, const float *, int, uint8_t *, int) = portable::palette_row;
+#ifdef NEUROMV_X86
+    const int paths = neuromv_kernel_paths();
+    row_palette = paths & 4 ? avx512::palette_row : paths & 2 ? avx2::palette_row : row_palette;
+#endif
     float *row_rgb = new float[2 * 3 * width];  // two rows of colours, 0-255, for the chroma of I420
     for (;;) {
         const long first = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
@@ -339,17 +347,12 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
                         }
                         v[0] = o[0], v[1] = o[1], v[2] = o[2];
                     }
-                    float s3[3] = {v[0] * 255.0f, v[1] * 255.0f, v[2] * 255.0f};
-                    if (palette) {  // as neuromv_render5's palette step
-                        float pos = palette[0] * s3[0] + palette[1] * s3[1] + palette[2] * s3[2] + palette[3];
-                        pos = pos > 0.0f ? pos : 0.0f;
-                        pos = pos < (float)top ? pos : (float)top;
-                        long at = (long)(pos + 0.5f);
-                        at = at < 0 ? 0 : at > top ? top : at;
-                        for (int k = 0; k < 3; k++) s3[k] = palette[4 + k * palette_n + at];
+                    if (PALETTE) {  // the palette and the output come in a pass of their own over the row, below
+                        for (int k = 0; k < 3; k++) rgb[3 * col + k] = v[k] * 255.0f;
+                        continue;
                     }
                     for (int k = 0; k < 3; k++) {
-                        const float s = s3[k];
+                        const float s = v[k] * 255.0f;
                         rgb[3 * col + k] = s;
                         if (mode == 0) {
                             const float q = s + 0.5f;
@@ -362,6 +365,11 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
                         out[i] = (uint8_t)(yv < 16.0f ? 16.0f : yv > 235.0f ? 235.0f : yv);
                     }
                 }
+                // the palette as neuromv_render5 applies it, in a pass of its own over the row (vectorised where the
+                // CPU has AVX-512; its latency would not overlap within the long per-pixel work above)
+                if (PALETTE)
+                    row_palette(rgb, width, packed, palette, (int)last_entry, out + (mode == 0 ? 3 : 1) * r * width,
+                                mode);
             }
             if (mode == 1) {  // the chroma of this pair of rows: the mean of each 2 x 2 block
                 const long cw = width / 2;
@@ -383,6 +391,7 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
         }
     }
     delete[] row_rgb;
+    delete[] packed;
     return 0;
 }
 
@@ -411,11 +420,11 @@ int neuromv_picture3(const float *picture, const float *maps, long width, long h
     if (!(zoom > 0.0f) || !(zoom < 1e30f)) return -1;  // also NaN
     if (palette && (palette_n < 1 || palette_n > (1L << 24))) return -1;
     if (chunk < 1) chunk = 1;
-    if (zoom == 1.0f)
-        return picture_frame<false>(picture, maps, width, height, to_px, zoom, c, color, palette, palette_n, out,
-                                    mode, next, chunk);
-    return picture_frame<true>(picture, maps, width, height, to_px, zoom, c, color, palette, palette_n, out, mode,
-                               next, chunk);
+#define NEUROMV_PICTURE(Z, P) \
+    picture_frame<Z, P>(picture, maps, width, height, to_px, zoom, c, color, palette, palette_n, out, mode, next, chunk)
+    if (zoom == 1.0f) return palette ? NEUROMV_PICTURE(false, true) : NEUROMV_PICTURE(false, false);
+    return palette ? NEUROMV_PICTURE(true, true) : NEUROMV_PICTURE(true, false);
+#undef NEUROMV_PICTURE
 }
 
 }  // extern "C"

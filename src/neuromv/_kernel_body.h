@@ -144,6 +144,75 @@ inline void palette_step(vf rgb[3], const Palette &pal) {
 #endif
 }
 
+// The picture kernel's palette step (neuromv_picture3), one row at a time: rgb [n][3] (0-255 floats) become, in
+// place, their palette entries' colours (as palette_step: packed, row [4] and last as in Palette), and out gets them:
+// mode 0 as RGB bytes [n][3], mode 1 as the luma bytes [n] of I420. Paths 2 and 3 take 16 pixels at a time (the
+// interleaved colours split into planes and back by two-source permutes).
+void palette_row(float *rgb, long n, const uint32_t *packed, const float *row, int last, uint8_t *out, int mode) {
+    const Palette pal = {{row[0], row[1], row[2], row[3]}, packed, last};
+    const float ky = 219.0f / 255.0f;
+    long col = 0;
+#if NEUROMV_ISA >= 2
+    int split[3][2][16], merge[3][2][16];  // [channel or output register][step][lane]
+    for (int k = 0; k < 3; k++)
+        for (int j = 0; j < 16; j++) {
+            const int e = 3 * j + k;  // planes: lane j of channel k is element e of the 48 interleaved floats
+            split[k][0][j] = e < 32 ? e : 0;
+            split[k][1][j] = e < 32 ? j : 16 + e - 32;
+            const int f = 16 * k + j, q = f / 3, ch = f % 3;  // interleaved: element f is pixel q's channel ch
+            merge[k][0][j] = ch < 2 ? q + 16 * ch : 0;
+            merge[k][1][j] = ch < 2 ? j : 16 + q;
+        }
+    __m512i sp[3][2], mg[3][2];
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 2; t++) {
+            sp[k][t] = _mm512_loadu_si512(split[k][t]);
+            mg[k][t] = _mm512_loadu_si512(merge[k][t]);
+        }
+    for (; col + P <= n; col += P) {
+        float *p = rgb + 3 * col;
+        const __m512 in[3] = {_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), _mm512_loadu_ps(p + 32)};
+        vf c[3];
+        for (int k = 0; k < 3; k++)
+            c[k] = (vf)_mm512_permutex2var_ps(_mm512_permutex2var_ps(in[0], sp[k][0], in[1]), sp[k][1], in[2]);
+        palette_step(c, pal);
+        for (int k = 0; k < 3; k++)
+            _mm512_storeu_ps(p + 16 * k, _mm512_permutex2var_ps(
+                _mm512_permutex2var_ps((__m512)c[0], mg[k][0], (__m512)c[1]), mg[k][1], (__m512)c[2]));
+        if (mode == 0) {  // 16 pixels of 3 bytes (the entries' colours are whole numbers 0-255)
+            __m512i px = _mm512_ternarylogic_epi32(_mm512_cvttps_epi32((__m512)c[0]),
+                                                   _mm512_slli_epi32(_mm512_cvttps_epi32((__m512)c[1]), 8),
+                                                   _mm512_slli_epi32(_mm512_cvttps_epi32((__m512)c[2]), 16), 0xFE);
+            px = _mm512_shuffle_epi8(px, _mm512_set4_epi32(-1, 0x0E0D0C0A, 0x09080605, 0x04020100));
+            px = _mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 14, 13, 12, 10, 9, 8, 6, 5, 4, 2, 1, 0), px);
+            _mm512_mask_storeu_epi8(out + 3 * col, (__mmask64)0xFFFFFFFFFFFF, px);
+        } else {
+            vf y = ky * (0.2126f * c[0] + 0.7152f * c[1] + 0.0722f * c[2]) + 16.5f;
+            y = y < 16.0f ? splat(16.0f) : y;
+            y = y > 235.0f ? splat(235.0f) : y;
+            _mm_storeu_si128((__m128i *)(out + col), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)y)));
+        }
+    }
+#endif
+    for (; col < n; col++) {
+        float *px = rgb + 3 * col;
+        float pos = pal.row[0] * px[0] + pal.row[1] * px[1] + pal.row[2] * px[2] + pal.row[3];
+        pos = pos > 0.0f ? pos : 0.0f;
+        pos = pos < (float)last ? pos : (float)last;
+        int at = (int)(pos + 0.5f);
+        at = at < 0 ? 0 : at > last ? last : at;
+        const uint32_t e = packed[at];
+        for (int k = 0; k < 3; k++) {
+            px[k] = (float)((e >> (8 * k)) & 0xFF);
+            if (mode == 0) out[3 * col + k] = (uint8_t)(e >> (8 * k));
+        }
+        if (mode == 1) {
+            const float y = ky * (0.2126f * px[0] + 0.7152f * px[1] + 0.0722f * px[2]) + 16.5f;
+            out[col] = (uint8_t)(y < 16.0f ? 16.0f : y > 235.0f ? 235.0f : y);
+        }
+    }
+}
+
 // Weights of one kernel call. Path 3 only: Wq, the int16 data (see _kernel.cpp), and Wd [3], the factors that turn
 // the output layer's int32 sums into float32.
 struct Net {
