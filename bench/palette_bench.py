@@ -9,7 +9,9 @@ kernel (an untrained picture network with random grids, whose per-frame cost is 
 without and with a palette (``ember``), in interleaved rounds on the same backends, one worker thread by default;
 the cost is the best time with against the best without (this machine's speed drifts; the median of the rounds is
 printed too). Times are the process's CPU time (``time.process_time``), so that other work on a shared machine
-does not count; the figures are frames per CPU second.
+does not count; the figures are frames per CPU second. Differences of a few per cent between two builds of the
+kernel can be code placement rather than work (the int16 path at hidden 32 ran its no-palette variant 5 % faster than
+the same code built with -falign-loops=64, where the palette then cost nothing): compare within one build.
 
 *Look*: for no palette and each named palette, the abstract CPPN's frames (``--seeds`` seeds, a few frames each,
 z drawn at the default reactivity) at 320x180: the share of channel values clipped (at 0-5 or 250-255, as issue 17

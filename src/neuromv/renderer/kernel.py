@@ -8,7 +8,8 @@ The cores share a frame's tiles through an atomic counter. It can write I420, th
 One build carries an AVX-512, an AVX2 and a portable path and uses the best that the CPU runs (:func:`kernel_isas`;
 ``NEUROMV_KERNEL_ISA`` forces one). Where the CPU has AVX512-VNNI, ``precision='int16'`` (or ``'auto'``) runs the
 hidden layers in 16-bit fixed point with exact 32-bit integer sums, faster, within 2 levels of the float32 path on
->= 99.9 % of values (:func:`kernel_precisions`).
+>= 99.9 % of values (:func:`kernel_precisions`). A palette (``RenderSetup.palette``) is each pixel's last colour
+step inside the kernel (``neuromv_render5``): one gather of packed 8-bit colours per 16 pixels.
 """
 
 from __future__ import annotations
