@@ -4,7 +4,7 @@
 // is missing, the renderer falls back to its torch path.
 //
 // One build carries several paths, compiled from _kernel_body.h with different instruction sets, and the caller
-// picks one that this CPU runs (neuromv_kernel_paths checks the CPU's features, and neuromv_render4 refuses a path
+// picks one that this CPU runs (neuromv_kernel_paths checks the CPU's features, and neuromv_render5 refuses a path
 // it lacks, so no build can die of an illegal instruction):
 //   path 0: portable (generic vectors; any CPU, ARM64 included), float32
 //   path 1: AVX2 + FMA, float32                      (x86-64 only)
@@ -31,6 +31,14 @@
 // Colour (optional, nullptr for none): color [3][4] is an affine map A of RGB in [0, 1], c -> clamp(A[:, :3] c +
 // A[:, 3], 0, 1), applied to each pixel's colour before it is written (9 FMAs and a clamp per 16 pixels; without
 // it the kernel is compiled without the step, a template parameter).
+// Palette (optional, nullptr for none; neuromv.renderer.color.PaletteMap.kernel_data): palette [4 + 3 n] holds a row
+// (r0, r1, r2, r3) for colours in 0-255, then the R, G and B planes [n] of the table in 0-255; the last step of each
+// pixel's colour, after the colour map and its clamp: pos = clamp(r0 R + r1 G + r2 B + r3, 0, n - 1), and the colour
+// becomes (R[i], G[i], B[i]) of i = floor(pos + 0.5), then is written or turned into I420 as any colour. Each worker
+// first rounds the table's colours to 8 bits and packs them into one word per entry (pack_palette), so that one
+// gather gives a pixel's three channels (paths 2 and 3: 16 lanes a gather, path 1: 8, path 0: a load per pixel);
+// RGB frames are the same as with the float planes, I420 frames are converted from the rounded colours. Compiled
+// out without a palette, as the colour map.
 // Output, mode 0 (RGB): out [height][width][3] gets round(255 * sigmoid(logit)). Mode 1 (I420, even sizes only):
 // out holds the Y plane [height][width], then U and V [height / 2][width / 2]: BT.709, limited range, chroma the
 // mean of each 2 x 2 block, as an encoder takes it, so no separate colour conversion is needed.
@@ -93,6 +101,21 @@ struct Tanh16Table {
 const uint16_t *tanh16_coefficients() {
     static const Tanh16Table table;
     return table.c;
+}
+
+// A palette's planes [3][n] (0-255 floats) -> its entries rounded to 8 bits and packed, R | G << 8 | B << 16 (the
+// caller frees it with delete[]); rounded and clamped as a pixel's colour is when it is written.
+uint32_t *pack_palette(const float *planes, long n) {
+    uint32_t *packed = new uint32_t[n];
+    for (long i = 0; i < n; i++) {
+        uint32_t px = 0;
+        for (int c = 0; c < 3; c++) {
+            const float v = planes[c * n + i] + 0.5f;
+            px |= (uint32_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v) << (8 * c);
+        }
+        packed[i] = px;
+    }
+    return packed;
 }
 
 }  // namespace
@@ -177,29 +200,33 @@ int neuromv_kernel_paths(void) {
 // Renders a whole frame (all ceil(width / 8) * ceil(height / 2) tiles) on `path`; each calling thread takes
 // chunks of `chunk` tiles from *next (start it at 0; every worker of one frame gets the same pointer) until none
 // are left. mode 0: RGB, mode 1: I420 (width and height even). color: the [3][4] affine colour map, or nullptr for
-// none. Returns 0; -1 if `hidden` has no compiled kernel or the arguments are impossible; -2 if this CPU cannot run
-// `path` (nothing is done then).
-// (Named ...4 since path 3's int16 data changed: a stale build of an older layout is not found, and the renderer
+// none; palette: the palette's data [4 + 3 palette_n] (above), or nullptr for none. Returns 0; -1 if `hidden` has
+// no compiled kernel or the arguments are impossible; -2 if this CPU cannot run `path` (nothing is done then).
+// (Named ...5 since the palette arguments came: a stale build of an older layout is not found, and the renderer
 // falls back to its torch path instead of calling it with the wrong arguments.)
-int neuromv_render4(int path, int hidden, const float *ct, const float *W0, const float *c0, const float *Ws,
-                    const uint32_t *Wq, const float *Wd, const float *bs, int L, const float *Wo, const float *bo, const float *color,
-                    uint8_t *out, int mode, long width, long height, long *next, long chunk) {
+int neuromv_render5(int path, int hidden, const float *ct, const float *W0, const float *c0, const float *Ws,
+                    const uint32_t *Wq, const float *Wd, const float *bs, int L, const float *Wo, const float *bo,
+                    const float *color, const float *palette, long palette_n, uint8_t *out, int mode, long width,
+                    long height, long *next, long chunk) {
     if (path < 0 || path > 3 || !(neuromv_kernel_paths() & (1 << path))) return -2;
     if (chunk < 1) chunk = 1;
     if (width < 1 || height < 1 || L < 0 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2)))
         return -1;
     if (path == 3 && (!Wq || !Wd)) return -1;
+    if (palette && (palette_n < 1 || palette_n > (1L << 24))) return -1;
     switch (path) {
+#define NEUROMV_NET {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}
 #ifdef NEUROMV_X86
-        case 3: return avx512vnni::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width,
-                                          height, next, chunk);
-        case 2: return avx512::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width, height,
+        case 3: return avx512vnni::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height,
+                                          next, chunk);
+        case 2: return avx512::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height,
                                       next, chunk);
-        case 1: return avx2::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width, height,
-                                    next, chunk);
+        case 1: return avx2::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height, next,
+                                    chunk);
 #endif
-        default: return portable::render(hidden, ct, {W0, c0, Ws, bs, Wo, bo, Wq, Wd, L}, color, out, mode, width,
-                                         height, next, chunk);
+        default: return portable::render(hidden, ct, NEUROMV_NET, color, palette, palette_n, out, mode, width, height,
+                                         next, chunk);
+#undef NEUROMV_NET
     }
 }
 
@@ -237,16 +264,26 @@ struct Bilinear {
     }
 };
 
-// neuromv_picture2's work; ZOOM false: zoom is 1 and every pixel reads its own maps (no lookups for them).
-template <bool ZOOM>
+// neuromv_picture3's work; ZOOM false: zoom is 1 and every pixel reads its own maps (no lookups for them);
+// PALETTE: palette [4 + 3 palette_n] is given (else nullptr).
+template <bool ZOOM, bool PALETTE>
 int picture_frame(const float *picture, const float *maps, long width, long height, float to_px, float zoom,
-                  const double *c, const float *color, uint8_t *out, int mode, long *next, long chunk) {
+                  const double *c, const float *color, const float *palette, long palette_n, uint8_t *out, int mode,
+                  long *next, long chunk) {
     const long plane = width * height, pairs = (height + 1) / 2;
     const float a0 = (float)c[0], a1 = (float)c[1], a2 = (float)c[2], a3 = (float)c[3];
     const float b0 = (float)c[4] * to_px, b1 = (float)c[5] * to_px, m = (float)c[6];
     const bool move = c[4] != 0.0 || c[5] != 0.0 || c[6] != 0.0, tone = a0 != 0.0f || a1 != 0.0f || a2 != 0.0f || a3 != 0.0f;
     const float xmax = (float)(width - 1), ymax = (float)(height - 1);
     const float ky = 219.0f / 255.0f, kb = 224.0f / 255.0f / 1.8556f, kr = 224.0f / 255.0f / 1.5748f;
+    // the palette: its last entry, and its colours packed as the CPPN kernel packs them
+    const long last_entry = palette_n - 1;
+    const uint32_t *packed = PALETTE ? pack_palette(palette + 4, palette_n) : nullptr;
+    void (*row_palette)(float *, long, const uint32_t *, const float *, int, uint8_t *, int) = portable::palette_row;
+#ifdef NEUROMV_X86
+    const int paths = neuromv_kernel_paths();
+    row_palette = paths & 4 ? avx512::palette_row : paths & 2 ? avx2::palette_row : row_palette;
+#endif
     float *row_rgb = new float[2 * 3 * width];  // two rows of colours, 0-255, for the chroma of I420
     for (;;) {
         const long first = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
@@ -310,6 +347,10 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
                         }
                         v[0] = o[0], v[1] = o[1], v[2] = o[2];
                     }
+                    if (PALETTE) {  // the palette and the output come in a pass of their own over the row, below
+                        for (int k = 0; k < 3; k++) rgb[3 * col + k] = v[k] * 255.0f;
+                        continue;
+                    }
                     for (int k = 0; k < 3; k++) {
                         const float s = v[k] * 255.0f;
                         rgb[3 * col + k] = s;
@@ -324,6 +365,11 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
                         out[i] = (uint8_t)(yv < 16.0f ? 16.0f : yv > 235.0f ? 235.0f : yv);
                     }
                 }
+                // the palette as neuromv_render5 applies it, in a pass of its own over the row (vectorised where the
+                // CPU has AVX-512; its latency would not overlap within the long per-pixel work above)
+                if (PALETTE)
+                    row_palette(rgb, width, packed, palette, (int)last_entry, out + (mode == 0 ? 3 : 1) * r * width,
+                                mode);
             }
             if (mode == 1) {  // the chroma of this pair of rows: the mean of each 2 x 2 block
                 const long cw = width / 2;
@@ -345,6 +391,7 @@ int picture_frame(const float *picture, const float *maps, long width, long heig
         }
     }
     delete[] row_rgb;
+    delete[] packed;
     return 0;
 }
 
@@ -361,18 +408,23 @@ extern "C" {
 // centre + s (xr, yr) instead (the maps bilinear, clamped as below), and (xr, yr) become s (xr, yr). It samples the
 // picture at that place + (dx, dy) pixels, dx = to_px (b0 fx0 + b1 fx1) - m xr (dy likewise), bilinear, the
 // position clamped to the edge pixels' centres (grid_sample's 'border'); then each channel v -> v + g v (1 - v),
-// g = clamp(a0 + a1 t0 + a2 t1 + a3 t2, -1, 1); then the colour map (color [3][4] or nullptr), clamped to [0, 1].
-// mode 0: RGB out [height][width][3], round(255 v); mode 1: I420 as neuromv_render4 writes it (even sizes). Each
+// g = clamp(a0 + a1 t0 + a2 t1 + a3 t2, -1, 1); then the colour map (color [3][4] or nullptr), clamped to [0, 1];
+// then the palette (palette [4 + 3 palette_n] or nullptr, as neuromv_render5 takes it) on the colour in 0-255.
+// mode 0: RGB out [height][width][3], round(255 v); mode 1: I420 as neuromv_render5 writes it (even sizes). Each
 // calling thread takes `chunk` pairs of rows at a time from *next (start at 0). Returns 0, or -1 for impossible
-// arguments. (Named ...2 since the zoom argument came: a build of neuromv_picture1 is not found, not miscalled.)
-int neuromv_picture2(const float *picture, const float *maps, long width, long height, float to_px, float zoom,
-                     const double *c, const float *color, uint8_t *out, int mode, long *next, long chunk) {
+// arguments. (Named ...3 since the palette arguments came: a build of neuromv_picture2 is not found, not miscalled.)
+int neuromv_picture3(const float *picture, const float *maps, long width, long height, float to_px, float zoom,
+                     const double *c, const float *color, const float *palette, long palette_n, uint8_t *out,
+                     int mode, long *next, long chunk) {
     if (width < 1 || height < 1 || mode < 0 || mode > 1 || (mode == 1 && (width % 2 || height % 2))) return -1;
     if (!(zoom > 0.0f) || !(zoom < 1e30f)) return -1;  // also NaN
+    if (palette && (palette_n < 1 || palette_n > (1L << 24))) return -1;
     if (chunk < 1) chunk = 1;
-    if (zoom == 1.0f)
-        return picture_frame<false>(picture, maps, width, height, to_px, zoom, c, color, out, mode, next, chunk);
-    return picture_frame<true>(picture, maps, width, height, to_px, zoom, c, color, out, mode, next, chunk);
+#define NEUROMV_PICTURE(Z, P) \
+    picture_frame<Z, P>(picture, maps, width, height, to_px, zoom, c, color, palette, palette_n, out, mode, next, chunk)
+    if (zoom == 1.0f) return palette ? NEUROMV_PICTURE(false, true) : NEUROMV_PICTURE(false, false);
+    return palette ? NEUROMV_PICTURE(true, true) : NEUROMV_PICTURE(true, false);
+#undef NEUROMV_PICTURE
 }
 
 }  // extern "C"

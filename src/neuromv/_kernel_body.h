@@ -97,6 +97,122 @@ struct Colour {
     float m[3][3], o[3];
 };
 
+// The palette in the kernel's scale: a colour c in [0, 255] goes to entry round(clamp(row . c + row[3], 0, last)) of
+// the table, each entry's colour rounded to 8 bits and packed as R | G << 8 | B << 16 (one gather gives all three
+// channels; rounding the entries first is what rounding the pixel would do, so RGB frames are unchanged by it).
+struct Palette {
+    float row[4];
+    const uint32_t *packed;
+    int last;
+};
+
+// 16 pixels' colours (0-255) -> their palette entries' colours. The index is clamped again as an integer, so that
+// no value (NaN included, which the float clamp may let through under -ffast-math) reads outside the table.
+inline void palette_step(vf rgb[3], const Palette &pal) {
+    vf pos = pal.row[0] * rgb[0] + pal.row[1] * rgb[1] + pal.row[2] * rgb[2] + pal.row[3];
+    const vf lo = splat(0.0f), hi = splat((float)pal.last);
+    pos = pos > lo ? pos : lo;
+    pos = pos < hi ? pos : hi;
+    pos += 0.5f;  // pos >= 0: truncation is floor
+#if NEUROMV_ISA >= 2
+    __m512i i = _mm512_cvttps_epi32((__m512)pos);
+    i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_setzero_si512()), _mm512_set1_epi32(pal.last));
+    const __m512i px = _mm512_i32gather_epi32(i, (const int *)pal.packed, 4), byte = _mm512_set1_epi32(0xFF);
+    rgb[0] = (vf)_mm512_cvtepi32_ps(_mm512_and_si512(px, byte));
+    rgb[1] = (vf)_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(px, 8), byte));
+    rgb[2] = (vf)_mm512_cvtepi32_ps(_mm512_srli_epi32(px, 16));
+#elif NEUROMV_ISA == 1
+    union { vf v; __m256 h[2]; } in, out[3];
+    in.v = pos;
+    const __m256i byte = _mm256_set1_epi32(0xFF);
+    for (int half = 0; half < 2; half++) {
+        __m256i i = _mm256_cvttps_epi32(in.h[half]);
+        i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), _mm256_set1_epi32(pal.last));
+        const __m256i px = _mm256_i32gather_epi32((const int *)pal.packed, i, 4);
+        out[0].h[half] = _mm256_cvtepi32_ps(_mm256_and_si256(px, byte));
+        out[1].h[half] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(px, 8), byte));
+        out[2].h[half] = _mm256_cvtepi32_ps(_mm256_srli_epi32(px, 16));
+    }
+    for (int c = 0; c < 3; c++) rgb[c] = out[c].v;
+#else
+    for (int p = 0; p < P; p++) {
+        int i = (int)pos[p];
+        i = i < 0 ? 0 : i > pal.last ? pal.last : i;
+        const uint32_t px = pal.packed[i];
+        for (int c = 0; c < 3; c++) rgb[c][p] = (float)((px >> (8 * c)) & 0xFF);
+    }
+#endif
+}
+
+// The picture kernel's palette step (neuromv_picture3), one row at a time: rgb [n][3] (0-255 floats) become, in
+// place, their palette entries' colours (as palette_step: packed, row [4] and last as in Palette), and out gets them:
+// mode 0 as RGB bytes [n][3], mode 1 as the luma bytes [n] of I420. Paths 2 and 3 take 16 pixels at a time (the
+// interleaved colours split into planes and back by two-source permutes).
+void palette_row(float *rgb, long n, const uint32_t *packed, const float *row, int last, uint8_t *out, int mode) {
+    const Palette pal = {{row[0], row[1], row[2], row[3]}, packed, last};
+    const float ky = 219.0f / 255.0f;
+    long col = 0;
+#if NEUROMV_ISA >= 2
+    int split[3][2][16], merge[3][2][16];  // [channel or output register][step][lane]
+    for (int k = 0; k < 3; k++)
+        for (int j = 0; j < 16; j++) {
+            const int e = 3 * j + k;  // planes: lane j of channel k is element e of the 48 interleaved floats
+            split[k][0][j] = e < 32 ? e : 0;
+            split[k][1][j] = e < 32 ? j : 16 + e - 32;
+            const int f = 16 * k + j, q = f / 3, ch = f % 3;  // interleaved: element f is pixel q's channel ch
+            merge[k][0][j] = ch < 2 ? q + 16 * ch : 0;
+            merge[k][1][j] = ch < 2 ? j : 16 + q;
+        }
+    __m512i sp[3][2], mg[3][2];
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 2; t++) {
+            sp[k][t] = _mm512_loadu_si512(split[k][t]);
+            mg[k][t] = _mm512_loadu_si512(merge[k][t]);
+        }
+    for (; col + P <= n; col += P) {
+        float *p = rgb + 3 * col;
+        const __m512 in[3] = {_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), _mm512_loadu_ps(p + 32)};
+        vf c[3];
+        for (int k = 0; k < 3; k++)
+            c[k] = (vf)_mm512_permutex2var_ps(_mm512_permutex2var_ps(in[0], sp[k][0], in[1]), sp[k][1], in[2]);
+        palette_step(c, pal);
+        for (int k = 0; k < 3; k++)
+            _mm512_storeu_ps(p + 16 * k, _mm512_permutex2var_ps(
+                _mm512_permutex2var_ps((__m512)c[0], mg[k][0], (__m512)c[1]), mg[k][1], (__m512)c[2]));
+        if (mode == 0) {  // 16 pixels of 3 bytes (the entries' colours are whole numbers 0-255)
+            __m512i px = _mm512_ternarylogic_epi32(_mm512_cvttps_epi32((__m512)c[0]),
+                                                   _mm512_slli_epi32(_mm512_cvttps_epi32((__m512)c[1]), 8),
+                                                   _mm512_slli_epi32(_mm512_cvttps_epi32((__m512)c[2]), 16), 0xFE);
+            px = _mm512_shuffle_epi8(px, _mm512_set4_epi32(-1, 0x0E0D0C0A, 0x09080605, 0x04020100));
+            px = _mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 14, 13, 12, 10, 9, 8, 6, 5, 4, 2, 1, 0), px);
+            _mm512_mask_storeu_epi8(out + 3 * col, (__mmask64)0xFFFFFFFFFFFF, px);
+        } else {
+            vf y = ky * (0.2126f * c[0] + 0.7152f * c[1] + 0.0722f * c[2]) + 16.5f;
+            y = y < 16.0f ? splat(16.0f) : y;
+            y = y > 235.0f ? splat(235.0f) : y;
+            _mm_storeu_si128((__m128i *)(out + col), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)y)));
+        }
+    }
+#endif
+    for (; col < n; col++) {
+        float *px = rgb + 3 * col;
+        float pos = pal.row[0] * px[0] + pal.row[1] * px[1] + pal.row[2] * px[2] + pal.row[3];
+        pos = pos > 0.0f ? pos : 0.0f;
+        pos = pos < (float)last ? pos : (float)last;
+        int at = (int)(pos + 0.5f);
+        at = at < 0 ? 0 : at > last ? last : at;
+        const uint32_t e = packed[at];
+        for (int k = 0; k < 3; k++) {
+            px[k] = (float)((e >> (8 * k)) & 0xFF);
+            if (mode == 0) out[3 * col + k] = (uint8_t)(e >> (8 * k));
+        }
+        if (mode == 1) {
+            const float y = ky * (0.2126f * px[0] + 0.7152f * px[1] + 0.0722f * px[2]) + 16.5f;
+            out[col] = (uint8_t)(y < 16.0f ? 16.0f : y > 235.0f ? 235.0f : y);
+        }
+    }
+}
+
 // Weights of one kernel call. Path 3 only: Wq, the int16 data (see _kernel.cpp), and Wd [3], the factors that turn
 // the output layer's int32 sums into float32.
 struct Net {
@@ -106,9 +222,9 @@ struct Net {
     int L;
 };
 
-template <int H, bool COLOUR>
-void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, int mode, long width, long height,
-           long t0, long t1) {
+template <int H, bool COLOUR, bool PALETTE>
+void tiles(const float *ct, const Net &net, const Colour &colour, const Palette &pal, uint8_t *out, int mode,
+           long width, long height, long t0, long t1) {
     constexpr int JB = 8;  // outputs computed together: 8 accumulators in registers
     static_assert(H % JB == 0, "hidden must be a multiple of 8");
     const long per_row = (width + 7) / 8;
@@ -192,6 +308,7 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
             }
             for (int c = 0; c < 3; c++) rgb[c] = mixed[c];
         }
+        if (PALETTE) palette_step(rgb, pal);  // the last step of the colour: each pixel becomes a palette entry
         const long row0 = 2 * (t / per_row), col0 = 8 * (t % per_row);
         const int cols = width - col0 < 8 ? (int)(width - col0) : 8, rows = height - row0 < 2 ? 1 : 2;
         if (mode == 0) {
@@ -270,39 +387,50 @@ void tiles(const float *ct, const Net &net, const Colour &colour, uint8_t *out, 
     }
 }
 
-template <int H, bool COLOUR>
-void shared(const float *ct, const Net &net, const Colour &colour, uint8_t *out, int mode, long width, long height,
-            long *next, long chunk) {
+template <int H, bool COLOUR, bool PALETTE>
+void shared(const float *ct, const Net &net, const Colour &colour, const Palette &pal, uint8_t *out, int mode,
+            long width, long height, long *next, long chunk) {
     const long n_tiles = ((width + 7) / 8) * ((height + 1) / 2);
     for (;;) {
         long t0 = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
         if (t0 >= n_tiles) return;
         long t1 = t0 + chunk < n_tiles ? t0 + chunk : n_tiles;
-        tiles<H, COLOUR>(ct, net, colour, out, mode, width, height, t0, t1);
+        tiles<H, COLOUR, PALETTE>(ct, net, colour, pal, out, mode, width, height, t0, t1);
     }
 }
 
+// The colour steps a call has (colour map, palette), each compiled in only where it is given.
 template <int H>
-void with_colour(const float *ct, const Net &net, const float *color, uint8_t *out, int mode, long width,
-                 long height, long *next, long chunk) {
+void with_colour(const float *ct, const Net &net, const float *color, const float *palette, long palette_n,
+                 uint8_t *out, int mode, long width, long height, long *next, long chunk) {
     Colour colour = {};
-    if (!color) {
-        shared<H, false>(ct, net, colour, out, mode, width, height, next, chunk);
+    Palette pal = {};
+    if (color) {
+        for (int c = 0; c < 3; c++) {
+            for (int k = 0; k < 3; k++) colour.m[c][k] = color[4 * c + k];
+            colour.o[c] = 255.0f * color[4 * c + 3];
+        }
+    }
+    if (!palette) {
+        if (color) shared<H, true, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+        else shared<H, false, false>(ct, net, colour, pal, out, mode, width, height, next, chunk);
         return;
     }
-    for (int c = 0; c < 3; c++) {
-        for (int k = 0; k < 3; k++) colour.m[c][k] = color[4 * c + k];
-        colour.o[c] = 255.0f * color[4 * c + 3];
-    }
-    shared<H, true>(ct, net, colour, out, mode, width, height, next, chunk);
+    for (int k = 0; k < 4; k++) pal.row[k] = palette[k];
+    uint32_t *packed = pack_palette(palette + 4, palette_n);  // this worker's copy (n words: a few microseconds)
+    pal.packed = packed;
+    pal.last = (int)(palette_n - 1);
+    if (color) shared<H, true, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    else shared<H, false, true>(ct, net, colour, pal, out, mode, width, height, next, chunk);
+    delete[] packed;
 }
 
 // This instruction set's entry: 0, or -1 if `hidden` has no compiled kernel.
-int render(int hidden, const float *ct, const Net &net, const float *color, uint8_t *out, int mode, long width,
-           long height, long *next, long chunk) {
+int render(int hidden, const float *ct, const Net &net, const float *color, const float *palette, long palette_n,
+           uint8_t *out, int mode, long width, long height, long *next, long chunk) {
     switch (hidden) {
 #define NEUROMV_CASE(H) \
-        case H: with_colour<H>(ct, net, color, out, mode, width, height, next, chunk); return 0;
+        case H: with_colour<H>(ct, net, color, palette, palette_n, out, mode, width, height, next, chunk); return 0;
         NEUROMV_CASE(8) NEUROMV_CASE(16) NEUROMV_CASE(24) NEUROMV_CASE(32) NEUROMV_CASE(48) NEUROMV_CASE(64)
 #undef NEUROMV_CASE
         default: return -1;

@@ -8,7 +8,8 @@ The cores share a frame's tiles through an atomic counter. It can write I420, th
 One build carries an AVX-512, an AVX2 and a portable path and uses the best that the CPU runs (:func:`kernel_isas`;
 ``NEUROMV_KERNEL_ISA`` forces one). Where the CPU has AVX512-VNNI, ``precision='int16'`` (or ``'auto'``) runs the
 hidden layers in 16-bit fixed point with exact 32-bit integer sums, faster, within 2 levels of the float32 path on
->= 99.9 % of values (:func:`kernel_precisions`).
+>= 99.9 % of values (:func:`kernel_precisions`). A palette (``RenderSetup.palette``) is each pixel's last colour
+step inside the kernel (``neuromv_render5``): one gather of packed 8-bit colours per 16 pixels.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def kernel_library() -> ctypes.CDLL | None:
         if spec is None or not spec.origin:
             return None
         lib = ctypes.CDLL(spec.origin)
-        fn = lib.neuromv_render4  # a build from before the path argument lacks it: the torch path then
+        fn = lib.neuromv_render5  # a build from before the palette arguments lacks it: the torch path then
         lib.neuromv_kernel_paths.restype = ctypes.c_int
         lib.neuromv_kernel_paths.argtypes = []
         block = ctypes.c_int.in_dll(lib, "neuromv_kernel_block").value
@@ -65,18 +66,18 @@ def kernel_library() -> ctypes.CDLL | None:
         log.warning("render kernel built for another block size; using the torch path")
         return None
     fp = ctypes.POINTER(ctypes.c_float)
-    # a fitted picture's frame (neuromv.renderer.picture); ...2 takes a zoom: a build of neuromv_picture1 (without
-    # it) is not found, and pictures then render in torch
-    picture = getattr(lib, "neuromv_picture2", None)
+    # a fitted picture's frame (neuromv.renderer.picture); ...3 takes a palette: a build of neuromv_picture2
+    # (without it) is not found, and pictures then render in torch
+    picture = getattr(lib, "neuromv_picture3", None)
     if picture is not None:
         picture.restype = ctypes.c_int
         picture.argtypes = [fp, fp, ctypes.c_long, ctypes.c_long, ctypes.c_float, ctypes.c_float,
-                            ctypes.POINTER(ctypes.c_double), fp, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int,
-                            ctypes.POINTER(ctypes.c_long), ctypes.c_long]
+                            ctypes.POINTER(ctypes.c_double), fp, fp, ctypes.c_long, ctypes.POINTER(ctypes.c_uint8),
+                            ctypes.c_int, ctypes.POINTER(ctypes.c_long), ctypes.c_long]
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int, ctypes.c_int, fp, fp, fp, fp, ctypes.POINTER(ctypes.c_uint32), fp, fp, ctypes.c_int,
-                   fp, fp, fp, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int, ctypes.c_long, ctypes.c_long,
-                   ctypes.POINTER(ctypes.c_long), ctypes.c_long]
+                   fp, fp, fp, fp, ctypes.c_long, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int, ctypes.c_long,
+                   ctypes.c_long, ctypes.POINTER(ctypes.c_long), ctypes.c_long]
     return lib
 
 
@@ -255,7 +256,9 @@ class KernelBackend(Backend):
 
     Per-frame controls cost nothing per pixel: the kernel takes layer 0's coordinate weights and the colour map per
     call, so a frame's zoom is a scaled copy of those 3 x hidden weights (int16 path included: its layer 0 is
-    float32) and a frame's colour map is its own 12 floats.
+    float32) and a frame's colour map is its own 12 floats. The setup's palette (:class:`~.color.PaletteMap`) is
+    the last step of every pixel's colour, in the kernel (one gather from each of the table's three planes per 16
+    pixels on AVX-512).
 
     Parameters
     ----------
@@ -306,6 +309,10 @@ class KernelBackend(Backend):
                              self._bs.ctypes.data_as(fp), len(self._ws),
                              self._wo.ctypes.data_as(fp), self._bo.ctypes.data_as(fp),
                              None if self._color_np is None else self._color_np.ctypes.data_as(fp))
+        # the palette's data (row and planes, PaletteMap.kernel_data), alive as long as the backend, or a null pointer
+        self._palette_np = None if setup.palette is None else setup.palette.kernel_data()
+        self._palette_args = ((None, 0) if self._palette_np is None else
+                              (self._palette_np.ctypes.data_as(fp), len(setup.palette.table)))
 
     def _render_kernel(self, z: np.ndarray, yuv: bool = False, zoom: float = 1.0,
                        color: np.ndarray | None = None) -> np.ndarray:
@@ -329,12 +336,12 @@ class KernelBackend(Backend):
         n = min(self.threads, -(-self._n_tiles // _KERNEL_CHUNK))
         counter = ctypes.c_long(0)  # the next tile to render, shared by the workers
         args = (KERNEL_ISAS.index(self.isa), self._w0_np.shape[0], ct, w0,
-                c0.ctypes.data_as(fp), ws, wq, wd, bs, n_layers, wo, bo, colour,
+                c0.ctypes.data_as(fp), ws, wq, wd, bs, n_layers, wo, bo, colour, *self._palette_args,
                 frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), self.width, self.height,
                 ctypes.byref(counter), _KERNEL_CHUNK)
 
         def work(_: int) -> None:
-            if lib.neuromv_render4(*args) != 0:
+            if lib.neuromv_render5(*args) != 0:
                 raise RuntimeError(f"render kernel ({self.isa}) refused hidden {args[1]}, {self.width}x{self.height}")
 
         # ctypes releases the GIL for the call: the workers run in parallel, taking chunks of tiles as they go

@@ -3,7 +3,7 @@
 :class:`PictureBackend` evaluates the picture network once, at the frame's resolution, and its structure maps once,
 at :func:`~neuromv.motion.structure_size`, sampled at every pixel's coordinates. Each frame is then the picture
 sampled at the displaced coordinates and toned: a few element-wise operations and one bilinear lookup per pixel,
-in the compiled kernel on CPU where it is installed (``neuromv_picture2``: one pass per pixel, straight to RGB or
+in the compiled kernel on CPU where it is installed (``neuromv_picture3``: one pass per pixel, straight to RGB or
 I420, on worker threads), else in torch on any device (CPU threads or a GPU); the torch path is the reference the
 kernel is tested against. The music-independent part never runs per frame.
 
@@ -11,7 +11,8 @@ A frame's zoom ``s`` zooms about the view's centre: the frame samples the pictur
 (place - centre) s`` (the breath's pull to the centre scales with it), so ``s < 1`` enlarges the picture, and
 ``s > 1`` shows the picture smaller with its border pixels repeated around it (the picture is evaluated once, for
 the view). The maps are then looked up (bilinear) rather than read per pixel: zoomed frames cost more than the
-others (see docs/architecture.md). A frame's colour map replaces the renderer's.
+others (see docs/architecture.md). A frame's colour map replaces the renderer's. The palette
+(:class:`~neuromv.renderer.color.PaletteMap`) is each pixel's last colour step, after the colour map, on both paths.
 
 Memory per resolution: the picture (3 floats per pixel), the 7 maps and the sampling grid (2): 12 floats per
 pixel, about 100 MB at 1920x1080.
@@ -29,6 +30,7 @@ from ..cppn import coordinate_grid
 from ..errors import ParameterError
 from ..motion import Motion, picture_maps, structure_size
 from .backend import Backend
+from .color import PaletteMap, palette_torch
 from .dense import rgb_to_i420
 from .kernel import kernel_library
 from .threads import in_parallel
@@ -53,6 +55,8 @@ class PictureBackend(Backend):
     pan : (float, float)
     color : np.ndarray [shape=(3, 4)] or None
         The final colour map (:func:`~neuromv.renderer.color.color_matrix`).
+    palette : PaletteMap or None
+        The palette, applied after the colour map and its clamp.
     device : torch.device
 
     Notes
@@ -66,8 +70,10 @@ class PictureBackend(Backend):
 
     def __init__(self, net, motion: Motion, width: int, height: int, *, scale: float = 1.0,
                  pan: tuple[float, float] = (0.0, 0.0), color: np.ndarray | None = None,
-                 device: torch.device = torch.device("cpu"), threads: int = 1, use_kernel: bool = True) -> None:
+                 palette: PaletteMap | None = None, device: torch.device = torch.device("cpu"), threads: int = 1,
+                 use_kernel: bool = True) -> None:
         self.width, self.height = int(width), int(height)
+        self.palette = palette
         self.threads = max(1, int(threads))
         self.n_pixels = self.width * self.height
         self.device, self.motion = device, motion
@@ -89,7 +95,7 @@ class PictureBackend(Backend):
         # the compiled kernel (CPU only) takes the planes as contiguous float32 arrays and finds each pixel's place
         # itself; the torch path keeps its sampling grids
         lib = kernel_library() if use_kernel and dev.type == "cpu" else None
-        self._kernel = getattr(lib, "neuromv_picture2", None) if lib is not None else None
+        self._kernel = getattr(lib, "neuromv_picture3", None) if lib is not None else None
         self.isa = "portable" if self._kernel is not None else None
         if self._kernel is not None:
             fp = ctypes.POINTER(ctypes.c_float)
@@ -98,6 +104,10 @@ class PictureBackend(Backend):
             self._kargs = (self._np[0].ctypes.data_as(fp), self._np[1].ctypes.data_as(fp), self.width, self.height,
                            half / scale)  # then the zoom, per frame
             self._kcolor = None if self._np[2] is None else self._np[2].ctypes.data_as(fp)
+            # the palette's data (PaletteMap.kernel_data), alive as long as the backend, and its size; or none
+            self._kpalette_np = None if palette is None else palette.kernel_data()
+            self._kpalette = ((None, 0) if palette is None else
+                              (self._kpalette_np.ctypes.data_as(fp), len(palette.table)))
             return
         # where each pixel samples the picture (grid_sample's normalised coordinates), and the displacement's scale
         to_norm = torch.tensor([half * 2.0 / (scale * w), half * 2.0 / (scale * h)], dtype=torch.float64)
@@ -106,6 +116,7 @@ class PictureBackend(Backend):
         self._base = (rel * to_norm).to(torch.float32).reshape(1, h, w, 2).to(dev)
         self._norm = to_norm.to(device=dev, dtype=torch.float32)
         self._color = None if color is None else self._torch_colour(color)
+        self._palette = None if palette is None else palette.to_torch(dev)
 
     def _torch_colour(self, color: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """A colour map [shape=(3, 4)] as the torch path applies it: (M^T [3, 3], offset [3]), float32 on the
@@ -132,6 +143,8 @@ class PictureBackend(Backend):
         if colour is not None:
             m, o = colour
             frame = torch.addmm(o, frame.reshape(-1, 3), m).clamp_(0.0, 1.0).reshape(frame.shape)
+        if self._palette is not None:
+            frame = palette_torch(frame, self._palette)
         return frame
 
     def _render_kernel(self, z: np.ndarray, yuv: bool, zoom: float = 1.0,
@@ -144,7 +157,7 @@ class PictureBackend(Backend):
         colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32)  # alive for the call
         colour = self._kcolor if colour_np is None else colour_np.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         counter = ctypes.c_long(0)  # the next pair of rows, shared by the workers
-        args = (*self._kargs, zoom, c.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), colour,
+        args = (*self._kargs, zoom, c.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), colour, *self._kpalette,
                 frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), ctypes.byref(counter),
                 _ROWS_CHUNK)
 

@@ -81,7 +81,7 @@ class RenderSetup:
     color : np.ndarray [shape=(3, 4), dtype=float64] or None
         The final colour map (:func:`~neuromv.renderer.color.color_matrix`), already checked.
     palette : PaletteMap or None
-        The palette applied after the colour map (:class:`~neuromv.renderer.color.PaletteMap`).
+        The palette, applied after the colour map and its clamp (:class:`~neuromv.renderer.color.PaletteMap`).
     """
 
     width: int
@@ -100,10 +100,10 @@ class RenderSetup:
 
     @classmethod
     def of(cls, cppn: CPPN, width: int, height: int, *, scale: float, pan: tuple[float, float],
-           centre: np.ndarray | None, color: np.ndarray | None,
-           palette: PaletteMap | None = None) -> RenderSetup:
+           centre: np.ndarray | None, color: np.ndarray | None, palette: PaletteMap | None = None) -> RenderSetup:
         """The setup of ``cppn`` at ``width x height`` (size, ``pan`` and ``color`` already checked; ``centre``:
-        the frames' z [shape=(n_frames, n_z)] for image mode's centring, or None; ``palette``: the palette map)."""
+        the frames' z [shape=(n_frames, n_z)] for image mode's centring, or None; ``palette``: the palette or
+        None)."""
         layers = [(l.weight.detach().to(torch.float64), l.bias.detach().to(torch.float64)) for l in cppn.layers]
         w0, b0 = layers[0]
         w0_z = torch.zeros(w0.shape[0], cppn.n_z, dtype=w0.dtype) if cppn.image else w0[:, N_COORDS:]

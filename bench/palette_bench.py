@@ -1,0 +1,192 @@
+"""Palettes: their render cost in the compiled kernels, and the clipping and colourfulness of each palette.
+
+    python bench/palette_bench.py                         # prints the figures
+    python bench/palette_bench.py --out docs/benchmarks.md   # and writes its section there
+
+*Cost*: frames per second of the compiled CPPN kernel (the abstract CPPN of the default settings, hidden 32, at
+1280x720, I420 as the pipeline takes it; float32, and int16 where the CPU has AVX512-VNNI) and of the picture
+kernel (an untrained picture network with random grids, whose per-frame cost is that of any fitted picture), each
+without and with a palette (``ember``), in interleaved rounds on the same backends, one worker thread by default;
+the cost is the best time with against the best without (this machine's speed drifts; the median of the rounds is
+printed too). Times are the process's CPU time (``time.process_time``), so that other work on a shared machine
+does not count; the figures are frames per CPU second. Differences of a few per cent between two builds of the
+kernel can be code placement rather than work (the int16 path at hidden 32 ran its no-palette variant 5 % faster than
+the same code built with -falign-loops=64, where the palette then cost nothing): compare within one build.
+
+*Look*: for no palette and each named palette, the abstract CPPN's frames (``--seeds`` seeds, a few frames each,
+z drawn at the default reactivity) at 320x180: the share of channel values clipped (at 0-5 or 250-255, as issue 17
+counts them) and the Hasler–Süsstrunk colourfulness (mean over frames); the palette's levels come from the frames of
+each seed, as the renderer's do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuromv.motion import Motion
+from neuromv.palette import palette_for, palette_levels, palette_row
+from neuromv.picture import PictureNet
+from neuromv.plan import abstract_cppn
+from neuromv.renderer.color import PaletteMap
+from neuromv.renderer.kernel import KernelBackend, kernel_choice, kernel_precisions
+from neuromv.renderer.picture import PictureBackend
+from neuromv.renderer.setup import RenderSetup
+from neuromv.settings import PALETTES, Z_GAIN, RenderSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, write_section  # noqa: E402
+
+#: The palette whose cost is measured (every table has the same size: the cost does not depend on the colours).
+COST_PALETTE = "ember"
+
+
+def clipped(frames: np.ndarray) -> float:
+    """The share of channel values at 0-5 or 250-255: frames [shape=(..., 3), dtype=uint8]."""
+    return float(np.mean((frames <= 5) | (frames >= 250)))
+
+
+def colourfulness(frame: np.ndarray) -> float:
+    """Hasler and Süsstrunk's colourfulness of one frame [shape=(h, w, 3)] in 0-255 (109: 'extremely colourful')."""
+    r, g, b = (frame[..., k].astype(np.float64) for k in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def _zs(n_z: int, seed: int, n: int) -> np.ndarray:
+    """n frames of a smooth random z path (unit RMS, times Z_GAIN: the default reactivity)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal(n_z), rng.standard_normal(n_z)
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    z = np.cos(t * np.pi / 2) * a + np.sin(t * np.pi / 2) * b
+    return (Z_GAIN * z / np.sqrt(np.mean(z ** 2, axis=1, keepdims=True))).astype(np.float32)
+
+
+def _palette_map(name: str, sample: np.ndarray) -> PaletteMap:
+    return PaletteMap(palette_for(name).table.astype(np.float32), palette_row(palette_levels(sample)))
+
+
+def _textured_picture(seed: int = 3) -> PictureNet:
+    net = PictureNet(16 / 9, 32, levels=4, base=4, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for g in net.grids:
+            g.copy_(torch.randn(g.shape, generator=gen) * 2)
+    return net.eval()
+
+
+def _fps(draw, zs: np.ndarray) -> float:
+    """Frames per second of CPU time (all threads): what the render costs, whatever else shares the machine."""
+    t = time.process_time()
+    for z in zs:
+        draw(z)
+    return len(zs) / (time.process_time() - t)
+
+
+def cost(width: int, height: int, frames: int, rounds: int, threads: int) -> list[tuple[str, float, float, float]]:
+    """(case, best fps without, best fps with, median cost %) for each kernel case."""
+    settings = RenderSettings()
+    net = abstract_cppn(settings)
+    zs = _zs(net.n_z, 0, frames)
+    plain_setup = RenderSetup.of(net, 64, 36, scale=1.0, pan=(0.0, 0.0), centre=None, color=None)
+    sample = KernelBackend(plain_setup, threads=threads, isa=kernel_choice("float32")[0], precision="float32")
+    pm = _palette_map(COST_PALETTE, np.stack([sample.render(z) for z in zs[:: max(1, frames // 4)]]))
+    cases = []
+    for precision in kernel_precisions():
+        isa, _ = kernel_choice(precision)
+        pair = [KernelBackend(RenderSetup.of(net, width, height, scale=1.0, pan=(0.0, 0.0), centre=None, color=None,
+                                             palette=p), threads=threads, isa=isa, precision=precision)
+                for p in (None, pm)]
+        cases.append((f"CPPN kernel {precision} ({isa}), hidden {net.hidden}", pair))
+    picture, motion = _textured_picture(), Motion.of(8, 0)
+    pair = [PictureBackend(picture, motion, width, height, palette=p, threads=threads) for p in (None, pm)]
+    if pair[0].isa is not None:
+        cases.append(("picture kernel", pair))
+    out = []
+    pz = _zs(8, 1, frames) / Z_GAIN * 0.8
+    for name, (without, with_) in cases:
+        z = pz if "picture" in name else zs
+        without.render_yuv420(z[0]), with_.render_yuv420(z[0])  # warm up
+        a, b = [], []
+        for _ in range(rounds):
+            a.append(_fps(without.render_yuv420, z))
+            b.append(_fps(with_.render_yuv420, z))
+        med = float(np.median([100.0 * (x / y - 1.0) for x, y in zip(a, b)]))
+        out.append((name, max(a), max(b), med))
+        print(f"{name}: without {max(a):.1f} fps, with {max(b):.1f} fps: cost {100 * (max(a) / max(b) - 1):+.1f} % "
+              f"(best of {rounds}; median of rounds {med:+.1f} %; rounds without {', '.join(f'{x:.1f}' for x in a)}; "
+              f"with {', '.join(f'{x:.1f}' for x in b)})", file=sys.stderr)
+    return out
+
+
+def look(seeds: int, frames: int, threads: int) -> list[tuple[str, float, float]]:
+    """(palette or 'none', clipped share, colourfulness) at 320x180 over ``seeds`` seeds."""
+    isa, _ = kernel_choice("float32")
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for seed in range(seeds):
+        net = abstract_cppn(RenderSettings(seed=seed))
+        zs = _zs(net.n_z, 100 + seed, frames)
+        plain = KernelBackend(RenderSetup.of(net, 320, 180, scale=1.0, pan=(0.0, 0.0), centre=None, color=None),
+                              threads=threads, isa=isa, precision="float32")
+        base = np.stack([plain.render(z) for z in zs])
+        rows.setdefault("none", []).append((clipped(base), np.mean([colourfulness(f) for f in base])))
+        for name in PALETTES:
+            pm = _palette_map(name, base[:, ::4, ::4])
+            b = KernelBackend(RenderSetup.of(net, 320, 180, scale=1.0, pan=(0.0, 0.0), centre=None, color=None,
+                                             palette=pm), threads=threads, isa=isa, precision="float32")
+            f = np.stack([b.render(z) for z in zs])
+            rows.setdefault(name, []).append((clipped(f), np.mean([colourfulness(x) for x in f])))
+    out = [(name, float(np.mean([c for c, _ in v])), float(np.mean([m for _, m in v]))) for name, v in rows.items()]
+    for name, c, m in out:
+        print(f"{name:>9}: clipped {100 * c:5.1f} %, colourfulness {m:6.1f}", file=sys.stderr)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="1280x720", help="frame size of the cost runs (default 1280x720)")
+    ap.add_argument("--frames", type=int, default=30, help="frames per round (default 30)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds of the look figures (default 3)")
+    ap.add_argument("--threads", type=int, default=1, help="worker threads (default 1; 0: every core)")
+    ap.add_argument("--out", default=None, help="write the section into this Markdown file (default: print only)")
+    args = ap.parse_args(argv)
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    print(f"machine: {machine()}; {threads} threads", file=sys.stderr)
+    costs = cost(width, height, args.frames, args.rounds, threads)
+    looks = look(args.seeds, 8, threads)
+    if args.out:
+        lines = [
+            f"Machine: {machine()}.  ",
+            f"Run: {_dt.date.today().isoformat()}, `python bench/palette_bench.py --size {args.size} --frames "
+            f"{args.frames} --rounds {args.rounds} --seeds {args.seeds}` ({threads} threads).",
+            "",
+            f"Render cost of a palette ({COST_PALETTE}; every table has {len(palette_for(COST_PALETTE).table)} "
+            f"entries) at {width}x{height}, I420 frames, best of interleaved rounds:",
+            "",
+            "| kernel | frames / CPU s without | with | cost | median cost of the rounds |",
+            "|---|---|---|---|---|",
+            *(f"| {n} | {a:.1f} | {b:.1f} | {100 * (a / b - 1):+.1f} % | {m:+.1f} % |" for n, a, b, m in costs),
+            "",
+            f"Look of the abstract CPPN (default settings, seeds 0-{args.seeds - 1}, 8 frames each, 320x180): "
+            "clipped channel values (0-5 or 250-255) and Hasler–Süsstrunk colourfulness:",
+            "",
+            "| palette | clipped | colourfulness |",
+            "|---|---|---|",
+            *(f"| {n} | {100 * c:.1f} % | {m:.0f} |" for n, c, m in looks),
+        ]
+        write_section(Path(args.out), "Palettes (`bench/palette_bench.py`)", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
