@@ -1,5 +1,5 @@
 """The look: clipping and colourfulness of rendered videos, before (the raw network) and at the defaults, per
-palette, with contact sheets; and the render cost of a palette.
+palette, with contact sheets (the render cost of a palette: bench/palette_bench.py).
 
 Each case renders an excerpt through :func:`neuromv.render` (the whole pipeline: features, structure, the
 compiled kernel, H.264), decodes every 4th frame of the video it wrote and measures, per frame,
@@ -8,7 +8,7 @@ the frames; the table gives the range over songs and seeds. ``cover`` palettes a
 :func:`neuromv.metrics.palette_distance` to the cover's 8 dominant colours.
 
     python bench/look_bench.py [--real DIR] [--songs N] [--seeds 0 1 2] [--size 320x180] [--seconds 8]
-                               [--palettes all] [--sheet docs/look-before-after.jpg] [--cost] [--write]
+                               [--palettes all] [--sheet docs/look-before-after.jpg] [--write]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import av
@@ -73,39 +72,6 @@ def sheet(rows: list[list[np.ndarray]], path: Path) -> None:
     print(f"wrote {path} ({img.shape[1]}x{img.shape[0]}, rows of {h} px)")
 
 
-def cost(repeats: int = 5) -> list[str]:
-    """fps of the compiled kernel at 1280x720 hidden 32, with and without a palette, interleaved."""
-    from neuromv.palette import palette_for
-    from neuromv.plan import abstract_cppn
-    from neuromv.renderer import Renderer
-    from neuromv.settings import RenderSettings
-
-    s = RenderSettings()
-    net = abstract_cppn(s)
-    z = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32) * 0.3
-    lines = []
-    for precision in ("float32", "int16"):
-        plain = Renderer(net, 1280, 720, precision=precision)
-        if plain.method != "kernel":
-            continue
-        times = {}
-        for name in ("none", "ember", "spectrum"):
-            times[name] = []
-        rends = {"none": plain, **{n: Renderer(net, 1280, 720, precision=precision, palette=palette_for(n))
-                                   for n in ("ember", "spectrum")}}
-        for _ in range(repeats):
-            for name, r in rends.items():
-                t = time.perf_counter()
-                for k in range(len(z)):
-                    r.render_yuv420(z[k])
-                times[name].append(len(z) / (time.perf_counter() - t))
-        base = float(np.median(times["none"]))
-        for name, v in times.items():
-            fps = float(np.median(v))
-            lines.append(f"| kernel {precision} | {name} | {fps:.1f} | {100 * (base / fps - 1):+.1f} % |")
-    return lines
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--real", help="a folder of .ogg songs")
@@ -115,7 +81,6 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--palettes", nargs="*", default=[], help="palette names (or 'all') measured besides the defaults")
     ap.add_argument("--sheet", help="contact sheet: before | default (| palettes), a row per song and seed")
-    ap.add_argument("--cost", action="store_true", help="the render cost of a palette on the kernel")
     ap.add_argument("--write", action="store_true", help="record the figures in docs/benchmarks.md")
     args = ap.parse_args()
     size = parse_size(args.size)
@@ -151,9 +116,6 @@ def main() -> None:
     print("\n".join(lines))
     if args.sheet:
         sheet(rows, Path(args.sheet))
-    cost_lines = cost() if args.cost else []
-    if cost_lines:
-        print("\n".join(cost_lines))
     if args.write:
         n_songs = len({r["song"] for r in results["default"]})
         body = [f"`python bench/look_bench.py {' '.join(sys.argv[1:])}` on {machine()}.", "",
@@ -162,10 +124,7 @@ def main() -> None:
                 "clipped: channel values <= 5 or >= 250; colourfulness: Hasler-Süsstrunk (109 is 'extremely "
                 "colourful'). 'before': tone 1, chroma 1, the raw network (the defaults before issue 17).", "",
                 *lines]
-        if cost_lines:
-            body += ["", "Render cost of a palette (compiled kernel, 1280x720, hidden 32, I420 frames, median of 5 "
-                     "interleaved runs of 8 frames):", "", "| path | palette | frames/s | cost |", "|---|---|---|---|",
-                     *cost_lines]
+        body += ["", "The render cost of a palette: the next section (bench/palette_bench.py)."]
         write_section(DOC, "The look: clipping, colourfulness, palettes", body)
 
 

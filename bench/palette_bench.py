@@ -1,4 +1,4 @@
-"""Palettes: their render cost in the compiled kernels, and the clipping and colourfulness of each palette.
+"""Palettes: their render cost in the compiled kernels (their look: bench/look_bench.py).
 
     python bench/palette_bench.py                         # prints the figures
     python bench/palette_bench.py --out docs/benchmarks.md   # and writes its section there
@@ -12,11 +12,6 @@ printed too). Times are the process's CPU time (``time.process_time``), so that 
 does not count; the figures are frames per CPU second. Differences of a few per cent between two builds of the
 kernel can be code placement rather than work (the int16 path at hidden 32 ran its no-palette variant 5 % faster than
 the same code built with -falign-loops=64, where the palette then cost nothing): compare within one build.
-
-*Look*: for no palette and each named palette, the abstract CPPN's frames (``--seeds`` seeds, a few frames each,
-z drawn at the default reactivity) at 320x180: the share of channel values clipped (at 0-5 or 250-255, as issue 17
-counts them) and the Hasler–Süsstrunk colourfulness (mean over frames); the palette's levels come from the frames of
-each seed, as the renderer's do.
 """
 
 from __future__ import annotations
@@ -39,25 +34,13 @@ from neuromv.renderer.color import PaletteMap
 from neuromv.renderer.kernel import KernelBackend, kernel_choice, kernel_precisions
 from neuromv.renderer.picture import PictureBackend
 from neuromv.renderer.setup import RenderSetup
-from neuromv.settings import PALETTES, Z_GAIN, RenderSettings
+from neuromv.settings import Z_GAIN, RenderSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_section  # noqa: E402
 
 #: The palette whose cost is measured (every table has the same size: the cost does not depend on the colours).
 COST_PALETTE = "ember"
-
-
-def clipped(frames: np.ndarray) -> float:
-    """The share of channel values at 0-5 or 250-255: frames [shape=(..., 3), dtype=uint8]."""
-    return float(np.mean((frames <= 5) | (frames >= 250)))
-
-
-def colourfulness(frame: np.ndarray) -> float:
-    """Hasler and Süsstrunk's colourfulness of one frame [shape=(h, w, 3)] in 0-255 (109: 'extremely colourful')."""
-    r, g, b = (frame[..., k].astype(np.float64) for k in range(3))
-    rg, yb = r - g, 0.5 * (r + g) - b
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
 def _zs(n_z: int, seed: int, n: int) -> np.ndarray:
@@ -126,35 +109,11 @@ def cost(width: int, height: int, frames: int, rounds: int, threads: int) -> lis
     return out
 
 
-def look(seeds: int, frames: int, threads: int) -> list[tuple[str, float, float]]:
-    """(palette or 'none', clipped share, colourfulness) at 320x180 over ``seeds`` seeds."""
-    isa, _ = kernel_choice("float32")
-    rows: dict[str, list[tuple[float, float]]] = {}
-    for seed in range(seeds):
-        net = abstract_cppn(RenderSettings(seed=seed))
-        zs = _zs(net.n_z, 100 + seed, frames)
-        plain = KernelBackend(RenderSetup.of(net, 320, 180, scale=1.0, pan=(0.0, 0.0), centre=None, color=None),
-                              threads=threads, isa=isa, precision="float32")
-        base = np.stack([plain.render(z) for z in zs])
-        rows.setdefault("none", []).append((clipped(base), np.mean([colourfulness(f) for f in base])))
-        for name in PALETTES:
-            pm = _palette_map(name, base[:, ::4, ::4])
-            b = KernelBackend(RenderSetup.of(net, 320, 180, scale=1.0, pan=(0.0, 0.0), centre=None, color=None,
-                                             palette=pm), threads=threads, isa=isa, precision="float32")
-            f = np.stack([b.render(z) for z in zs])
-            rows.setdefault(name, []).append((clipped(f), np.mean([colourfulness(x) for x in f])))
-    out = [(name, float(np.mean([c for c, _ in v])), float(np.mean([m for _, m in v]))) for name, v in rows.items()]
-    for name, c, m in out:
-        print(f"{name:>9}: clipped {100 * c:5.1f} %, colourfulness {m:6.1f}", file=sys.stderr)
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="1280x720", help="frame size of the cost runs (default 1280x720)")
     ap.add_argument("--frames", type=int, default=30, help="frames per round (default 30)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds of the look figures (default 3)")
     ap.add_argument("--threads", type=int, default=1, help="worker threads (default 1; 0: every core)")
     ap.add_argument("--out", default=None, help="write the section into this Markdown file (default: print only)")
     args = ap.parse_args(argv)
@@ -163,12 +122,11 @@ def main(argv=None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"machine: {machine()}; {threads} threads", file=sys.stderr)
     costs = cost(width, height, args.frames, args.rounds, threads)
-    looks = look(args.seeds, 8, threads)
     if args.out:
         lines = [
             f"Machine: {machine()}.  ",
             f"Run: {_dt.date.today().isoformat()}, `python bench/palette_bench.py --size {args.size} --frames "
-            f"{args.frames} --rounds {args.rounds} --seeds {args.seeds}` ({threads} threads).",
+            f"{args.frames} --rounds {args.rounds}` ({threads} threads).",
             "",
             f"Render cost of a palette ({COST_PALETTE}; every table has {len(palette_for(COST_PALETTE).table)} "
             f"entries) at {width}x{height}, I420 frames, best of interleaved rounds:",
@@ -176,15 +134,8 @@ def main(argv=None) -> int:
             "| kernel | frames / CPU s without | with | cost | median cost of the rounds |",
             "|---|---|---|---|---|",
             *(f"| {n} | {a:.1f} | {b:.1f} | {100 * (a / b - 1):+.1f} % | {m:+.1f} % |" for n, a, b, m in costs),
-            "",
-            f"Look of the abstract CPPN (default settings, seeds 0-{args.seeds - 1}, 8 frames each, 320x180): "
-            "clipped channel values (0-5 or 250-255) and Hasler–Süsstrunk colourfulness:",
-            "",
-            "| palette | clipped | colourfulness |",
-            "|---|---|---|",
-            *(f"| {n} | {100 * c:.1f} % | {m:.0f} |" for n, c, m in looks),
         ]
-        write_section(Path(args.out), "Palettes (`bench/palette_bench.py`)", lines)
+        write_section(Path(args.out), "Palettes: render cost (`bench/palette_bench.py`)", lines)
     return 0
 
 

@@ -149,7 +149,7 @@ def test_pictures_refuse_cppn_only_options():
     (97, 63, 1.3, (0.2, -0.1), True),  # odd sizes (RGB only), zoomed out past the picture's border, colour knobs
 ])
 def test_the_kernel_path_is_the_torch_path(width, height, scale, pan, colour):
-    """neuromv_picture1 (the CPU's path) against picture_frame (torch, the reference): within one level, RGB and
+    """neuromv_picture3 (the CPU's path) against picture_frame (torch, the reference): within one level, RGB and
     I420, on two worker threads."""
     from neuromv.renderer import color_matrix
     from neuromv.renderer.picture import PictureBackend
