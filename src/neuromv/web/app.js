@@ -14,7 +14,7 @@ const config = pageConfig();
 // the settings this page has controls for: what it sends to the server (the others keep Python's defaults)
 const PAGE_SETTINGS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast",
                        "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps",
-                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition"];
+                       "motion", "stems", "separator", "layout", "structure", "beat", "variety", "transition"];
 
 const state = {
   config,              // neuromv.serve.page_config
@@ -300,7 +300,7 @@ function stopLive() {
 
 // ---- wiring ---------------------------------------------------------------------------------------------------
 const KNOBS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast", "beat",
-               "look", "transition"];
+               "variety", "transition"];
 const FIT_LABELS = { cover: "cover (fill, crop)", contain: "contain (whole image)" };
 
 function fillSelect(id, options, selected) {
@@ -380,7 +380,7 @@ function init() {
     state.settings.structure = $("structure").value;
     if (state.song) prepareLater();
   });
-  for (const id of ["beat", "look", "transition"]) {
+  for (const id of ["beat", "variety", "transition"]) {
     knob(id, (v) => { state.settings[id] = v; });
     $(id).addEventListener("change", () => { if (structured()) prepareLater(); });
   }
