@@ -107,7 +107,7 @@ def test_unknown_name_lists_the_looks():
 def test_hostile_look_files_are_refused_without_blocking(tmp_path):
     big = tmp_path / "big.toml"
     big.write_text("neuromv_look = 1\n" + "# padding\n" * (MAX_LOOK_BYTES // 10))
-    with pytest.raises(LookError, match=r"big\.toml: is .* over the limit"):
+    with pytest.raises(LookError, match=r"big\.toml: over the limit of 64 KB for a look file"):
         load_look(big)
     with pytest.raises(LookError, match=r"is a directory, not a look file"):
         load_look(str(tmp_path) + "/")

@@ -180,9 +180,9 @@ def read_look(name_or_path: str | os.PathLike) -> tuple[str | None, dict[str, An
         raise LookError(f"a look is a name ({', '.join(LOOKS)}) or a .toml file, not {show(name_or_path)}")
     from ._files import open_input_file
 
-    with open_input_file(name_or_path, "look", MAX_LOOK_BYTES) as f:
-        data = f.read(MAX_LOOK_BYTES + 1)
-    if len(data) > MAX_LOOK_BYTES:  # grew after the check
+    with open_input_file(name_or_path, "look") as f:  # a regular file, opened without blocking
+        data = f.read(MAX_LOOK_BYTES + 1)  # never more
+    if len(data) > MAX_LOOK_BYTES:
         raise LookError(f"{name_or_path}: over the limit of {MAX_LOOK_BYTES // 1024} KB for a look file")
     return parse_look_toml(data, str(name_or_path))
 
