@@ -71,6 +71,37 @@ def test_custom_values_round_trip_with_types(tmp_path):
     assert look_values(RenderSettings(zoom=3.0, width=640, crf=30)) == {"zoom": 3.0}  # run settings are no look
 
 
+def test_any_valid_values_round_trip():
+    """look_toml writes every float, int, bool and string a look may hold so that tomllib reads the same back."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    from neuromv.settings import SETTINGS
+
+    rows = {r.name: r for r in SETTINGS if r.name in LOOK_SETTINGS}
+
+    def value(row):
+        if row.kind is bool:
+            return st.booleans()
+        if row.choices:
+            return st.sampled_from(row.choices)
+        if row.name == "palette":
+            return st.sampled_from(["ember", "cover", "#ff8800,#123", "#010203,#a0b0c0,#ffffff"])
+        if row.name == "background":
+            return st.sampled_from(["black", "white", "#1a2b3c", "26,43,60"])
+        if row.integer:
+            return st.integers(int(row.lo), int(min(row.hi, 2**31)))
+        return st.floats(row.lo, row.hi, exclude_min=row.lo_open, allow_nan=False)
+
+    @hypothesis.settings(max_examples=150, deadline=None)
+    @hypothesis.given(st.fixed_dictionaries({}, optional={k: value(r) for k, r in rows.items()}))
+    def check(values):
+        checked = {k: float(v) if rows[k].kind is float else v for k, v in values.items()}
+        assert parse_look_toml(look_toml(values, "x")) == ("x", checked)
+
+    check()
+
+
 # ---- bad input: one line, naming the file ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, message", [
