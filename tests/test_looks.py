@@ -317,9 +317,9 @@ def test_page_picks_a_look_tweaks_saves_and_copies(tmp_path):
             _knob(page, "zoom", 3.5)  # a value the look replaces
             page.select_option("#look", "neon")
             values = page.evaluate("""() => ({zoom: document.getElementById('zoom').value,
-                beat: document.getElementById('beat').value, contrast: document.getElementById('contrast').value,
+                beat: document.getElementById('beat').value, smooth: document.getElementById('smooth').value,
                 out: document.getElementById('beat-out').textContent, settings: window.neuromv.settings})""")
-            assert (float(values["zoom"]), float(values["beat"]), float(values["contrast"])) == (0.8, 2.0, 1.15)
+            assert (float(values["zoom"]), float(values["beat"]), float(values["smooth"])) == (0.8, 2.0, 0.1)
             assert values["out"] == "2"
             for key in LOOK_SETTINGS:  # every setting a look holds: the look's, or the default
                 assert values["settings"][key] == LOOKS["neon"].get(key, getattr(RenderSettings(), key)), key

@@ -68,12 +68,13 @@ LOOKS: dict[str, dict[str, Any]] = {
               "transition": 2.0, "zoom": 1.2},
     # electric: hard kicks, a fast release, wide and quick section changes, a busier pattern
     "neon": {"palette": "neon", "reactivity": 1.4, "smooth": 0.1, "beat": 2.0, "variety": 1.5,
-             "transition": 0.5, "zoom": 0.8, "contrast": 1.15},
-    # soft colours: gentle tone and chroma, lighter and flatter, a floating motion
-    "pastel": {"tone": 0.3, "chroma": 0.3, "brightness": 0.08, "contrast": 0.85, "smooth": 0.3, "beat": 0.8,
+             "transition": 0.5, "zoom": 0.8},
+    # soft colours: gentle tone and chroma, a little lighter and flatter, a floating motion (none of the looks pushes
+    # contrast or saturation above 1: on bright pictures that clips; docs/looks.md)
+    "pastel": {"tone": 0.35, "chroma": 0.4, "brightness": 0.05, "contrast": 0.9, "smooth": 0.3, "beat": 0.8,
                "reactivity": 0.9},
-    # black and white: the noir palette, hard contrast, cuts between sections, a closer view
-    "mono": {"palette": "noir", "contrast": 1.2, "beat": 1.2, "transition": 0.0, "zoom": 1.5},
+    # black and white: the noir palette, harder kicks, cuts between sections, a closer view
+    "mono": {"palette": "noir", "beat": 1.2, "transition": 0.0, "zoom": 1.5},
     # the song's cover art's colours, moving gently
     "cover": {"palette": "cover", "reactivity": 0.9, "smooth": 0.25, "beat": 0.8},
 }
