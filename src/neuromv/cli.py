@@ -347,7 +347,7 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
 
 
 def _cmd_looks(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
-    from .looks import LOOK_SETTINGS, LOOKS, load_look, look_toml, read_look, save_look
+    from .looks import LOOK_SETTINGS, LOOKS, apply_look, look_toml, read_look, save_look
     from .settings import RenderSettings
 
     if (args.action or "list") == "list":
@@ -357,13 +357,10 @@ def _cmd_looks(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
             print(f"{name:<{width}}  {text}")
         return []
     if args.action == "show":
-        print(look_toml(*reversed(read_look(args.look))), end="")
+        name, values = read_look(args.look)
+        print(look_toml(values, name), end="")
         return []
-    base = RenderSettings()
-    if args.look:
-        from dataclasses import replace
-
-        base = replace(base, **load_look(args.look))
+    base = apply_look(RenderSettings(), args.look) if args.look else RenderSettings()
     given = {k: getattr(args, k) for k in given_options(args) if k in LOOK_SETTINGS}
     out = save_look(RenderSettings(**{**base.to_dict(), **given}), args.output, name=args.name,
                     overwrite=args.overwrite)
