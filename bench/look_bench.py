@@ -51,9 +51,21 @@ def songs(args) -> list[tuple[str, object]]:
 
 
 def measure(name, audio, options: dict, size, work: Path, cover=None) -> dict:
+    """Render, decode and measure one case. With ``cover``, the song is written beside a cover.png of it and
+    rendered with image 'auto': the abstract CPPN in the cover's colours, as a user's song with cover art is."""
     out = work / f"{name}.mp4"
-    neuromv.render(audio, out, width=size[0], height=size[1], overwrite=True, image=cover if cover is not None
-                   else "none", **options)
+    song, image = audio, "none"
+    if cover is not None:
+        from PIL import Image
+
+        from neuromv.audio import save_wav
+
+        folder = work / name
+        folder.mkdir(exist_ok=True)
+        song, image = folder / "song.wav", "auto"
+        save_wav(song, audio)
+        Image.fromarray(cover).save(folder / "cover.png")
+    neuromv.render(song, out, width=size[0], height=size[1], overwrite=True, image=image, **options)
     frames = decoded(out)
     row = {"clip": float(np.mean([clipped_share(f) for f in frames])),
            "colour": float(np.mean([colourfulness(f) for f in frames])), "frames": frames}
@@ -125,7 +137,8 @@ def main() -> None:
                 "colourful'). 'before': tone 1, chroma 1, the raw network (the defaults before issue 17).", "",
                 *lines]
         body += ["", "The render cost of a palette: the next section (bench/palette_bench.py)."]
-        write_section(DOC, "The look: clipping, colourfulness, palettes", body)
+        write_section(DOC, "The look: palettes" if palettes else "The look: clipping and colourfulness at the defaults",
+                      body)
 
 
 if __name__ == "__main__":

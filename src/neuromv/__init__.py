@@ -18,6 +18,7 @@ The pipeline, one module per stage:
 - :mod:`neuromv.plan`: a render resolved before the slow work: image, model, device, CPPNs, latents
 - :mod:`neuromv.stems`: stem panels, the stems' cache, compositing; :func:`separate_song`
 - :mod:`neuromv.pipeline`: :func:`render`, all of the above in one call
+- :mod:`neuromv.looks`: named bundles of settings (``--look``), built in or saved as TOML
 - :mod:`neuromv.metrics`, :mod:`neuromv.sync`: fidelity and reactivity of a video; how closely it follows the music
 
 Heavy modules load on first use, so ``import neuromv`` is instant.
@@ -27,8 +28,8 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import (AudioError, CuesError, ImageError, Interrupted, ModelError, NeuroMVError, OutputError,
-                     ParameterError, SeparationError, VideoError)
+from .errors import (AudioError, CuesError, ImageError, Interrupted, LookError, ModelError, NeuroMVError,
+                     OutputError, ParameterError, SeparationError, VideoError)
 
 __version__ = "0.1.0"
 
@@ -48,10 +49,11 @@ _LAZY = {
     "analyze": "analysis", "Cues": "cues", "load_cues": "cues", "save_cues": "cues",
     "sync_video": "sync", "SyncReport": "sync",
     "Separator": "separate", "separate_song": "stems",
+    "load_look": "looks", "save_look": "looks", "look_toml": "looks", "LOOKS": "looks",
 }
 
 __all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "CuesError",
-           "VideoError", "OutputError", "Interrupted",
+           "VideoError", "OutputError", "LookError", "Interrupted",
            "__version__",
            *_LAZY]
 

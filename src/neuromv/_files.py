@@ -210,7 +210,7 @@ def atomic_files(paths: Sequence[str | os.PathLike], *, overwrite: bool = True) 
 
 #: The error each kind of input raises (one home for "which error names a bad song, image or model").
 _INPUT_ERRORS = {"audio": "AudioError", "image": "ImageError", "model": "ModelError", "cues": "CuesError",
-                 "video": "VideoError"}
+                 "video": "VideoError", "look": "LookError"}
 
 
 def open_input_file(path: str | os.PathLike, kind: str, max_bytes: int | None = None) -> BinaryIO:
@@ -224,7 +224,7 @@ def open_input_file(path: str | os.PathLike, kind: str, max_bytes: int | None = 
     Parameters
     ----------
     path : str or os.PathLike
-    kind : {'audio', 'image', 'model', 'cues', 'video'}
+    kind : {'audio', 'image', 'model', 'cues', 'video', 'look'}
         What the file should be: chooses the error (:class:`~neuromv.errors.AudioError`, ``ImageError``,
         ``ModelError``) and the words of the message.
     max_bytes : int, optional
@@ -244,7 +244,7 @@ def open_input_file(path: str | os.PathLike, kind: str, max_bytes: int | None = 
 
     error = getattr(errors, _INPUT_ERRORS[kind])
     what = {"audio": "an audio file", "image": "an image", "model": "a model file", "cues": "a cues file",
-            "video": "a video file"}[kind]
+            "video": "a video file", "look": "a look file"}[kind]
     path = Path(path)
     try:
         st = os.stat(path)

@@ -28,6 +28,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"neuromv: error: {message} (see '{self.prog} --help')\n")
 
 
+class _Given(argparse.Action):
+    """Stores the value like argparse's 'store' and records the option as given (``namespace._given``): an option
+    the user gave overrides a look, its default does not (:func:`settings_from_args`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        given_options(namespace).add(self.dest)
+
+
+class _GivenTrue(argparse.Action):
+    """argparse's 'store_true', recording the option as given (:class:`_Given`)."""
+
+    def __init__(self, option_strings, dest, default=False, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        given_options(namespace).add(self.dest)
+
+
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The settings (dest names) whose options were given on the command line, not left at their defaults."""
+    if "_given" not in vars(args):
+        args._given = set()
+    return args._given
+
+
 def add_setting_option(group, row, defaults, flag: str | None = None, help: str | None = None) -> None:
     """Add the command-line option of one row of the settings table (:class:`neuromv.settings.Setting`) to an
     argparse group: its flag (or ``flag``), type, metavar, choices and help (or ``help``), with the default of
@@ -40,9 +67,9 @@ def add_setting_option(group, row, defaults, flag: str | None = None, help: str 
         text += f" (default: {shown})"
     kw: dict = dict(help=text, dest=row.name)
     if row.kind is bool:
-        kw.update(action="store_true", default=value)
+        kw.update(action=_GivenTrue, default=value)
     else:
-        kw.update(default=None if row.quality else value, metavar=row.metavar)
+        kw.update(action=_Given, default=None if row.quality else value, metavar=row.metavar)
         if row.kind is not str:
             kw["type"] = row.kind
         if row.choices and row.cli_choices:
@@ -70,6 +97,7 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                                                          "it wins over --quality's and --format's size, and with "
                                                          "--format it must have its shape; odd sizes are rounded "
                                                          "up to even")
+            _add_look_option(g)
         elif key == "image":
             g.add_argument("--image", metavar="PATH|none|STEM=PATH", action="append",
                            help="picture the video should look like (PNG, JPEG, WebP, GIF, BMP, TIFF). Default: the "
@@ -91,6 +119,14 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
             g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
             g.add_argument("--no-audio", dest="audio", action="store_const", const="off",
                            help="a silent video: the same as --audio off")
+
+
+def _add_look_option(g) -> None:
+    from .looks import LOOKS
+
+    g.add_argument("--look", metavar="NAME|FILE.toml",
+                   help=f"a bundle of settings: built in ({', '.join(LOOKS)}) or a look file ('neuromv looks'); "
+                        "options given explicitly override it")
 
 
 def _add_fit_options(g, defaults) -> None:
@@ -132,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_options(d, DEMO_SETTINGS)
     _add_verbosity(d)
     d.set_defaults(func=_cmd_demo)
+
+    _add_looks_command(sub)
 
     f = sub.add_parser("fit", help="fit a picture network to an image and save it as a model",
                        description="Fit a picture network to IMAGE and save it (safetensors) for "
@@ -207,14 +245,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_looks_command(sub) -> None:
+    """``neuromv looks [list]``, ``neuromv looks show NAME|FILE``, ``neuromv looks save FILE [options]``."""
+    from .looks import LOOK_SETTINGS
+    from .settings import SETTINGS, RenderSettings
+
+    k = sub.add_parser("looks", help="list the built-in looks, print one as TOML, or save settings as a look file",
+                       description="Looks are bundles of settings ('--look NAME|FILE.toml' on render and demo; "
+                                   "docs/looks.md). 'neuromv looks' lists the built-in ones.")
+    k.set_defaults(func=_cmd_looks, quiet=False, verbose=False)
+    actions = k.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.add_parser("list", help="the built-in looks and what they set (the default action)")
+    show = actions.add_parser("show", help="print a look (built in or a file) as TOML, to edit and save",
+                              description="Print a look as TOML (a look file's text).")
+    show.add_argument("look", metavar="NAME|FILE.toml")
+    save = actions.add_parser("save", help="save settings as a look file",
+                              description="Write FILE.toml: the --look given (if any) with the options given over "
+                                          "it; only settings that differ from the defaults are written.")
+    save.add_argument("output", metavar="FILE.toml", help="look file to write")
+    save.add_argument("--name", help="the look's name (default: the file's name)")
+    _add_look_option(save)
+    save.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
+    g = save.add_argument_group("settings a look holds")
+    defaults = RenderSettings()
+    for row in SETTINGS:
+        if row.name in LOOK_SETTINGS and row.flag is not None:
+            add_setting_option(g, row, defaults)
+
+
 def settings_from_args(args: argparse.Namespace):
-    """The RenderSettings of ``render``/``demo``'s options: every setting with a flag as given (crf and preset: the
-    ``--quality`` preset's, or the defaults', when not given), the size from ``--size``, else ``--format`` at the
-    quality (:data:`neuromv.settings.FORMATS`), else the preset's. ``--size`` with ``--format`` must have its shape
-    (:func:`neuromv.settings.check_shape`)."""
+    """The RenderSettings of ``render``/``demo``'s options: the command's defaults, then the ``--quality`` preset's
+    size, crf and x264 preset, then the ``--look``'s values, then every option given explicitly; the size from
+    ``--size``, else ``--format`` at the quality (:data:`neuromv.settings.FORMATS`), else the preset's. ``--size``
+    with ``--format`` must have its shape (:func:`neuromv.settings.check_shape`)."""
     from .settings import SETTINGS, RenderSettings, check_shape, format_size, parse_size, with_quality
 
     base = with_quality(args._defaults, args.quality) if args.quality else args._defaults
+    if getattr(args, "look", None):  # the look's values first; the options given override them
+        from .looks import apply_look
+
+        base = apply_look(base, args.look)
+    given = given_options(args)
     if args.format is not None:
         format_size(args.format)  # an unknown format: one line naming the choices
     if args.size:  # an explicit size wins; with --format, it must have its shape
@@ -228,8 +299,7 @@ def settings_from_args(args: argparse.Namespace):
     values = {}
     for row in SETTINGS:
         if row.flag is not None:
-            value = getattr(args, row.name)
-            values[row.name] = getattr(base, row.name) if value is None and row.quality else value
+            values[row.name] = getattr(args, row.name) if row.name in given else getattr(base, row.name)
     return RenderSettings(width=width, height=height, **values)
 
 
@@ -290,6 +360,27 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     result = render(demo_song(), args.output, settings_from_args(args), overwrite=args.overwrite, progress=_bars(args),
                     cancel=cancel, **opts)
     return [_wrote(result)]
+
+
+def _cmd_looks(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
+    from .looks import LOOK_SETTINGS, LOOKS, apply_look, look_toml, read_look, save_look
+    from .settings import RenderSettings
+
+    if (args.action or "list") == "list":
+        width = max(map(len, LOOKS))
+        for name, values in LOOKS.items():
+            text = " ".join(f"{k}={v}" for k, v in values.items()) or "the defaults"
+            print(f"{name:<{width}}  {text}")
+        return []
+    if args.action == "show":
+        name, values = read_look(args.look)
+        print(look_toml(values, name), end="")
+        return []
+    base = apply_look(RenderSettings(), args.look) if args.look else RenderSettings()
+    given = {k: getattr(args, k) for k in given_options(args) if k in LOOK_SETTINGS}
+    out = save_look(RenderSettings(**{**base.to_dict(), **given}), args.output, name=args.name,
+                    overwrite=args.overwrite)
+    return [f"wrote {out}"]
 
 
 def _cmd_fit(args: argparse.Namespace, cancel: threading.Event) -> list[str]:

@@ -7,7 +7,7 @@ the problem (and the file, where there is one), so the CLI can print it as it is
 from __future__ import annotations
 
 __all__ = ["NeuroMVError", "ParameterError", "AudioError", "ImageError", "ModelError", "SeparationError", "CuesError",
-           "VideoError", "OutputError",
+           "VideoError", "OutputError", "LookError",
            "Interrupted", "summary"]
 
 
@@ -46,6 +46,11 @@ class VideoError(NeuroMVError):
 
 class OutputError(NeuroMVError):
     """The output cannot be written where asked: a directory, the input itself, an existing file..."""
+
+
+class LookError(ParameterError):
+    """A look (``--look``, :mod:`neuromv.looks`) cannot be used: an unknown name, a file that is missing, not a
+    regular file, too large or not TOML, or a key or value no look may have."""
 
 
 class Interrupted(NeuroMVError):

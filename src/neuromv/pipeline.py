@@ -120,7 +120,9 @@ def render(
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
         ``separator`` may also be a loaded :class:`~neuromv.separate.Separator`, reused across renders.
         ``quality='draft'|'standard'|'high'`` sets size, x264 preset and crf (:data:`neuromv.settings.QUALITY`)
-        before the other options apply.
+        before the other options apply. ``look=`` a built-in look's name, a look file (.toml) or a dict of
+        :func:`neuromv.looks.load_look`'s sets its settings (:mod:`neuromv.looks`) over ``settings``, before the
+        other options apply.
 
     Returns
     -------
@@ -136,6 +138,7 @@ def render(
     --------
     >>> import neuromv
     >>> neuromv.render("song.mp3", "video.mp4", width=640, height=360, seed=7)  # doctest: +SKIP
+    >>> neuromv.render("song.mp3", "video.mp4", look="ember", seed=3)  # the look, then seed 3  # doctest: +SKIP
     """
     from .limits import check_memory
 
@@ -210,6 +213,11 @@ def _settings(base: RenderSettings | None, options: dict):
     else:
         separator = None
     base = base or RenderSettings()
+    if options.get("look") is not None:  # the look's values first; the other options override them
+        from .looks import apply_look
+
+        base = apply_look(base, options.pop("look"))
+    options.pop("look", None)
     if "quality" in options:  # the preset first; the other options override it
         from .settings import with_quality
 

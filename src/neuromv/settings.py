@@ -562,7 +562,7 @@ class RenderSettings:
         1.0, "structure", "strength of the kick on every beat (zoom and brightness pulse); 0: none", lo=0, hi=10,
         doc="Strength of the beat kick, a zoom and brightness pulse with a fast attack and a release over the beat "
             "(downbeats stronger, drops a burst); 0: none, 2: twice as strong.")
-    look: float = setting(
+    variety: float = setting(
         1.0, "structure", "how different each section looks (pattern, palette, zoom); 0: one look", lo=0, hi=10,
         doc="How far each section's look (latent offset, hue and zoom) is from the first section's; a returning "
             "section returns to its look. 0: the whole song looks the same.")

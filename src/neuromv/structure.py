@@ -64,7 +64,7 @@ BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z
 #: (seconds).
 BUILD_ZOOM = 0.12
 REST = {"brightness": -0.05, "ease": 0.15}
-#: A section's look per unit of the ``look`` setting: the norm of its input offset (the music's own z has norm
+#: A section's look per unit of the ``variety`` setting: the norm of its input offset (the music's own z has norm
 #: about ``Z_GAIN`` = 0.3), its hue turn (degrees; labels take turns of the golden angle) and its zoom range.
 LOOK = {"z": 1.0, "hue": 137.508, "zoom": 0.25}
 #: A fitted picture keeps its picture: smaller offsets, hue turns and zooms (in only: a zoom-out would show the
@@ -176,7 +176,7 @@ def kick_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray
 
 def look_of(index: int, n_z: int, seed: int, picture: bool) -> tuple[np.ndarray, float, float]:
     """The look of the ``index``-th distinct section label (0: the first, the song's home look): (input offset
-    [shape=(n_z,)] before the ``look`` setting, hue turn in degrees, zoom). The same label, seed and kind give the
+    [shape=(n_z,)] before the ``variety`` setting, hue turn in degrees, zoom). The same label, seed and kind give the
     same look."""
     if index == 0:
         return np.zeros(n_z), 0.0, 1.0
@@ -358,7 +358,7 @@ def _section_looks(cues: Cues, t: np.ndarray, settings, n_z: int, picture: bool)
         i = index[label]
         if i not in looks:
             off, hue, zoom = look_of(i, n_z, settings.seed, picture)
-            looks[i] = np.concatenate([off * settings.look, [hue * settings.look, math.log(zoom) * settings.look]])
+            looks[i] = np.concatenate([off * settings.variety, [hue * settings.variety, math.log(zoom) * settings.variety]])
         return looks[i]
 
     starts = np.array([sec.start for sec in secs])
@@ -394,7 +394,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     n_frames : int
         Frames of the render; frame ``i`` shows time ``start + i / fps``.
     settings : RenderSettings
-        ``structure`` ('off': None), ``beat``, ``look``, ``transition``, ``seed``, ``fps``, ``n_mels``.
+        ``structure`` ('off': None), ``beat``, ``variety``, ``transition``, ``seed``, ``fps``, ``n_mels``.
     kind : {False, 'picture', True}
         The network (:func:`neuromv.plan.kind_of`): an abstract CPPN (False), a fitted picture ('picture': milder
         looks, zoom in only) or a format-1 image-mode CPPN (True: no zoom).
@@ -478,7 +478,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         if role == "scale":
             zoom = zoom * (1.0 - BASS_ZOOM * beat * level)
         else:
-            hue = hue + VOCAL_HUE * settings.look * level
+            hue = hue + VOCAL_HUE * settings.variety * level
             saturation = saturation * (1.0 + VOCAL_SATURATION * level)
     if kind is True:  # a format-1 image-mode CPPN is not zoomed
         zoom = np.ones(n_frames)

@@ -34,20 +34,32 @@ _CONFIG_MARK = "/*neuromv-config*/"
 _WEB = Path(__file__).resolve().parent.parent / "web"
 
 
-def cli_command(song: str, output: str, settings: dict, image: str = "none") -> str:
+def cli_command(song: str, output: str, settings: dict, image: str = "none", look: str | None = None) -> str:
     """The ``neuromv render`` command line that renders ``song`` with ``settings`` (only what differs from the
     defaults), from the settings table (:data:`neuromv.settings.SETTINGS`: each row's flag; width and height as
-    ``--size``). ``image``: 'none' (abstract), 'auto' (the song's cover art, the CLI's default) or an image file."""
+    ``--size``). ``image``: 'none' (abstract), 'auto' (the song's cover art, the CLI's default) or an image file.
+    ``look``: a built-in look's name (:data:`neuromv.looks.LOOKS`): ``--look NAME`` and only the options that
+    differ from the look (without it when the settings undo what no option can: a palette or a switch it sets)."""
     import shlex
 
+    from ..looks import LOOK_SETTINGS, LOOKS, apply_look
     from ..settings import SETTINGS, RenderSettings, format_size
 
     s = RenderSettings.from_dict(settings)
-    default = RenderSettings()
+    default = base = RenderSettings()
     args = ["neuromv", "render", song, "-o", output]
+    if look is not None:
+        if look not in LOOKS:
+            raise ParameterError(f"unknown look {look[:40]!r}; choose one of {', '.join(LOOKS)}")
+        base = apply_look(default, look)
+        unsaid = lambda v: v is None or v is False  # noqa: E731 - no option says these
+        if any(unsaid(getattr(s, k)) and not unsaid(getattr(base, k)) for k in LOOK_SETTINGS):
+            base = default
+        elif LOOKS[look]:  # 'default' sets nothing
+            args += ["--look", look]
     for row in SETTINGS:
         v = getattr(s, row.name)
-        if v == row.default or row.flag is None:
+        if v == getattr(base, row.name) or row.flag is None:
             continue
         if row.kind is bool:
             if v:
@@ -68,13 +80,14 @@ def page_config() -> dict:
     image mode's :data:`neuromv.cppn.FLOOR` and :data:`neuromv.renderer.CENTRE_FRAMES`, the colour matrix's
     :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, a fitted
     picture's :data:`neuromv.motion.ONSET_BOOST`, the beat kick's :data:`neuromv.structure.KICK` (the live beat
-    tracker draws its kick with them), the default settings (every row of the settings table,
+    tracker draws its kick with them), the built-in looks (:data:`neuromv.looks.LOOKS`) and the settings a look
+    holds (``LOOK_SETTINGS``), the default settings (every row of the settings table,
     :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities, motion styles, separators
     with their stems, layouts, structure: the table's; the named palettes, :data:`neuromv.settings.PALETTES`; the
     quality presets' sizes; each format's size per quality, :data:`neuromv.settings.FORMATS`). A JSON object,
     embedded in the page
     (``/``)."""
-    from .. import cppn, features, motion, renderer, settings, structure
+    from .. import cppn, features, looks, motion, renderer, settings, structure
 
     rows = {row.name: row for row in settings.SETTINGS}
     return {
@@ -82,6 +95,8 @@ def page_config() -> dict:
         "CENTRE_FRAMES": renderer.CENTRE_FRAMES, "LUMA": list(renderer.LUMA),
         "ANALYSIS_SR": features.ANALYSIS_SR, "TOP_DB": features.TOP_DB, "ONSET_BOOST": motion.ONSET_BOOST,
         "KICK": dict(structure.KICK),
+        "looks": {name: dict(values) for name, values in looks.LOOKS.items()},
+        "LOOK_SETTINGS": list(looks.LOOK_SETTINGS),
         "defaults": {name: row.default for name, row in rows.items()},
         "choices": {"fit": list(rows["fit"].choices), "fit_quality": list(rows["fit_quality"].choices),
                     "motion": list(rows["motion"].choices), "layout": list(rows["layout"].choices),
@@ -344,7 +359,10 @@ async def _command(request):
     from starlette.responses import JSONResponse
 
     st = server_state(request)
-    body = await json_body(request, ("song", "image", "settings", "output"))
+    body = await json_body(request, ("song", "image", "settings", "output", "look"))
+    look = body.get("look")
+    if look is not None and not isinstance(look, str):
+        raise ParameterError("look must be a string")
     song, image = "song.mp3", body.get("image") or "none"
     with st.storage.lock:
         if body.get("song") in st.storage.items:
@@ -352,7 +370,23 @@ async def _command(request):
         if image not in ("none", "auto"):
             image = st.storage.items[image].name if image in st.storage.items else "image.png"
     return JSONResponse({"command": cli_command(song, body.get("output") or "video.mp4",
-                                                body.get("settings", {}), image)})
+                                                body.get("settings", {}), image, look)})
+
+
+async def _look_file(request):
+    """The look file (TOML, :func:`neuromv.looks.look_toml`) of the page's settings: their values of
+    :data:`neuromv.looks.LOOK_SETTINGS` that differ from the defaults, named ``name``: ``{"toml", "filename"}``."""
+    from starlette.responses import JSONResponse
+
+    from ..looks import look_toml, look_values
+    from ..settings import RenderSettings
+
+    body = await json_body(request, ("settings", "name"))
+    name = body.get("name") or "look"
+    if not isinstance(name, str):
+        raise ParameterError("name must be a string")
+    text = look_toml(look_values(RenderSettings.from_dict(body.get("settings", {}))), name)
+    return JSONResponse({"toml": text, "filename": f"{name}.toml"})
 
 
 def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = config.MAX_UPLOAD,
@@ -404,6 +438,7 @@ def create_app(*, workdir: str | os.PathLike | None = None, max_upload: int = co
         Route("/api/jobs/{jid}/cancel", _cancel_job, methods=["POST"]),
         Route("/api/files/{jid}", _download),
         Route("/api/cli", _command, methods=["POST"]),
+        Route("/api/look", _look_file, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

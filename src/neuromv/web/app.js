@@ -14,7 +14,7 @@ const config = pageConfig();
 // the settings this page has controls for: what it sends to the server (the others keep Python's defaults)
 const PAGE_SETTINGS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast",
                        "seed", "hidden", "n_mels", "fps", "width", "height", "fit", "fit_quality", "fit_steps",
-                       "motion", "stems", "separator", "layout", "structure", "beat", "look", "transition", "format",
+                       "motion", "stems", "separator", "layout", "structure", "beat", "variety", "transition", "format",
                        "tone", "chroma", "palette"];
 
 const state = {
@@ -35,6 +35,7 @@ const state = {
   liveGeneration: 0,   // counts live-mode switches: a start still waiting for the microphone gives up
   prepareToken: 0,     // counts picture requests: an older one is cancelled
   busy: 0,             // round trips under way (a prepare job: fit, separation)
+  look: null,          // the built-in look last picked (neuromv.looks.LOOKS), or null; the controls may differ
   settings: Object.fromEntries(PAGE_SETTINGS.map((k) => [k, config.defaults[k]])),
 };
 window.neuromv = state;
@@ -269,9 +270,40 @@ async function renderVideo() {
 
 async function copyCommand() {
   try {
-    const { command } = await postSettings("/api/cli", settingsDocument());
+    const { command } = await postSettings("/api/cli", { ...settingsDocument(), look: state.look });
     $("command").textContent = command;
     if (navigator.clipboard) await navigator.clipboard.writeText(command).catch(() => {}); // not on plain http
+  } catch (e) {
+    $("command").textContent = e.message;
+  }
+}
+
+// ---- looks (neuromv.looks) ------------------------------------------------------------------------------------
+// a built-in look sets every setting a look holds (those it leaves out: the defaults); the controls follow
+function applyLook(name) {
+  const values = config.looks[name];
+  if (!values) return;
+  for (const key of config.LOOK_SETTINGS) state.settings[key] = key in values ? values[key] : config.defaults[key];
+  state.look = name;
+  showValues();
+  updateLatents();
+  prepareLater();
+}
+
+// the look file of the current settings (its TOML written by the server: neuromv.looks.look_toml), downloaded
+async function saveLook() {
+  const name = $("look-name").value.trim() || (state.look ? `${state.look}-custom` : "my-look");
+  try {
+    const { toml, filename } = await postSettings("/api/look", { settings: { ...state.settings }, name });
+    $("command").textContent = toml;
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([toml], { type: "application/toml" }));
+    a.download = filename;
+    a.id = "look-file";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   } catch (e) {
     $("command").textContent = e.message;
   }
@@ -340,7 +372,7 @@ function wireColours() {
 
 // ---- wiring ---------------------------------------------------------------------------------------------------
 const KNOBS = ["reactivity", "smooth", "zoom", "pan_x", "pan_y", "hue", "saturation", "brightness", "contrast", "beat",
-               "look", "transition", "tone", "chroma"];
+               "variety", "transition", "tone", "chroma"];
 const FIT_LABELS = { cover: "cover (fill, crop)", contain: "contain (whole image)" };
 
 function fillSelect(id, options, selected) {
@@ -368,6 +400,7 @@ function showSettings() {
   fillSelect("separator", Object.entries(choices.separator).map(([v, stems]) => [v, `${v} (${stems.join(" / ")})`]),
              s.separator);
   fillSelect("layout", choices.layout.map((v) => [v, v.replaceAll("-", " ")]), s.layout);
+  fillSelect("look", [["", "(choose a look)"], ...Object.keys(config.looks).map((v) => [v, v])], "");
   fillSelect("palette", [["", "the network's own colours"], ...choices.palette.map((v) => [v, v]),
                         ["cover", "the cover art's colours"], ["custom", "custom colours…"]], s.palette || "");
   const preset = presetOf(s.width, s.height);
@@ -397,6 +430,19 @@ function shapeCanvas() {
   [canvas.width, canvas.height] = w >= h ? [Math.round(short * w / h), short] : [short, Math.round(short * h / w)];
   Object.assign(canvas.style, { aspectRatio: `${w} / ${h}`, width: `min(100%, calc(75vh * ${w / h}))`,
                                 alignSelf: "center" });
+}
+
+// the controls show the settings' current values (after a look is picked); a control another part adds for a
+// setting (its id the setting's name) follows too
+function showValues() {
+  const s = state.settings;
+  for (const key of new Set([...KNOBS, ...config.LOOK_SETTINGS, "seed"])) {
+    const element = $(key);
+    if (!element || !(key in s)) continue;
+    if (element.type === "checkbox") element.checked = !!s[key];
+    else element.value = s[key] === null ? "" : s[key];
+    if ($(`${key}-out`)) $(`${key}-out`).textContent = s[key];
+  }
 }
 
 function knob(id, apply) {
@@ -457,7 +503,7 @@ function init() {
     state.settings.structure = $("structure").value;
     if (state.song) prepareLater();
   });
-  for (const id of ["beat", "look", "transition"]) {
+  for (const id of ["beat", "variety", "transition"]) {
     knob(id, (v) => { state.settings[id] = v; });
     $(id).addEventListener("change", () => { if (structured()) prepareLater(); });
   }
@@ -495,6 +541,8 @@ function init() {
     drop.classList.remove("over");
     for (const file of e.dataTransfer.files) useFile(file);
   });
+  $("look").addEventListener("change", () => applyLook($("look").value));
+  $("save-look").addEventListener("click", saveLook);
   $("render").addEventListener("click", renderVideo);
   $("cli").addEventListener("click", copyCommand);
   wireColours();
