@@ -37,14 +37,14 @@ class _Given(argparse.Action):
         given_options(namespace).add(self.dest)
 
 
-class _GivenTrue(argparse.Action):
-    """argparse's 'store_true', recording the option as given (:class:`_Given`)."""
+class _GivenConst(argparse.Action):
+    """argparse's 'store_const' (default: 'store_true'), recording the option as given (:class:`_Given`)."""
 
-    def __init__(self, option_strings, dest, default=False, help=None):
-        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+    def __init__(self, option_strings, dest, const=True, default=False, help=None):
+        super().__init__(option_strings, dest, nargs=0, const=const, default=default, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, True)
+        setattr(namespace, self.dest, self.const)
         given_options(namespace).add(self.dest)
 
 
@@ -67,7 +67,7 @@ def add_setting_option(group, row, defaults, flag: str | None = None, help: str 
         text += f" (default: {shown})"
     kw: dict = dict(help=text, dest=row.name)
     if row.kind is bool:
-        kw.update(action=_GivenTrue, default=value)
+        kw.update(action=_GivenConst, default=value)
     else:
         kw.update(action=_Given, default=None if row.quality else value, metavar=row.metavar)
         if row.kind is not str:
@@ -117,7 +117,7 @@ def _add_render_options(p: argparse.ArgumentParser, defaults) -> None:
                            help="fit again (and analyse the song again) instead of reusing the cache")
         elif key == "encoding":
             g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-            g.add_argument("--no-audio", dest="audio", action="store_const", const="off",
+            g.add_argument("--no-audio", dest="audio", action=_GivenConst, const="off", default=None,
                            help="a silent video: the same as --audio off")
 
 
