@@ -99,6 +99,31 @@ def contact_sheet(video: Path, cues, out: Path, title: str, size: tuple[int, int
     sheet.save(out, quality=85)
 
 
+def envelope_speed(frames: int = 500, runs: int = 3) -> None:
+    """Print what ``MotionEnvelope.add`` costs per frame (the render calls it on every frame): random content, one
+    core, best of ``runs`` loops of ``frames`` frames, I420 and RGB at 720p and 1080p (docs/sync.md's table)."""
+    import time
+
+    import numpy as np
+
+    from neuromv.sync import MotionEnvelope
+
+    rng = np.random.default_rng(0)
+    for w, h in ((1280, 720), (1920, 1080)):
+        cells = []
+        for shape in ((h * 3 // 2, w), (h, w, 3)):
+            pair = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(2)]
+            best = float("inf")
+            for _ in range(runs):
+                env = MotionEnvelope()
+                t = time.perf_counter()
+                for i in range(frames):
+                    env.add(pair[i % 2])
+                best = min(best, (time.perf_counter() - t) / frames)
+            cells.append(f"{best * 1e3:.3f} ms")
+        print(f"| {w}x{h} | {' | '.join(cells)} |")
+
+
 def main() -> None:
     import neuromv
     from neuromv.analysis import analyze
@@ -119,7 +144,11 @@ def main() -> None:
                     help="write contact sheets into docs/ for the songs whose names start with these (comma-separated; "
                          "'all')")
     ap.add_argument("--write", action="store_true", help="write the section into docs/benchmarks.md")
+    ap.add_argument("--envelope", action="store_true", help="only the motion envelope's cost per frame (docs/sync.md)")
     args = ap.parse_args()
+    if args.envelope:
+        envelope_speed()
+        return
     w, h = (int(v) for v in args.size.split("x"))
 
     songs = [("demo (15 s, 120 BPM)", demo_song(), {"tempo": 120.0})]
@@ -146,7 +175,7 @@ def main() -> None:
         else:
             clip = audio
             t0 = time.perf_counter()
-            cues_speed = analyze(audio)
+            analyze(audio)
             speed = audio.duration / (time.perf_counter() - t0)
         cues = analyze(clip)
         tempo_err = None if not truth.get("tempo") else (cues.tempo - truth["tempo"]) / truth["tempo"] * 100

@@ -301,7 +301,7 @@ def test_every_setting_goes_through_the_command_line_and_back():
     from neuromv.settings import SETTINGS, RenderSettings
 
     special = {"n_mels": 16, "codec": "libx265", "device": "cpu", "background": "white", "stems": "vocals",
-               "format": "16:9"}  # the shape of the size below
+               "format": "16:9", "palette": "#102040,#f0a030"}  # the shape of the size below
     values = {"width": 640, "height": 360}
     for row in SETTINGS:
         if row.flag is None:
