@@ -236,7 +236,7 @@ def test_a_client_that_goes_away_logs_one_line(live_server, caplog):
                    b"100000\r\n\r\n" + b"RIFF" + b"\0" * 5000)
     time.sleep(0.3)
     s.close()
-    deadline = time.time() + 5
+    deadline = time.time() + 15  # a loaded machine takes its time to notice
     while not any("went away" in r.getMessage() for r in caplog.records) and time.time() < deadline:
         time.sleep(0.05)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
