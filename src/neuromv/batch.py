@@ -329,9 +329,12 @@ def _read_limited(path: Path) -> bytes:
 
 def _check_keys(keys: Iterable, where: str) -> None:
     known = {row.name for row in SETTINGS}
-    unknown = [show(k) if not isinstance(k, str) else k for k in keys if k not in known and k not in MANIFEST_KEYS]
+    unknown = [k if isinstance(k, str) and k.isidentifier() else show(k) for k in keys
+               if k not in known and k not in MANIFEST_KEYS]
     if unknown:
-        raise ParameterError(f"{where}: unknown setting(s) {show(', '.join(unknown), 120)}; a manifest holds song, "
+        text = ", ".join(unknown)
+        text = text if len(text) <= 120 else text[:117] + "..."
+        raise ParameterError(f"{where}: unknown setting(s) {text}; a manifest holds song, "
                              f"output, size, quality, look and the settings of RenderSettings (docs/batch.md)")
 
 
@@ -550,8 +553,11 @@ def run_batch(
         _prepare_outdir(outdir, songs)
         return _run(songs, outdir, t0, overwrite, progress, cancel,
                     lambda todo, record, bars: _run_local(todo, record, bars, overwrite, cancel, image, model, cache))
-    from .cluster import ray_session
+    from .cluster import check_address, ray_session, require_ray
 
+    require_ray()  # Ray missing, or an address that does not answer: one line, even where Ray is already running
+    if ray != "local":
+        check_address(ray)
     payload = _payload(image, model)  # read before any work: a bad image or model is one line
     num_cpus = workers * worker_cpus if (ray == "local" and workers) else None
     with ray_session(ray, num_cpus=num_cpus) as session:
