@@ -105,7 +105,7 @@ def test_local_batch_with_a_corrupt_song_then_resume(songs, tmp_path, capsys):
 def test_manifest_settings_names_and_collisions(songs, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
-    save_wav(other / "a.wav", demo_song(0.5))  # the same stem as songs/a.wav: a-2.mp4
+    save_wav(other / "a.wav", demo_song(1.0, seed=5))  # the same stem as songs/a.wav: a-2.mp4
     manifest = tmp_path / "list.csv"
     manifest.write_text("song,output,fps,size,seed\n"
                         f"{songs / 'b.wav'},bee,10,,\n"
@@ -114,7 +114,7 @@ def test_manifest_settings_names_and_collisions(songs, tmp_path):
     result = run_batch([songs / "a.wav", other, manifest], out, TINY_SETTINGS)
     assert result.succeeded and result.count("ok") == 4
     assert sorted(p.name for p in out.glob("*.mp4")) == ["a-2.mp4", "a.mp4", "bee.mp4", "c.mp4"]
-    assert frame_count(out / "a-2.mp4") == 15
+    assert frame_count(out / "a-2.mp4") == 30
     assert frame_count(out / "bee.mp4") == 15  # 1.5 s at 10 fps
     with av.open(str(out / "c.mp4")) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 54)

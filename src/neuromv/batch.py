@@ -598,6 +598,8 @@ def _run(songs: list[Song], outdir: Path, t0: float, overwrite: bool, progress, 
 def _error_text(e: BaseException) -> str:
     if isinstance(e, NeuroMVError):
         return summary(e)
+    if type(e).__module__.split(".")[0] == "ray":  # a task lost for good: its retries spent, or cancelled
+        return f"Ray: {type(e).__name__}: {summary(e)}"
     return f"unexpected {type(e).__name__}: {summary(e)}"
 
 
