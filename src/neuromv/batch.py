@@ -583,7 +583,7 @@ def _run(songs: list[Song], outdir: Path, t0: float, overwrite: bool, progress, 
             bars_live = [False]  # the local runner moves the frames bar itself, frame by frame
             todo = []
             for s in songs:
-                if not overwrite and s.output.exists():
+                if not overwrite and s.output.is_file():
                     record(SongResult(str(s.input), str(s.output), "skipped", None, 0.0,
                                       earlier.get(str(s.output))))
                 else:
