@@ -111,8 +111,12 @@ def test_manifest_settings_names_and_collisions(songs, tmp_path):
                         f"{songs / 'b.wav'},bee,10,,\n"
                         f"{os.path.relpath(songs / 'c.wav', tmp_path)},,,96x54,3\n")
     out = tmp_path / "out"
-    result = run_batch([songs / "a.wav", other, manifest], out, TINY_SETTINGS)
+    calls = []
+    result = run_batch([songs / "a.wav", other, manifest], out, TINY_SETTINGS,
+                       progress=lambda *a: calls.append(a))
     assert result.succeeded and result.count("ok") == 4
+    assert [c for c in calls if c[0] == "frames"][-1] == ("frames", 30 + 30 + 15 + 60, None)
+    assert ("songs", 4, 4) in calls
     assert sorted(p.name for p in out.glob("*.mp4")) == ["a-2.mp4", "a.mp4", "bee.mp4", "c.mp4"]
     assert frame_count(out / "a-2.mp4") == 30
     assert frame_count(out / "bee.mp4") == 15  # 1.5 s at 10 fps

@@ -552,7 +552,7 @@ def run_batch(
     if ray is None:
         _prepare_outdir(outdir, songs)
         return _run(songs, outdir, t0, overwrite, progress, cancel,
-                    lambda todo, record, bars: _run_local(todo, record, bars, overwrite, cancel, image, model, cache))
+                    lambda todo, record, bar: _run_local(todo, record, bar, overwrite, cancel, image, model, cache))
     from .cluster import check_address, ray_session, require_ray
 
     require_ray()  # Ray missing, or an address that does not answer: one line, even where Ray is already running
@@ -563,7 +563,7 @@ def run_batch(
     with ray_session(ray, num_cpus=num_cpus) as session:
         _prepare_outdir(outdir, songs)
         return _run(songs, outdir, t0, overwrite, progress, cancel,
-                    lambda todo, record, bars: _run_ray(session, todo, record, bars, overwrite, cancel, payload,
+                    lambda todo, record, bar: _run_ray(session, todo, record, bar, overwrite, cancel, payload,
                                                         cache, workers, worker_cpus))
 
 
@@ -577,10 +577,7 @@ def _run(songs: list[Song], outdir: Path, t0: float, overwrite: bool, progress, 
             def record(row: SongResult) -> None:
                 results.add(row)
                 song_bar.update()
-                if row.status == "ok" and row.frames and not bars_live[0]:
-                    frame_bar.update(row.frames)
 
-            bars_live = [False]  # the local runner moves the frames bar itself, frame by frame
             todo = []
             for s in songs:
                 if not overwrite and s.output.is_file():
@@ -589,7 +586,7 @@ def _run(songs: list[Song], outdir: Path, t0: float, overwrite: bool, progress, 
                 else:
                     todo.append(s)
             check_cancel(cancel)
-            runner(todo, record, (frame_bar, bars_live))
+            runner(todo, record, frame_bar)
     finally:
         results.close()
     return BatchResult(tuple(results.rows), time.perf_counter() - t0, results.path)
@@ -603,12 +600,10 @@ def _error_text(e: BaseException) -> str:
     return f"unexpected {type(e).__name__}: {summary(e)}"
 
 
-def _run_local(songs: list[Song], record, bars, overwrite: bool, cancel, image, model, cache) -> None:
-    """One song after another, in this process."""
+def _run_local(songs: list[Song], record, frame_bar: Progress, overwrite: bool, cancel, image, model, cache) -> None:
+    """One song after another, in this process; the frames bar moves frame by frame."""
     from .pipeline import render
 
-    frame_bar, live = bars
-    live[0] = True
     for s in songs:
         check_cancel(cancel)
         t = time.perf_counter()
@@ -662,9 +657,10 @@ def _read_song(path: Path) -> bytes:
         return f.read()
 
 
-def _run_ray(ray, songs: list[Song], record, bars, overwrite: bool, cancel, payload: dict, cache: bool,
-             workers: int | None, worker_cpus: int) -> None:
-    """One Ray task per song, at most ``workers`` in flight; the videos written here as their bytes come back."""
+def _run_ray(ray, songs: list[Song], record, frame_bar: Progress, overwrite: bool, cancel, payload: dict,
+             cache: bool, workers: int | None, worker_cpus: int) -> None:
+    """One Ray task per song, at most ``workers`` in flight; the videos written here as their bytes come back (the
+    frames bar moves a song at a time)."""
     from ._files import atomic_file
 
     resources = ray.cluster_resources()
@@ -713,6 +709,8 @@ def _run_ray(ray, songs: list[Song], record, bars, overwrite: bool, cancel, payl
                                  time.perf_counter() - t, out.get("frames"))
                 out = None  # the video's bytes go now
                 record(row)
+                if row.frames:
+                    frame_bar.update(row.frames)
     finally:
         for ref in flight:
             ray.cancel(ref, force=True)
