@@ -260,3 +260,31 @@ def test_api_bad_options(songs, tmp_path):
         run_batch([tmp_path / "nothing.wav"], tmp_path / "o", TINY_SETTINGS)
     with pytest.raises(ParameterError, match="no audio files found"):
         run_batch([str(tmp_path / "*.flac")], tmp_path / "o", TINY_SETTINGS)
+
+
+def test_ray_batch_cancelled(songs, tmp_path, ray_local):
+    """A cancel (Ctrl-C) during a Ray batch: Interrupted within a second or so, no video but complete ones."""
+    from neuromv.errors import Interrupted
+
+    d = tmp_path / "in"
+    d.mkdir()
+    save_wav(d / "long.wav", demo_song(30.0))
+    out, cancel, caught = tmp_path / "out", threading.Event(), {}
+
+    def run():
+        try:
+            run_batch([d], out, TINY_SETTINGS, ray="local", cancel=cancel)
+        except Interrupted as e:
+            caught["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 60
+    while not _task_pids() and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cancel.set()
+    stopped = time.monotonic()
+    t.join(30)
+    assert not t.is_alive() and "error" in caught
+    assert time.monotonic() - stopped < 5
+    assert not (out / "long.mp4").exists() and not list(out.glob(".*.part"))
