@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(r)
     r.set_defaults(func=_cmd_render)
 
+    _add_batch_command(sub, RenderSettings())
+
     from .demo import DEMO_SETTINGS
 
     d = sub.add_parser("demo", help="render the built-in demo song (no input needed)",
@@ -243,6 +245,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(v)
     v.set_defaults(func=_cmd_serve)
     return parser
+
+
+def _add_batch_command(sub, defaults) -> None:
+    """``neuromv batch INPUTS... -o OUTDIR [render options] [--ray local|ADDRESS] [--workers N] [--worker-cpus N]``
+    (:mod:`neuromv.batch`)."""
+    b = sub.add_parser("batch", help="render many songs into many videos (here, or on a Ray cluster)",
+                       description="Render every song of INPUTS into OUTDIR/<name>.mp4, skipping videos already "
+                                   "complete, and log each song's result in OUTDIR/results.jsonl (docs/batch.md). "
+                                   "The render options apply to every song; a manifest's per-song settings override "
+                                   "them. Exit status 1 if any song failed.")
+    b.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio files, folders (their audio files), globs ('songs/*.mp3'), or a .csv/.jsonl manifest "
+                        "(song, output, settings per song)")
+    b.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the videos (made if missing)")
+    g = b.add_argument_group("where it runs")
+    g.add_argument("--ray", metavar="local|ADDRESS",
+                   help="one Ray task per song: 'local' starts a Ray instance for the run, HOST:PORT joins a "
+                        "cluster (needs pip install 'neuromv[cluster]'); default: here, one song after another")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="with --ray: most songs at once (default: the cluster's CPUs / --worker-cpus)")
+    g.add_argument("--worker-cpus", type=int, default=1, metavar="N",
+                   help="with --ray: CPUs each song's task takes (its render's threads) (default: %(default)s)")
+    _add_render_options(b, defaults)
+    _add_verbosity(b)
+    b.set_defaults(func=_cmd_batch)
 
 
 def _add_looks_command(sub) -> None:
@@ -360,6 +387,21 @@ def _cmd_demo(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     result = render(demo_song(), args.output, settings_from_args(args), overwrite=args.overwrite, progress=_bars(args),
                     cancel=cancel, **opts)
     return [_wrote(result)]
+
+
+def _cmd_batch(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
+    from .batch import run_batch
+    from .errors import ParameterError
+
+    opts = _image_args(args)
+    if opts.pop("cues") is not None:
+        raise ParameterError("--cues is one song's; a batch analyses each song (or give 'neuromv render' the cues)")
+    result = run_batch(args.inputs, args.output, settings_from_args(args), ray=args.ray, workers=args.workers,
+                       worker_cpus=args.worker_cpus, overwrite=args.overwrite, progress=_bars(args), cancel=cancel,
+                       **opts)
+    if not result.succeeded:
+        raise NeuroMVError(result.summary())
+    return [result.summary()]
 
 
 def _cmd_looks(args: argparse.Namespace, cancel: threading.Event) -> list[str]:

@@ -29,6 +29,7 @@ __all__ = [
     "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
     "check_memory", "format_bytes", "format_count",
     "MIN_LOOP_SECONDS", "MAX_LOOP_SECONDS", "MAX_ANIMATED_SECONDS", "MAX_ANIMATED_BYTES",
+    "MAX_BATCH_SONGS", "MAX_MANIFEST_BYTES", "MAX_TRANSFER_BYTES",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,21 @@ MAX_GRID_VALUES = 16_000_000
 MAX_PICTURE_HIDDEN = 256
 MAX_PICTURE_LAYERS = 4
 MAX_ASPECT = 64.0
+
+
+# -- batches (neuromv.batch) --------------------------------------------------------------------------------------
+#: Most songs in one batch (``neuromv batch``): the song list, its names and settings are held in memory (about 2 KB
+#: a song, 200 MB at this count) and a folder or a glob is walked only this far. A larger catalogue is several
+#: batches (each its own OUTDIR, or the same one: complete videos are skipped).
+MAX_BATCH_SONGS = 100_000
+#: Largest batch manifest (CSV or JSONL) read: 100 000 rows of about 160 bytes.
+MAX_MANIFEST_BYTES = 16 * 2**20
+#: Largest song, and largest video, moved through Ray's object store by ``neuromv batch --ray`` (each way: the
+#: driver sends the song's bytes, the worker returns the video's). A worker holds one song's input and output at a
+#: time, the driver at most ``--workers`` songs' in flight. 1 GiB is an hour and a half of CD-quality WAV (635 MB an
+#: hour) and, as video, about 40 minutes at 3.5 Mbit/s (1080p, crf 18); longer sets: a local batch, or
+#: ``render --ray --segments``.
+MAX_TRANSFER_BYTES = 2**30
 
 
 def model_parameters(n_z: int, hidden: int, n_hidden: int, image: bool) -> dict[str, tuple[int, ...]]:
