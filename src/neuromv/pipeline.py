@@ -56,7 +56,9 @@ class RenderResult:
         Where the reference image came from (a file, embedded cover art, a model file); None: abstract.
     sync : SyncReport or None
         How closely the frames follow the song (:func:`neuromv.sync.measure_sync`, logged as the render's sync
-        line); None for renders over :data:`SYNC_LOG_SECONDS`.
+        line); None for renders over :data:`SYNC_LOG_SECONDS` and segmented renders.
+    parts : dict or None
+        A segmented render's measured parts (:func:`neuromv.segments.render_segments`); None otherwise.
     """
 
     path: Path
@@ -66,6 +68,7 @@ class RenderResult:
     settings: RenderSettings
     image: str | None = None
     sync: Any = None
+    parts: dict | None = None
 
 
 def render(
@@ -81,6 +84,8 @@ def render(
     cache: bool = True,
     cache_root: str | os.PathLike | None = None,
     cues=None,
+    ray: str | None = None,
+    segments: int | str | None = None,
     **options,
 ) -> RenderResult:
     """Render a song into an audio-reactive CPPN music video.
@@ -116,6 +121,13 @@ def render(
         The song's structure (``neuromv analyze``'s JSON, :mod:`neuromv.cues`), which drives the picture with the
         ``structure`` setting 'on' (default). None: the song is analysed (:mod:`neuromv.analysis`; cached like a
         fit when ``cache``).
+    ray : str, optional
+        Render on a Ray cluster in segments (:mod:`neuromv.segments`, docs/cluster.md): ``'local'`` (a Ray
+        instance started for this render) or a cluster's address ``HOST:PORT``. Needs the ``cluster`` extra. One
+        picture, to a video file (not with stems, a loop or an animation).
+    segments : int or 'auto', optional
+        With ``ray``: how many segments (default 'auto': one per CPU of the cluster, none shorter than
+        :data:`neuromv.segments.MIN_SEGMENT_SECONDS`). Without ``ray``: refused.
     **options
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
         ``separator`` may also be a loaded :class:`~neuromv.separate.Separator`, reused across renders.
@@ -144,6 +156,10 @@ def render(
 
     t0 = time.perf_counter()
     settings, separator = _settings(settings, options)
+    if ray is not None or segments is not None:  # checked before any slow work, the cluster's address included
+        from .segments import check_segmented_render
+
+        segments = check_segmented_render(ray, segments, settings, output)
     plan = make_plan(song, settings, image=image, model=model, cache=cache, cache_root=cache_root,
                      separator=separator, output=output, overwrite=overwrite, cues=cues)
     window = _plan_loop(plan, progress, cancel) if plan.settings.loop is not None else None
@@ -156,6 +172,11 @@ def render(
     # logs what the size costs, and refuses a render that cannot fit in memory before the fits and the features
     check_memory(plan.settings, duration=audio.duration, image=plan.has_image)
     panels = plan.panels(audio, progress=progress, cancel=cancel)
+    if ray is not None:  # frame ranges rendered and encoded on the cluster's workers, joined here
+        from .segments import render_segments
+
+        return render_segments(panels[0], audio, output, plan, ray=ray, segments=segments, overwrite=overwrite,
+                               progress=progress, cancel=cancel, t0=t0)
     if plan.stems:
         frames, where = stem_frames(panels, plan.settings), "stems: " + ", ".join(plan.stems)
     else:

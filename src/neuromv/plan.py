@@ -575,13 +575,14 @@ def _stem_images(image, names, background="black") -> dict:
 
 
 def build_renderer(settings: RenderSettings, width: int | None = None, height: int | None = None, *, cppn=None,
-                   z: np.ndarray | None = None, device=None, palette=None):
+                   z: np.ndarray | None = None, device=None, palette=None, threads: int | None = None):
     """A :class:`~neuromv.renderer.Renderer` of ``cppn`` (a CPPN or a fitted picture; default: the abstract CPPN of
     ``settings``) at the given (or the settings') size. ``z`` [shape=(n_frames, n_mels)]: the frames to render,
     which centre a format-1 image-mode CPPN's pulse. A picture moves with :class:`neuromv.motion.Motion` of the
     settings' n_mels, seed and motion. ``device``: a resolved torch device (:attr:`neuromv.plan.Plan.device`;
     default: ``settings.device``). ``palette``: a :class:`~neuromv.palette.Palette` (default: the settings' own,
-    which must not be 'cover': :attr:`Plan.palette` resolves that one)."""
+    which must not be 'cover': :attr:`Plan.palette` resolves that one). ``threads``: CPU threads (default: every
+    core this process may use)."""
     from .palette import palette_for
     from .renderer import Renderer, color_matrix
 
@@ -597,6 +598,6 @@ def build_renderer(settings: RenderSettings, width: int | None = None, height: i
         extra["centre"] = z if cppn.image else None
     return Renderer(cppn, width or settings.width, height or settings.height,
                     device=settings.device if device is None else device, scale=settings.zoom,
-                    pan=(settings.pan_x, settings.pan_y), color=color, precision=settings.precision,
+                    pan=(settings.pan_x, settings.pan_y), color=color, precision=settings.precision, threads=threads,
                     palette=palette if palette is not None or settings.palette is None
                     else palette_for(settings.palette), **extra)

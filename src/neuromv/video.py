@@ -21,7 +21,7 @@ from ._files import AtomicFile, check_output
 from .errors import NeuroMVError, OutputError, ParameterError, summary
 from .settings import X264_PRESETS  # the preset setting's choices, defined once there
 
-__all__ = ["VideoWriter", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
+__all__ = ["VideoWriter", "concat_videos", "CLOSED_GOP", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 #: Hardware H.264/HEVC/AV1 encoders on NVIDIA GPUs (in PyAV's FFmpeg build; they need the GPU's driver to run).
 NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 
+
+#: Encoder options of a segment that must join others without re-encoding (:func:`concat_videos`): a closed GOP
+#: (no frame refers to one before the segment's first, which is an IDR frame: a fresh x264 encoder's first always is).
+CLOSED_GOP = {"x264-params": "open-gop=0"}
 
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
@@ -118,9 +122,10 @@ def _check_args(width, height, fps, codec: str, crf, preset) -> Fraction:
     return rate
 
 
-def _add_video_stream(container, codec: str, width: int, height: int, fps: Fraction, crf: int, preset: str):
-    """Add the video stream to ``container``: yuv420p, BT.709, the codec's quality options; its encoder opened
-    (so one that cannot run here fails before any frame)."""
+def _add_video_stream(container, codec: str, width: int, height: int, fps: Fraction, crf: int, preset: str,
+                      options: dict | None = None):
+    """Add the video stream to ``container``: yuv420p, BT.709, the codec's quality options (and ``options``, the
+    encoder's own, over them); its encoder opened (so one that cannot run here fails before any frame)."""
     _encoder(codec)  # a clear error for an unknown encoder; it is opened at the real size below
     vs = container.add_stream(codec, rate=fps)
     vs.width, vs.height = width, height
@@ -129,6 +134,8 @@ def _add_video_stream(container, codec: str, width: int, height: int, fps: Fract
         vs.options = {"crf": str(int(crf)), "preset": preset}
     elif codec in NVENC:  # constant quality, NVENC's own presets (p1 fastest ... p7 best)
         vs.options = {"rc": "vbr", "cq": str(max(1, int(crf))), "b": "0", "preset": "p4"}
+    if options and codec in ("libx264", "libx265"):
+        vs.options = {**vs.options, **options}
     # BT.709, limited range: the usual HD tagging, so players show the colours we rendered
     cc = vs.codec_context
     cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
@@ -307,6 +314,8 @@ class VideoWriter:
         Files that must never be overwritten (the song, the image...).
     queue_size : int
         Frames waiting for the encoder at most.
+    options : dict, optional
+        The x264/x265 encoder's own options over the usual ones (e.g. :data:`CLOSED_GOP`).
 
     Examples
     --------
@@ -318,7 +327,8 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float | Fraction, *,
                  audio: Audio | AudioFile | None = None, codec: str = "libx264", crf: int = 18,
                  preset: str = "superfast",
-                 overwrite: bool = False, inputs: tuple = (), queue_size: int = 8) -> None:
+                 overwrite: bool = False, inputs: tuple = (), queue_size: int = 8,
+                 options: dict | None = None) -> None:
         import av
 
         self.path = check_output_path(path, inputs=inputs, overwrite=overwrite)
@@ -334,7 +344,8 @@ class VideoWriter:
             fmt = CONTAINERS[self.path.suffix.lower()]
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
             self._container = av.open(os.fspath(self._file.tmp), "w", format=fmt, options=options)
-            self._vstream = _add_video_stream(self._container, codec, self.width, self.height, self.fps, crf, preset)
+            self._vstream = _add_video_stream(self._container, codec, self.width, self.height, self.fps, crf, preset,
+                                              options)
             if audio is not None:
                 self._interleaver = _AudioInterleaver(self._container, audio)
             self._encoder = _EncoderThread(self._encode, self._flush, self.path, queue_size)
@@ -429,3 +440,104 @@ class VideoWriter:
             except Exception:  # the partial file is deleted anyway
                 pass
         self._file.discard()
+
+
+def concat_videos(parts, output: str | os.PathLike, *, audio: Audio | AudioFile | None = None,
+                  overwrite: bool = False, inputs: tuple = ()) -> tuple[Path, int]:
+    """Join video-only files into ``output`` without re-encoding, and mux the song's audio in once.
+
+    Each part must be what one encoder's settings make (same codec, size, pixel format, and so the same
+    SPS/PPS: :class:`VideoWriter` with ``audio=None`` and ``options=CLOSED_GOP``), start with a key frame and refer
+    to no frame before it (a closed GOP). Their packets are copied one part after another, each part's
+    timestamps moved by the length of the parts before it (so frame k of part i plays where it would in one
+    file: no gap, no repeated frame); the audio is encoded once (AAC, 192 kb/s) and interleaved with the video as
+    :class:`VideoWriter` does. The file is written atomically.
+
+    Parameters
+    ----------
+    parts : sequence of paths
+        The parts in order (.mp4 files, video only).
+    output : str or os.PathLike
+        The video to write (.mp4, .m4v, .mov or .mkv).
+    audio : Audio or AudioFile, optional
+        The sound track, read block by block.
+    overwrite, inputs : see :class:`VideoWriter`
+
+    Returns
+    -------
+    (Path, int)
+        The output and its number of frames.
+
+    Raises
+    ------
+    OutputError
+        No parts, a part that is not a video, starts without a key frame or was encoded with other settings than
+        the first; or the output cannot be written. No file is left behind.
+    """
+    import av
+
+    parts = [Path(p) for p in parts]
+    path = check_output_path(output, inputs=inputs, overwrite=overwrite)
+    if not parts:
+        raise OutputError(f"{path}: no video parts to join")
+    file = AtomicFile(path, overwrite=overwrite)
+    container = interleaver = None
+    frames = 0
+    try:
+        fmt = CONTAINERS[path.suffix.lower()]
+        container = av.open(os.fspath(file.tmp), "w", format=fmt,
+                            options={"movflags": "+faststart"} if fmt in ("mp4", "mov") else {})
+        out = first = None
+        end = Fraction(0)  # where the parts so far end, in seconds
+        for part in parts:
+            with av.open(os.fspath(part)) as src:
+                if not src.streams.video:
+                    raise OutputError(f"{part}: has no video stream to join")
+                ins = src.streams.video[0]
+                cc = ins.codec_context
+                key = (cc.name, ins.width, ins.height, cc.pix_fmt, bytes(cc.extradata or b""))
+                if out is None:
+                    out, first = container.add_stream_from_template(ins), key
+                    if audio is not None:  # after the video stream, as VideoWriter orders them
+                        interleaver = _AudioInterleaver(container, audio)
+                elif key != first:
+                    raise OutputError(f"{part}: encoded with other settings than {parts[0].name} (codec, size, pixel "
+                                      "format or SPS/PPS); cannot join without re-encoding")
+                tb = ins.time_base
+                shift = end / tb
+                if shift.denominator != 1:
+                    raise OutputError(f"{part}: its time base {tb} cannot place it at {float(end):.6f} s exactly")
+                shift, n, stop = int(shift), 0, end
+                for pkt in src.demux(ins):
+                    if pkt.dts is None and pkt.pts is None:  # the demuxer's empty flush packet
+                        continue
+                    if n == 0 and not pkt.is_keyframe:
+                        raise OutputError(f"{part}: does not start with a key frame; cannot join it")
+                    pkt.pts += shift
+                    pkt.dts += shift
+                    stop = max(stop, (pkt.pts + pkt.duration) * tb)
+                    pkt.stream = out
+                    container.mux(pkt)
+                    n += 1
+                    if interleaver is not None:
+                        interleaver.mux_until(stop)
+                frames += n
+                end = stop
+        if interleaver is not None:
+            interleaver.mux_until(None)
+        container.close()
+        file.commit()
+    except BaseException as e:
+        if interleaver is not None:
+            interleaver.close()
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # the partial file is deleted anyway
+                pass
+        file.discard()
+        if isinstance(e, av.FFmpegError):
+            raise OutputError(f"{path}: joining the parts failed: {summary(e)}") from e
+        raise
+    log.debug("joined %d parts into %s (%d frames)", len(parts), path, frames)
+    return path, frames
