@@ -75,13 +75,26 @@ def measure(name, audio, options: dict, size, work: Path, cover=None) -> dict:
     return row
 
 
-def sheet(rows: list[list[np.ndarray]], path: Path) -> None:
-    from PIL import Image
+def sheet(rows: list[list[np.ndarray]], names: list[str], path: Path, columns: int = 6) -> None:
+    """A contact sheet: with a few cases, one row per song and seed (the cases side by side); with many, a labelled
+    block per case (its frames of every song and seed stacked), ``columns`` blocks a row."""
+    from PIL import Image, ImageDraw
 
-    h = max(f.shape[0] for r in rows for f in r)
-    img = np.concatenate([np.concatenate(r, axis=1) for r in rows if r], axis=0)
-    Image.fromarray(img).save(path, quality=88)
-    print(f"wrote {path} ({img.shape[1]}x{img.shape[0]}, rows of {h} px)")
+    if len(names) <= 4:
+        img = Image.fromarray(np.concatenate([np.concatenate(r, axis=1) for r in rows if r], axis=0))
+    else:
+        th, tw = rows[0][0].shape[:2]
+        label = 26
+        block = label + len(rows) * th
+        img = Image.new("RGB", (min(columns, len(names)) * tw, -(-len(names) // columns) * block), (20, 20, 24))
+        draw = ImageDraw.Draw(img)
+        for k, name in enumerate(names):
+            x, y = (k % columns) * tw, (k // columns) * block
+            draw.text((x + 6, y + 6), name, fill=(235, 235, 235))
+            for j, r in enumerate(rows):
+                img.paste(Image.fromarray(r[k]), (x, y + label + j * th))
+    img.save(path, quality=88)
+    print(f"wrote {path} ({img.width}x{img.height})")
 
 
 def main() -> None:
@@ -127,7 +140,7 @@ def main() -> None:
                      f"{min(col):.0f}-{max(col):.0f} (mean {np.mean(col):.0f}) | {extra} |")
     print("\n".join(lines))
     if args.sheet:
-        sheet(rows, Path(args.sheet))
+        sheet(rows, [name for name, _ in cases], Path(args.sheet))
     if args.write:
         n_songs = len({r["song"] for r in results["default"]})
         body = [f"`python bench/look_bench.py {' '.join(sys.argv[1:])}` on {machine()}.", "",
