@@ -14,7 +14,7 @@ from neuromv.cppn import CPPN, coordinate_grid
 from neuromv.demo import demo_song
 from neuromv.errors import ParameterError
 from neuromv.metrics import clipped_share, colourfulness, palette_distance
-from neuromv.palette import (PALETTE_SIZE, apply_palette, dominant_colors, oklab_to_srgb, palette_for,
+from neuromv.palette import (PALETTE_SIZE, dominant_colors, oklab_to_srgb, palette_for,
                              palette_levels, palette_row, palette_table, srgb_to_oklab)
 from neuromv.renderer import Renderer, color_matrix, palette_map, reference_render
 from neuromv.settings import MAX_PALETTE_COLORS, PALETTES, RenderSettings, parse_palette
@@ -156,7 +156,10 @@ def test_palette_map_spreads_the_networks_own_lumas():
     pos = plain.reshape(-1, 3) @ pm.row[:3] + pm.row[3]
     # the 2-98 % lumas span the table: about 2 % of the pixels below its start, 2 % above its end
     assert 0.005 < (pos < 0).mean() < 0.05 and 0.005 < (pos > PALETTE_SIZE - 1).mean() < 0.05
-    assert np.array_equal(apply_palette(plain, palette_for("noir"), pm.row), pm.apply(plain).astype(np.float32))
+    # the reference map: every colour is the table's entry at its rounded position
+    pos = np.clip(np.floor(plain.reshape(-1, 3).astype(np.float64) @ pm.row[:3] + pm.row[3] + 0.5), 0,
+                  PALETTE_SIZE - 1).astype(int)
+    assert np.array_equal(pm.apply(plain).reshape(-1, 3), pm.table[pos].astype(np.float64))
 
 
 def test_renderer_without_palette_is_unchanged():

@@ -116,7 +116,7 @@ def test_bad_input_before_any_work(ray_local, media, tmp_path):
         neuromv.render(media[".wav"], out, ray="local", segments=0, **SMALL)
     with pytest.raises(ParameterError, match="--segments needs --ray"):
         neuromv.render(media[".wav"], out, segments=2, **SMALL)
-    with pytest.raises(ParameterError, match="--segments renders one picture"):
+    with pytest.raises(ParameterError, match=r"a render on Ray \(--ray\) is one picture"):
         neuromv.render(media[".wav"], out, ray="local", segments=2, stems="all", **SMALL)
     with pytest.raises(ParameterError, match="not an animation"):
         neuromv.render(media[".wav"], tmp_path / "v.gif", ray="local", **SMALL)
@@ -152,7 +152,7 @@ def test_cli_segments_bad_input(media, tmp_path):
     for args, words in ((["--ray", "local", "--segments", "0"], "--segments must be"),
                         (["--segments", "3"], "--segments needs --ray"),
                         (["--ray", "127.0.0.1:9"], "cannot reach the Ray cluster"),
-                        (["--ray", "local", "--stems", "all"], "--segments renders one picture")):
+                        (["--ray", "local", "--stems", "all"], "a render on Ray (--ray) is one picture")):
         p = run(*args)
         assert p.returncode == 1, p.stderr
         assert words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

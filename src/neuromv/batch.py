@@ -14,8 +14,9 @@ process (the default) or one Ray task per song (``ray='local'`` or a cluster's a
   the worker writes them to a temporary folder, renders there and returns the video's bytes, which the driver
   writes into OUTDIR (atomically). No shared filesystem is needed. A worker holds one song's input and output at
   a time; the driver at most ``workers`` songs in flight (each at most :data:`~neuromv.limits.MAX_TRANSFER_BYTES`
-  each way). A worker lost mid-song (killed, its machine gone) is retried by Ray (:data:`MAX_TASK_RETRIES`); the
-  video is still complete, since nothing reaches OUTDIR before a task has returned all of it.
+  each way). A worker lost mid-song (killed, its machine gone) is retried by Ray
+  (:data:`neuromv.cluster.TASK_RETRIES`); the video is still complete, since nothing reaches OUTDIR before a task
+  has returned all of it.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .cluster import POLL_SECONDS, TASK_RETRIES, check_gpus, needs_gpu
 from .errors import Interrupted, NeuroMVError, OutputError, ParameterError, summary
 from .limits import MAX_BATCH_SONGS, MAX_MANIFEST_BYTES, MAX_TRANSFER_BYTES, show
 from .progress import Progress, ProgressCallback, check_cancel
-from .settings import SETTINGS, RenderSettings, parse_size, with_quality
+from .settings import SETTINGS, RenderSettings, check_shape, parse_size, with_quality
 
 __all__ = ["run_batch", "collect_songs", "render_song_task", "Song", "SongResult", "BatchResult", "AUDIO_SUFFIXES",
-           "MANIFEST_SUFFIXES", "MANIFEST_KEYS", "RESULTS_NAME", "STATUSES", "MAX_TASK_RETRIES", "TASK_DIR_PREFIX"]
+           "MANIFEST_SUFFIXES", "MANIFEST_KEYS", "RESULTS_NAME", "TASK_DIR_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,8 @@ MANIFEST_KEYS = ("song", "output", "size", "quality", "look")
 #: The results manifest's name in OUTDIR: one JSON object a line, appended as each song ends.
 RESULTS_NAME = "results.jsonl"
 #: A song's status in results.jsonl: rendered, failed, or skipped (its complete video was already there).
-STATUSES = ("ok", "error", "skipped")
 #: The video's extension when a song's output is not named (a manifest's ``output`` may name another container).
 DEFAULT_SUFFIX = ".mp4"
-#: How many times Ray runs a song's task again when its worker dies (killed, out of memory, its node lost). A
-#: song's own error (a corrupt file) is a result, never retried.
-MAX_TASK_RETRIES = 3
 #: A task's temporary folder on a worker is ``<tmp>/<prefix><pid>-<random>``; a task deletes those of dead
 #: processes (a worker killed mid-song) before it starts.
 TASK_DIR_PREFIX = "neuromv-batch-"
@@ -103,7 +101,7 @@ class SongResult:
     input, output : str
         The song and its video.
     status : str
-        One of :data:`STATUSES`.
+        'ok', 'error' or 'skipped'.
     error : str or None
         The reason, one line (status ``error`` only).
     seconds : float
@@ -160,7 +158,7 @@ class BatchResult:
 
 # -- inputs -> songs ------------------------------------------------------------------------------------------------
 def collect_songs(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike,
-                  settings: RenderSettings | None = None) -> list[Song]:
+                  settings: RenderSettings | None = None, *, explicit: dict | None = None) -> list[Song]:
     """The songs of a batch, each with its output in ``outdir`` and its settings; nothing is written.
 
     Parameters
@@ -174,6 +172,9 @@ def collect_songs(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
         The folder of the videos.
     settings : RenderSettings, optional
         Every song's settings; a manifest's values override them for its song.
+    explicit : dict, optional
+        The settings given explicitly (on the command line: not a look's, not a default): a manifest row's look
+        replaces the command line's look but not these (:func:`_row_settings`).
 
     Returns
     -------
@@ -209,7 +210,7 @@ def collect_songs(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                 add_plain(p, arg)
         elif path.exists():
             if path.suffix.lower() in MANIFEST_SUFFIXES:
-                entries += _read_manifest(path, settings)
+                entries += _read_manifest(path, settings, explicit or {})
                 _check_count(len(entries))
             else:
                 add_plain(path, arg)
@@ -269,7 +270,8 @@ def _name_outputs(entries: list, outdir: Path) -> list[Song]:
     return songs
 
 
-def _read_manifest(path: Path, base: RenderSettings) -> list[tuple[Path, str | None, RenderSettings, str]]:
+def _read_manifest(path: Path, base: RenderSettings,
+                   explicit: dict) -> list[tuple[Path, str | None, RenderSettings, str]]:
     """A CSV (a header row, then a song a row: header row 1, first song row 2) or JSONL (an object a line: line N
     is row N) manifest's songs, each row checked."""
     data = _read_limited(path)
@@ -308,7 +310,7 @@ def _read_manifest(path: Path, base: RenderSettings) -> list[tuple[Path, str | N
         where = f"{path} row {n}"
         if "\0extra" in row:
             raise ParameterError(f"{where}: more values than the header has columns")
-        out.append(_manifest_song(row, where, folder, base, csv_text=path.suffix.lower() == ".csv"))
+        out.append(_manifest_song(row, where, folder, base, explicit, csv_text=path.suffix.lower() == ".csv"))
     return out
 
 
@@ -338,7 +340,7 @@ def _check_keys(keys: Iterable, where: str) -> None:
                              f"output, size, quality, look and the settings of RenderSettings (docs/batch.md)")
 
 
-def _manifest_song(row: dict, where: str, folder: Path, base: RenderSettings, *, csv_text: bool):
+def _manifest_song(row: dict, where: str, folder: Path, base: RenderSettings, explicit: dict, *, csv_text: bool):
     """(song, output name or None, settings, where) of one manifest row."""
     if csv_text:  # an empty cell: not given
         row = {k: v.strip() for k, v in row.items() if isinstance(v, str) and v.strip() != ""}
@@ -354,7 +356,7 @@ def _manifest_song(row: dict, where: str, folder: Path, base: RenderSettings, *,
     if name is not None:
         name = _output_name(name, where)
     try:
-        settings = _row_settings(base, row, folder, csv_text)
+        settings = _row_settings(base, row, folder, csv_text, explicit)
     except ParameterError as e:
         raise ParameterError(f"{where}: {e}") from None
     return path, name, settings, where
@@ -379,18 +381,25 @@ def _output_name(name, where: str) -> str:
     return name
 
 
-def _row_settings(base: RenderSettings, row: dict, folder: Path, csv_text: bool) -> RenderSettings:
-    """``base`` with a manifest row's look, quality, size and settings over it, in that order (the command line's
-    precedence); CSV text is converted by each setting's kind."""
+def _row_settings(base: RenderSettings, row: dict, folder: Path, csv_text: bool,
+                  explicit: dict | None = None) -> RenderSettings:
+    """``base`` with a manifest row's look, quality, size and settings over it, in the command line's precedence:
+    a row's look replaces the command line's look (the settings it leaves out take their defaults), the options
+    given explicitly (``explicit``) still override it, and the row's own settings override everything. A row's
+    size must have the format's shape (as ``--size`` with ``--format``). CSV text is converted by each setting's
+    kind."""
     rows = {r.name: r for r in SETTINGS}
     settings = base
     look = row.get("look")
     if look is not None:
-        from .looks import apply_look
+        from .looks import LOOK_SETTINGS, apply_look
 
         if isinstance(look, str) and look.lower().endswith(".toml") and not os.path.isabs(look):
             look = os.fspath(folder / look)
+        defaults = RenderSettings()
+        settings = replace(settings, **{k: getattr(defaults, k) for k in LOOK_SETTINGS})  # no other look's values
         settings = apply_look(settings, look)
+        settings = replace(settings, **{k: v for k, v in (explicit or {}).items() if k in LOOK_SETTINGS})
     if row.get("quality") is not None:
         settings = with_quality(settings, row["quality"])
     values: dict[str, Any] = {}
@@ -399,6 +408,9 @@ def _row_settings(base: RenderSettings, row: dict, folder: Path, csv_text: bool)
     for key, value in row.items():
         if key in rows:
             values[key] = _from_text(rows[key], value) if csv_text else value
+    fmt = values.get("format", settings.format)
+    if row.get("size") is not None and fmt is not None:
+        check_shape(values["width"], values["height"], fmt, "size")
     return replace(settings, **values)
 
 
@@ -500,6 +512,7 @@ def run_batch(
     image=None,
     model: str | os.PathLike | None = None,
     cache: bool = True,
+    explicit: dict | None = None,
 ) -> BatchResult:
     """Render every song of ``inputs`` into ``outdir`` (module docstring; docs/batch.md).
 
@@ -526,6 +539,8 @@ def run_batch(
         stay.
     image, model, cache
         As in :func:`neuromv.render`, for every song (on Ray an image or model file is sent with each task).
+    explicit : dict, optional
+        As in :func:`collect_songs`.
 
     Returns
     -------
@@ -542,7 +557,7 @@ def run_batch(
     t0 = time.perf_counter()
     outdir = Path(outdir)
     _check_outdir(outdir)
-    songs = collect_songs(inputs, outdir, settings)
+    songs = collect_songs(inputs, outdir, settings, explicit=explicit)
     if ray is None and (workers is not None or worker_cpus != 1):
         raise ParameterError("--workers and --worker-cpus are for --ray; without it, songs render one after "
                              "another, each on every core")
@@ -553,11 +568,9 @@ def run_batch(
         _prepare_outdir(outdir, songs)
         return _run(songs, outdir, t0, overwrite, progress, cancel,
                     lambda todo, record, bar: _run_local(todo, record, bar, overwrite, cancel, image, model, cache))
-    from .cluster import check_address, ray_session, require_ray
+    from .cluster import check_where, ray_session
 
-    require_ray()  # Ray missing, or an address that does not answer: one line, even where Ray is already running
-    if ray != "local":
-        check_address(ray)
+    ray = check_where(ray)  # Ray missing, or an address that does not answer: one line, even where Ray is running
     payload = _payload(image, model)  # read before any work: a bad image or model is one line
     num_cpus = workers * worker_cpus if (ray == "local" and workers) else None
     with ray_session(ray, num_cpus=num_cpus) as session:
@@ -664,13 +677,13 @@ def _run_ray(ray, songs: list[Song], record, frame_bar: Progress, overwrite: boo
     from ._files import atomic_file
 
     resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    cpus = int(resources.get("CPU", 0))
     if worker_cpus > cpus:
         raise ParameterError(f"--worker-cpus {worker_cpus} is more than the Ray cluster's {cpus} CPUs")
-    if gpus == 0 and any(_needs_gpu(s.settings) for s in songs):
-        raise ParameterError("--device cuda on Ray needs a GPU, and the Ray cluster has none")
+    for s in songs:
+        check_gpus(ray, s.settings)
     workers = workers or max(1, cpus // worker_cpus)
-    task = ray.remote(num_cpus=worker_cpus, max_retries=MAX_TASK_RETRIES)(render_song_task)
+    task = ray.remote(num_cpus=worker_cpus, max_retries=TASK_RETRIES)(render_song_task)
     model_ref = ray.put(payload["model"]) if payload["model"] is not None else None
     pending, flight = deque(songs), {}
     log.info("ray: %d song(s), up to %d at a time, %d CPU(s) each", len(songs), workers, worker_cpus)
@@ -684,12 +697,12 @@ def _run_ray(ray, songs: list[Song], record, frame_bar: Progress, overwrite: boo
                 except NeuroMVError as e:
                     record(SongResult(str(s.input), str(s.output), "error", summary(e), 0.0, None))
                     continue
-                ref = task.options(num_gpus=1 if _needs_gpu(s.settings) else 0).remote(
+                ref = task.options(num_gpus=1 if needs_gpu(s.settings) else 0).remote(
                     s.input.name, data, s.output.name, s.settings, str(s.input), payload["image"], model_ref, cache)
                 flight[ref] = (s, t, data)
             if not flight:
                 continue
-            ready, _ = ray.wait(list(flight), num_returns=1, timeout=0.25)
+            ready, _ = ray.wait(list(flight), num_returns=1, timeout=POLL_SECONDS)
             if cancel is not None and cancel.is_set():
                 for ref in flight:
                     ray.cancel(ref, force=True)
@@ -714,10 +727,6 @@ def _run_ray(ray, songs: list[Song], record, frame_bar: Progress, overwrite: boo
     finally:
         for ref in flight:
             ray.cancel(ref, force=True)
-
-
-def _needs_gpu(settings: RenderSettings) -> bool:
-    return str(settings.device).startswith("cuda")
 
 
 def render_song_task(name: str, song: bytes, output: str, settings: RenderSettings, label: str, image=None,

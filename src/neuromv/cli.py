@@ -405,9 +405,10 @@ def _cmd_batch(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     opts = _image_args(args)
     if opts.pop("cues") is not None:
         raise ParameterError("--cues is one song's; a batch analyses each song (or give 'neuromv render' the cues)")
+    explicit = {k: getattr(args, k) for k in given_options(args)}  # a manifest row's look does not override these
     result = run_batch(args.inputs, args.output, settings_from_args(args), ray=args.ray, workers=args.workers,
                        worker_cpus=args.worker_cpus, overwrite=args.overwrite, progress=_bars(args), cancel=cancel,
-                       **opts)
+                       explicit=explicit, **opts)
     if not result.succeeded:
         raise NeuroMVError(result.summary())
     return [result.summary()]
@@ -430,7 +431,7 @@ def _cmd_looks(args: argparse.Namespace, cancel: threading.Event) -> list[str]:
     base = apply_look(RenderSettings(), args.look) if args.look else RenderSettings()
     given = {k: getattr(args, k) for k in given_options(args) if k in LOOK_SETTINGS}
     out = save_look(RenderSettings(**{**base.to_dict(), **given}), args.output, name=args.name,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, inputs=(args.look,) if args.look else ())
     return [f"wrote {out}"]
 
 

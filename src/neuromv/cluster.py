@@ -20,7 +20,8 @@ from collections.abc import Iterator
 
 from .errors import ParameterError
 
-__all__ = ["ray_session", "require_ray", "check_address", "CONNECT_TIMEOUT", "RAY_EXTRA"]
+__all__ = ["ray_session", "require_ray", "check_address", "check_where", "needs_gpu", "check_gpus", "CONNECT_TIMEOUT",
+           "RAY_EXTRA", "TASK_RETRIES", "POLL_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 #: What to install for Ray (said in the error when it is missing).
 RAY_EXTRA = "pip install 'neuromv[cluster]'"
+#: How many times Ray runs a task again whose worker was lost (killed, its machine gone): a batch's song, a segment.
+TASK_RETRIES = 3
+#: How often the driver wakes while it waits for tasks (to see a cancel).
+POLL_SECONDS = 0.25
 _ADDRESS_RE = re.compile(r"^(?:ray://)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
 
@@ -67,6 +72,39 @@ def check_address(where: str, timeout: float = CONNECT_TIMEOUT) -> tuple[str, in
     return host, port
 
 
+def check_where(where) -> str:
+    """``--ray``'s value, checked before any work: ``'local'``, or an address that answers (:func:`check_address`);
+    Ray must be installed (:func:`require_ray`). Returns it stripped.
+
+    Raises
+    ------
+    ParameterError
+        One line: Ray missing, not an address, or nothing answers there.
+    """
+    require_ray()
+    where = str(where).strip()
+    if where != "local":
+        check_address(where)
+    return where
+
+
+def needs_gpu(settings) -> bool:
+    """Whether a render of ``settings`` (:class:`~neuromv.settings.RenderSettings`) asks for a GPU: its tasks then
+    declare one (``num_gpus=1``)."""
+    return str(settings.device).startswith("cuda")
+
+
+def check_gpus(ray, settings) -> None:
+    """Refuse, before any task, a render that needs a GPU (:func:`needs_gpu`) on a cluster that has none.
+
+    Raises
+    ------
+    ParameterError
+    """
+    if needs_gpu(settings) and not ray.cluster_resources().get("GPU", 0):
+        raise ParameterError("--device cuda on Ray needs a GPU, and the Ray cluster has none")
+
+
 @contextlib.contextmanager
 def ray_session(where: str, *, num_cpus: int | None = None) -> Iterator[object]:
     """A Ray instance for the block: started (``'local'``) or joined (an address), and shut down after it.
@@ -89,6 +127,7 @@ def ray_session(where: str, *, num_cpus: int | None = None) -> Iterator[object]:
         Ray missing, or an address that is not one or does not answer: before any work.
     """
     ray = require_ray()
+    where = str(where).strip()
     if ray.is_initialized():  # a caller's own session (a notebook, a test): use it as it is, leave it running
         yield ray
         return

@@ -21,16 +21,13 @@ from .errors import ParameterError
 if TYPE_CHECKING:
     from .settings import RenderSettings
 
-__all__ = [
-    "ANALYSIS_SR", "MIN_FPS", "MAX_FPS", "MAX_SIDE", "MAX_MELS", "MAX_HIDDEN", "MAX_LAYERS", "MAX_SECONDS", "MAX_FIT_STEPS",
-    "MAX_SEED", "MAX_ZOOM", "MAX_FRAME_ZOOM", "MAX_PAN", "MAX_GAIN", "MAX_SMOOTH", "MAX_NAME_CHARS",
-    "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_MODEL_HEADER_BYTES", "max_model_bytes",
-    "MAX_LEVELS", "MAX_FEATURES", "MAX_GRID_VALUES", "MAX_PICTURE_HIDDEN", "MAX_PICTURE_LAYERS", "MAX_ASPECT",
-    "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
-    "check_memory", "format_bytes", "format_count",
-    "MIN_LOOP_SECONDS", "MAX_LOOP_SECONDS", "MAX_ANIMATED_SECONDS", "MAX_ANIMATED_BYTES",
-    "MAX_BATCH_SONGS", "MAX_MANIFEST_BYTES", "MAX_TRANSFER_BYTES",
-]
+__all__ = ["ANALYSIS_SR", "MIN_FPS", "MAX_FPS", "MAX_SIDE", "MAX_MELS", "MAX_HIDDEN", "MAX_LAYERS", "MAX_SECONDS",
+           "MAX_FIT_STEPS", "MAX_SEED", "MAX_ZOOM", "MAX_FRAME_ZOOM", "MAX_PAN", "MAX_GAIN", "MAX_SMOOTH",
+           "MAX_NAME_CHARS", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_MODEL_HEADER_BYTES", "max_model_bytes",
+           "MAX_LEVELS", "MAX_FEATURES", "MAX_GRID_VALUES", "MAX_PICTURE_HIDDEN", "MAX_PICTURE_LAYERS", "MAX_ASPECT",
+           "number", "show", "max_mels", "check_mels", "model_parameters", "estimate_memory", "memory_available",
+           "check_memory", "format_bytes", "format_count", "MIN_LOOP_SECONDS", "MAX_LOOP_SECONDS",
+           "MAX_ANIMATED_SECONDS", "MAX_ANIMATED_BYTES", "MAX_BATCH_SONGS", "MAX_MANIFEST_BYTES", "MAX_TRANSFER_BYTES"]
 
 log = logging.getLogger(__name__)
 

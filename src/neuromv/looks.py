@@ -268,7 +268,8 @@ def look_toml(values: dict, name: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_look(values: dict, path: str | os.PathLike, *, name: str | None = None, overwrite: bool = False) -> Path:
+def save_look(values: dict, path: str | os.PathLike, *, name: str | None = None, overwrite: bool = False,
+              inputs: tuple = ()) -> Path:
     """Write a look file (:func:`look_toml`), atomically: it appears only when complete.
 
     Parameters
@@ -280,7 +281,9 @@ def save_look(values: dict, path: str | os.PathLike, *, name: str | None = None,
     name : str, optional
         The look's name; default: the file's name without .toml, when it is a valid name.
     overwrite : bool
-        Replace ``path`` if it exists.
+        Replace ``path`` if it exists (never one of ``inputs``).
+    inputs : tuple of paths
+        Files that must not be overwritten (the look file the values were read from).
 
     Returns
     -------
@@ -289,6 +292,7 @@ def save_look(values: dict, path: str | os.PathLike, *, name: str | None = None,
     Raises
     ------
     LookError, OutputError
+        Also for a path not ending in .toml (a song or a video is never replaced by a look).
     """
     from ._files import atomic_file, check_output
 
@@ -297,7 +301,7 @@ def save_look(values: dict, path: str | os.PathLike, *, name: str | None = None,
     if name is None and _NAME_RE.fullmatch(Path(path).stem):
         name = Path(path).stem
     text = look_toml(values, name)
-    out = check_output(path, overwrite=overwrite, kind="look file")
+    out = check_output(path, overwrite=overwrite, kind="look", suffixes=(".toml",), inputs=inputs)
     with atomic_file(out, overwrite=overwrite) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)

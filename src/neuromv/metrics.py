@@ -23,8 +23,8 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["ssim", "colourfulness", "clipped_share", "CLIP_LEVELS", "palette_distance", "FrameStats", "onset_strength", "lagged_correlation", "onset_correlation", "VideoMetrics",
-           "measure_video"]
+__all__ = ["ssim", "colourfulness", "clipped_share", "CLIP_LEVELS", "palette_distance", "FrameStats",
+           "onset_strength", "lagged_correlation", "onset_correlation", "VideoMetrics", "measure_video"]
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, sigma: float = 1.5) -> float:

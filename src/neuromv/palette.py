@@ -26,8 +26,8 @@ import numpy as np
 from .errors import ImageError, ParameterError
 from .settings import PALETTES, parse_palette
 
-__all__ = ["Palette", "PALETTE_SIZE", "LEVEL_PERCENTILES", "COVER_COLORS", "palette_row", "palette_levels", "palette_table",
-           "dominant_colors", "apply_palette", "palette_for", "srgb_to_oklab", "oklab_to_srgb"]
+__all__ = ["Palette", "PALETTE_SIZE", "LEVEL_PERCENTILES", "COVER_COLORS", "palette_row", "palette_levels",
+           "palette_table", "dominant_colors", "palette_for", "srgb_to_oklab", "oklab_to_srgb"]
 
 log = logging.getLogger(__name__)
 
@@ -177,18 +177,6 @@ def dominant_colors(image: np.ndarray, k: int = COVER_COLORS, *, samples: int = 
     return np.clip(np.round(oklab_to_srgb(centres) * 255.0), 0, 255).astype(np.uint8)
 
 
-def apply_palette(rgb: np.ndarray, palette: Palette | None, row: np.ndarray | None = None) -> np.ndarray:
-    """The reference gradient map: RGB [shape=(..., 3)] in [0, 1] -> the palette's colours [shape=(..., 3)] in
-    [0, 1] (``rgb`` itself where ``palette`` is None), ``row``: :func:`palette_row` (default: levels (0, 1)).
-    Every render path computes the same (see the module)."""
-    if palette is None:
-        return rgb
-    row = palette_row() if row is None else np.asarray(row, dtype=np.float64)
-    pos = np.clip(np.asarray(rgb, dtype=np.float64) @ row[:3] + row[3], 0, PALETTE_SIZE - 1)
-    return palette.table[np.floor(pos + 0.5).astype(np.intp)].astype(rgb.dtype if rgb.dtype.kind == "f"
-                                                                         else np.float32)
-
-
 def palette_for(spec, cover: np.ndarray | None = None) -> Palette | None:
     """The palette of a ``palette`` setting.
 
@@ -215,7 +203,7 @@ def palette_for(spec, cover: np.ndarray | None = None) -> Palette | None:
     if value == "cover":
         if cover is None:
             raise ParameterError("palette 'cover' needs cover art: the song has none (embedded, or cover.*/folder.* "
-                                 "beside it); give one with --image, or choose another palette")
+                                 "beside it); give one with --image (neuromv demo: --image demo), or choose another palette")
         colors = dominant_colors(cover)
         log.info("palette from the cover: %s", " ".join("#%02x%02x%02x" % tuple(c) for c in colors))
         return Palette("cover", palette_table(colors, hold=COVER_HOLD), colors)

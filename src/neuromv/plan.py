@@ -28,9 +28,8 @@ from .errors import ParameterError
 from .progress import ProgressCallback, check_cancel
 from .settings import RenderSettings, parse_palette
 
-__all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "abstract_cppn", "fit_for",
-           "is_picture", "kind_of",
-           "latents_for", "reference_target", "build_renderer"]
+__all__ = ["Plan", "Panel", "make_plan", "image_choice", "resolve_image", "model_for", "cppn_for", "abstract_cppn",
+           "fit_for", "is_picture", "kind_of", "latents_for", "reference_target", "build_renderer"]
 
 log = logging.getLogger(__name__)
 
@@ -469,8 +468,8 @@ def panel_controls(cues, n_frames: int, panel: Panel, net, source=None, *, start
     """The structure's per-frame controls of ``panel`` with its network ``net`` (:func:`neuromv.structure.
     controls_for` of the network's kind): the whole song plays the role 'all'; a stem plays its role of
     :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio:
-    its onsets and energy; the beats and sections stay the song's). ``start``: the song time of frame 0. The render (:meth:`Plan.panels`) and
-    the server's page data use this one rule."""
+    its onsets and energy; the beats and sections stay the song's). ``start``: the song time of frame 0. The render
+    (:meth:`Plan.panels`) and the server's page data use this one rule."""
     from .structure import STEM_ROLES, controls_for
 
     role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")

@@ -38,8 +38,7 @@ import numpy as np
 from .errors import ParameterError
 
 __all__ = ["SegmentJob", "SegmentResult", "check_segments", "check_segmented_render", "segment_ranges",
-           "segment_count", "render_segment", "render_segments", "MIN_SEGMENT_SECONDS", "MAX_SEGMENTS",
-           "TASK_RETRIES"]
+           "segment_count", "render_segment", "render_segments", "MIN_SEGMENT_SECONDS", "MAX_SEGMENTS"]
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +47,6 @@ log = logging.getLogger(__name__)
 MIN_SEGMENT_SECONDS = 10.0
 #: Most segments one render may ask for.
 MAX_SEGMENTS = 10_000
-#: Times Ray runs a segment's task again after its worker died.
-TASK_RETRIES = 3
-#: Seconds between two looks at the running tasks (for cancellation and progress).
-_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,21 +141,19 @@ def check_segmented_render(ray: str | None, segments, settings, output) -> int |
         One line naming what is wrong.
     """
     from .animated import is_animated
-    from .cluster import check_address, require_ray
+    from .cluster import check_where
 
     if ray is None:
         raise ParameterError("--segments needs --ray (local, or a Ray cluster's address): segments on one machine "
                              "gain nothing over a plain render")
     n = check_segments("auto" if segments is None else segments)
     if settings.stem_names():
-        raise ParameterError("--segments renders one picture; render --stems without --ray/--segments")
+        raise ParameterError("a render on Ray (--ray) is one picture; render --stems without --ray")
     if settings.loop is not None:
-        raise ParameterError("--segments is for long songs; render a --loop without --ray/--segments")
+        raise ParameterError("a render on Ray (--ray) is for long songs; render a --loop without --ray")
     if is_animated(output):
-        raise ParameterError(f"{output}: --segments writes a video file (.mp4, .m4v, .mov, .mkv), not an animation")
-    require_ray()
-    if str(ray).strip() != "local":
-        check_address(ray)
+        raise ParameterError(f"{output}: a render on Ray (--ray) writes a video file (.mp4, .m4v, .mov, .mkv), not an animation")
+    check_where(ray)
     return n
 
 
@@ -271,7 +264,7 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
         A cluster that cannot be reached; a segment whose task failed after its retries (its error, one line); an
         output that cannot be written; cancelled (the tasks are cancelled, nothing is left behind).
     """
-    from .cluster import ray_session
+    from .cluster import POLL_SECONDS, TASK_RETRIES, check_gpus, needs_gpu, ray_session
     from .pipeline import RenderResult
     from .progress import Progress, check_cancel
     from .video import check_output_path, concat_videos
@@ -293,7 +286,9 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
                      ray, cpus)
             t = time.perf_counter()
             job_ref = rt.put(job)
-            task = rt.remote(num_cpus=1, max_retries=TASK_RETRIES)(render_segment)
+            check_gpus(rt, s)
+            task = rt.remote(num_cpus=1, num_gpus=1 if needs_gpu(s) else 0,
+                             max_retries=TASK_RETRIES)(render_segment)
             pending = {task.remote(job_ref, a, b, 1): k for k, (a, b) in enumerate(ranges)}
             files: list[Path | None] = [None] * len(ranges)
             workers: list[SegmentResult] = []
@@ -303,7 +298,7 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
                         for ref in pending:
                             rt.cancel(ref, force=True)
                         check_cancel(cancel)
-                    done, _ = rt.wait(list(pending), num_returns=1, timeout=_POLL)
+                    done, _ = rt.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
                     for ref in done:
                         k = pending.pop(ref)
                         result = _get(rt, ref, ranges[k])

@@ -29,9 +29,10 @@ from .limits import (ANALYSIS_SR, MAX_FIT_STEPS, MAX_FPS, MAX_GAIN, MAX_HIDDEN, 
 from .limits import MAX_LOOP_SECONDS, MIN_LOOP_SECONDS
 
 __all__ = ["RenderSettings", "Setting", "SETTINGS", "GROUPS", "setting", "parse_size", "parse_color", "with_quality",
-           "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "STRUCTURES", "FIT_MODES", "LAYOUTS", "PRECISIONS", "X264_PRESETS", "QUALITY",
-           "SEPARATOR_STEMS", "PALETTES", "MAX_PALETTE_COLORS", "parse_palette", "TONE", "CHROMA", "FORMATS",
-           "DEFAULT_FORMAT", "format_size", "has_shape", "check_shape", "AUDIO_CHOICES"]
+           "Z_GAIN", "PULSE_GAIN", "FIT_STEPS", "FIT_QUALITIES", "MOTIONS", "STRUCTURES", "FIT_MODES", "LAYOUTS",
+           "PRECISIONS", "X264_PRESETS", "QUALITY", "SEPARATOR_STEMS", "PALETTES", "MAX_PALETTE_COLORS",
+           "parse_palette", "TONE", "CHROMA", "FORMATS", "DEFAULT_FORMAT", "format_size", "has_shape", "check_shape",
+           "AUDIO_CHOICES"]
 
 #: z (unit RMS norm) times this, times the reactivity, is what the CPPN sees. With N(0, 1) weights, 0.3 keeps
 #: the shapes recognisable from frame to frame while beats visibly move them (docs/method.md).

@@ -21,7 +21,8 @@ from ._files import AtomicFile, check_output
 from .errors import NeuroMVError, OutputError, ParameterError, summary
 from .settings import X264_PRESETS  # the preset setting's choices, defined once there
 
-__all__ = ["VideoWriter", "concat_videos", "CLOSED_GOP", "check_output_path", "check_codec", "CONTAINERS", "X264_PRESETS", "NVENC"]
+__all__ = ["VideoWriter", "concat_videos", "CLOSED_GOP", "check_output_path", "check_codec", "CONTAINERS",
+           "X264_PRESETS", "NVENC"]
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,8 @@ class TiledBackend(Backend):
         if setup.palette is not None:
             row = torch.from_numpy(setup.palette.row)
             w = row[:3] / 255.0
-            self._palette_t = ((255.0 * torch.from_numpy(setup.palette.table).to(torch.float64) + 0.5).to(torch.float32),
+            table = 255.0 * torch.from_numpy(setup.palette.table).to(torch.float64) + 0.5
+            self._palette_t = (table.to(torch.float32),
                                w.to(torch.float32), float(row[3] - 0.5 * w.sum()), len(setup.palette.table) - 1)
 
     def _frame_out(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

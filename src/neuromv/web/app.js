@@ -485,7 +485,8 @@ function init() {
     Object.assign(s, { format, width: w, height: h });
     fillSizes();
     shapeCanvas();
-    if ((s.stems && state.song) || state.image !== "none") prepareLater();
+    // stems, a fitted picture and a palette (its levels are measured at the video's shape) are made again
+    if ((s.stems && state.song) || state.image !== "none" || s.palette) prepareLater();
   });
   $("picture").addEventListener("change", () => { state.image = $("picture").value; showPaletteCover(); prepareLater(); });
   $("fit").addEventListener("change", () => {
