@@ -288,3 +288,24 @@ def test_ray_batch_cancelled(songs, tmp_path, ray_local):
     assert not t.is_alive() and "error" in caught
     assert time.monotonic() - stopped < 5
     assert not (out / "long.mp4").exists() and not list(out.glob(".*.part"))
+
+
+def test_a_rows_look_replaces_the_command_lines_look_but_not_its_explicit_options(songs, tmp_path):
+    """As on the command line: a look's values, then the options given; a row's look replaces --look entirely."""
+    from dataclasses import replace
+
+    from neuromv.batch import collect_songs
+    from neuromv.looks import apply_look
+
+    song = sorted(songs.glob("*.wav"))[0]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"song": str(song), "look": "pastel"}) + "\n"
+                        + json.dumps({"song": str(song), "output": "b.mp4"}) + "\n")
+    cli = replace(apply_look(RenderSettings(), "neon"), seed=5)  # --look neon --seed 5
+    row_look, plain = collect_songs([manifest], tmp_path / "out", cli, explicit={"seed": 5})
+    assert row_look.settings == replace(apply_look(RenderSettings(), "pastel"), seed=5)
+    assert plain.settings == cli
+    # a row's size must have the format's shape (as --size with --format), never turned silently
+    manifest.write_text(json.dumps({"song": str(song), "size": "1280x720"}) + "\n")
+    with pytest.raises(ParameterError, match="m.jsonl row 1: size 1280x720 is not 9:16"):
+        collect_songs([manifest], tmp_path / "out", RenderSettings(format="9:16"))

@@ -346,3 +346,15 @@ def test_page_picks_a_look_tweaks_saves_and_copies(tmp_path):
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def test_looks_save_writes_only_toml_and_never_its_input(tmp_path, capsys):
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF")
+    assert main(["looks", "save", str(song), "--zoom", "2", "--overwrite"]) == 1
+    assert "a look file must end in .toml" in capsys.readouterr().err and song.read_bytes() == b"RIFF"
+    mine = tmp_path / "mine.toml"
+    assert main(["looks", "save", str(mine), "--zoom", "2"]) == 0
+    before = mine.read_bytes()
+    assert main(["looks", "save", str(mine), "--look", str(mine), "--overwrite"]) == 1
+    assert "is an input file" in capsys.readouterr().err and mine.read_bytes() == before
