@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from fractions import Fraction
@@ -17,6 +18,17 @@ from neuromv.audio import Audio
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Fits are cached in a throw-away folder, never in the user's cache (subprocesses inherit it).
 os.environ["NEUROMV_CACHE_DIR"] = tempfile.mkdtemp(prefix="neuromv-test-cache-")
+
+@pytest.fixture(autouse=True)
+def _neuromv_logger():
+    """Each test starts with the library's logger as an application finds it: ``neuromv.cli.main`` called in the
+    test process gives it its own handler and stops its propagation, which would hide later tests' records from
+    ``caplog``."""
+    log = logging.getLogger("neuromv")
+    saved = log.handlers[:], log.level, log.propagate
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
 
 #: Layout of the beat clip: beats, then digital silence, then beats again (seconds).
 BEAT_SR = 44100
