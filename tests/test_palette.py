@@ -10,7 +10,7 @@ import torch
 
 import neuromv
 from neuromv.cli import main
-from neuromv.cppn import CPPN, coordinate_grid
+from neuromv.cppn import CPPN, LIGHTNESS_GRID, coordinate_grid
 from neuromv.demo import demo_song
 from neuromv.errors import ParameterError
 from neuromv.metrics import clipped_share, colourfulness, palette_distance
@@ -120,9 +120,15 @@ def test_tone_and_chroma_fold_into_the_output_layer():
             h = torch.tanh(layer(h))
         a = raw.layers[-1](h).double()
         m = a.mean(1, keepdim=True)
-        expected = torch.sigmoid(0.5 * (m + 0.25 * (a - m)))
-        got = toned(coords, torch.from_numpy(Z)).double()
-    assert torch.allclose(got, expected, atol=1e-5)
+        expected = 0.5 * (m + 0.25 * (a - m))  # the pre-activations, up to the lightness's one shift
+        got = torch.logit(toned(coords, torch.from_numpy(Z)).double())
+    shift = got - expected
+    assert float(shift.std()) < 1e-4, "one constant shift of every channel and pixel (the lightness's centring)"
+    # the centring: over the reference view at z = 0, the median of the channels' mean pre-activation is 0
+    grid = coordinate_grid(LIGHTNESS_GRID, LIGHTNESS_GRID)
+    with torch.no_grad():
+        mid = torch.logit(toned(grid, torch.zeros(32)).double()).mean(1).median()
+    assert abs(float(mid)) < 1e-4
     grey = CPPN(32, 16, seed=4, chroma=0.0)(coords, torch.from_numpy(Z)).detach()
     assert torch.allclose(grey[:, 0], grey[:, 1], atol=1e-6) and torch.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
     for a_, b_ in zip(CPPN(32, 16, seed=4, tone=1.0, chroma=1.0).parameters(), raw.parameters()):
@@ -131,6 +137,16 @@ def test_tone_and_chroma_fold_into_the_output_layer():
         CPPN(32, 16, image=True, tone=0.5)
     with pytest.raises(ParameterError, match="tone must be a finite number >= 0"):
         CPPN(32, 16, tone=float("nan"))
+
+
+def test_the_default_look_keeps_a_bright_seeds_picture_off_white():
+    """Seeds 7 and 8 push every channel up (their biases): without the lightness's centring most of the picture
+    clips to white."""
+    coords = coordinate_grid(96, 54)
+    for seed in (7, 8):
+        net = CPPN(32, 32, seed=seed, tone=0.45, chroma=0.45)
+        frame = (net(coords, torch.zeros(32)).detach().numpy() * 255).round()
+        assert 80 < frame.mean() < 170 and clipped_share(frame) <= 0.10, (seed, frame.mean(), clipped_share(frame))
 
 
 # -- the render paths -----------------------------------------------------------------------------------------------
@@ -180,7 +196,7 @@ def song():
     return demo_song(3.0)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, 7])  # 7: the demo's, a seed whose biases push to white
 def test_default_look_keeps_the_gamut_and_is_rich_not_garish(tmp_path, song, seed):
     out = neuromv.render(song, tmp_path / "v.mp4", width=192, height=108, seed=seed, image="none").path
     frames = _decoded(out)[::6]

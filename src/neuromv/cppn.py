@@ -27,10 +27,13 @@ from torch import nn
 
 from .errors import ParameterError
 
-__all__ = ["CPPN", "coordinate_grid", "check_pan", "N_COORDS", "FLOOR", "headroom"]
+__all__ = ["CPPN", "coordinate_grid", "check_pan", "N_COORDS", "FLOOR", "LIGHTNESS_GRID", "headroom"]
 
 #: Coordinate inputs per pixel: x, y and r (distance from the centre).
 N_COORDS = 3
+#: Abstract mode with a tone or chroma: the side of the square grid (the reference view, scale 1) over which the
+#: lightness is centred (:class:`CPPN`).
+LIGHTNESS_GRID = 64
 #: Image mode: the smallest swing of a colour channel, as a fraction of its full range (black and white pixels
 #: would not move at all with 0; they are the only ones that can clip).
 FLOOR = 0.1
@@ -61,8 +64,11 @@ class CPPN(nn.Module):
         Abstract mode's colours: the output layer becomes ``tone * (chroma * I + (1 - chroma) / 3 * 1 1^T) @
         (W_o, b_o)``, i.e. its three pre-activations ``a`` become ``tone * (m + chroma * (a - m))`` with ``m`` their
         mean. With N(0, 1) weights, (1, 1) saturates the sigmoid to flat primaries; the defaults of
-        :class:`neuromv.settings.RenderSettings` (``TONE``, ``CHROMA``) keep the gamut. Folded into the weights,
-        so every render path (and the page) gets them at no cost. Image mode takes only (1, 1).
+        :class:`neuromv.settings.RenderSettings` (``TONE``, ``CHROMA``) keep the gamut. Other than (1, 1), the
+        lightness is centred too: the output bias moves so that the median over the reference view (a
+        :data:`LIGHTNESS_GRID` square grid at scale 1, z = 0) of the three channels' mean pre-activation is 0 (the
+        median pixel mid-grey; a seed whose biases push every pixel to white no longer clips). Folded into the
+        weights, so every render path (and the page) gets them at no cost. Image mode takes only (1, 1).
 
     Notes
     -----
@@ -105,6 +111,14 @@ class CPPN(nn.Module):
             with torch.no_grad():
                 out.weight.copy_((mix @ out.weight.to(torch.float64)).to(out.weight.dtype))
                 out.bias.copy_((mix @ out.bias.to(torch.float64)).to(out.bias.dtype))
+                # the lightness centred: the median of the channels' mean pre-activation over the reference view
+                # (z = 0) becomes 0, so the median pixel is mid-grey whatever the seed's biases
+                grid = coordinate_grid(LIGHTNESS_GRID, LIGHTNESS_GRID)
+                h = torch.cat([grid.to(out.weight.dtype), torch.zeros(grid.shape[0], n_z, dtype=out.weight.dtype)], 1)
+                for layer in self.layers[:-1]:
+                    h = torch.tanh(layer(h))
+                common = out(h).to(torch.float64).mean(dim=1)
+                out.bias.sub_(float(common.median()))
 
     def features(self, coords: torch.Tensor) -> torch.Tensor:
         """Image mode: the last hidden layer ``h`` [shape=(n_pixels, hidden)] of the coordinates alone."""
