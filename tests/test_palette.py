@@ -17,7 +17,7 @@ from neuromv.metrics import clipped_share, colourfulness, palette_distance
 from neuromv.palette import (PALETTE_SIZE, dominant_colors, oklab_to_srgb, palette_for,
                              palette_levels, palette_row, palette_table, srgb_to_oklab)
 from neuromv.renderer import Renderer, color_matrix, palette_map, reference_render
-from neuromv.settings import MAX_PALETTE_COLORS, PALETTES, RenderSettings, parse_palette
+from neuromv.settings import CHROMA, MAX_PALETTE_COLORS, PALETTES, TONE, RenderSettings, parse_palette
 
 Z = np.random.default_rng(5).standard_normal(32).astype(np.float32) * 0.3
 
@@ -144,7 +144,7 @@ def test_the_default_look_keeps_a_bright_seeds_picture_off_white():
     clips to white."""
     coords = coordinate_grid(96, 54)
     for seed in (7, 8):
-        net = CPPN(32, 32, seed=seed, tone=0.45, chroma=0.45)
+        net = CPPN(32, 32, seed=seed, tone=TONE, chroma=CHROMA)
         frame = (net(coords, torch.zeros(32)).detach().numpy() * 255).round()
         assert 80 < frame.mean() < 170 and clipped_share(frame) <= 0.10, (seed, frame.mean(), clipped_share(frame))
 

@@ -70,7 +70,7 @@ SEPARATOR_STEMS: dict[str, tuple[str, ...]] = {
 #: pre-activations are scaled by TONE, and their differences between channels by CHROMA. With N(0, 1) weights the raw
 #: sigmoid (1, 1) saturates to flat primaries (24-55 % of channel values clipped, colourfulness 160-220); these keep
 #: the whole gamut without clipping and the colours rich, not garish (docs/look.md).
-TONE = 0.45
+TONE = 0.4
 CHROMA = 0.45
 #: ``--palette NAME``: the curated palettes (:mod:`neuromv.palette` builds their colour tables). Each is
 #: ``("stops", (colours...))``, interpolated in OKLab from dark to light, or ``("cosine", (a, b, c, d))``, Inigo
