@@ -18,7 +18,10 @@ The pipeline, one module per stage:
 - :mod:`neuromv.plan`: a render resolved before the slow work: image, model, device, CPPNs, latents
 - :mod:`neuromv.stems`: stem panels, the stems' cache, compositing; :func:`separate_song`
 - :mod:`neuromv.pipeline`: :func:`render`, all of the above in one call
+- :mod:`neuromv.palette`: palettes (``--palette``): OKLab colour tables, a cover's dominant colours
 - :mod:`neuromv.looks`: named bundles of settings (``--look``), built in or saved as TOML
+- :mod:`neuromv.loop`, :mod:`neuromv.animated`: seamless loops (``--loop``), animated WebP and GIF
+- :mod:`neuromv.batch`, :mod:`neuromv.segments`, :mod:`neuromv.cluster`: many songs, and one long song, on Ray
 - :mod:`neuromv.metrics`, :mod:`neuromv.sync`: fidelity and reactivity of a video; how closely it follows the music
 
 Heavy modules load on first use, so ``import neuromv`` is instant.
