@@ -219,8 +219,7 @@ def _trim(audio: Audio | AudioFile, offset: float, seconds: float) -> Audio | Au
     if isinstance(audio, AudioFile):
         o = audio.options
         return AudioFile(audio.path, sr=o["sr"], mono=o["mono"], start=o["start"] + offset, duration=seconds)
-    a = int(round(offset * audio.sr))
-    return Audio(np.ascontiguousarray(audio.samples[:, a:a + int(round(seconds * audio.sr))]), audio.sr)
+    return _excerpt(audio, offset, seconds)
 
 
 def _settings(base: RenderSettings | None, options: dict):
