@@ -15,7 +15,7 @@ The parts measured (``RenderResult.parts``): features, Ray's start, the segments
 (render + encode on one CPU), bytes moved (the job out, the segments back), the join; the join is measured again
 without audio (the remux alone: what remains is the AAC encode). From these, the model of a render on M machines of
 C cores: ``features + ray start + N / (S * f) + join + bytes / bandwidth`` with S = min(M * C, segments allowed by
-``MIN_SEGMENT_SECONDS``) and f the per-worker frames/s; and a catalogue's cost in machine-hours.
+whole GOPs of the ``gop`` setting, 10 s) and f the per-worker frames/s; and a catalogue's cost in machine-hours.
 """
 
 from __future__ import annotations
@@ -29,13 +29,15 @@ import time
 from pathlib import Path
 
 import neuromv
-from neuromv.segments import MIN_SEGMENT_SECONDS
+from neuromv.settings import RenderSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOC, LOOPED_SONG, machine, write_section  # noqa: E402
 
 #: Assumed network bandwidth between machines for the model, bytes/s (10 Gb/s, a common cloud NIC).
 BANDWIDTH = 10e9 / 8
+#: Seconds of video per GOP, the shortest a segment can be (the ``gop`` setting's default).
+GOP_SECONDS = RenderSettings().gop
 #: Songs and lengths for the model.
 MODEL_SONGS = (("three-minute song", 180.0), ("one-hour DJ set", 3600.0))
 
@@ -98,11 +100,12 @@ def main() -> None:
         f"| join: remux + AAC encode and mux | {p['join_s']:.2f} s (remux alone {remux_s:.2f} s) |",
         f"| bytes moved: job out (settings, CPPN, z, controls) / segments back | {p['bytes_job'] / 1e6:.2f} MB / "
         f"{p['bytes_back'] / 1e6:.2f} MB |",
-        f"| PSNR segmented vs plain, per frame (min / median), both lossy crf 18 | {psnr[0]:.1f} / {psnr[1]:.1f} dB |",
+        f"| segmented vs plain, decoded frames, both lossy crf 18 | "
+        f"{'the same, bit for bit' if psnr[0] == 99.0 else f'PSNR min {psnr[0]:.1f} / median {psnr[1]:.1f} dB'} |",
         "",
         f"Model: a render on M machines of C CPUs, each CPU a worker at the measured {f:.1f} frames/s, is features + "
         f"Ray start + frames / (S x {f:.1f}) + join + bytes / 10 Gb/s, with S = min(M x C, song / "
-        f"{MIN_SEGMENT_SECONDS:g} s) segments (`--segments auto`); the features and the join scale with the song "
+        f"{GOP_SECONDS:g} s) segments (`--segments auto`); the features and the join scale with the song "
         f"(measured here: {p['features_s'] / args.seconds:.3f} s and {p['join_s'] / args.seconds:.4f} s per second "
         "of song).",
         "",
@@ -132,7 +135,7 @@ def _model(song_s: float, fps: int, machines: int, cores: int, f: float, p: dict
            bytes_per_frame: float) -> tuple[int, float]:
     """(segments, modelled wall seconds) of a ``song_s`` render on ``machines`` x ``cores`` workers."""
     n = song_s * fps
-    s = max(1, min(machines * cores, int(song_s // MIN_SEGMENT_SECONDS)))
+    s = max(1, min(machines * cores, int(-(-song_s // GOP_SECONDS))))
     waves = -(-s // (machines * cores))
     per = song_s / measured_s
     return s, (p["features_s"] * per + p["ray_start_s"] + waves * (n / s) / f + p["join_s"] * per

@@ -157,15 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True,
                    help="video file to write (.mp4, .mov, .mkv; .webp or .gif: animated, for loops)")
     _add_render_options(r, RenderSettings())
-    from .segments import MIN_SEGMENT_SECONDS
-
     c = r.add_argument_group("cluster (docs/cluster.md)")
     c.add_argument("--ray", metavar="local|ADDRESS",
                    help="render in segments on Ray: 'local' (a Ray instance for this run) or a cluster's HOST:PORT; "
                         "needs pip install 'neuromv[cluster]'")
     c.add_argument("--segments", metavar="N|auto",
-                   help="with --ray: frame ranges rendered on the workers and joined (default: auto, one per "
-                        f"cluster CPU, none under {MIN_SEGMENT_SECONDS:g} s)")
+                   help="with --ray: frame ranges of whole GOPs (--gop) rendered on the workers and joined (default: "
+                        "auto, one per cluster CPU)")
     _add_verbosity(r)
     r.set_defaults(func=_cmd_render)
 

@@ -126,8 +126,8 @@ def render(
         instance started for this render) or a cluster's address ``HOST:PORT``. Needs the ``cluster`` extra. One
         picture, to a video file (not with stems, a loop or an animation).
     segments : int or 'auto', optional
-        With ``ray``: how many segments (default 'auto': one per CPU of the cluster, none shorter than
-        :data:`neuromv.segments.MIN_SEGMENT_SECONDS`). Without ``ray``: refused.
+        With ``ray``: how many segments (default 'auto': one per CPU of the cluster), each of whole groups of
+        pictures (the ``gop`` setting), at most one per GOP. Without ``ray``: refused.
     **options
         Any :class:`RenderSettings` field, overriding ``settings`` (e.g. ``fps=24, width=640, height=360``).
         ``separator`` may also be a loaded :class:`~neuromv.separate.Separator`, reused across renders.
@@ -287,7 +287,7 @@ def _encode(frames: Iterator[np.ndarray], n_frames: int, audio, output, plan: Pl
         writer = AnimatedWriter(output, s.width, s.height, s.fps, overwrite=overwrite, inputs=plan.inputs)
     else:
         writer = VideoWriter(output, s.width, s.height, s.fps, audio=audio if s.audio == "on" else None, crf=s.crf,
-                             preset=s.preset, codec=s.codec, overwrite=overwrite, inputs=plan.inputs)
+                             preset=s.preset, codec=s.codec, overwrite=overwrite, inputs=plan.inputs, gop=s.gop)
     if s.audio == "off":
         log.info("audio: off (a silent video)")
     with writer:

@@ -8,15 +8,19 @@ How it works (docs/cluster.md):
 2. It puts one :class:`SegmentJob` in Ray's object store: the settings, the network (a CPPN's weights or a fitted
    picture's :class:`~neuromv.picture.PictureNet`), the palette, and the whole song's per-frame latents, zooms and
    colour maps (about 130 bytes a frame at 32 mel bands: 0.7 MB for a three-minute song at 30 fps).
-3. Each segment, a contiguous range of frames, is a Ray task (:func:`render_segment`, one CPU): the worker
-   builds the renderer, renders its range frame by frame, streams the frames to an H.264 encoder with the
-   render's settings (crf, preset, codec) and a closed GOP (:data:`neuromv.video.CLOSED_GOP`: the segment opens
-   with an IDR frame), and returns the encoded file's bytes. Its memory stays flat: a few frames and the
-   encoder's look-ahead, whatever the segment's length.
+3. Each segment, a contiguous range of whole groups of pictures (the ``gop`` setting, 10 s by default), is a Ray
+   task (:func:`render_segment`, one CPU): the worker builds the renderer, renders its range frame by frame,
+   streams the frames to a :class:`~neuromv.video.VideoWriter` with the render's settings (crf, preset, codec,
+   gop), and returns the encoded file's bytes. Its memory stays flat: a few frames and the encoder's
+   look-ahead, whatever the segment's length.
 4. The driver writes each segment to a temporary folder as it arrives (one at a time in memory), joins them
    without re-encoding and muxes the song's audio in once (:func:`neuromv.video.concat_videos`), atomically, and
    removes the folder.
 
+Every render, plain or not, encodes one GOP at a time, each by a fresh encoder with a fixed thread count
+(:data:`neuromv.video.ENCODER_THREADS`), so a GOP's bytes depend on its frames only: cut between GOPs, the joined
+segments are the plain render's video stream, bit for bit, at any crf (with one encoder for the whole song, the rate
+control's history differs after a cut and the frames differ by encoder noise: 38.9 dB PSNR at worst, measured).
 A lost worker's task is retried by Ray (``max_retries``); a segment is a pure function of its range, so a retry
 gives the same bytes.
 """
@@ -38,13 +42,10 @@ import numpy as np
 from .errors import ParameterError
 
 __all__ = ["SegmentJob", "SegmentResult", "check_segments", "check_segmented_render", "segment_ranges",
-           "segment_count", "render_segment", "render_segments", "MIN_SEGMENT_SECONDS", "MAX_SEGMENTS"]
+           "segment_count", "render_segment", "render_segments", "MAX_SEGMENTS"]
 
 log = logging.getLogger(__name__)
 
-#: ``--segments auto`` makes no segment shorter than this (seconds of video): below it a task's fixed costs (the
-#: renderer's setup, the encoder's start, an IDR frame) weigh on its work.
-MIN_SEGMENT_SECONDS = 10.0
 #: Most segments one render may ask for.
 MAX_SEGMENTS = 10_000
 
@@ -157,31 +158,37 @@ def check_segmented_render(ray: str | None, segments, settings, output) -> int |
     return n
 
 
-def segment_count(segments: int | str, n_frames: int, fps: float, cpus: float) -> int:
-    """The number of segments: ``segments`` (at most one per frame), or for ``'auto'`` one per CPU of the cluster,
-    but none shorter than :data:`MIN_SEGMENT_SECONDS` (so at least 1).
+def segment_count(segments: int | str, n_frames: int, gop: int, cpus: float) -> int:
+    """The number of segments: ``segments``, or for ``'auto'`` one per CPU of the cluster; at most one per group of
+    pictures of ``gop`` frames (a segment is whole GOPs: :func:`segment_ranges`), so at least 1.
 
     Parameters
     ----------
     segments : int or 'auto'
     n_frames : int
         Frames of the video.
-    fps : float
-        Its frame rate.
+    gop : int
+        Frames of a group of pictures (:func:`neuromv.video.gop_frames` of the ``gop`` setting).
     cpus : float
         The cluster's CPUs (Ray's ``cluster_resources()['CPU']``).
     """
-    if segments != "auto":
-        return max(1, min(int(segments), n_frames))
-    longest = max(1, int(n_frames // max(1.0, MIN_SEGMENT_SECONDS * float(fps))))
-    return max(1, min(int(cpus), longest, MAX_SEGMENTS))
+    gops = max(1, -(-int(n_frames) // max(1, int(gop))))
+    wanted = int(cpus) if segments == "auto" else int(segments)
+    n = max(1, min(wanted, gops, MAX_SEGMENTS))
+    if segments != "auto" and n < int(segments):
+        log.info("segments: %d asked, %d made (a segment is whole GOPs of %d frames; the video has %d)",
+                 int(segments), n, gop, gops)
+    return n
 
 
-def segment_ranges(n_frames: int, n: int) -> list[tuple[int, int]]:
-    """``n`` contiguous frame ranges ``[first, stop)`` covering ``range(n_frames)``, their lengths differing by at
-    most one (the longer ones first)."""
-    n = max(1, min(int(n), int(n_frames)))
-    bounds = [k * n_frames // n for k in range(n + 1)]
+def segment_ranges(n_frames: int, n: int, gop: int = 1) -> list[tuple[int, int]]:
+    """``n`` contiguous frame ranges ``[first, stop)`` covering ``range(n_frames)``, each of whole groups of
+    pictures of ``gop`` frames (the last GOP may be short), their numbers of GOPs differing by at most one (the
+    longer segments last); fewer than ``n`` where there are fewer GOPs, never an empty one."""
+    gop = max(1, int(gop))
+    gops = max(1, -(-int(n_frames) // gop))
+    n = max(1, min(int(n), gops))
+    bounds = [min(int(n_frames), (k * gops // n) * gop) for k in range(n + 1)]
     return [(bounds[k], bounds[k + 1]) for k in range(n)]
 
 
@@ -206,7 +213,7 @@ def render_segment(job: SegmentJob, first: int, stop: int, threads: int = 1) -> 
     import socket
 
     from .plan import build_renderer
-    from .video import CLOSED_GOP, VideoWriter
+    from .video import VideoWriter
 
     t0 = time.perf_counter()
     s = job.settings
@@ -218,7 +225,7 @@ def render_segment(job: SegmentJob, first: int, stop: int, threads: int = 1) -> 
     try:
         path = os.path.join(folder, f"segment-{first:09d}.mp4")
         with VideoWriter(path, s.width, s.height, s.fps, crf=s.crf, preset=s.preset, codec=s.codec,
-                         options=CLOSED_GOP) as writer:
+                         gop=s.gop) as writer:
             for frame in frames:
                 writer.write(frame)
         data = Path(path).read_bytes()
@@ -267,7 +274,7 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
     from .cluster import POLL_SECONDS, TASK_RETRIES, check_gpus, needs_gpu, ray_session
     from .pipeline import RenderResult
     from .progress import Progress, check_cancel
-    from .video import check_output_path, concat_videos
+    from .video import check_output_path, gop_frames, concat_videos
 
     t0 = time.perf_counter() if t0 is None else t0
     s = plan.settings
@@ -281,7 +288,8 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
         with ray_session(ray, num_cpus=num_cpus) as rt:
             parts["ray_start_s"] = time.perf_counter() - t
             cpus = rt.cluster_resources().get("CPU", 1)
-            ranges = segment_ranges(n_frames, segment_count(segments, n_frames, s.fps, cpus))
+            gop = gop_frames(s.gop, s.fps)
+            ranges = segment_ranges(n_frames, segment_count(segments, n_frames, gop, cpus), gop)
             log.info("segments: %d of about %d frames each on %s (%g CPUs)", len(ranges), n_frames // len(ranges),
                      ray, cpus)
             t = time.perf_counter()

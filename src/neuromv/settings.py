@@ -493,6 +493,13 @@ class RenderSettings:
                                            r"[a-z0-9_-]+"),
         doc="FFmpeg video encoder: 'libx264' (default), 'libx265', or a hardware one such as 'h264_nvenc' (NVIDIA "
             "GPUs).")
+    gop: float = setting(
+        10.0, "encoding", "seconds of video per group of pictures: each opens with a key frame and is encoded by a "
+                          "fresh encoder (a render on --ray is cut between them and equals a one-machine render bit "
+                          "for bit)", metavar="SECONDS", lo=0, hi=MAX_SECONDS, lo_open=True, unit=" seconds",
+        doc="Seconds of video per group of pictures (:class:`neuromv.video.VideoWriter`'s ``gop``; libx264 and "
+            "libx265): each is encoded by a fresh encoder and opens with an IDR frame, so its bytes depend on its "
+            "own frames only; a segmented render on Ray (:mod:`neuromv.segments`) cuts the song between them.")
     start: float = setting(
         0.0, "encoding", "start of the excerpt to render", metavar="SECONDS", lo=0, hi=MAX_SECONDS, unit=" seconds",
         doc="Start of the excerpt of the song to render, in seconds.")

@@ -21,8 +21,8 @@ from ._files import AtomicFile, check_output
 from .errors import NeuroMVError, OutputError, ParameterError, summary
 from .settings import X264_PRESETS  # the preset setting's choices, defined once there
 
-__all__ = ["VideoWriter", "concat_videos", "CLOSED_GOP", "check_output_path", "check_codec", "CONTAINERS",
-           "X264_PRESETS", "NVENC"]
+__all__ = ["VideoWriter", "concat_videos", "CLOSED_GOP", "check_output_path", "check_codec", "gop_frames",
+           "CONTAINERS", "X264_PRESETS", "NVENC", "SOFTWARE", "ENCODER_THREADS"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,18 @@ NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 
 #: Encoder options of a segment that must join others without re-encoding (:func:`concat_videos`): a closed GOP
 #: (no frame refers to one before the segment's first, which is an IDR frame: a fresh x264 encoder's first always is).
+#: x264's default, written out; every libx264 :class:`VideoWriter` has it.
 CLOSED_GOP = {"x264-params": "open-gop=0"}
+
+#: Software encoders, whose output is a pure function of the frames, the options and the thread count: a
+#: :class:`VideoWriter` encodes with them one GOP at a time, each by a fresh encoder (see its ``gop``).
+SOFTWARE = ("libx264", "libx265")
+
+#: Threads of each software encoder, fixed rather than one per core: x264's output depends on its thread count, so
+#: a fixed count makes a render's bytes the same on every machine (a render on Ray equals one on the driver alone).
+#: Four x264 superfast threads encode 1080p at about 100 frames/s, ahead of any CPU render; a GPU render that
+#: outruns them can use NVENC (``--codec h264_nvenc``).
+ENCODER_THREADS = 4
 
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
@@ -123,25 +134,41 @@ def _check_args(width, height, fps, codec: str, crf, preset) -> Fraction:
     return rate
 
 
+def gop_frames(gop: float | None, fps: float) -> int | None:
+    """Frames in a group of pictures of ``gop`` seconds at ``fps`` (at least 1); None for None."""
+    return None if gop is None else max(1, int(round(float(gop) * float(fps))))
+
+
 def _add_video_stream(container, codec: str, width: int, height: int, fps: Fraction, crf: int, preset: str,
-                      options: dict | None = None):
-    """Add the video stream to ``container``: yuv420p, BT.709, the codec's quality options (and ``options``, the
-    encoder's own, over them); its encoder opened (so one that cannot run here fails before any frame)."""
+                      options: dict | None = None, gop: int | None = None):
+    """Add the video stream to ``container``, its encoder configured by :func:`_configure` and opened (so one that
+    cannot run here fails before any frame)."""
     _encoder(codec)  # a clear error for an unknown encoder; it is opened at the real size below
     vs = container.add_stream(codec, rate=fps)
-    vs.width, vs.height = width, height
-    vs.pix_fmt = "yuv420p"
-    if codec in ("libx264", "libx265"):
-        vs.options = {"crf": str(int(crf)), "preset": preset}
-    elif codec in NVENC:  # constant quality, NVENC's own presets (p1 fastest ... p7 best)
-        vs.options = {"rc": "vbr", "cq": str(max(1, int(crf))), "b": "0", "preset": "p4"}
-    if options and codec in ("libx264", "libx265"):
-        vs.options = {**vs.options, **options}
-    # BT.709, limited range: the usual HD tagging, so players show the colours we rendered
-    cc = vs.codec_context
-    cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
-    _open_encoder(cc, codec)
+    _configure(vs.codec_context, codec, width, height, fps, crf, preset, options, gop)
+    _open_encoder(vs.codec_context, codec)
     return vs
+
+
+def _configure(cc, codec: str, width: int, height: int, fps: Fraction, crf: int, preset: str,
+               options: dict | None, gop: int | None = None) -> None:
+    """Set up the (unopened) encoder ``cc``: yuv420p, BT.709, the codec's quality options (and ``options``, the
+    encoder's own, over them); a software encoder's :data:`ENCODER_THREADS`, :data:`CLOSED_GOP` and key-frame
+    interval ``gop`` (frames; None: the encoder's own)."""
+    cc.width, cc.height, cc.pix_fmt = width, height, "yuv420p"
+    cc.time_base, cc.framerate = 1 / fps, fps
+    opts = {}
+    if codec in SOFTWARE:
+        closed = CLOSED_GOP if codec == "libx264" else {}
+        opts = {"crf": str(int(crf)), "preset": preset, **closed, **(options or {})}
+        cc.thread_count = ENCODER_THREADS
+        if gop:
+            cc.gop_size = gop
+    elif codec in NVENC:  # constant quality, NVENC's own presets (p1 fastest ... p7 best)
+        opts = {"rc": "vbr", "cq": str(max(1, int(crf))), "b": "0", "preset": "p4"}
+    cc.options = opts
+    # BT.709, limited range: the usual HD tagging, so players show the colours we rendered
+    cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
 
 
 class _AudioInterleaver:
@@ -316,7 +343,14 @@ class VideoWriter:
     queue_size : int
         Frames waiting for the encoder at most.
     options : dict, optional
-        The x264/x265 encoder's own options over the usual ones (e.g. :data:`CLOSED_GOP`).
+        The x264/x265 encoder's own options over the usual ones.
+    gop : float, optional
+        Seconds of video per group of pictures (software encoders: :data:`SOFTWARE`): every ``round(gop * fps)``
+        frames the encoder is flushed and a fresh one, with the same settings, takes the next frames, so each GOP
+        opens with an IDR frame (the encoder's key-frame interval is the GOP too) and its bytes depend on its own
+        frames only, as a distributed encoder's chunks do. A video cut between GOPs into segments, each written by
+        its own VideoWriter and joined by :func:`concat_videos`, is then the same stream, bit for bit, as one
+        written whole (:mod:`neuromv.segments`). None (default): one encoder, its own key-frame interval.
 
     Examples
     --------
@@ -329,12 +363,14 @@ class VideoWriter:
                  audio: Audio | AudioFile | None = None, codec: str = "libx264", crf: int = 18,
                  preset: str = "superfast",
                  overwrite: bool = False, inputs: tuple = (), queue_size: int = 8,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, gop: float | None = None) -> None:
         import av
 
         self.path = check_output_path(path, inputs=inputs, overwrite=overwrite)
         self.fps = _check_args(width, height, fps, codec, crf, preset)
         self.width, self.height = int(width), int(height)
+        self._codec = (codec, crf, preset, options)
+        self._gop = gop_frames(gop, self.fps) if codec in SOFTWARE else None
         self.audio = audio
         self.frames_written = 0
         self._closed = False
@@ -343,10 +379,11 @@ class VideoWriter:
         self._file = AtomicFile(self.path, overwrite=overwrite)  # put in place by close(): see neuromv._files
         try:
             fmt = CONTAINERS[self.path.suffix.lower()]
-            options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
-            self._container = av.open(os.fspath(self._file.tmp), "w", format=fmt, options=options)
+            muxing = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+            self._container = av.open(os.fspath(self._file.tmp), "w", format=fmt, options=muxing)
             self._vstream = _add_video_stream(self._container, codec, self.width, self.height, self.fps, crf, preset,
-                                              options)
+                                              options, self._gop)
+            self._cc = self._vstream.codec_context  # the encoder of the GOP in progress
             if audio is not None:
                 self._interleaver = _AudioInterleaver(self._container, audio)
             self._encoder = _EncoderThread(self._encode, self._flush, self.path, queue_size)
@@ -419,14 +456,33 @@ class VideoWriter:
             vf = vf.reformat(format="yuv420p", dst_colorspace=av.video.reformatter.Colorspace.ITU709)
         vf.pts = self.frames_written
         vf.time_base = 1 / self.fps
-        self._container.mux(self._vstream.encode(vf))
+        if self._gop and self.frames_written and self.frames_written % self._gop == 0:
+            self._next_gop()
+        self._mux(self._cc.encode(vf))
         self.frames_written += 1
         if self._interleaver is not None:
             self._interleaver.mux_until(self.frames_written / self.fps)
 
+    def _mux(self, packets) -> None:
+        for p in packets:
+            p.stream = self._vstream
+        self._container.mux(packets)
+
+    def _next_gop(self) -> None:
+        """On the encoder thread: flush the GOP's encoder and start a fresh one for the next GOP."""
+        self._mux(self._cc.encode(None))
+        codec, crf, preset, options = self._codec
+        cc = _encoder(codec)
+        _configure(cc, codec, self.width, self.height, self.fps, crf, preset, options, self._gop)
+        cc.flags = self._vstream.codec_context.flags  # the container's: global header (SPS/PPS) for mp4
+        _open_encoder(cc, codec)
+        if bytes(cc.extradata or b"") != bytes(self._vstream.codec_context.extradata or b""):
+            raise OutputError(f"{self.path}: a fresh {codec} encoder made other SPS/PPS than the first")
+        self._cc = cc
+
     def _flush(self) -> None:
         """On the encoder thread, after the last frame: flush the video encoder, then the rest of the audio."""
-        self._container.mux(self._vstream.encode(None))
+        self._mux(self._cc.encode(None))
         if self._interleaver is not None:
             self._interleaver.mux_until(None)
 
@@ -448,7 +504,7 @@ def concat_videos(parts, output: str | os.PathLike, *, audio: Audio | AudioFile 
     """Join video-only files into ``output`` without re-encoding, and mux the song's audio in once.
 
     Each part must be what one encoder's settings make (same codec, size, pixel format, and so the same
-    SPS/PPS: :class:`VideoWriter` with ``audio=None`` and ``options=CLOSED_GOP``), start with a key frame and refer
+    SPS/PPS: :class:`VideoWriter` with ``audio=None``, libx264 or libx265), start with a key frame and refer
     to no frame before it (a closed GOP). Their packets are copied one part after another, each part's
     timestamps moved by the length of the parts before it (so frame k of part i plays where it would in one
     file: no gap, no repeated frame); the audio is encoded once (AAC, 192 kb/s) and interleaved with the video as
