@@ -128,11 +128,16 @@ def test_segment_ranges_and_counts():
     assert segment_ranges(2, 5) == [(0, 1), (1, 2)]  # never an empty segment
     assert segment_ranges(1000, 3, 300) == [(0, 300), (300, 600), (600, 1000)]  # whole GOPs, the last one short
     assert segment_ranges(1000, 9, 300) == [(0, 300), (300, 600), (600, 900), (900, 1000)]  # one per GOP at most
-    assert segment_count("auto", 180 * 30, 300, 64) == 18  # one per 10-s GOP
-    assert segment_count("auto", 3600 * 30, 300, 64) == 64  # one per CPU
-    assert segment_count("auto", 30, 300, 64) == 1
-    assert segment_count(4, 2, 1, 1) == 2
-    assert segment_count(4, 301, 300, 1) == 2
+    assert segment_count("auto", 180 * 30, 300, 64, 30) == 18  # one per 10-s GOP
+    assert segment_count("auto", 180 * 30, 300, 8, 30) == 8  # one per CPU
+    assert segment_count("auto", 180 * 30, 300, 2, 30) == 6  # none over 30 s (MAX_SEGMENT_SECONDS)
+    assert segment_count(2, 180 * 30, 300, 64, 30) == 6
+    assert segment_count("auto", 3600 * 30, 300, 64, 30) == 120
+    assert segment_count("auto", 3600 * 30, 300, 256, 30) == 256
+    assert segment_count("auto", 30, 300, 64, 30) == 1
+    assert segment_count(4, 2, 1, 1, 30) == 2
+    assert segment_count(4, 301, 300, 1, 30) == 2
+    assert segment_count(1, 4000, 1200, 1, 30) == 4  # a GOP longer than 30 s: one GOP a segment
     assert check_segments("auto") == "auto" and check_segments("7") == 7
 
 

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "needs pip install 'neuromv[cluster]'")
     c.add_argument("--segments", metavar="N|auto",
                    help="with --ray: frame ranges of whole GOPs (--gop) rendered on the workers and joined (default: "
-                        "auto, one per cluster CPU)")
+                        "auto, one per cluster CPU; none over 30 s of video)")
     _add_verbosity(r)
     r.set_defaults(func=_cmd_render)
 

@@ -42,12 +42,17 @@ import numpy as np
 from .errors import ParameterError
 
 __all__ = ["SegmentJob", "SegmentResult", "check_segments", "check_segmented_render", "segment_ranges",
-           "segment_count", "render_segment", "render_segments", "MAX_SEGMENTS"]
+           "segment_count", "render_segment", "render_segments", "MAX_SEGMENTS",
+           "MAX_SEGMENT_SECONDS"]
 
 log = logging.getLogger(__name__)
 
 #: Most segments one render may ask for.
 MAX_SEGMENTS = 10_000
+#: Longest segment, seconds of video (whole GOPs, at least one): a worker holds its segment's encoded bytes until it
+#: returns them (and the driver holds one segment's at a time), so this bounds their memory whatever the song's
+#: length: a long song makes more segments than the cluster has CPUs, and Ray runs them in waves.
+MAX_SEGMENT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -158,9 +163,10 @@ def check_segmented_render(ray: str | None, segments, settings, output) -> int |
     return n
 
 
-def segment_count(segments: int | str, n_frames: int, gop: int, cpus: float) -> int:
-    """The number of segments: ``segments``, or for ``'auto'`` one per CPU of the cluster; at most one per group of
-    pictures of ``gop`` frames (a segment is whole GOPs: :func:`segment_ranges`), so at least 1.
+def segment_count(segments: int | str, n_frames: int, gop: int, cpus: float, fps: float) -> int:
+    """The number of segments: ``segments``, or for ``'auto'`` one per CPU of the cluster; but never a segment longer
+    than :data:`MAX_SEGMENT_SECONDS` (more segments where the song needs them), and at most one per group of pictures
+    of ``gop`` frames (a segment is whole GOPs: :func:`segment_ranges`), so at least 1.
 
     Parameters
     ----------
@@ -171,13 +177,17 @@ def segment_count(segments: int | str, n_frames: int, gop: int, cpus: float) -> 
         Frames of a group of pictures (:func:`neuromv.video.gop_frames` of the ``gop`` setting).
     cpus : float
         The cluster's CPUs (Ray's ``cluster_resources()['CPU']``).
+    fps : float
+        The video's frame rate.
     """
-    gops = max(1, -(-int(n_frames) // max(1, int(gop))))
+    gop = max(1, int(gop))
+    gops = max(1, -(-int(n_frames) // gop))
+    per = max(1, int(MAX_SEGMENT_SECONDS * float(fps) // gop))  # GOPs a segment may hold
     wanted = int(cpus) if segments == "auto" else int(segments)
-    n = max(1, min(wanted, gops, MAX_SEGMENTS))
-    if segments != "auto" and n < int(segments):
-        log.info("segments: %d asked, %d made (a segment is whole GOPs of %d frames; the video has %d)",
-                 int(segments), n, gop, gops)
+    n = max(1, min(max(wanted, -(-gops // per)), gops, MAX_SEGMENTS))
+    if segments != "auto" and n != int(segments):
+        log.info("segments: %d asked, %d made (a segment is whole GOPs of %d frames, at most %g s of video; the "
+                 "video has %d GOPs)", int(segments), n, gop, max(per * gop / float(fps), MAX_SEGMENT_SECONDS), gops)
     return n
 
 
@@ -289,7 +299,7 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
             parts["ray_start_s"] = time.perf_counter() - t
             cpus = rt.cluster_resources().get("CPU", 1)
             gop = gop_frames(s.gop, s.fps)
-            ranges = segment_ranges(n_frames, segment_count(segments, n_frames, gop, cpus), gop)
+            ranges = segment_ranges(n_frames, segment_count(segments, n_frames, gop, cpus, s.fps), gop)
             log.info("segments: %d of about %d frames each on %s (%g CPUs)", len(ranges), n_frames // len(ranges),
                      ray, cpus)
             t = time.perf_counter()
