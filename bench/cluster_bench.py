@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import neuromv
+from neuromv.segments import MAX_SEGMENT_SECONDS
 from neuromv.settings import RenderSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -100,6 +101,8 @@ def main() -> None:
         f"| join: remux + AAC encode and mux | {p['join_s']:.2f} s (remux alone {remux_s:.2f} s) |",
         f"| bytes moved: job out (settings, CPPN, z, controls) / segments back | {p['bytes_job'] / 1e6:.2f} MB / "
         f"{p['bytes_back'] / 1e6:.2f} MB |",
+        f"| worker processes' peak resident memory (max over tasks) | {max(p['worker_peak_mb']):.0f} MB (segments "
+        f"of at most {MAX_SEGMENT_SECONDS:g} s) |",
         f"| segmented vs plain, decoded frames, both lossy crf 18 | "
         f"{'the same, bit for bit' if psnr[0] == 99.0 else f'PSNR min {psnr[0]:.1f} / median {psnr[1]:.1f} dB'} |",
         "",

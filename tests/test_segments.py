@@ -71,6 +71,7 @@ def test_segmented_lossless_equals_plain(ray_local, media, tmp_path, structure):
     assert seg.frames == plain.frames == len(a) == len(b) == 96
     assert seg.duration == pytest.approx(plain.duration)
     assert seg.parts["segments"] == SEGMENTS and len(seg.parts["worker_fps"]) == SEGMENTS
+    assert len(seg.parts["worker_peak_mb"]) == SEGMENTS and min(seg.parts["worker_peak_mb"]) > 50  # Python + torch
     assert ia == ib  # codec, size, rate, pixel format, audio codec and its duration
     assert _stream_facts(seg.path) == pytest.approx(_stream_facts(plain.path))  # one audio stream, same length
     assert min(_psnr(x, y) for x, y in zip(a, b)) == float("inf")

@@ -109,12 +109,16 @@ class SegmentResult:
         The worker's wall time: renderer setup, render and encode.
     node : str
         The worker's host name.
+    peak_mb : float
+        The worker process's peak resident memory so far (MB; ``getrusage``'s ``ru_maxrss``, 0 where unknown): a
+        pooled worker's peak over every task it ran.
     """
 
     data: bytes
     frames: int
     seconds: float
     node: str
+    peak_mb: float = 0.0
 
 
 def check_segments(segments) -> int | str:
@@ -241,7 +245,7 @@ def render_segment(job: SegmentJob, first: int, stop: int, threads: int = 1) -> 
         data = Path(path).read_bytes()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return SegmentResult(data, stop - first, time.perf_counter() - t0, socket.gethostname())
+    return SegmentResult(data, stop - first, time.perf_counter() - t0, socket.gethostname(), _peak_mb())
 
 
 def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str = "auto", overwrite: bool = False,
@@ -322,7 +326,7 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
                         result = _get(rt, ref, ranges[k])
                         files[k] = folder / f"segment-{k:05d}.mp4"
                         files[k].write_bytes(result.data)
-                        workers.append(SegmentResult(b"", result.frames, result.seconds, result.node))
+                        workers.append(SegmentResult(b"", result.frames, result.seconds, result.node, result.peak_mb))
                         parts["bytes_back"] = parts.get("bytes_back", 0) + len(result.data)
                         bar.update(result.frames)
                         del result
@@ -343,6 +347,7 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
 
     parts.update(segments=len(ranges), cpus=cpus, bytes_job=len(pickle.dumps(job, protocol=5)),
                  worker_fps=[w.frames / w.seconds for w in workers], worker_seconds=[w.seconds for w in workers],
+                 worker_peak_mb=[w.peak_mb for w in workers],
                  nodes=sorted({w.node for w in workers}))
     seconds = time.perf_counter() - t0
     log.info("segments: workers %.1f frames/s each (median), %.1f MB back, job %.2f MB, joined in %.2f s",
@@ -350,6 +355,18 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
              parts["join_s"])
     log.info("sync: not measured on segmented renders (run 'neuromv sync' on the video)")
     return RenderResult(path, n_frames, audio.duration, seconds, s, plan.where, None, parts)
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory in MB (Linux and macOS; 0 elsewhere)."""
+    try:
+        import resource
+        import sys
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KB on Linux
+    except (ImportError, OSError):
+        return 0.0
 
 
 def _get(rt, ref, frames: tuple[int, int]) -> SegmentResult:
