@@ -3,13 +3,20 @@
 **The stretch** (:func:`choose_window`): where the song's cues know sections that return, its chorus — the most
 repeated section label (ties: the one that plays longest in all), at its most energetic occurrence (mean of the
 cues' energy curve over the section), from the section's first downbeat. Otherwise the most energetic window of the
-loop's length (the energy curve's moving mean), moved back to the downbeat at or before it. Either then starts
-within a beat of that downbeat (half a beat before it where that is as quiet), at the frame farthest from any beat
-or onset of the cues both at the loop's start and N frames later, so that the seam falls between hits and the
-downbeat's hit plays inside the loop: a hit is the largest step of the picture, 5-6 times a median step, and across
-the seam it would read as a jump (docs/loops.md). A ``start`` other than 0 given by the user is taken as it is.
-Either way the window holds ``N = round(loop * fps)`` frames, plus one frame after it, which the closing needs; the
-log says which stretch was chosen and why.
+loop's length (the energy curve's moving mean), moved back to the downbeat at or before it. A ``start`` other than
+0 given by the user is taken as it is. Either way the window holds ``N = round(loop * fps)`` frames, plus one frame
+after it, which the closing needs; the log says which stretch was chosen and why.
+
+**The seam** (:func:`close_panels`): a chosen stretch does not start on its downbeat but at one of the frames
+within a beat of it (``LoopWindow.choices`` of them; the render reads them all), the one whose closed loop has the
+smallest step across its seam against its own median step (:func:`seam_score`), measured on what the picture is
+made of, closed as it will be rendered: the network's input z, plus the zoom and colour controls
+(:data:`SEAM_CONTROLS`), summed over the panels. The seam's step is the music's own step from the loop's last
+frame to the one after, plus a small share of the closing's drift (below): on a hit it is 5-6 times the median
+step, while the kick releases 1-2 times, and where the picture holds between the hits (the music's motion turned
+down, :data:`neuromv.structure.MUSIC`) a fraction of it. The frame farthest from any beat or onset, the proxy this
+replaced, falls in the release: its seams were 1.0-2.1 times the median step on six real songs, the chosen ones
+are 0.2-0.6 times it (docs/loops.md).
 
 **The closing** (:func:`close_path`, :func:`close_panel`): every per-frame quantity x of the render (the network's
 input z, and each of the structure's zoom, colour and input controls) is corrected by a drift so that "frame N"
@@ -23,7 +30,8 @@ path by its length rather than evenly in time (``i / N``): the picture holds its
 moves on them (:mod:`neuromv.structure`), and an even drift would add motion between the beats (measured: the
 median step between frames rose from 5.6 to 9.0 levels); by length, it rides on the steps the path takes anyway.
 Since ``|x(0) - x(N)| <= s(N)``, no step of the closed path, the seam's included, is more than twice the step of
-the music it replaces (docs/loops.md has the measured seams).
+the music it replaces; on real songs the drift is 3-10 % of the path's length, and the seam's step is that of the
+music where it falls.
 """
 
 from __future__ import annotations
@@ -35,8 +43,8 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["LoopWindow", "choose_window", "close_path", "close_panel", "loop_frames", "lead_frames", "path_ramp",
-           "SeamReport", "measure_seam"]
+__all__ = ["LoopWindow", "choose_window", "close_path", "close_panel", "close_panels", "seam_score", "loop_frames",
+           "lead_frames", "path_ramp", "SEAM_CONTROLS", "SeamReport", "measure_seam"]
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +56,25 @@ class LoopWindow:
     Attributes
     ----------
     start : float
-        Song time of frame 0, seconds.
+        Song time of the earliest frame 0, seconds.
     frames : int
         N, the loop's frames (``round(loop * fps)``).
     reason : str
         Why this stretch, for the log ("the chorus (section B, 2nd of 3 times, ...)").
+    choices : int
+        The frames, from ``start`` on, at which frame 0 may fall: :func:`close_panels` chooses among them the one
+        with the smallest seam (1: ``start`` is frame 0).
     """
 
     start: float
     frames: int
     reason: str
+    choices: int = 1
 
     def seconds(self, fps: float) -> float:
-        """Audio the render reads: the N frames and the one after them that closes the path, seconds."""
-        return (self.frames + 1) / fps
+        """Audio the render reads: the N frames of every choice and the one after them that closes the path,
+        seconds."""
+        return (self.frames + self.choices) / fps
 
 
 def lead_frames(start: float, fps: float, smooth: float) -> int:
@@ -117,14 +130,14 @@ def choose_window(cues, loop: float, fps: float, *, start: float | None = None) 
         section, label, k, count = chorus
         at = down[(down >= section.start - 1e-6) & (down < section.end)]
         t = float(at[0]) if len(at) else float(section.start)
-        t = _quiet_start(cues, _on_downbeat(min(t, latest), down, latest), n, fps, latest)
-        return LoopWindow(t, n, f"the chorus: section {label}, the most repeated ({count} times), at its most "
-                                f"energetic ({_ordinal(k + 1)} time, {section.start:.1f}-{section.end:.1f} s), "
-                                "the seam in the quietest frame within a beat of its first downbeat")
+        first, choices = _seam_choices(cues, _on_downbeat(min(t, latest), down, latest), fps, latest)
+        return LoopWindow(first, n, f"the chorus: section {label}, the most repeated ({count} times), at its most "
+                                    f"energetic ({_ordinal(k + 1)} time, {section.start:.1f}-{section.end:.1f} s), "
+                                    "from within a beat of its first downbeat", choices)
     t, mean = _loudest(cues, need, latest)
-    t = _quiet_start(cues, _on_downbeat(t, down, latest), n, fps, latest)
-    return LoopWindow(t, n, f"the most energetic {need:.1f} s (no section returns; mean energy {mean:.2f}), the "
-                            "seam in the quietest frame within a beat of a downbeat")
+    first, choices = _seam_choices(cues, _on_downbeat(t, down, latest), fps, latest)
+    return LoopWindow(first, n, f"the most energetic {need:.1f} s (no section returns; mean energy {mean:.2f}), "
+                                "from within a beat of a downbeat", choices)
 
 
 def _chorus(cues):
@@ -174,30 +187,16 @@ def _on_downbeat(t: float, down: np.ndarray, latest: float) -> float:
     return float(before[-1]) if len(before) and t - before[-1] < 4.0 else float(min(t, latest))
 
 
-def _quiet_start(cues, t: float, n: int, fps: float, latest: float) -> float:
-    """The start, within a beat of the downbeat ``t``, whose seam is quietest: the frame whose time and the
-    time N frames later (where the seam's step would be) are both farthest from any beat or onset of the cues
-    (ties: nearest half a beat before ``t``); never past ``latest`` or before 0. A hit is the largest step of the
-    picture: on the seam it would read as a jump."""
+def _seam_choices(cues, t: float, fps: float, latest: float) -> tuple[float, int]:
+    """(the earliest start, the number of frames from it) of the starts within a beat of the downbeat ``t`` (the
+    beat: the median beat of the cues' beats within a bar of ``t``, else the tempo's), never before 0 or past
+    ``latest``: the frames among which :func:`close_panels` chooses frame 0."""
     beats = np.asarray(cues.beats, dtype=float)
-    near = beats[np.abs(beats - t) < 4.0]
-    steps = np.diff(near)
+    steps = np.diff(beats[np.abs(beats - t) < 4.0])
     beat = float(np.median(steps)) if len(steps) else 60.0 / max(float(cues.tempo), 1.0)
-    events = [beats] + [np.asarray(times, float)[np.asarray(strength, float) >= 0.1]
-                        for times, strength in cues.onsets.values()]
-    events = np.sort(np.concatenate(events)) if events else np.zeros(0)
-    cands = t - beat + np.arange(int(round(2 * beat * fps)) + 1) / fps
-    cands = cands[(cands >= 0) & (cands <= latest + 1e-9)]
-    if len(cands) == 0 or len(events) == 0:
-        return float(min(max(t - beat / 2, 0.0), latest))
-
-    def gap(x: np.ndarray) -> np.ndarray:
-        k = np.clip(np.searchsorted(events, x), 1, len(events) - 1)
-        return np.minimum(np.abs(x - events[k - 1]), np.abs(events[k] - x))
-
-    score = np.minimum(gap(cands), gap(cands + n / fps))
-    best = np.flatnonzero(score >= score.max() - 0.5 / fps)
-    return float(cands[best[np.argmin(np.abs(cands[best] - (t - beat / 2)))]])
+    first = min(max(t - beat, 0.0), latest)
+    last = min(t + beat, latest)
+    return first, 1 + max(0, int(np.floor((last - first) * fps + 1e-6)))
 
 
 def _ordinal(k: int) -> str:
@@ -248,6 +247,57 @@ def close_panel(panel, n: int, lead: int = 0) -> None:
         c = panel.controls
         panel.controls = replace(c, **{k: close_path(v[lead:], n) for k, v in c.arrays().items()})
         panel.colors = frame_colors(panel.controls, panel.settings)
+
+
+#: The controls a seam is scored on besides the network's input (:func:`close_panels`), from
+#: :attr:`neuromv.structure.Controls.FIELDS` (z_scale and z_add are in the input already). The input's step
+#: explains most of a step's pixel change (correlation 0.86-0.99 over the frames of six real songs' loops); the
+#: controls' mean ratio counts as much as the input's (a tenth as much chose a 1.4 times larger seam on one of the
+#: six, a smaller one on the synthetic test song).
+SEAM_CONTROLS = ("zoom", "hue", "saturation", "brightness")
+
+
+def seam_score(x: np.ndarray, n: int) -> float:
+    """How the step across the seam of ``x`` [shape=(n + 1, ...)] closed (:func:`close_path`) compares with the
+    closed loop's other steps: the seam's step (Euclidean, frame n - 1 -> frame 0) over their median, or over their
+    mean where the median is 0 (a quantity that moves now and then); 0 where the path does not move. 1: the seam is
+    a median step."""
+    y = close_path(np.asarray(x, dtype=np.float64), n).reshape(n, -1)
+    steps = np.sqrt(((np.roll(y, -1, axis=0) - y) ** 2).sum(axis=1))  # steps[n - 1]: the seam
+    inner = steps[:-1]
+    typical = float(np.median(inner)) or float(inner.mean())
+    return float(steps[-1] / typical) if typical > 0 else 0.0
+
+
+def _panel_score(panel, n: int, at: int) -> float:
+    """:func:`seam_score` of a panel's loop from its frame ``at``: its input's, plus the mean of its moving
+    controls' (:data:`SEAM_CONTROLS`)."""
+    score = seam_score(panel.z[at:at + n + 1], n)
+    if panel.controls is not None:
+        arrays = panel.controls.arrays()
+        c = [seam_score(arrays[k][at:at + n + 1], n) for k in SEAM_CONTROLS]
+        moving = [v for v, k in zip(c, SEAM_CONTROLS) if np.ptp(arrays[k][at:at + n + 1]) > 0]
+        score += float(np.mean(moving)) if moving else 0.0
+    return score
+
+
+def close_panels(panels, n: int, lead: int = 0, choices: int = 1) -> int:
+    """Choose where a loop starts and close every panel there (:func:`close_panel`): of the ``choices`` frames
+    from the ``lead``-th on (:attr:`LoopWindow.choices`), the one whose loop has the smallest seam, its
+    :func:`seam_score` summed over the panels (ties: the earliest). All panels start at the same frame (they
+    share the song). Returns the frames dropped before the loop's first: ``lead`` plus the frames chosen past it.
+    """
+    usable = max(1, min([choices] + [len(p.z) - lead - n for p in panels]))
+    at = lead
+    if usable > 1:
+        scores = np.array([sum(_panel_score(p, n, lead + j) for p in panels) for j in range(usable)])
+        j = int(np.argmin(scores))
+        at = lead + j
+        log.info("loop: the seam %d frames past the earliest start (of %d), score %.2f (the median step: 1; the "
+                 "earliest start's %.2f)", j, usable, scores[j] / len(panels), scores[0] / len(panels))
+    for p in panels:
+        close_panel(p, n, at)
+    return at
 
 
 @dataclass(frozen=True)

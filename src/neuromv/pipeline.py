@@ -189,7 +189,8 @@ def render(
     if window is not None:  # the song under the loop's frames: without the lead-in and the frame that closed it
         fps = plan.settings.fps
         audio = _trim(audio, plan.loop_lead / fps, n_frames / fps)
-        plan.settings = replace(plan.settings, start=window.start, duration=n_frames / fps)
+        start = plan.settings.start + plan.loop_lead / fps  # the excerpt's, and the frames before the loop's first
+        plan.settings = replace(plan.settings, start=round(start, 6), duration=n_frames / fps)
     return _encode(frames, n_frames, audio, output, plan, overwrite=overwrite, progress=progress,
                    cancel=cancel, t0=t0, where=where)
 
@@ -209,6 +210,7 @@ def _plan_loop(plan: Plan, progress, cancel):
     log.info("loop: %d frames (%.2f s) from %.2f s, %s", window.frames, window.frames / s.fps, window.start,
              window.reason)
     plan.loop_lead = lead = lead_frames(window.start, s.fps, s.smooth)
+    plan.loop_choices = window.choices
     plan.settings = replace(s, start=window.start - lead / s.fps, duration=window.seconds(s.fps) + lead / s.fps)
     return window
 

@@ -286,7 +286,11 @@ class Plan:
         (the picture is then the abstract CPPN in the cover's colours).
     loop_lead : int
         With ``settings.loop``: frames of the excerpt before the loop's first, read so that its features have
-        settled (:func:`neuromv.loop.lead_frames`), dropped when the loop is closed.
+        settled (:func:`neuromv.loop.lead_frames`), dropped when the loop is closed; then, those before the loop's
+        first frame as chosen (:func:`neuromv.loop.close_panels`).
+    loop_choices : int
+        With ``settings.loop``: the frames after the lead at which the loop's first may fall
+        (:attr:`neuromv.loop.LoopWindow.choices`).
     """
 
     settings: RenderSettings
@@ -306,6 +310,7 @@ class Plan:
     audio: Audio | None = None
     palette: Any = None
     loop_lead: int = 0
+    loop_choices: int = 1
     _cover_done: bool = field(default=False, repr=False)
 
     @property
@@ -447,10 +452,12 @@ class Plan:
                 p.controls = panel_controls(cues, p.z.shape[0], p, p.cppn, source, start=start, cancel=cancel)
                 p.z = p.controls.apply(p.z)
                 p.colors = frame_colors(p.controls, p.settings)
-            if self.settings.loop is not None:  # the last frame flows into the first (neuromv.loop)
-                from .loop import close_panel, loop_frames
+        if self.settings.loop is not None:  # the last frame flows into the first (neuromv.loop), in every panel
+            from .loop import close_panels, loop_frames
 
-                close_panel(p, loop_frames(self.settings.loop, self.settings.fps), self.loop_lead)
+            n = loop_frames(self.settings.loop, self.settings.fps)
+            self.loop_lead = close_panels(panels, n, self.loop_lead, self.loop_choices)
+        for p in panels:
             if p.name is None:
                 log.info("features: %d frames x %d mel bands at %g fps", p.z.shape[0], p.settings.n_mels,
                          p.settings.fps)
