@@ -14,8 +14,9 @@ settings (libx264 superfast, crf 18), in separate processes' worth of state but 
 The parts measured (``RenderResult.parts``): features, Ray's start, the segments' wall time, each worker's frames/s
 (render + encode on one CPU), bytes moved (the job out, the segments back), the join; the join is measured again
 without audio (the remux alone: what remains is the AAC encode). From these, the model of a render on M machines of
-C cores: ``features + ray start + N / (S * f) + join + bytes / bandwidth`` with S = min(M * C, segments allowed by
-whole GOPs of the ``gop`` setting, 10 s) and f the per-worker frames/s; and a catalogue's cost in machine-hours.
+C cores: ``features + ray start + W * N / (S * f) + join + bytes / bandwidth`` with S segments as ``--segments
+auto`` makes them (one per CPU, none over 30 s, at most one per GOP), W = ceil(S / (M * C)) waves and f the
+per-worker frames/s; and a catalogue's cost in machine-hours.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def main() -> None:
         f"{'the same, bit for bit' if psnr[0] == 99.0 else f'PSNR min {psnr[0]:.1f} / median {psnr[1]:.1f} dB'} |",
         "",
         f"Model: a render on M machines of C CPUs, each CPU a worker at the measured {f:.1f} frames/s, is features + "
-        f"Ray start + frames / (S x {f:.1f}) + join + bytes / 10 Gb/s, with S = min(M x C, song / "
-        f"{GOP_SECONDS:g} s) segments (`--segments auto`); the features and the join scale with the song "
+        f"Ray start + W x frames / (S x {f:.1f}) + join + bytes / 10 Gb/s, with S = max(M x C, song / "
+        f"{MAX_SEGMENT_SECONDS:g} s) segments (`--segments auto`; at most one per {GOP_SECONDS:g}-s GOP) run in W = "
+        "S / (M x C) waves (rounded up); the features and the join scale with the song "
         f"(measured here: {p['features_s'] / args.seconds:.3f} s and {p['join_s'] / args.seconds:.4f} s per second "
         "of song).",
         "",
@@ -138,7 +140,8 @@ def _model(song_s: float, fps: int, machines: int, cores: int, f: float, p: dict
            bytes_per_frame: float) -> tuple[int, float]:
     """(segments, modelled wall seconds) of a ``song_s`` render on ``machines`` x ``cores`` workers."""
     n = song_s * fps
-    s = max(1, min(machines * cores, int(-(-song_s // GOP_SECONDS))))
+    gops = max(1, int(-(-song_s // GOP_SECONDS)))
+    s = max(1, min(gops, max(machines * cores, int(-(-song_s // MAX_SEGMENT_SECONDS)))))  # segment_count's rule
     waves = -(-s // (machines * cores))
     per = song_s / measured_s
     return s, (p["features_s"] * per + p["ray_start_s"] + waves * (n / s) / f + p["join_s"] * per
