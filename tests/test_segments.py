@@ -93,30 +93,32 @@ def _packets(path) -> list[tuple[int, bool, bytes]]:
         return [(p.pts, p.is_keyframe, bytes(p)) for p in c.demux(video=0) if p.size]
 
 
-def _write(path, frames, gop=None, crf=18):
+def _write(path, frames, gop=None, crf=18, codec="libx264"):
     from neuromv.video import VideoWriter
 
-    with VideoWriter(path, frames.shape[2], frames.shape[1], 24, crf=crf, preset="ultrafast", gop=gop) as w:
+    with VideoWriter(path, frames.shape[2], frames.shape[1], 24, crf=crf, preset="ultrafast", gop=gop,
+                     codec=codec) as w:
         for f in frames:
             w.write(f)
     return path
 
 
-def test_gops_join_into_the_whole(tmp_path):
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_gops_join_into_the_whole(tmp_path, codec):
     """A VideoWriter with GOPs of 8 frames, written whole, is the same stream as its two halves written apart and
     joined (between GOPs); with one encoder for the whole video (gop None) it is not: the rate control's history
     differs after the cut. Each GOP opens with a key frame."""
     from neuromv.video import concat_videos
 
     rng = np.random.default_rng(3)
-    base = rng.integers(0, 255, (1, 32, 48, 3)).astype(np.float64)
-    frames = np.clip(base + np.cumsum(rng.normal(0, 6, (24, 32, 48, 3)), axis=0), 0, 255).astype(np.uint8)
+    base = rng.integers(0, 255, (1, 32, 64, 3)).astype(np.float64)
+    frames = np.clip(base + np.cumsum(rng.normal(0, 6, (24, 32, 64, 3)), axis=0), 0, 255).astype(np.uint8)
     for gop, same in ((8 / 24, True), (None, False)):
         d = tmp_path / str(gop)
         d.mkdir()
-        whole = _write(d / "whole.mp4", frames, gop)
-        joined, n = concat_videos([_write(d / "a.mp4", frames[:16], gop), _write(d / "b.mp4", frames[16:], gop)],
-                                  d / "joined.mp4")
+        whole = _write(d / "whole.mp4", frames, gop, codec=codec)
+        joined, n = concat_videos([_write(d / "a.mp4", frames[:16], gop, codec=codec),
+                                   _write(d / "b.mp4", frames[16:], gop, codec=codec)], d / "joined.mp4")
         assert n == 24
         assert (_packets(joined) == _packets(whole)) is same, gop
         keys = [i for i, (_, key, _) in enumerate(_packets(whole)) if key]

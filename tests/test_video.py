@@ -170,8 +170,11 @@ def test_codec_that_cannot_start_is_a_clear_error_and_leaves_nothing(tmp_path):
     from neuromv.video import check_codec
 
     assert check_codec("libx264", 256, 144) == "libx264"
-    with pytest.raises(ParameterError, match="16x10 yuv420p"):  # FFmpeg's refusal names the size it was asked
-        check_codec("libx265", 16, 10)
+    with pytest.raises(ParameterError, match="libx265 needs frames at least 64 pixels wide, not 48"):
+        check_codec("libx265", 48, 64)  # narrower frames crashed libx265 (heap corruption): refused first
+    with pytest.raises(ParameterError, match="libx265 needs frames at least 64 pixels wide"):
+        VideoWriter(tmp_path / "v.mp4", 40, 64, 30, codec="libx265")
+    assert check_codec("libx265", 64, 64) == "libx265"
     with pytest.raises(ParameterError, match="not available in this FFmpeg build"):
         check_codec("no_such_encoder", 256, 144)
     with pytest.raises(ParameterError, match="not a video encoder"):

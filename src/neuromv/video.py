@@ -83,6 +83,7 @@ def check_codec(codec: str, width: int, height: int) -> str:
     ParameterError
         Unknown, not a video encoder, or present but unable to start here at that size.
     """
+    _check_width(codec, width)
     cc = _encoder(codec)
     cc.width, cc.height, cc.pix_fmt, cc.time_base = width + width % 2, height + height % 2, "yuv420p", Fraction(1, 30)
     _open_encoder(cc, codec)
@@ -114,11 +115,23 @@ def _open_encoder(cc, codec: str) -> None:
                              f"{cc.width}x{cc.height} {cc.pix_fmt}{hint}: {summary(e)}; use --codec libx264") from e
 
 
+#: The narrowest frame libx265 is given: PyAV's libx265 corrupted the heap (the process aborted) on frames 40 and 48
+#: pixels wide (of 24 frames, one encoder; 32, 56 and 64 and wider were fine), so anything under one 64-pixel coding
+#: tree unit is refused.
+MIN_X265_WIDTH = 64
+
+
+def _check_width(codec: str, width) -> None:
+    if codec == "libx265" and isinstance(width, (int, np.integer)) and width < MIN_X265_WIDTH:
+        raise ParameterError(f"libx265 needs frames at least {MIN_X265_WIDTH} pixels wide, not {width}; use libx264")
+
+
 def _check_args(width, height, fps, codec: str, crf, preset) -> Fraction:
     """:class:`VideoWriter`'s argument checks; returns the frame rate as a Fraction (denominator at most 1001)."""
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, (int, np.integer)) or v < 2:
             raise ParameterError(f"{name} must be an integer >= 2, not {v!r}")
+    _check_width(codec, width)
     if codec in ("libx264", "libx265", *NVENC) and (width % 2 or height % 2):
         raise ParameterError(f"{codec} with yuv420p needs an even width and height, not {width}x{height}")
     if not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
@@ -159,8 +172,9 @@ def _configure(cc, codec: str, width: int, height: int, fps: Fraction, crf: int,
     cc.time_base, cc.framerate = 1 / fps, fps
     opts = {}
     if codec in SOFTWARE:
-        closed = CLOSED_GOP if codec == "libx264" else {}
-        opts = {"crf": str(int(crf)), "preset": preset, **closed, **(options or {})}
+        # x264's closed GOP; x265 quiet (it would print its banner and summary at every GOP's fresh encoder)
+        own = CLOSED_GOP if codec == "libx264" else {"x265-params": "log-level=error"}
+        opts = {"crf": str(int(crf)), "preset": preset, **own, **(options or {})}
         cc.thread_count = ENCODER_THREADS
         if gop:
             cc.gop_size = gop
