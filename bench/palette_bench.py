@@ -2,6 +2,7 @@
 
     python bench/palette_bench.py                         # prints the figures
     python bench/palette_bench.py --out docs/benchmarks.md   # and writes its section there
+    python bench/palette_bench.py --rounds 10 --e2e 20 --out docs/benchmarks.md   # and end to end, a 20-s song
 
 *Cost*: frames per second of the compiled CPPN kernel (the abstract CPPN of the default settings, hidden 32, at
 1280x720, I420 as the pipeline takes it; float32, and int16 where the CPU has AVX512-VNNI) and of the picture
@@ -37,7 +38,7 @@ from neuromv.renderer.setup import RenderSetup
 from neuromv.settings import Z_GAIN, RenderSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_section  # noqa: E402
+from _common import LOOPED_SONG, machine, write_section  # noqa: E402
 
 #: The palette whose cost is measured (every table has the same size: the cost does not depend on the colours).
 COST_PALETTE = "ember"
@@ -109,12 +110,40 @@ def cost(width: int, height: int, frames: int, rounds: int, threads: int) -> lis
     return out
 
 
+def end_to_end(width: int, height: int, seconds: float, rounds: int) -> tuple[list[float], list[float]]:
+    """Wall seconds of ``neuromv.render`` (the default settings, abstract) of the demo song looped to ``seconds``,
+    without and with the palette, in interleaved rounds after a warm-up: what a user waits for."""
+    import subprocess
+    import tempfile
+
+    import neuromv
+
+    opts = dict(width=width, height=height, image="none", overwrite=True, cache=False)
+    without, with_ = [], []
+    with tempfile.TemporaryDirectory(prefix="palette-bench-") as d:
+        song = Path(d) / "song.wav"
+        subprocess.run([sys.executable, "-c", LOOPED_SONG, str(seconds), str(song)], check=True)
+        neuromv.render(song, Path(d) / "warm.mp4", **{**opts, "duration": 2.0})
+        for _ in range(rounds):
+            for palette, times in ((None, without), (COST_PALETTE, with_)):
+                t = time.perf_counter()
+                neuromv.render(song, Path(d) / "v.mp4", palette=palette, **opts)
+                times.append(time.perf_counter() - t)
+    print(f"end to end: without {', '.join(f'{x:.2f}' for x in without)} s; with "
+          f"{', '.join(f'{x:.2f}' for x in with_)} s", file=sys.stderr)
+    return without, with_
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="1280x720", help="frame size of the cost runs (default 1280x720)")
     ap.add_argument("--frames", type=int, default=30, help="frames per round (default 30)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--threads", type=int, default=1, help="worker threads (default 1; 0: every core)")
+    ap.add_argument("--e2e", type=float, default=0.0, metavar="SECONDS",
+                    help="also time neuromv.render of the demo song looped to SECONDS, without and with the palette "
+                         "(wall time, every core; default: skip)")
+    ap.add_argument("--e2e-rounds", type=int, default=4, help="interleaved end-to-end rounds (default 4)")
     ap.add_argument("--out", default=None, help="write the section into this Markdown file (default: print only)")
     args = ap.parse_args(argv)
 
@@ -122,11 +151,13 @@ def main(argv=None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"machine: {machine()}; {threads} threads", file=sys.stderr)
     costs = cost(width, height, args.frames, args.rounds, threads)
+    e2e = end_to_end(width, height, args.e2e, args.e2e_rounds) if args.e2e else None
     if args.out:
         lines = [
             f"Machine: {machine()}.  ",
             f"Run: {_dt.date.today().isoformat()}, `python bench/palette_bench.py --size {args.size} --frames "
-            f"{args.frames} --rounds {args.rounds}` ({threads} threads).",
+            f"{args.frames} --rounds {args.rounds}{f' --e2e {args.e2e:g} --e2e-rounds {args.e2e_rounds}' if e2e else ''}`"
+            f" ({threads} threads).",
             "",
             f"Render cost of a palette ({COST_PALETTE}; every table has {len(palette_for(COST_PALETTE).table)} "
             f"entries) at {width}x{height}, I420 frames, best of interleaved rounds:",
@@ -135,6 +166,18 @@ def main(argv=None) -> int:
             "|---|---|---|---|---|",
             *(f"| {n} | {a:.1f} | {b:.1f} | {100 * (a / b - 1):+.1f} % | {m:+.1f} % |" for n, a, b, m in costs),
         ]
+        if e2e:
+            a, b = e2e
+            med = float(np.median([100.0 * (y / x - 1.0) for x, y in zip(a, b)]))
+            lines += [
+                "",
+                f"End to end: `neuromv.render` of the demo song looped to {args.e2e:g} s at {width}x{height}, the "
+                "default settings (this machine's default kernel, every core; features, render, x264 and AAC), "
+                f"abstract, wall time, {args.e2e_rounds} interleaved rounds after a warm-up: without the palette "
+                f"best {min(a):.2f} s, with it best {min(b):.2f} s: **{100 * (min(b) / min(a) - 1):+.1f} %** (median "
+                f"of the rounds' costs {med:+.1f} %). The kernel figures above (one worker thread, CPU time) are the "
+                "stricter measure.",
+            ]
         write_section(Path(args.out), "Palettes: render cost (`bench/palette_bench.py`)", lines)
     return 0
 
