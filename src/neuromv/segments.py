@@ -11,8 +11,8 @@ How it works (docs/cluster.md):
 3. Each segment, a contiguous range of whole groups of pictures (the ``gop`` setting, 10 s by default), is a Ray
    task (:func:`render_segment`, one CPU): the worker builds the renderer, renders its range frame by frame,
    streams the frames to a :class:`~neuromv.video.VideoWriter` with the render's settings (crf, preset, codec,
-   gop), and returns the encoded file's bytes. Its memory stays flat: a few frames and the encoder's
-   look-ahead, whatever the segment's length.
+   gop), and returns the encoded file's bytes. While it renders its memory stays flat (a few frames and the
+   encoder's look-ahead); the bytes it returns are at most :data:`MAX_SEGMENT_SECONDS` of video.
 4. The driver writes each segment to a temporary folder as it arrives (one at a time in memory), joins them
    without re-encoding and muxes the song's audio in once (:func:`neuromv.video.concat_videos`), atomically, and
    removes the folder.
@@ -192,7 +192,7 @@ def segment_count(segments: int | str, n_frames: int, gop: int, cpus: float, fps
     n = max(1, min(max(wanted, -(-gops // per)), gops, MAX_SEGMENTS))
     if segments != "auto" and n != int(segments):
         log.info("segments: %d asked, %d made (a segment is whole GOPs of %d frames, at most %g s of video; the "
-                 "video has %d GOPs)", int(segments), n, gop, max(per * gop / float(fps), MAX_SEGMENT_SECONDS), gops)
+                 "video has %d GOPs)", int(segments), n, gop, per * gop / float(fps), gops)
     return n
 
 
@@ -294,7 +294,7 @@ def render_segments(panel, audio, output, plan, *, ray: str, segments: int | str
     from .cluster import POLL_SECONDS, TASK_RETRIES, check_gpus, needs_gpu, ray_session
     from .pipeline import RenderResult
     from .progress import Progress, check_cancel
-    from .video import check_output_path, gop_frames, concat_videos
+    from .video import check_output_path, concat_videos, gop_frames
 
     t0 = time.perf_counter() if t0 is None else t0
     s = plan.settings

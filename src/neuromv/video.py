@@ -22,7 +22,7 @@ from .errors import NeuroMVError, OutputError, ParameterError, summary
 from .settings import X264_PRESETS  # the preset setting's choices, defined once there
 
 __all__ = ["VideoWriter", "concat_videos", "CLOSED_GOP", "check_output_path", "check_codec", "gop_frames",
-           "CONTAINERS", "X264_PRESETS", "NVENC", "SOFTWARE", "ENCODER_THREADS"]
+           "CONTAINERS", "X264_PRESETS", "NVENC", "SOFTWARE", "ENCODER_THREADS", "MIN_X265_WIDTH"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ SOFTWARE = ("libx264", "libx265")
 
 #: Threads of each software encoder, fixed rather than one per core: x264's output depends on its thread count, so
 #: a fixed count makes a render's bytes the same on every machine (a render on Ray equals one on the driver alone).
-#: Four x264 superfast threads encode 1080p at about 100 frames/s, ahead of any CPU render; a GPU render that
-#: outruns them can use NVENC (``--codec h264_nvenc``).
+#: x264 superfast encodes 1080p at about 30 frames/s a thread on this project's 2-core machine, so four threads
+#: with four cores to run on should reach about 100 (an estimate), ahead of any CPU render; a GPU render that
+#: outruns them can use NVENC (``--codec h264_nvenc``), which is not split into GOPs.
 ENCODER_THREADS = 4
 
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
