@@ -275,8 +275,8 @@ def _panel_score(panel, n: int, at: int) -> float:
     score = seam_score(panel.z[at:at + n + 1], n)
     if panel.controls is not None:
         arrays = panel.controls.arrays()
-        c = [seam_score(arrays[k][at:at + n + 1], n) for k in SEAM_CONTROLS]
-        moving = [v for v, k in zip(c, SEAM_CONTROLS) if np.ptp(arrays[k][at:at + n + 1]) > 0]
+        spans = (arrays[k][at:at + n + 1] for k in SEAM_CONTROLS)
+        moving = [seam_score(v, n) for v in spans if np.ptp(v) > 0]  # a control that holds still has no seam
         score += float(np.mean(moving)) if moving else 0.0
     return score
 
