@@ -11,8 +11,9 @@ without and with a palette (``ember``), in interleaved rounds on the same backen
 the cost is the best time with against the best without (this machine's speed drifts; the median of the rounds is
 printed too). Times are the process's CPU time (``time.process_time``), so that other work on a shared machine
 does not count; the figures are frames per CPU second. Differences of a few per cent between two builds of the
-kernel can be code placement rather than work (the int16 path at hidden 32 ran its no-palette variant 5 % faster than
-the same code built with -falign-loops=64, where the palette then cost nothing): compare within one build.
+kernel can be code placement and scheduling rather than work (before the int16 path's hot loop was written out in
+assembly, its variant without a palette ran that loop 14 % faster than the variant with one): compare within one
+build, in interleaved rounds.
 """
 
 from __future__ import annotations
