@@ -80,7 +80,7 @@ def test_upload_gives_the_cues_and_prepare_the_controls(tmp_path, song):
     with TestClient(app, base_url="http://127.0.0.1:8765") as client:
         info = _upload(client, song, fps=30, n_mels=16)
         cues = info["cues"]
-        assert cues["neuromv_cues"] == 1 and cues["duration"] == pytest.approx(8.0, abs=0.01)
+        assert cues["neuromv_cues"] == 2 and cues["duration"] == pytest.approx(8.0, abs=0.01)
         assert cues["tempo"] == pytest.approx(BPM, rel=0.04), cues["tempo"]
         assert len(cues["beats"]) == pytest.approx(16, abs=2)
         assert (tmp_path / "work").glob("*.cues.json")  # kept beside the song, counted by the quota

@@ -8,8 +8,8 @@ import pytest
 from neuromv.cues import Cues, Section, Span
 from neuromv.errors import ParameterError
 from neuromv.settings import RenderSettings
-from neuromv.structure import (KICK, MUSIC, REST, ROLE_KICK, STEM_ROLES, Controls, controls_for, kick_envelope,
-                               pulse_envelope)
+from neuromv.structure import (FLUX, HIT_WEIGHT, KICK, MUSIC, REST, ROLE_KICK, STEM_ROLES, Controls, _direction,
+                               controls_for, flux_frames, kick_envelope, pulse_envelope)
 
 FPS = 30.0
 BPM = 120.0
@@ -47,6 +47,10 @@ def frames(cues: Cues) -> int:
 
 def frame(t: float) -> int:
     return int(round(t * FPS))
+
+
+def _dir(s: RenderSettings, what: int) -> np.ndarray:
+    return _direction(s.n_mels, s.seed, what)
 
 
 def test_controls_shapes_and_off():
@@ -91,29 +95,61 @@ def test_downbeat_kicks_harder_than_a_beat():
     assert c.zoom[down] < c.zoom[beat]
 
 
-def test_hits_follow_their_strength_and_offbeats_hit_less():
+def test_hits_follow_their_strength_and_onsets_between_beats_do_not_kick():
     hits = np.tile([1.0, 0.2], 24)
     cues = make_cues(hits=hits)
     c = controls_for(cues, frames(cues), settings())
     weak, strong = frame(cues.beats[9]), frame(cues.beats[10])  # both plain beats (not downbeats)
     assert c.brightness[strong] > 1.5 * c.brightness[weak]
-    # onsets between the beats hit too, with a share of a beat's kick
+    # onsets between the beats move the pattern on by a share of their strength, and do not kick
     cues = make_cues(offbeats=True)
     c = controls_for(cues, frames(cues), settings())
     k, m = frame(cues.beats[9]), frame(cues.beats[9] + PERIOD / 2)
-    rise_beat = c.brightness[k] - c.brightness[k - 1]
-    rise_off = c.brightness[m] - c.brightness[m - 1]
-    assert 0.05 * rise_beat < rise_off < 0.6 * rise_beat
+    assert c.brightness[m] <= c.brightness[m - 1] + 1e-7
+    dz = np.linalg.norm(np.diff(c.z_add.astype(float), axis=0), axis=1)  # dz[i]: frame i -> i + 1
+    # (the beat's frame has its three bands' onsets, the offbeat one high-band onset)
+    share = FLUX["between"] * HIT_WEIGHT["high"] / sum(HIT_WEIGHT.values())
+    assert 0.7 * share * dz[k - 1] < dz[m - 1] < 1.3 * share * dz[k - 1]
+
+
+def test_pattern_moves_with_the_flux():
+    """Cues with a flux curve (schema version 2): each frame's step follows the curve at the frame, in full within
+    a frame of a beat and by FLUX['between'] elsewhere; without a curve (version 1) the onsets make one."""
+    cues = make_cues()
+    n = frames(cues)
+    t = np.arange(n) / FPS
+    cues.flux_rate = 100.0
+    cues.flux = np.random.default_rng(0).uniform(0.0, 1.0, int(cues.duration * 100)).astype(np.float32)
+    want = np.interp(t, np.arange(len(cues.flux)) / 100.0, cues.flux)
+    np.testing.assert_allclose(flux_frames(cues, t, FPS), want, rtol=1e-6)
+    s = settings()
+    c = controls_for(cues, n, s)
+    # the input's angle on the circle (z_add = offset + z ((cos a - 1) u + sin a v)); one section: offset 0
+    z = c.z_add.astype(float) / KICK["z"]
+    coef = np.linalg.lstsq(np.stack([_dir(s, 1), _dir(s, 3)], axis=1), z.T, rcond=None)[0]  # (cos a - 1, sin a)
+    angle = np.unwrap(np.arctan2(coef[1], coef[0] + 1.0))
+    near = np.zeros(n, bool)
+    for b in cues.beats:
+        near[max(frame(b) - 1, 0): frame(b) + 2] = True
+    scale = KICK["step"] * FLUX["gain"] * s.beat * s.reactivity
+    np.testing.assert_allclose(np.diff(angle), (scale * want * np.where(near, 1.0, FLUX["between"]))[1:],
+                               rtol=1e-3, atol=1e-5)
+    # version-1 cues: one spike per onset, the band's weight times its strength
+    old = make_cues()
+    f = flux_frames(old, t, FPS)
+    beat_frames = [frame(b) for b in old.beats]
+    assert np.allclose(f[beat_frames], min(1.0, sum(HIT_WEIGHT.values())))
+    assert np.count_nonzero(f) == len(beat_frames)
 
 
 def test_pattern_steps_on_hits_and_holds_between():
-    cues = make_cues()
+    cues = make_cues()  # onsets on the beats only: the pattern moves on the beats' frames and holds between
     s = settings()
     c = controls_for(cues, frames(cues), s)
     dz = np.linalg.norm(np.diff(c.z_add.astype(float), axis=0), axis=1)  # dz[i]: frame i -> i + 1
     k = frame(cues.beats[9])
-    assert dz[k - 1] > 0 and dz[k] > dz[k - 1]  # a third of the step on the beat's frame, the rest on the next
-    assert np.all(dz[k + 1: k + 14] < 1e-6)  # then the pattern holds
+    assert dz[k - 1] > 0.05  # the step lands on the beat's own frame
+    assert np.all(dz[k: k + 14] < 1e-6)  # then the pattern holds
     # the music's own motion: turned up with the kick, down between the beats
     assert c.z_scale[k] == pytest.approx(MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * KICK["beat"], rel=0.05)
     assert c.z_scale[k + 14] == pytest.approx(MUSIC["floor"], abs=0.03)
@@ -205,3 +241,21 @@ def test_pulse_envelope_piles_up_and_releases_linearly():
     assert not pulse_envelope(np.array([-1.0, 5.0]), np.array([1.0, 1.0]), np.ones(2), 30, 30.0).any()
     burst = kick_envelope(np.array([0.0]), np.array([1.0]), np.array([2.0]), 90, 30.0, release=0.5)
     assert burst[0] == 1.0 and burst[30] == pytest.approx(np.exp(-1.0))
+
+
+def test_cues_of_schema_version_1_are_read_without_a_flux():
+    from neuromv.cues import SCHEMA_VERSION
+
+    cues = make_cues()
+    cues.flux, cues.flux_rate = np.linspace(0.0, 1.0, 240, dtype=np.float32), 10.0
+    doc = cues.to_json()
+    assert doc["neuromv_cues"] == SCHEMA_VERSION == 2 and len(doc["flux"]["values"]) == 240
+    back = Cues.from_json(doc)
+    np.testing.assert_allclose(back.flux, cues.flux, atol=5e-4)
+    assert back.flux_rate == 10.0
+    del doc["flux"]
+    doc["neuromv_cues"] = 1
+    old = Cues.from_json(doc)
+    assert len(old.flux) == 0
+    c = controls_for(old, frames(old), settings())  # the onsets make the flux
+    assert np.linalg.norm(np.diff(c.z_add.astype(float), axis=0), axis=1).max() > 0.05

@@ -51,7 +51,7 @@ def test_analyze_writes_cues_and_refuses_bad_outputs(song, tmp_path):
     assert abs(cues.tempo - 120.0) < 2.4
     assert [s.label for s in cues.sections] == ["A", "B"]
     doc = json.loads(out.read_text())
-    assert doc["neuromv_cues"] == 1 and len(doc["beats"]) == len(cues.beats)
+    assert doc["neuromv_cues"] == 2 and len(doc["beats"]) == len(cues.beats)
     # no silent overwrite, never the input, one line each
     p = neuromv_cli("analyze", path, "-o", out)
     assert p.returncode == 1 and "already exists" in p.stderr and len(p.stderr.strip().splitlines()) == 1
@@ -69,6 +69,8 @@ def test_analyze_writes_cues_and_refuses_bad_outputs(song, tmp_path):
     (lambda d: d["sections"].append({"start": 1.0, "end": 0.5, "label": "C"}), "ends"),
     (lambda d: d.update(tempo="fast"), "tempo must be a number"),
     (lambda d: d.update(extra=1), "unknown field"),
+    (lambda d: d["flux"]["values"].__setitem__(0, 2.0), "flux.values[0] = 2 is outside [0, 1]"),
+    (lambda d: d.update(neuromv_cues=1), "flux needs schema version 2"),
 ])
 def test_render_refuses_a_bad_cues_file_before_any_work(song, tmp_path, edit, message):
     path, _, _ = song

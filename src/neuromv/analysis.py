@@ -41,7 +41,7 @@ __all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM
 log = logging.getLogger(__name__)
 
 #: Version of the analysis: a cache of cues is keyed by it (bump it when a change would give other cues).
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 #: STFT hop, samples at ANALYSIS_SR (23.2 ms).
 HOP = 512
 #: STFT window, samples at ANALYSIS_SR (92.9 ms).
@@ -781,6 +781,23 @@ def _frame_db(feats: SpectralFeatures) -> np.ndarray:
     return _db(feats.rms.astype(np.float64) ** 2)
 
 
+def flux_curve(feats: SpectralFeatures) -> np.ndarray:
+    """The whole mix's onset strength, one value per STFT frame (``FRAME_RATE`` per second; value ``i`` is the
+    change into frame ``i``): the mean over the mel bands of the positive change of the log power (spectral flux,
+    as librosa's onset strength and :func:`neuromv.metrics.onset_strength`, which the sync measures), divided by its
+    99th percentile and clipped to [0, 1].
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,), dtype=float32]
+    """
+    ref = float(feats.mel.max()) or 1.0
+    db = np.maximum(_db(feats.mel / ref), -80.0)
+    flux = np.maximum(0.0, np.diff(db, axis=1, prepend=db[:, :1])).mean(axis=0)
+    top = float(np.percentile(flux, 99)) if flux.size else 0.0
+    return np.clip(flux / top if top > 0 else np.zeros_like(flux), 0.0, 1.0).astype(np.float32)
+
+
 def energy_curve(feats: SpectralFeatures, rate: float = ENERGY_RATE) -> np.ndarray:
     """Loudness, ``rate`` values per second: the mean power of each 1/rate s, in dB, mapped to [0, 1] over
     _ENERGY_RANGE_DB below the song's loud level (its 99th percentile).
@@ -950,7 +967,8 @@ def analyze(audio, *, progress: bool | ProgressCallback = False, cancel: threadi
         duration=dur, tempo=float(tempo), tempo_map=[(float(min(t, dur)), float(b)) for t, b in tempo_map],
         beats_per_bar=int(beats_per_bar), beats=clip(beat_times), downbeats=clip(beat_times[is_down]),
         onsets={k: (clip(t), s) for k, (t, s) in onsets.items()}, sections=sections, energy=energy,
-        energy_rate=ENERGY_RATE, builds=builds, drops=clip(drops), silence=silence,
+        energy_rate=ENERGY_RATE, builds=builds, drops=clip(drops), silence=silence, flux=flux_curve(feats),
+        flux_rate=FRAME_RATE,
         analysis={"version": ANALYSIS_VERSION, "sr": ANALYSIS_SR, "hop": HOP, "seconds": round(seconds, 3),
                   "realtime": round(dur / max(seconds, 1e-9), 1)},
     )

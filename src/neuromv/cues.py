@@ -5,7 +5,7 @@ shows. This module holds the data (:class:`Cues`) and its JSON file, schema vers
 (docs/cues.md)::
 
     {
-      "neuromv_cues": 1,
+      "neuromv_cues": 2,
       "duration": 241.3,                                  # seconds
       "tempo": 128.0,                                     # beats per minute, the song's main tempo
       "tempo_map": [{"time": 0.0, "bpm": 128.0}],         # where the tempo changes (the first at 0)
@@ -16,6 +16,7 @@ shows. This module holds the data (:class:`Cues`) and its JSON file, schema vers
                  "mid": {...}, "high": {...}},
       "sections": [{"start": 0.0, "end": 30.2, "label": "A"}, ...],  # cover the song; a label returns
       "energy": {"rate": 10.0, "values": [...]},          # loudness in [0, 1], `rate` values per second
+      "flux": {"rate": 43.07, "values": [...]},           # the whole mix's onset strength in [0, 1] (version 2)
       "builds": [{"start": 52.1, "end": 60.0}],           # energy rising into a drop
       "drops": [60.0],                                    # seconds
       "silence": [{"start": 120.5, "end": 122.0}],        # spans to rest in
@@ -40,14 +41,18 @@ import numpy as np
 
 from .errors import CuesError
 
-__all__ = ["SCHEMA_VERSION", "BANDS", "Span", "Section", "Cues", "load_cues", "save_cues", "MAX_CUES_BYTES",
+__all__ = ["SCHEMA_VERSION", "READ_VERSIONS", "BANDS", "Span", "Section", "Cues", "load_cues", "save_cues", "MAX_CUES_BYTES",
            "MAX_EVENTS_PER_SECOND", "MAX_LABEL_CHARS"]
 
-#: The version of the JSON schema this NeuroMV writes and reads.
-SCHEMA_VERSION = 1
+#: The version of the JSON schema this NeuroMV writes (it reads :data:`READ_VERSIONS`). Version 2 added ``flux``.
+SCHEMA_VERSION = 2
+#: The schema versions this NeuroMV reads (a version-1 file has no ``flux``: the structure then makes one from the
+#: onsets, :func:`neuromv.structure.flux_at`).
+READ_VERSIONS = (1, 2)
 #: The onset bands, low to high: kick (below ~150 Hz), snare and voice (~150 Hz to ~3 kHz), hats (above).
 BANDS = ("low", "mid", "high")
-#: Largest cues file read: a 4-minute song's cues are about 60 KB; an hour of dense onsets about 5 MB.
+#: Largest cues file read: a 4-minute song's cues are about 120 KB (half of it the flux); an hour of dense onsets
+#: and its flux about 8 MB.
 MAX_CUES_BYTES = 32 * 2**20
 #: Most events (beats, onsets per band, sections, ...) per second of song: onsets closer than 20 ms are one sound,
 #: so 50 per second is already more than any music has.
@@ -56,8 +61,10 @@ MAX_EVENTS_PER_SECOND = 50.0
 MAX_LABEL_CHARS = 32
 #: What a label may hold (letters, digits, spaces and a little punctuation).
 _LABEL = re.compile(r"^[\w .'+-]+$")
+#: The rate of a curve (energy, flux) whose file gives none.
+_DEFAULT_RATE = 10.0
 _TOP_KEYS = ("neuromv_cues", "duration", "tempo", "tempo_map", "beats_per_bar", "beats", "downbeats", "onsets",
-             "sections", "energy", "builds", "drops", "silence", "analysis")
+             "sections", "energy", "flux", "builds", "drops", "silence", "analysis")
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,11 @@ class Cues:
     silence : list of Span
     analysis : dict
         How the cues were made (free-form; written, never interpreted).
+    flux : np.ndarray [shape=(n,), dtype=float32]
+        The whole mix's onset strength (spectral flux) in [0, 1], ``flux_rate`` values per second from time 0
+        (value ``i`` is the change into time ``i / flux_rate``); empty when unknown (a version-1 file).
+    flux_rate : float
+        Values of ``flux`` per second.
     """
 
     duration: float
@@ -116,11 +128,13 @@ class Cues:
     onsets: dict = field(default_factory=dict)
     sections: list = field(default_factory=list)
     energy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    energy_rate: float = 10.0
+    energy_rate: float = _DEFAULT_RATE
     builds: list = field(default_factory=list)
     drops: np.ndarray = field(default_factory=lambda: np.zeros(0))
     silence: list = field(default_factory=list)
     analysis: dict = field(default_factory=dict)
+    flux: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    flux_rate: float = _DEFAULT_RATE
 
     @property
     def bars(self) -> list[Span]:
@@ -149,6 +163,7 @@ class Cues:
             "sections": [{"start": round(s.start, 4), "end": round(s.end, 4), "label": s.label}
                          for s in self.sections],
             "energy": {"rate": float(self.energy_rate), "values": [round(float(x), 3) for x in self.energy]},
+            "flux": {"rate": float(self.flux_rate), "values": [round(float(x), 3) for x in self.flux]},
             "builds": [{"start": round(s.start, 4), "end": round(s.end, 4)} for s in self.builds],
             "drops": t(self.drops),
             "silence": [{"start": round(s.start, 4), "end": round(s.end, 4)} for s in self.silence],
@@ -223,9 +238,11 @@ class _Reader:
         if not isinstance(doc, dict) or "neuromv_cues" not in doc:
             raise self.fail("not a cues file (a JSON object with 'neuromv_cues' is expected)")
         version = doc["neuromv_cues"]
-        if version != SCHEMA_VERSION:
-            raise self.fail(f"cues schema version {version!r}; this NeuroMV reads version {SCHEMA_VERSION} "
-                            "(run 'neuromv analyze' again)")
+        if isinstance(version, bool) or version not in READ_VERSIONS:
+            raise self.fail(f"cues schema version {version!r}; this NeuroMV reads versions "
+                            f"{', '.join(map(str, READ_VERSIONS))} (run 'neuromv analyze' again)")
+        if version < 2 and "flux" in doc:
+            raise self.fail("flux needs schema version 2")
         unknown = sorted(set(doc) - set(_TOP_KEYS))
         if unknown:
             raise self.fail(f"unknown field(s): {', '.join(map(str, unknown))[:200]}")
@@ -266,12 +283,18 @@ class _Reader:
             if b.start < a.end - 1e-6:
                 raise self.fail(f"sections[{i + 1}] starts at {b.start:g} s, before sections[{i}] ends "
                                 f"({a.end:g} s): sections are in order and do not overlap")
-        energy_doc = doc.get("energy", {"rate": 10.0, "values": []})
+        energy_doc = doc.get("energy", {})
         if not isinstance(energy_doc, dict) or set(energy_doc) - {"rate", "values"}:
             raise self.fail("energy must be {'rate': values per second, 'values': [...]}")
-        rate = self.number(energy_doc.get("rate", 10.0), "energy.rate", 0.01, 1000.0)
+        rate = self.number(energy_doc.get("rate", _DEFAULT_RATE), "energy.rate", 0.01, 1000.0)
         energy = self.values(energy_doc.get("values", []), "energy.values", 0.0, 1.0,
                              limit=int(math.ceil(duration * rate)) + 2).astype(np.float32)
+        flux_doc = doc.get("flux", {})
+        if not isinstance(flux_doc, dict) or set(flux_doc) - {"rate", "values"}:
+            raise self.fail("flux must be {'rate': values per second, 'values': [...]}")
+        flux_rate = self.number(flux_doc.get("rate", _DEFAULT_RATE), "flux.rate", 0.01, 1000.0)
+        flux = self.values(flux_doc.get("values", []), "flux.values", 0.0, 1.0,
+                           limit=int(math.ceil(duration * flux_rate)) + 2).astype(np.float32)
         builds = [Span(*self.span(e, f"builds[{i}]")) for i, e in enumerate(self.list(doc.get("builds", []),
                                                                                         "builds"))]
         silence = [Span(*self.span(e, f"silence[{i}]")) for i, e in enumerate(self.list(doc.get("silence", []),
@@ -281,7 +304,7 @@ class _Reader:
         if not isinstance(analysis, dict):
             raise self.fail("analysis must be an object")
         return Cues(duration, tempo, tempo_map, int(beats_per_bar), beats, downbeats, onsets, sections, energy, rate,
-                    builds, drops, silence, analysis)
+                    builds, drops, silence, analysis, flux, flux_rate)
 
     # -- pieces ------------------------------------------------------------------------------------------------
     def get(self, obj: Any, key: str, name: str) -> Any:

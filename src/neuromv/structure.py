@@ -3,12 +3,13 @@ the mel-driven picture (:class:`Controls`).
 
 - **A beat is a kick**: a zoom-in and brightness pulse with a fast attack (the beat's own frame) and a linear
   release over the beat (:func:`pulse_envelope`); a downbeat kicks harder, the hit's own strength (the bands'
-  onsets at the beat) and the song's energy shape it. The onsets between the beats hit too, with a share of their
-  strength (:data:`KICK` ``offbeat``), so the picture follows the music's onsets with the beats standing out.
-- **Every hit moves the pattern on**: the network's input steps along a circle (beats a full step, the onsets
-  between a share) over the hit's frame and the next, and holds between hits; the music's own motion (the mel
-  latents) is turned down between hits and up with the kick (:data:`MUSIC`). The picture thus holds its pattern
-  between beats and changes on them, which is what the sync measures (docs/sync.md).
+  onsets at the beat) and the song's energy shape it.
+- **The onsets move the pattern on**: the network's input moves along a circle, each frame by the music's onset
+  strength there (the cues' ``flux``, :func:`flux_frames`): in full on the beats' frames, by a small share
+  (:data:`FLUX` ``between``) between them. The picture's change from frame to frame then follows the onsets (most of
+  a frame's change is this step, and a small step changes the picture in proportion), and the beats stand out as
+  its peaks; the music's own motion (the mel latents) is turned down between the beats and up with the kick
+  (:data:`MUSIC`). This is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
   turn (its palette) and a zoom; a section that returns (the same label) returns to its look (the pattern's steps
   count from each section's start, so it starts from the same pattern again). The change takes
@@ -35,28 +36,32 @@ import numpy as np
 from .cues import Cues
 from .errors import ParameterError
 
-__all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "KICK", "MUSIC", "HIT_WEIGHT",
+__all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "flux_frames", "KICK", "FLUX", "MUSIC",
+           "HIT_WEIGHT",
            "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
 
-#: The beat kick, per unit of the ``beat`` setting. Every onset of the cues is a hit: a beat hits with ``beat``
-#: (``downbeat`` on a bar's first beat) times its own strength (at least ``floor`` of it: a beat without an onset
-#: still kicks a little), an onset between the beats with ``offbeat`` times its strength; ``energy`` is how much a
-#: quiet passage softens them. The hits pile up into the kick level (:func:`pulse_envelope`), released linearly
-#: over ``release`` of a beat: the coordinates shrink by ``zoom`` and ``brightness`` is added at a level of 1. Each
-#: hit also moves the network's input on along a circle of radius ``z`` by ``step`` radians per unit (a step, not
-#: a pulse: the pattern holds between the hits). The live page's kick uses the same arrays.
+#: The beat kick, per unit of the ``beat`` setting: a beat hits with ``beat`` (``downbeat`` on a bar's first beat)
+#: times its own strength (at least ``floor`` of it: a beat without an onset still kicks a little); ``energy`` is
+#: how much a quiet passage softens it. The hits pile up into the kick level (:func:`pulse_envelope`), released
+#: linearly over ``release`` of a beat: the coordinates shrink by ``zoom`` and ``brightness`` is added at a level
+#: of 1. The network's input moves along a circle of radius ``z``, ``step`` radians per unit of motion
+#: (:data:`FLUX`). The live page's kick uses the same arrays.
 KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.35,
-        "floor": 0.3, "energy": 0.4, "offbeat": 0.45, "step": 1.0}
+        "floor": 0.3, "energy": 0.4, "step": 1.0}
+#: The pattern's motion, per unit of the ``beat`` setting: each frame moves on by ``gain`` times the onset strength
+#: at the frame (:func:`flux_frames`, in [0, 1]), in full within ``near`` frames of a beat and times ``between``
+#: elsewhere. ``between`` trades how closely the motion follows every onset (higher) against how clearly the
+#: beats stand out from the onsets between them (lower): at 0.15 both of the sync's targets hold on most real songs
+#: measured (docs/sync.md).
+FLUX = {"gain": 0.8, "between": 0.15, "near": 1}
 # (``floor`` applies to the whole song and the drums; other stems' beats kick by their own hits only.)
 #: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
 #: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
-#: synthetic ones).
+#: synthetic ones). Cues without a flux curve (schema version 1) make theirs from the onsets with these weights.
 HIT_WEIGHT = {"low": 0.2, "mid": 0.45, "high": 0.35}
-#: The share of a hit's step taken on its own frame; the rest on the next (the onset strength peaks there).
-ADVANCE = 1.0 / 3.0
 #: With cues, the music's own motion (the mel latents) is scaled to ``floor`` between hits and up to ``peak``
 #: with the kick level, so that the picture moves most on the beat and holds its pattern between beats.
-MUSIC = {"floor": 0.12, "peak": 0.35}
+MUSIC = {"floor": 0.08, "peak": 0.35}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
 BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
@@ -234,21 +239,45 @@ def _hit_strength(cues: Cues, times: np.ndarray, window: float = 0.07) -> np.nda
     return np.minimum(out, 1.0)
 
 
-def _offbeat_hits(cues: Cues, beats: np.ndarray, window: float = 0.07) -> tuple[np.ndarray, np.ndarray]:
-    """The onsets of every band away from the beats (further than ``window`` s): times and weighted strengths."""
-    ts, ss = [], []
-    for band, (t, s) in cues.onsets.items():
-        ts.append(np.asarray(t, float))
-        ss.append(np.asarray(s, float) * HIT_WEIGHT.get(band, 0.0))
-    if not ts:
-        return np.zeros(0), np.zeros(0)
-    t, s = np.concatenate(ts), np.concatenate(ss)
-    if len(beats):
-        i = np.clip(np.searchsorted(beats, t), 1, max(len(beats) - 1, 1))
-        d = np.minimum(np.abs(t - beats[i - 1]), np.abs(t - beats[np.minimum(i, len(beats) - 1)]))
-        keep = d > window
-        t, s = t[keep], s[keep]
-    return t, s
+def flux_frames(cues: Cues, t: np.ndarray, fps: float) -> np.ndarray:
+    """The music's onset strength at each frame: the cues' ``flux`` at the frames' times (linear between its values,
+    0 after its end). Cues without one (schema version 1) make it from their onsets: each band's onset adds its
+    strength times :data:`HIT_WEIGHT` to the frame nearest its time.
+
+    Parameters
+    ----------
+    cues : Cues
+    t : np.ndarray [shape=(n_frames,)]
+        Each frame's time in the song, seconds (evenly spaced, ``1 / fps`` apart).
+    fps : float
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,), dtype=float64]
+        In [0, 1].
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if len(cues.flux):
+        at = np.arange(len(cues.flux)) / float(cues.flux_rate)
+        return np.interp(t, at, np.asarray(cues.flux, np.float64), left=0.0, right=0.0)
+    out = np.zeros(len(t))
+    if len(t) == 0:
+        return out
+    for band, (times, strength) in cues.onsets.items():
+        k = np.round((np.asarray(times, float) - t[0]) * fps).astype(int)
+        ok = (k >= 0) & (k < len(t))
+        np.add.at(out, k[ok], HIT_WEIGHT.get(band, 0.0) * np.asarray(strength, float)[ok])
+    return np.minimum(out, 1.0)
+
+
+def _near_beats(beats: np.ndarray, n_frames: int, fps: float, near: int) -> np.ndarray:
+    """1 on the frames within ``near`` frames of a beat (times from frame 0), else 0."""
+    out = np.zeros(n_frames)
+    k = np.round(np.asarray(beats, float) * fps).astype(int)
+    for d in range(-near, near + 1):
+        j = k + d
+        out[j[(j >= 0) & (j < n_frames)]] = 1.0
+    return out
 
 
 def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarray, n_frames: int, fps: float,
@@ -289,17 +318,6 @@ def pulse_envelope(times: np.ndarray, amplitudes: np.ndarray, periods: np.ndarra
         level = min(max(level - r, 0.0) + add[i], cap * unit)
         out[i] = level
     return out
-
-
-def _advance(times: np.ndarray, amounts: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """The pattern's advance per frame: the sum of the hits so far, each taking ``ADVANCE`` of its amount on its
-    own frame and the rest on the next."""
-    step = np.zeros(n_frames + 1)
-    k = np.round(np.asarray(times, float) * fps).astype(int)
-    ok = (k >= 0) & (k < n_frames)
-    np.add.at(step, k[ok], ADVANCE * amounts[ok])
-    np.add.at(step, k[ok] + 1, (1.0 - ADVANCE) * amounts[ok])
-    return np.cumsum(step[:n_frames])
 
 
 def _merged(spans) -> tuple[np.ndarray, np.ndarray]:
@@ -420,8 +438,9 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     own = stem_cues if stem_cues is not None else cues
     silence, builds = _merged(cues.silence), _merged(cues.builds)
     beat = float(settings.beat) * float(settings.reactivity)  # hits are the music moving the picture, too
+    rest = _rest(silence, t)
 
-    # kicks on the song's beats and onsets, shaped by the hit (the panel's own audio) and the energy
+    # kicks on the song's beats, shaped by the hit (the panel's own audio) and the energy
     beats = np.asarray(cues.beats, float)
     kick = np.zeros(n_frames)
     advance = np.zeros(n_frames)
@@ -440,15 +459,15 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         amp *= _span_of(silence, beats) < 0
         amp *= 1.0 + _build_ramp(builds, beats)  # a build's kicks grow towards its end
         amp *= beat * ROLE_KICK[role]
-        # every onset is a hit: the beats by their kick, the onsets between them by a share of their strength
-        ot, oa = _offbeat_hits(own, beats)
-        oa = oa * KICK["offbeat"] * ((1.0 - KICK["energy"]) + KICK["energy"] * _at(own.energy_rate, own.energy, ot))
-        oa = oa * (_span_of(silence, ot) < 0) * beat * ROLE_KICK[role]
-        j = np.clip(np.searchsorted(beats, ot) - 1, 0, len(beats) - 1)
-        times, amps = np.concatenate([beats, ot]) - start, np.concatenate([amp, oa])
-        kick = pulse_envelope(times, amps, np.concatenate([periods, periods[j]]), n_frames, fps, KICK["release"],
-                              unit=beat * ROLE_KICK[role])
-        advance = _advance(times, amps, n_frames, fps)
+        kick = pulse_envelope(beats - start, amp, periods, n_frames, fps, KICK["release"], unit=beat * ROLE_KICK[role])
+    # the pattern moves with the onsets: in full on the beats, a share between them; it rests in silence
+    if beat > 0:
+        shaped = flux_frames(own, t, fps)
+        if len(beats):
+            near = _near_beats(beats - start, n_frames, fps, int(FLUX["near"]))
+            shaped = shaped * (near + FLUX["between"] * (1.0 - near))
+        step = FLUX["gain"] * beat * ROLE_KICK[role] * shaped * (1.0 - rest)
+        advance = np.cumsum(step)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
     if len(cues.drops) and beat > 0:
@@ -456,7 +475,6 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         burst = kick_envelope(np.asarray(cues.drops) - start, np.full(len(bars), beat), bars, n_frames, fps,
                               BURST["release"])
     build = _smoothstep(_build_ramp(builds, t))
-    rest = _rest(silence, t)
     kick = kick * (1.0 - rest)  # silence lets the picture rest: a kick released into it fades with it
 
     offset, hue, log_zoom = _section_looks(cues, t, settings, n_z, picture)
