@@ -17,10 +17,11 @@ the mel-driven picture (:class:`Controls`).
 - **A build tightens** (a slow zoom-in), **a drop bursts** (a big kick released over a bar), **silence rests**
   (the music's motion and any kick still releasing fade out within ``REST['ease']`` and the picture dims a little,
   until the silence ends: the music comes back with a hit).
-- **The hits are the music moving the picture**: they scale with ``beat`` times ``reactivity``.
+- **The kicks and the pattern's motion are the music moving the picture**: they scale with ``beat`` times
+  ``reactivity``.
 - **With stems**, each stem drives what suits it (:data:`STEM_ROLES`): drums kick on every beat, bass the scale
-  (zoom), vocals the colour; the other stems hit by their own onsets only. Every panel shares the song's beats and
-  sections; its hits' strengths and energy are its stem's own.
+  (zoom), vocals the colour; the other stems kick only as hard as their own onsets at the beat. Every panel shares
+  the song's beats and sections; its hits' strengths, its flux and its energy are its stem's own.
 
 Everything here is a pure function of the cues and the settings; :mod:`neuromv.plan` applies the controls (the
 renderer takes per-frame zoom and colour) and the live page applies the same arrays (``neuromv serve``).
