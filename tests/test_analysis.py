@@ -192,6 +192,21 @@ def test_energy_curve_shape_and_range():
     assert cues.energy[-3:].max() < 0.3  # the ring-out at the end
 
 
+def test_flux_is_the_mix_onset_strength():
+    """The cues' flux: FRAME_RATE values a second in [0, 1], following the onset strength the sync measures (librosa's,
+    at 30 frames/s) at r > 0.85 within one frame."""
+    from neuromv.metrics import lagged_correlation, onset_strength
+
+    audio, _, cues = song("abacab")
+    assert cues.flux_rate == pytest.approx(FRAME_RATE)
+    assert abs(cues.flux.size - audio.duration * FRAME_RATE) <= 2
+    assert cues.flux.min() >= 0.0 and cues.flux.max() == pytest.approx(1.0)
+    n = int(audio.duration * 30)
+    o = onset_strength(audio.samples.mean(axis=0), audio.sr, n)
+    f = np.interp(np.arange(n) / 30.0, np.arange(cues.flux.size) / cues.flux_rate, cues.flux)
+    assert max(lagged_correlation(f[1:], o[1:], lag) for lag in (-1, 0, 1)) > 0.85
+
+
 def test_analysis_record():
     _, _, cues = song("abacab")
     a = cues.analysis
