@@ -36,7 +36,9 @@ def test_frames_change_on_beats_and_rest_in_silence(rendered):
     diff = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))  # diff[i]: frame i -> i+1
     fps = 30
     on_beats = diff[int(BEATS_1[0] * fps):int(BEATS_1[1] * fps) - 1].mean()
-    in_silence = diff[int(SILENCE[0] * fps) + 12:int(SILENCE[1] * fps) - 1].mean()  # once the release settles
+    # once the release settles, until 3 frames before the music returns at SILENCE[1] (the return moves the picture
+    # from the frame before its first kick: a centred window's onset strength rises a frame early)
+    in_silence = diff[int(SILENCE[0] * fps) + 12:int(SILENCE[1] * fps) - 3].mean()
     assert on_beats > 3.0, on_beats
     assert in_silence < 0.1 * on_beats, (on_beats, in_silence)
 
@@ -206,7 +208,7 @@ def test_fitted_render_looks_like_its_image_and_moves_on_beats(image_render):
     assert ssim(frames.mean(axis=0), target) > 0.6  # fidelity: the mean frame is the picture
     diff = _changes(frames)
     on_beats = diff[int(BEATS_1[0] * 30):int(BEATS_1[1] * 30) - 1].mean()
-    in_silence = diff[int(SILENCE[0] * 30) + 12:int(SILENCE[1] * 30) - 1].mean()
+    in_silence = diff[int(SILENCE[0] * 30) + 12:int(SILENCE[1] * 30) - 3].mean()  # as in the test above
     assert on_beats > 4.0, on_beats  # ...and it still moves with the music
     assert in_silence < 0.1 * on_beats, (on_beats, in_silence)
     abstract = decode_video(neuromv.render(media_path(image_render), result.path.with_name("abs.mp4"), image="none",
