@@ -38,8 +38,7 @@ from .cues import Cues
 from .errors import ParameterError
 
 __all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "flux_frames", "KICK", "FLUX", "MUSIC",
-           "HIT_WEIGHT",
-           "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
+           "HIT_WEIGHT", "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
 
 #: The beat kick, per unit of the ``beat`` setting: a beat hits with ``beat`` (``downbeat`` on a bar's first beat)
 #: times its own strength (at least ``floor`` of it: a beat without an onset still kicks a little); ``energy`` is
@@ -49,19 +48,19 @@ __all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "flux_
 #: (:data:`FLUX`). The live page's kick uses the same arrays.
 KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness": 0.06, "z": 0.35,
         "floor": 0.3, "energy": 0.4, "step": 1.0}
+# (``floor`` applies to the whole song and the drums; other stems' beats kick by their own hits only.)
 #: The pattern's motion, per unit of the ``beat`` setting: each frame moves on by ``gain`` times the onset strength
 #: at the frame (:func:`flux_frames`, in [0, 1]), in full within ``near`` frames of a beat and times ``between``
 #: elsewhere. ``between`` trades how closely the motion follows every onset (higher) against how clearly the
 #: beats stand out from the onsets between them (lower): at 0.15 both of the sync's targets hold on most real songs
 #: measured (docs/sync.md).
 FLUX = {"gain": 0.8, "between": 0.15, "near": 1}
-# (``floor`` applies to the whole song and the drums; other stems' beats kick by their own hits only.)
 #: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
 #: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
 #: synthetic ones). Cues without a flux curve (schema version 1) make theirs from the onsets with these weights.
 HIT_WEIGHT = {"low": 0.2, "mid": 0.45, "high": 0.35}
-#: With cues, the music's own motion (the mel latents) is scaled to ``floor`` between hits and up to ``peak``
-#: with the kick level, so that the picture moves most on the beat and holds its pattern between beats.
+#: With cues, the music's own motion (the mel latents) is scaled to ``floor`` between the beats and up to ``peak``
+#: with the kick level, so that the picture moves most on the beat.
 MUSIC = {"floor": 0.08, "peak": 0.35}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
