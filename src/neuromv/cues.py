@@ -41,13 +41,13 @@ import numpy as np
 
 from .errors import CuesError
 
-__all__ = ["SCHEMA_VERSION", "READ_VERSIONS", "BANDS", "Span", "Section", "Cues", "load_cues", "save_cues", "MAX_CUES_BYTES",
-           "MAX_EVENTS_PER_SECOND", "MAX_LABEL_CHARS"]
+__all__ = ["SCHEMA_VERSION", "READ_VERSIONS", "BANDS", "Span", "Section", "Cues", "load_cues", "save_cues",
+           "MAX_CUES_BYTES", "MAX_EVENTS_PER_SECOND", "MAX_LABEL_CHARS"]
 
 #: The version of the JSON schema this NeuroMV writes (it reads :data:`READ_VERSIONS`). Version 2 added ``flux``.
 SCHEMA_VERSION = 2
 #: The schema versions this NeuroMV reads (a version-1 file has no ``flux``: the structure then makes one from the
-#: onsets, :func:`neuromv.structure.flux_at`).
+#: onsets, :func:`neuromv.structure.flux_frames`).
 READ_VERSIONS = (1, 2)
 #: The onset bands, low to high: kick (below ~150 Hz), snare and voice (~150 Hz to ~3 kHz), hats (above).
 BANDS = ("low", "mid", "high")

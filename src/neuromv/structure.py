@@ -459,7 +459,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         amp *= _span_of(silence, beats) < 0
         amp *= 1.0 + _build_ramp(builds, beats)  # a build's kicks grow towards its end
         amp *= beat * ROLE_KICK[role]
-        kick = pulse_envelope(beats - start, amp, periods, n_frames, fps, KICK["release"], unit=beat * ROLE_KICK[role])
+        kick = pulse_envelope(beats - start, amp, periods, n_frames, fps, KICK["release"],
+                              unit=beat * ROLE_KICK[role])
     # the pattern moves with the onsets: in full on the beats, a share between them; it rests in silence
     if beat > 0:
         shaped = flux_frames(own, t, fps)
