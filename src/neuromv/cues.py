@@ -283,18 +283,8 @@ class _Reader:
             if b.start < a.end - 1e-6:
                 raise self.fail(f"sections[{i + 1}] starts at {b.start:g} s, before sections[{i}] ends "
                                 f"({a.end:g} s): sections are in order and do not overlap")
-        energy_doc = doc.get("energy", {})
-        if not isinstance(energy_doc, dict) or set(energy_doc) - {"rate", "values"}:
-            raise self.fail("energy must be {'rate': values per second, 'values': [...]}")
-        rate = self.number(energy_doc.get("rate", _DEFAULT_RATE), "energy.rate", 0.01, 1000.0)
-        energy = self.values(energy_doc.get("values", []), "energy.values", 0.0, 1.0,
-                             limit=int(math.ceil(duration * rate)) + 2).astype(np.float32)
-        flux_doc = doc.get("flux", {})
-        if not isinstance(flux_doc, dict) or set(flux_doc) - {"rate", "values"}:
-            raise self.fail("flux must be {'rate': values per second, 'values': [...]}")
-        flux_rate = self.number(flux_doc.get("rate", _DEFAULT_RATE), "flux.rate", 0.01, 1000.0)
-        flux = self.values(flux_doc.get("values", []), "flux.values", 0.0, 1.0,
-                           limit=int(math.ceil(duration * flux_rate)) + 2).astype(np.float32)
+        rate, energy = self.curve(doc.get("energy", {}), "energy", duration)
+        flux_rate, flux = self.curve(doc.get("flux", {}), "flux", duration)
         builds = [Span(*self.span(e, f"builds[{i}]")) for i, e in enumerate(self.list(doc.get("builds", []),
                                                                                         "builds"))]
         silence = [Span(*self.span(e, f"silence[{i}]")) for i, e in enumerate(self.list(doc.get("silence", []),
@@ -307,6 +297,16 @@ class _Reader:
                     builds, drops, silence, analysis, flux, flux_rate)
 
     # -- pieces ------------------------------------------------------------------------------------------------
+    def curve(self, obj: Any, name: str, duration: float) -> tuple[float, np.ndarray]:
+        """A curve in [0, 1] sampled ``rate`` times a second (``energy``, ``flux``): (rate, values as float32), at
+        most one value per sample of the song and two more."""
+        if not isinstance(obj, dict) or set(obj) - {"rate", "values"}:
+            raise self.fail(f"{name} must be {{'rate': values per second, 'values': [...]}}")
+        rate = self.number(obj.get("rate", _DEFAULT_RATE), f"{name}.rate", 0.01, 1000.0)
+        values = self.values(obj.get("values", []), f"{name}.values", 0.0, 1.0,
+                             limit=int(math.ceil(duration * rate)) + 2)
+        return rate, values.astype(np.float32)
+
     def get(self, obj: Any, key: str, name: str) -> Any:
         if not isinstance(obj, dict) or key not in obj:
             raise self.fail(f"{name} needs '{key}'")
