@@ -262,6 +262,15 @@ def _db(x: np.ndarray, floor: float = 1e-10) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(x, floor))
 
 
+def _mean_flux(S: np.ndarray, ref: float, *, first: float | None) -> np.ndarray:
+    """Spectral flux: the mean over the bands of the positive frame-to-frame change of the log power
+    (``S`` [shape=(bands, n_frames)] / ``ref``, in dB floored at -80); the change into frame 0 is from ``first`` dB
+    (None: none, 0). Returns float64 [shape=(n_frames,)]."""
+    db = np.maximum(_db(S / ref), -80.0)
+    prepend = db[:, :1] if first is None else first
+    return np.maximum(0.0, np.diff(db, axis=1, prepend=prepend)).mean(axis=0)
+
+
 def band_envelopes(feats: SpectralFeatures) -> dict[str, np.ndarray]:
     """Onset strength per band: the mean positive change of the log mel power from frame to frame.
 
@@ -286,9 +295,8 @@ def band_envelopes(feats: SpectralFeatures) -> dict[str, np.ndarray]:
     out = {}
     for name in BANDS:
         S = perc if name != "mid" else feats.mel
-        db = np.maximum(_db(S[bands[name]] / ref), -80.0)
-        flux = np.maximum(0.0, np.diff(db, axis=1, prepend=-80.0))  # silence before the song: a sound at 0 is an onset
-        out[name] = flux.mean(axis=0).astype(np.float32)
+        # silence before the song: a sound at 0 is an onset
+        out[name] = _mean_flux(S[bands[name]], ref, first=-80.0).astype(np.float32)
     return out
 
 
@@ -791,9 +799,7 @@ def flux_curve(feats: SpectralFeatures) -> np.ndarray:
     -------
     np.ndarray [shape=(n_frames,), dtype=float32]
     """
-    ref = float(feats.mel.max()) or 1.0
-    db = np.maximum(_db(feats.mel / ref), -80.0)
-    flux = np.maximum(0.0, np.diff(db, axis=1, prepend=db[:, :1])).mean(axis=0)
+    flux = _mean_flux(feats.mel, float(feats.mel.max()) or 1.0, first=None)
     top = float(np.percentile(flux, 99)) if flux.size else 0.0
     return np.clip(flux / top if top > 0 else np.zeros_like(flux), 0.0, 1.0).astype(np.float32)
 

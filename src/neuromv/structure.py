@@ -216,11 +216,13 @@ def _bar_length(cues: Cues, t: float) -> float:
     return cues.beats_per_bar * 60.0 / max(cues.tempo, 1e-6)
 
 
-def _at(rate: float, values: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """A regularly sampled curve (``rate`` per second from 0) at ``times`` (linear; held at the ends)."""
+def _at(rate: float, values: np.ndarray, times: np.ndarray, outside: float | None = None) -> np.ndarray:
+    """A regularly sampled curve (``rate`` per second from 0) at ``times`` (linear; held at the ends, or
+    ``outside`` beyond them)."""
     if len(values) == 0:
         return np.zeros(len(times))
-    return np.interp(times, np.arange(len(values)) / rate, values)
+    return np.interp(times, np.arange(len(values)) / float(rate), np.asarray(values, np.float64), left=outside,
+                     right=outside)
 
 
 def _hit_strength(cues: Cues, times: np.ndarray, window: float = 0.07) -> np.ndarray:
@@ -258,8 +260,7 @@ def flux_frames(cues: Cues, t: np.ndarray, fps: float) -> np.ndarray:
     """
     t = np.asarray(t, dtype=np.float64)
     if len(cues.flux):
-        at = np.arange(len(cues.flux)) / float(cues.flux_rate)
-        return np.interp(t, at, np.asarray(cues.flux, np.float64), left=0.0, right=0.0)
+        return _at(cues.flux_rate, cues.flux, t, outside=0.0)
     out = np.zeros(len(t))
     if len(t) == 0:
         return out
