@@ -4,7 +4,7 @@
     python bench/cluster_bench.py --seconds 60 --out /tmp/b.md
 
 One run renders the demo song looped to ``--seconds`` twice, abstract, at ``--size`` and the default encoder
-settings (libx264 superfast, crf 18), in separate processes' worth of state but one after the other:
+settings (libx264 cppn, crf 18), in separate processes' worth of state but one after the other:
 
 - plain: ``neuromv.render(song, out)``, every core of this machine for one render;
 - segmented: ``neuromv.render(song, out, ray='local', segments=...)``: a local Ray instance started for the render
@@ -80,7 +80,7 @@ def main() -> None:
         f"Machine: {machine()} (**2 cores**: the segments run as 2 one-CPU Ray tasks at a time).  ",
         f"Run: {_dt.date.today()}, `python bench/cluster_bench.py --seconds {args.seconds:g} --size {args.size} "
         f"--segments {args.segments}`: the demo song looped to {args.seconds:g} s, abstract, {width}x{height} at "
-        f"{args.fps} fps ({n} frames), libx264 superfast crf 18. Plain first, then segmented, in one process; other "
+        f"{args.fps} fps ({n} frames), libx264 cppn crf 18. Plain first, then segmented, in one process; other "
         "work shared the machine, so the figures carry some noise.",
         "",
         "| | plain render | segmented on local Ray |",

@@ -21,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOC, LOOPED_SONG, machine, write_section  # noqa: E402
 
+from neuromv.settings import QUALITY  # noqa: E402
+
 
 WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|---|",
         f"| draft | 384x216, ultrafast, 28 | {args.seconds:g} s | **{draft:.1f}** | {frames / draft:.1f} | "
         f"{args.seconds / draft:.1f}x | {draft_mb:.0f} |",
-        f"| standard | 1280x720, superfast, 18 | 30 s | {std:.1f} | {900 / std:.1f} | {30 / std:.2f}x | {std_mb:.0f} |",
+        f"| standard | 1280x720, {QUALITY['standard']['preset']}, {QUALITY['standard']['crf']} | 30 s | {std:.1f} | {900 / std:.1f} | {30 / std:.2f}x | {std_mb:.0f} |",
     ]
     write_section(Path(args.out), "Draft preview (`bench/draft_bench.py`)", lines)
     return 0

@@ -15,7 +15,7 @@ throughout, no TF32):
   it is in host memory as uint8;
 - x real time: NeuroMV's render-only frames/s over 30 fps;
 - end to end: ``neuromv.render(song, out, device='cuda', ...)`` on a generated song (features + render + encode +
-  mux), with libx264 (the default: preset superfast, crf 18) and with ``codec='h264_nvenc'`` (n/a, with the
+  mux), with libx264 (the defaults: preset cppn, crf 18) and with ``codec='h264_nvenc'`` (n/a, with the
   reason, where the pipeline or FFmpeg refuses it).
 
 On a machine where PyTorch sees no CUDA GPU it says so and exits 0 without writing anything.
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         "once it is in host memory. Both best of "
         f"{args.rounds} rounds. *GFLOP/s* counts NeuroMV's per-frame matrix work (4 hidden layers of 2·32·32 and "
         "the output layer of 2·32·3 per pixel). *End to end* is `neuromv.render(..., device='cuda')` on a generated "
-        "song (the demo's groove): features, render, encode (libx264 preset superfast crf 18, or `codec='h264_nvenc'`"
+        "song (the demo's groove): features, render, encode (libx264 at the defaults, preset cppn crf 18, or `codec='h264_nvenc'`"
         ") and AAC, mux, all in one wall clock, after one warm-up render in the same process.",
         "",
         "| size | naive fps | NeuroMV fps | batch | chunk | speed-up over naive | x real time (30 fps) | GFLOP/s | "

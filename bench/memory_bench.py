@@ -1,7 +1,7 @@
 """Memory against song length: peak RSS of a 1-minute and a 10-minute render at 1920x1080 (no stems).
 
     python bench/memory_bench.py                       # 1 and 10 minutes, hidden 8, x264 ultrafast
-    python bench/memory_bench.py --minutes 1 3 --hidden 32 --preset superfast
+    python bench/memory_bench.py --minutes 1 3 --hidden 32 --preset cppn
     python bench/memory_bench.py --image demo --no-reference  # image mode: the demo cover fitted as a picture
 
 Each render is `neuromv render SONG -o OUT --size 1920x1080 --image none` in a fresh process; its peak RSS is
@@ -11,7 +11,7 @@ audio decoded whole into memory (`neuromv.render(neuromv.load_audio(song), ...)`
 
 The CPPN's width and the x264 preset change the render's speed and a fixed amount of memory, not how memory grows
 with the song: the defaults (hidden 8, ultrafast) let a 10-minute 1080p song render in minutes rather than most
-of an hour on 2 cores. `--hidden 32 --preset superfast` measures the default look.
+of an hour on 2 cores. `--hidden 32 --preset cppn` measures the default look.
 
 Target (issue 5): the 10-minute song under 1 GB, and within 10 % of the 1-minute song's peak.
 """

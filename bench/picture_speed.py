@@ -4,7 +4,7 @@
     python bench/picture_speed.py --seconds 5 --out /tmp/b.md
 
 ``neuromv.render()`` of the generated demo song (its groove, from 4 s) at each size, the defaults otherwise
-(precision auto, x264 superfast, crf 18): once with ``image='none'`` (the abstract CPPN) and once with the demo
+(precision auto, x264 preset cppn, crf 17): once with ``image='none'`` (the abstract CPPN) and once with the demo
 cover (``neuromv.demo.demo_cover``), whose fit is made (and cached) before the timed runs, so the picture's time is
 its render: the picture network once per resolution, then the motion per frame, encode and mux. Interleaved
 rounds, best of each (this machine's speed drifts). Also render-only frames per second of each (``Renderer``
@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         f"Run: {_dt.date.today().isoformat()}, `python bench/picture_speed.py --seconds {args.seconds:g} "
         f"--rounds {args.rounds}`.",
         "",
-        "`neuromv.render()` of the demo song's groove at the defaults (precision auto, x264 superfast, crf 18), "
+        f"`neuromv.render()` of the demo song's groove at the defaults (precision auto, x264 preset {RenderSettings().preset}, "
+        f"crf {RenderSettings().crf}), "
         "abstract (`image='none'`) against the demo cover fitted as a picture (its fit cached before the timed "
         "runs, so the figure is the render: the picture once per resolution, the motion per frame, encode and "
         "mux); best of the interleaved rounds. *Render-only*: `Renderer` alone on 60 frames (set-up included), "

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--preset", default="superfast")
+    ap.add_argument("--preset", default=RenderSettings().preset)
     ap.add_argument("--out", default=str(DOC))
     args = ap.parse_args(argv)
     w, h = parse_size(args.size)
@@ -96,8 +96,8 @@ def main(argv=None) -> int:
         f"{args.seconds:g} --preset {args.preset}`.",
         "",
         f"{n} frames ({args.seconds:g} s of the demo song at 30 fps), {args.size}, hidden 32, libx264 {args.preset} "
-        f"crf 18, AAC. Each stage alone, then `neuromv.render()` of the same song (the render stage is timed on 60 "
-        f"frames and scaled). CPU is process CPU time over all threads; the machine has {cores} cores.",
+        f"crf {settings.crf}, AAC. Each stage alone, then `neuromv.render()` of the same song (the render stage is "
+        f"timed on 60 frames and scaled). CPU is process CPU time over all threads; the machine has {cores} cores.",
         "",
         "| stage | wall s | CPU s | CPU ms per frame | share of the stages' CPU |",
         "|---|---|---|---|---|",

@@ -32,10 +32,12 @@ import torch
 import neuromv
 from neuromv.cppn import CPPN, coordinate_grid
 from neuromv.renderer import Renderer, kernel_precisions
+from neuromv.settings import RenderSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOC, machine, write_section  # noqa: E402
 
+DEFAULTS = RenderSettings()
 SIZES = [(512, 512), (1280, 720), (1920, 1080)]
 HIDDEN, N_Z = 32, 32
 
@@ -165,8 +167,9 @@ def main(argv=None) -> int:
         "compiled fused kernel, src/neuromv/_kernel.cpp). *GFLOP/s* (NeuroMV's) counts the "
         "per-frame matrix work (4 hidden layers of 2·32·32 and the output layer of 2·32·3 per pixel) against the "
         "larger ceiling. *End to end* is `neuromv.render()` on a generated song (the demo's groove) long enough for "
-        "about 12 s of work: features, render, libx264 (preset superfast, crf 18) and AAC encode and mux, all in one "
-        "wall clock, after one warm-up render in the same process.",
+        f"about 12 s of work: features, render, libx264 (the defaults: preset {DEFAULTS.preset}, crf "
+        f"{DEFAULTS.crf}) and AAC encode and mux, all in one wall clock, after one warm-up render in the same "
+        "process.",
         "",
         "| size | naive fps | torch tiles fps | NeuroMV fps | speed-up over naive | GFLOP/s | of ceiling | "
         "end-to-end fps | end-to-end / render-only |",

@@ -44,8 +44,9 @@ def _stream_facts(path):
 
 def _pair(song, tmp_path, **options):
     """(plain, segmented) RenderResults and decoded videos of ``song`` with ``options``."""
-    plain = neuromv.render(song, tmp_path / "plain.mp4", **SMALL, **options)
-    seg = neuromv.render(song, tmp_path / "seg.mp4", ray="local", segments=SEGMENTS, **SMALL, **options)
+    options = {**SMALL, **options}
+    plain = neuromv.render(song, tmp_path / "plain.mp4", **options)
+    seg = neuromv.render(song, tmp_path / "seg.mp4", ray="local", segments=SEGMENTS, **options)
     return plain, seg, decode_video(plain.path), decode_video(seg.path)
 
 
@@ -79,10 +80,10 @@ def test_segmented_lossless_equals_plain(ray_local, media, tmp_path, structure):
 
 
 def test_segmented_lossy_equals_plain(ray_local, media, tmp_path):
-    """At the default crf too, the segmented render is the plain one, bit for bit: both encode one GOP at a time,
-    each by a fresh encoder with a fixed thread count, and the segments are whole GOPs."""
-    plain, seg, (ia, a), (ib, b) = _pair(media[".wav"], tmp_path, structure="off")
-    assert seg.settings.crf == 18 and len(a) == len(b) == 96 and ia == ib
+    """At the default crf and preset too, the segmented render is the plain one, bit for bit: both encode one GOP
+    at a time, each by a fresh encoder with a fixed thread count, and the segments are whole GOPs."""
+    plain, seg, (ia, a), (ib, b) = _pair(media[".wav"], tmp_path, structure="off", preset="cppn")
+    assert (seg.settings.crf, seg.settings.preset) == (18, "cppn") and len(a) == len(b) == 96 and ia == ib
     assert np.array_equal(a, b)
     assert _packets(seg.path) == _packets(plain.path)
 

@@ -145,7 +145,7 @@ def test_the_table_is_the_dataclass():
 
 def test_choice_settings_keep_their_messages():
     for field, bad, message in [
-        ("preset", "warp", "preset must be one of ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, "
+        ("preset", "warp", "preset must be one of ultrafast, cppn, superfast, veryfast, faster, fast, medium, slow, slower, "
                            "veryslow; not 'warp'"),
         ("precision", "int8", "precision must be one of auto, float32, int16, not 'int8'"),
         ("fit", "stretch", "fit must be 'cover' or 'contain', not 'stretch'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 import numpy as np
@@ -38,6 +39,31 @@ def test_h264_aac_mp4_decodes_as_written(tmp_path):
     assert not list(tmp_path.glob(".*part"))  # no temporary file left
     mode = stat.S_IMODE(os.stat(out).st_mode)
     assert mode == 0o666 & ~_umask()
+
+
+def _x264_options(path) -> dict[str, str]:
+    """The options x264 wrote into the stream (its SEI message: 'x264 - core ... options: a=1 b=2 ...')."""
+    m = re.search(rb"x264 - core .*? options: ([^\x00]*)", path.read_bytes())
+    assert m, "no x264 SEI in the file"
+    return dict(kv.split("=", 1) for kv in m.group(1).decode().split() if "=" in kv)
+
+
+@pytest.mark.parametrize("preset, options, expect", [
+    ("cppn", None, dict(subme="0", aq="1:1.00", b_adapt="0", weightp="0", scenecut="0", analyse="0x3:0x2",
+                        open_gop="0", me="dia", bframes="3")),
+    ("superfast", None, dict(subme="1", b_adapt="1", weightp="1", scenecut="40", analyse="0x3:0x3", open_gop="0")),
+    ("cppn", {"x264-params": "subme=2:aq-mode=0"}, dict(subme="2", aq="0", b_adapt="0", weightp="0")),
+])
+def test_the_cppn_preset_is_superfast_with_its_options(tmp_path, preset, options, expect):
+    """'cppn' (the default) reaches x264 as superfast with PRESET_CPPN's options over it, as the stream's own record
+    of its options shows; x264's own presets are left as they are, and a caller's x264 options come after ours."""
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, 64, 48, 30, preset=preset, options=options) as w:
+        for f in _frames(8):
+            w.write(f)
+    got = _x264_options(out)
+    assert {k: got.get(k) for k in expect} == expect
+    assert VideoWriter.__init__.__kwdefaults__["preset"] == "cppn"
 
 
 def _umask():

@@ -230,8 +230,8 @@ _QUEUED_FRAMES = 10
 #: The encoder's resident memory per pixel of the frame with I420 frames queued (the queue and libx264's own
 #: frames: lookahead, references, B-frames, one per frame thread), measured with 3 x264 threads (2 cores) at
 #: 2560x1440 for ultrafast, superfast, veryfast and medium; the others interpolated from their lookahead and
-#: reference counts.
-_ENCODER_BYTES_PER_PIXEL = {"ultrafast": 40, "superfast": 72, "veryfast": 95, "faster": 110, "fast": 120,
+#: reference counts ('cppn' as superfast, its base).
+_ENCODER_BYTES_PER_PIXEL = {"ultrafast": 40, "cppn": 72, "superfast": 72, "veryfast": 95, "faster": 110, "fast": 120,
                             "medium": 134, "slow": 160, "slower": 190, "veryslow": 240}
 #: Each x264 frame thread beyond the 3 of the measurement holds about one more frame and its reconstruction.
 _ENCODER_BYTES_PER_THREAD = 4.5
