@@ -30,6 +30,25 @@ def test_drive_boosts_rises_and_keeps_the_first_frame():
     assert drive(np.zeros((0, 3))).shape == (0, 3)
 
 
+def test_the_drive_is_boosted_only_with_the_structure_off(media):
+    """latents_for(image='picture'): the drive with ONSET_BOOST when the structure is off, with CUES_BOOST (none)
+    when it is on (its kicks and steps carry the hits), both times the reactivity."""
+    from neuromv.audio import AudioFile
+    from neuromv.motion import CUES_BOOST, ONSET_BOOST
+    from neuromv.plan import latents_for
+    from neuromv.settings import Z_GAIN, RenderSettings
+
+    song = AudioFile(media[".wav"])
+    on, off = RenderSettings(reactivity=0.5), RenderSettings(structure="off", reactivity=0.5)
+    z = latents_for(song, on)  # the abstract input: Z_GAIN * reactivity * z, the same both ways
+    assert np.array_equal(z, latents_for(song, off))
+    raw = z / np.float32(Z_GAIN * 0.5)  # the song's latents
+    for st, boost in ((on, CUES_BOOST), (off, ONSET_BOOST)):
+        u = latents_for(song, st, image="picture")
+        np.testing.assert_allclose(u, drive(raw, boost) * np.float32(0.5), rtol=1e-4, atol=1e-5)
+    assert CUES_BOOST == 0.0 < ONSET_BOOST
+
+
 def test_motion_is_drawn_from_the_seed_and_styles_switch_parts_off():
     a, b = Motion.of(16, 3), Motion.of(16, 3)
     np.testing.assert_array_equal(a.matrix(), b.matrix())

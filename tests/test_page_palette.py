@@ -112,7 +112,8 @@ def _expected(settings, song, cppn=None, kind=False):
 
     s = settings
     small = dataclasses.replace(s, width=W, height=H)
-    z = latents_for(AudioFile(song), small, image=kind)
+    # the page draws these frames without the structure's controls: a picture's drive is the boosted one
+    z = latents_for(AudioFile(song), dataclasses.replace(small, structure="off"), image=kind)
     if cppn is not None:  # a fitted picture: build_renderer at the video's size gives its palette
         pm = build_renderer(s, cppn=cppn).palette
         renderer = build_renderer(small, cppn=cppn, palette=pm)

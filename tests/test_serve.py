@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import io
 import json
 import re
@@ -83,7 +84,7 @@ def test_page_gets_pythons_constants_and_keeps_no_copies(client):
     assert config["choices"]["motion"] == list(settings.MOTIONS)
     from neuromv import motion
 
-    assert config["ONSET_BOOST"] == motion.ONSET_BOOST
+    assert config["ONSET_BOOST"] == motion.ONSET_BOOST and config["CUES_BOOST"] == motion.CUES_BOOST
     from neuromv import structure
 
     assert config["KICK"] == structure.KICK  # the live beat tracker's kick is the render's
@@ -92,7 +93,7 @@ def test_page_gets_pythons_constants_and_keeps_no_copies(client):
     # the page's code defines none of them, nor holds their values (index.html: no default values either)
     for js in WEB.glob("*.js"):
         text = js.read_text()
-        assert not re.search(r"\b(Z_GAIN|PULSE_GAIN|FLOOR|CENTRE_FRAMES|LUMA|ANALYSIS_SR|TOP_DB|ONSET_BOOST|KICK)\s*=",
+        assert not re.search(r"\b(Z_GAIN|PULSE_GAIN|FLOOR|CENTRE_FRAMES|LUMA|ANALYSIS_SR|TOP_DB|ONSET_BOOST|CUES_BOOST|KICK)\s*=",
                              text), js.name
         for literal in ("0.2126", "0.7152", "0.0722", "22050", "2.5", "3000", "spleeter", "side-by-side", "draft",
                         "colour\"", "7919"):
@@ -468,6 +469,8 @@ def test_picture_frame_matches_the_offline_renderer(browser_page, song, tmp_path
     from neuromv.pipeline import build_renderer, fit_for, latents_for
     from neuromv.settings import RenderSettings
 
+    # the page draws these frames without the structure's controls: the drive is the boosted one (ONSET_BOOST)
+    unstructured = functools.partial(dataclasses.replace, structure="off")
     page = browser_page
     _load_song(page, song)
     _page_settings(page, reactivity=1.5, **QUICK_FIT)
@@ -484,7 +487,7 @@ def test_picture_frame_matches_the_offline_renderer(browser_page, song, tmp_path
             for k, v in view.items():
                 _knob(page, k, v)
             settings = RenderSettings(width=w, height=h, reactivity=1.5, **QUICK_FIT, **view)
-            z = latents_for(AudioFile(song), settings, image="picture")
+            z = latents_for(AudioFile(song), unstructured(settings), image="picture")
             renderer = build_renderer(settings, cppn=net)
             assert renderer.method == "picture"
             frames = _same_look(page, f"picture {view or 'plain'}", w, h,
@@ -497,7 +500,7 @@ def test_picture_frame_matches_the_offline_renderer(browser_page, song, tmp_path
             page.select_option("#motion", style)
             settings = RenderSettings(width=w, height=h, reactivity=1.5, motion=style, zoom=1.6, pan_x=0.5,
                                       pan_y=-0.4, **QUICK_FIT)
-            z = latents_for(AudioFile(song), settings, image="picture")
+            z = latents_for(AudioFile(song), unstructured(settings), image="picture")
             renderer = build_renderer(settings, cppn=net)
             _same_look(page, f"picture, motion {style}", w, h, {i: renderer.render(z[i]) for i in (10, 45)},
                        max_level=3)

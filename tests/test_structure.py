@@ -8,8 +8,8 @@ import pytest
 from neuromv.cues import Cues, Section, Span
 from neuromv.errors import ParameterError
 from neuromv.settings import RenderSettings
-from neuromv.structure import (FLUX, HIT_WEIGHT, KICK, MUSIC, REST, ROLE_KICK, STEM_ROLES, Controls, _direction,
-                               controls_for, flux_frames, kick_envelope, pulse_envelope)
+from neuromv.structure import (FLUX, HIT_WEIGHT, KICK, MUSIC, PICTURE_FLUX, PICTURE_MUSIC, REST, ROLE_KICK,
+                               STEM_ROLES, Controls, _direction, controls_for, flux_frames, kick_envelope, pulse_envelope)
 
 FPS = 30.0
 BPM = 120.0
@@ -112,9 +112,11 @@ def test_hits_follow_their_strength_and_onsets_between_beats_do_not_kick():
     assert 0.7 * share * dz[k - 1] < dz[m - 1] < 1.3 * share * dz[k - 1]
 
 
-def test_pattern_moves_with_the_flux():
+@pytest.mark.parametrize("kind, table", [(False, FLUX), ("picture", PICTURE_FLUX)])
+def test_pattern_moves_with_the_flux(kind, table):
     """Cues with a flux curve (schema version 2): each frame's step follows the curve at the frame, in full within
-    a frame of a beat and by FLUX['between'] elsewhere; without a curve (version 1) the onsets make one."""
+    a frame of a beat and by the table's 'between' elsewhere (a fitted picture's: PICTURE_FLUX); without a curve
+    (version 1) the onsets make one."""
     cues = make_cues()
     n = frames(cues)
     t = np.arange(n) / FPS
@@ -123,7 +125,7 @@ def test_pattern_moves_with_the_flux():
     want = np.interp(t, np.arange(len(cues.flux)) / 100.0, cues.flux)
     np.testing.assert_allclose(flux_frames(cues, t, FPS), want, rtol=1e-6)
     s = settings()
-    c = controls_for(cues, n, s)
+    c = controls_for(cues, n, s, kind=kind)
     # the input's angle on the circle (z_add = offset + z ((cos a - 1) u + sin a v)); one section: offset 0
     z = c.z_add.astype(float) / KICK["z"]
     coef = np.linalg.lstsq(np.stack([_dir(s, 1), _dir(s, 3)], axis=1), z.T, rcond=None)[0]  # (cos a - 1, sin a)
@@ -131,8 +133,8 @@ def test_pattern_moves_with_the_flux():
     near = np.zeros(n, bool)
     for b in cues.beats:
         near[max(frame(b) - 1, 0): frame(b) + 2] = True
-    scale = KICK["step"] * FLUX["gain"] * s.beat * s.reactivity
-    np.testing.assert_allclose(np.diff(angle), (scale * want * np.where(near, 1.0, FLUX["between"]))[1:],
+    scale = KICK["step"] * table["gain"] * s.beat * s.reactivity
+    np.testing.assert_allclose(np.diff(angle), (scale * want * np.where(near, 1.0, table["between"]))[1:],
                                rtol=1e-3, atol=1e-5)
     # version-1 cues: one spike per onset, the band's weight times its strength
     old = make_cues()
@@ -155,6 +157,9 @@ def test_pattern_steps_on_hits_and_holds_between():
     assert c.z_scale[k + 14] == pytest.approx(MUSIC["floor"], abs=0.03)
     # without kicks the music moves the picture as without cues
     assert np.all(controls_for(cues, frames(cues), settings(beat=0.0)).z_scale == 1.0)
+    # a fitted picture's music moves it at a constant share: no jump of its (larger) drive on the beats
+    pic = controls_for(cues, frames(cues), s, kind="picture")
+    assert PICTURE_MUSIC["floor"] == PICTURE_MUSIC["peak"] and np.allclose(pic.z_scale, PICTURE_MUSIC["floor"])
 
 
 def test_returning_section_returns_to_its_look():

@@ -34,7 +34,7 @@ import torch
 from .errors import ParameterError
 from .settings import MOTIONS
 
-__all__ = ["MOTIONS", "STRUCTURE", "ONSET_BOOST", "TONE_GAIN", "FLOW_GAIN", "BREATH_GAIN", "Motion", "drive",
+__all__ = ["MOTIONS", "STRUCTURE", "ONSET_BOOST", "CUES_BOOST", "TONE_GAIN", "FLOW_GAIN", "BREATH_GAIN", "Motion", "drive",
            "structure_maps", "structure_size", "picture_maps", "N_MAPS"]
 
 #: Short side of the structure maps, pixels.
@@ -44,6 +44,10 @@ TONE_BLUR = 0.05
 FLOW_BLUR = 0.05
 #: u = z + ONSET_BOOST * (z - z_prev): rises of the (attack/release smoothed) latents move the picture at once.
 ONSET_BOOST = 2.0
+#: The boost with the structure on (:func:`neuromv.plan.latents_for`; the page's too, where a panel has controls):
+#: none. There the beats' kicks and the onset-strength steps (:data:`neuromv.structure.PICTURE_FLUX`) carry the hits,
+#: and a boosted drive jumps out and back on an onset, a change one frame late that no onset has (docs/sync.md).
+CUES_BOOST = 0.0
 #: Scale of the tone read-out (per unit of u: the read-out rows are N(0, 1 / n_z) times this).
 TONE_GAIN = 5.0
 #: Scale of the flow: coordinate units (the short side spans 2) per unit of its read-out.

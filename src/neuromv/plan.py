@@ -171,7 +171,8 @@ def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bo
 
     - ``image=False`` (abstract CPPN): ``Z_GAIN * reactivity * z``;
     - ``image='picture'`` (a fitted picture): ``reactivity * u``, ``u`` the drive vectors of its motion
-      (:func:`neuromv.motion.drive`);
+      (:func:`neuromv.motion.drive`; boosted by :data:`~neuromv.motion.ONSET_BOOST` with the structure off, by
+      :data:`~neuromv.motion.CUES_BOOST` with it on);
     - ``image=True`` (the format-1 image-mode CPPN): ``PULSE_GAIN * reactivity * z``.
 
     An :class:`~neuromv.audio.AudioFile` is analysed block by block.
@@ -186,9 +187,10 @@ def latents_for(audio: Audio | AudioFile, settings: RenderSettings, *, image: bo
     z = latents_from_blocks(audio.blocks(), audio.sr, fps=settings.fps, n_mels=settings.n_mels,
                             smooth=settings.smooth)
     if image == "picture":
-        from .motion import drive
+        from .motion import CUES_BOOST, ONSET_BOOST, drive
 
-        return drive(z) * np.float32(settings.reactivity)
+        boost = ONSET_BOOST if settings.structure == "off" else CUES_BOOST
+        return drive(z, boost) * np.float32(settings.reactivity)
     return z * np.float32((PULSE_GAIN if image else Z_GAIN) * settings.reactivity)
 
 

@@ -38,7 +38,7 @@ from .cues import Cues
 from .errors import ParameterError
 
 __all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "flux_frames", "KICK", "FLUX", "MUSIC",
-           "HIT_WEIGHT", "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
+           "PICTURE_FLUX", "PICTURE_MUSIC", "HIT_WEIGHT", "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
 
 #: The beat kick, per unit of the ``beat`` setting: a beat hits with ``beat`` (``downbeat`` on a bar's first beat)
 #: times its own strength (at least ``floor`` of it: a beat without an onset still kicks a little); ``energy`` is
@@ -55,6 +55,9 @@ KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness"
 #: beats stand out from the onsets between them (lower): at 0.15 both of the sync's targets hold on most real songs
 #: measured (docs/sync.md).
 FLUX = {"gain": 0.8, "between": 0.15, "near": 1}
+#: A fitted picture's: it changes less per step than the abstract network (its tone saturates), so it steps further,
+#: and by a larger share between the beats (chosen on three real songs at 160x90, docs/sync.md).
+PICTURE_FLUX = {"gain": 2.4, "between": 0.25, "near": 1}
 #: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
 #: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
 #: synthetic ones). Cues without a flux curve (schema version 1) make theirs from the onsets with these weights.
@@ -62,6 +65,9 @@ HIT_WEIGHT = {"low": 0.2, "mid": 0.45, "high": 0.35}
 #: With cues, the music's own motion (the mel latents) is scaled to ``floor`` between the beats and up to ``peak``
 #: with the kick level, so that the picture moves most on the beat.
 MUSIC = {"floor": 0.08, "peak": 0.35}
+#: A fitted picture's: a constant share. Its drive is about five times the abstract input's size, so a share that
+#: jumped with each kick moved the whole picture on beats without an onset.
+PICTURE_MUSIC = {"floor": 0.1, "peak": 0.1}
 #: A drop's burst: amplitude 1, released over ``release`` bars; zoom, brightness, saturation and the input's jump
 #: per unit (times the ``beat`` setting).
 BURST = {"release": 0.5, "zoom": 0.18, "brightness": 0.18, "saturation": 0.5, "z": 1.2}
@@ -74,7 +80,7 @@ REST = {"brightness": -0.05, "ease": 0.15}
 LOOK = {"z": 1.0, "hue": 137.508, "zoom": 0.25}
 #: A fitted picture keeps its picture: smaller offsets, hue turns and zooms (in only: a zoom-out would show the
 #: edges), as fractions of the above.
-PICTURE_LOOK = {"z": 0.5, "hue": 0.2, "zoom": 0.4}
+PICTURE_LOOK = {"z": 0.25, "hue": 0.2, "zoom": 0.4}
 #: The roles a panel's stem plays; 'all': the whole song (no stems).
 ROLES = ("all", "kick", "scale", "colour", "look")
 #: Which stem drives what (names of :data:`neuromv.settings.SEPARATOR_STEMS`); other names play 'look'.
@@ -463,12 +469,13 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         kick = pulse_envelope(beats - start, amp, periods, n_frames, fps, KICK["release"],
                               unit=beat * ROLE_KICK[role])
     # the pattern moves with the onsets: in full on the beats, a share between them; it rests in silence
+    flux, music = (PICTURE_FLUX, PICTURE_MUSIC) if picture else (FLUX, MUSIC)
     if beat > 0:
         shaped = flux_frames(own, t, fps)
         if len(beats):
-            near = _near_beats(beats - start, n_frames, fps, int(FLUX["near"]))
-            shaped = shaped * (near + FLUX["between"] * (1.0 - near))
-        step = FLUX["gain"] * beat * ROLE_KICK[role] * shaped * (1.0 - rest)
+            near = _near_beats(beats - start, n_frames, fps, int(flux["near"]))
+            shaped = shaped * (near + flux["between"] * (1.0 - near))
+        step = flux["gain"] * beat * ROLE_KICK[role] * shaped * (1.0 - rest)
         advance = np.cumsum(step)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
@@ -505,6 +512,6 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     gate = np.ones(n_frames)  # without kicks the music moves the picture as without cues
     if len(beats) and beat > 0:
-        gate = MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * np.minimum(kick / (beat * ROLE_KICK[role]), 1.0)
+        gate = music["floor"] + (music["peak"] - music["floor"]) * np.minimum(kick / (beat * ROLE_KICK[role]), 1.0)
     return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue),
                     f(np.maximum(saturation, 0.0)), f(brightness))

@@ -79,8 +79,8 @@ def page_config() -> dict:
     so that the page keeps no copies: the CPPN's gains (:data:`neuromv.settings.Z_GAIN`, ``PULSE_GAIN``), the
     image mode's :data:`neuromv.cppn.FLOOR` and :data:`neuromv.renderer.CENTRE_FRAMES`, the colour matrix's
     :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, a fitted
-    picture's :data:`neuromv.motion.ONSET_BOOST`, the beat kick's :data:`neuromv.structure.KICK` (the live beat
-    tracker draws its kick with them), the built-in looks (:data:`neuromv.looks.LOOKS`) and the settings a look
+    picture's :data:`neuromv.motion.ONSET_BOOST` (and ``CUES_BOOST``, with the structure on), the beat kick's
+    :data:`neuromv.structure.KICK` (the live beat tracker draws its kick with them), the built-in looks (:data:`neuromv.looks.LOOKS`) and the settings a look
     holds (``LOOK_SETTINGS``), the default settings (every row of the settings table,
     :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities, motion styles, separators
     with their stems, layouts, structure: the table's; the named palettes, :data:`neuromv.settings.PALETTES`; the
@@ -94,6 +94,7 @@ def page_config() -> dict:
         "Z_GAIN": settings.Z_GAIN, "PULSE_GAIN": settings.PULSE_GAIN, "FLOOR": cppn.FLOOR,
         "CENTRE_FRAMES": renderer.CENTRE_FRAMES, "LUMA": list(renderer.LUMA),
         "ANALYSIS_SR": features.ANALYSIS_SR, "TOP_DB": features.TOP_DB, "ONSET_BOOST": motion.ONSET_BOOST,
+        "CUES_BOOST": motion.CUES_BOOST,
         "KICK": dict(structure.KICK),
         "looks": {name: dict(values) for name, values in looks.LOOKS.items()},
         "LOOK_SETTINGS": list(looks.LOOK_SETTINGS),

@@ -4,7 +4,7 @@
 
 /**
  * The constants and choices the server put in the page (neuromv.serve.page_config, from the Python modules that
- * define them): {Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ANALYSIS_SR, TOP_DB, ONSET_BOOST, KICK,
+ * define them): {Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ANALYSIS_SR, TOP_DB, ONSET_BOOST, CUES_BOOST, KICK,
  * defaults, choices}.
  */
 export function pageConfig(doc = document) {

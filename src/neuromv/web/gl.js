@@ -10,7 +10,8 @@ import { colorMatrix } from "./colour.js";
 
 /**
  * The view of a canvas: its WebGL2 context, the compiled programs (by kind and shape) and the constants the maths
- * needs, from Python (neuromv.serve.page_config: Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ONSET_BOOST).
+ * needs, from Python (neuromv.serve.page_config: Z_GAIN, PULSE_GAIN, FLOOR, CENTRE_FRAMES, LUMA, ONSET_BOOST,
+ * CUES_BOOST).
  * Null when the browser has no WebGL2.
  */
 export function createView(canvas, constants) {
@@ -253,15 +254,18 @@ function bindPanel(view, panel, prog, s, zoom = 1) {
 /**
  * What a panel's network sees in one frame (neuromv.plan.latents_for, then neuromv.structure's controls), float32 as
  * there: an abstract CPPN Z_GAIN * reactivity * z, a format-1 image CPPN PULSE_GAIN * reactivity * z, a fitted
- * picture its drive (pictureDrive: reactivity (z + ONSET_BOOST (z - zPrev))); then, with controls
+ * picture its drive (pictureDrive: reactivity (z + boost (z - zPrev)), the boost ONSET_BOOST, or CUES_BOOST with
+ * controls); then, with controls
  * {zScale (number), zAdd (Float32Array [n_z])} for the frame, v * zScale + zAdd. zRow, zPrev: the frame's z and the
  * previous frame's (null at first), [n_z].
  */
 export function seenRow(view, panel, zRow, zPrev, s, controls = null) {
   const f = Math.fround, c = view.constants;
   let v;
-  if (panel.net.kind === "picture") v = pictureDrive(zRow, zPrev, c.ONSET_BOOST, s.reactivity);
-  else {
+  // a picture's drive: no boost where the structure's controls carry the hits (neuromv.plan.latents_for)
+  if (panel.net.kind === "picture") {
+    v = pictureDrive(zRow, zPrev, controls ? c.CUES_BOOST : c.ONSET_BOOST, s.reactivity);
+  } else {
     const g = f((panel.net.image ? c.PULSE_GAIN : c.Z_GAIN) * s.reactivity); // np.float32(gain * reactivity)
     v = new Float32Array(zRow.length);
     for (let j = 0; j < zRow.length; j++) v[j] = f(zRow[j] * g);
