@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|---|",
         f"| draft | 384x216, ultrafast, 28 | {args.seconds:g} s | **{draft:.1f}** | {frames / draft:.1f} | "
         f"{args.seconds / draft:.1f}x | {draft_mb:.0f} |",
-        f"| standard | 1280x720, {QUALITY['standard']['preset']}, {QUALITY['standard']['crf']} | 30 s | {std:.1f} | {900 / std:.1f} | {30 / std:.2f}x | {std_mb:.0f} |",
+        f"| standard | 1280x720, {QUALITY['standard']['preset']}, {QUALITY['standard']['crf']} | 30 s | {std:.1f} | "
+        f"{900 / std:.1f} | {30 / std:.2f}x | {std_mb:.0f} |",
     ]
     write_section(Path(args.out), "Draft preview (`bench/draft_bench.py`)", lines)
     return 0

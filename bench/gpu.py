@@ -177,8 +177,8 @@ def main(argv=None) -> int:
         "once it is in host memory. Both best of "
         f"{args.rounds} rounds. *GFLOP/s* counts NeuroMV's per-frame matrix work (4 hidden layers of 2·32·32 and "
         "the output layer of 2·32·3 per pixel). *End to end* is `neuromv.render(..., device='cuda')` on a generated "
-        "song (the demo's groove): features, render, encode (libx264 at the defaults, preset cppn crf 18, or `codec='h264_nvenc'`"
-        ") and AAC, mux, all in one wall clock, after one warm-up render in the same process.",
+        "song (the demo's groove): features, render, encode (libx264 at the defaults, preset cppn crf 18, or "
+        "`codec='h264_nvenc'`) and AAC, mux, all in one wall clock, after one warm-up render in the same process.",
         "",
         "| size | naive fps | NeuroMV fps | batch | chunk | speed-up over naive | x real time (30 fps) | GFLOP/s | "
         "end-to-end fps, libx264 | end-to-end fps, h264_nvenc |",

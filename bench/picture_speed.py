@@ -88,8 +88,8 @@ def main(argv=None) -> int:
         f"Run: {_dt.date.today().isoformat()}, `python bench/picture_speed.py --seconds {args.seconds:g} "
         f"--rounds {args.rounds}`.",
         "",
-        f"`neuromv.render()` of the demo song's groove at the defaults (precision auto, x264 preset {RenderSettings().preset}, "
-        f"crf {RenderSettings().crf}), "
+        f"`neuromv.render()` of the demo song's groove at the defaults (precision auto, x264 preset "
+        f"{RenderSettings().preset}, crf {RenderSettings().crf}), "
         "abstract (`image='none'`) against the demo cover fitted as a picture (its fit cached before the timed "
         "runs, so the figure is the render: the picture once per resolution, the motion per frame, encode and "
         "mux); best of the interleaved rounds. *Render-only*: `Renderer` alone on 60 frames (set-up included), "

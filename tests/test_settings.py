@@ -145,8 +145,8 @@ def test_the_table_is_the_dataclass():
 
 def test_choice_settings_keep_their_messages():
     for field, bad, message in [
-        ("preset", "warp", "preset must be one of ultrafast, cppn, superfast, veryfast, faster, fast, medium, slow, slower, "
-                           "veryslow; not 'warp'"),
+        ("preset", "warp", "preset must be one of ultrafast, cppn, superfast, veryfast, faster, fast, medium, slow, "
+                           "slower, veryslow; not 'warp'"),
         ("precision", "int8", "precision must be one of auto, float32, int16, not 'int8'"),
         ("fit", "stretch", "fit must be 'cover' or 'contain', not 'stretch'"),
         ("layout", "stack", "layout must be one of auto, side-by-side, grid, blend; not 'stack'"),

@@ -9,7 +9,8 @@ from neuromv.cues import Cues, Section, Span
 from neuromv.errors import ParameterError
 from neuromv.settings import RenderSettings
 from neuromv.structure import (FLUX, HIT_WEIGHT, KICK, MUSIC, PICTURE_FLUX, PICTURE_MUSIC, REST, ROLE_KICK,
-                               STEM_ROLES, Controls, _direction, controls_for, flux_frames, kick_envelope, pulse_envelope)
+                               STEM_ROLES, Controls, _direction, controls_for, flux_frames, kick_envelope,
+                               pulse_envelope)
 
 FPS = 30.0
 BPM = 120.0

@@ -231,8 +231,8 @@ _QUEUED_FRAMES = 10
 #: frames: lookahead, references, B-frames, one per frame thread), measured with 3 x264 threads (2 cores) at
 #: 2560x1440 for ultrafast, superfast, veryfast and medium; the others interpolated from their lookahead and
 #: reference counts ('cppn' as superfast, its base).
-_ENCODER_BYTES_PER_PIXEL = {"ultrafast": 40, "cppn": 72, "superfast": 72, "veryfast": 95, "faster": 110, "fast": 120,
-                            "medium": 134, "slow": 160, "slower": 190, "veryslow": 240}
+_ENCODER_BYTES_PER_PIXEL = {"ultrafast": 40, "cppn": 72, "superfast": 72, "veryfast": 95, "faster": 110,
+                            "fast": 120, "medium": 134, "slow": 160, "slower": 190, "veryslow": 240}
 #: Each x264 frame thread beyond the 3 of the measurement holds about one more frame and its reconstruction.
 _ENCODER_BYTES_PER_THREAD = 4.5
 

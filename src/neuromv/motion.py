@@ -34,8 +34,8 @@ import torch
 from .errors import ParameterError
 from .settings import MOTIONS
 
-__all__ = ["MOTIONS", "STRUCTURE", "ONSET_BOOST", "CUES_BOOST", "TONE_GAIN", "FLOW_GAIN", "BREATH_GAIN", "Motion", "drive",
-           "structure_maps", "structure_size", "picture_maps", "N_MAPS"]
+__all__ = ["MOTIONS", "STRUCTURE", "ONSET_BOOST", "CUES_BOOST", "TONE_GAIN", "FLOW_GAIN", "BREATH_GAIN", "Motion",
+           "drive", "structure_maps", "structure_size", "picture_maps", "N_MAPS"]
 
 #: Short side of the structure maps, pixels.
 STRUCTURE = 64

@@ -80,13 +80,12 @@ def page_config() -> dict:
     image mode's :data:`neuromv.cppn.FLOOR` and :data:`neuromv.renderer.CENTRE_FRAMES`, the colour matrix's
     :data:`neuromv.renderer.LUMA`, the features' :data:`neuromv.features.ANALYSIS_SR` and ``TOP_DB``, a fitted
     picture's :data:`neuromv.motion.ONSET_BOOST` (and ``CUES_BOOST``, with the structure on), the beat kick's
-    :data:`neuromv.structure.KICK` (the live beat tracker draws its kick with them), the built-in looks (:data:`neuromv.looks.LOOKS`) and the settings a look
-    holds (``LOOK_SETTINGS``), the default settings (every row of the settings table,
-    :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities, motion styles, separators
-    with their stems, layouts, structure: the table's; the named palettes, :data:`neuromv.settings.PALETTES`; the
-    quality presets' sizes; each format's size per quality, :data:`neuromv.settings.FORMATS`). A JSON object,
-    embedded in the page
-    (``/``)."""
+    :data:`neuromv.structure.KICK` (the live beat tracker draws its kick with them), the built-in looks
+    (:data:`neuromv.looks.LOOKS`) and the settings a look holds (``LOOK_SETTINGS``), the default settings (every
+    row of the settings table, :data:`neuromv.settings.SETTINGS`) and the choice lists (fit modes, fit qualities,
+    motion styles, separators with their stems, layouts, structure: the table's; the named palettes,
+    :data:`neuromv.settings.PALETTES`; the quality presets' sizes; each format's size per quality,
+    :data:`neuromv.settings.FORMATS`). A JSON object, embedded in the page (``/``)."""
     from .. import cppn, features, looks, motion, renderer, settings, structure
 
     rows = {row.name: row for row in settings.SETTINGS}
