@@ -27,7 +27,6 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOC, machine, write_section  # noqa: E402
@@ -35,6 +34,7 @@ from _common import DOC, machine, write_section  # noqa: E402
 import neuromv  # noqa: E402
 from neuromv.audio import save_wav  # noqa: E402
 from neuromv.demo import demo_cover  # noqa: E402
+from neuromv.metrics import ssim  # noqa: E402
 from neuromv.video import PRESET_CPPN, VideoWriter  # noqa: E402
 
 #: (label, preset, crf): the old default first, then the new one, then x264's fastest preset for scale.
@@ -52,14 +52,8 @@ def lossless(song, out: Path, seconds: float, start: float, **options) -> list[n
 
 
 def ssim_db(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM of two luma planes (Gaussian window, sigma 1.5) as -10 log10(1 - SSIM)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    ma, mb = gaussian_filter(a, 1.5), gaussian_filter(b, 1.5)
-    va, vb = gaussian_filter(a * a, 1.5) - ma * ma, gaussian_filter(b * b, 1.5) - mb * mb
-    cab = gaussian_filter(a * b, 1.5) - ma * mb
-    s = float(np.mean((2 * ma * mb + c1) * (2 * cab + c2) / ((ma * ma + mb * mb + c1) * (va + vb + c2))))
-    return -10 * np.log10(max(1 - s, 1e-12))
+    """SSIM of two luma planes (:func:`neuromv.metrics.ssim`) as -10 log10(1 - SSIM)."""
+    return -10 * np.log10(max(1 - ssim(a, b), 1e-12))
 
 
 def encode(frames: list[np.ndarray], out: Path, preset: str, crf: int, rounds: int):

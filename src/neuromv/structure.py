@@ -57,7 +57,7 @@ KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness"
 FLUX = {"gain": 0.8, "between": 0.15, "near": 1}
 #: A fitted picture's: it changes less per step than the abstract network (its tone saturates), so it steps further,
 #: and by a larger share between the beats (chosen on three real songs at 160x90, docs/sync.md).
-PICTURE_FLUX = {"gain": 2.4, "between": 0.25, "near": 1}
+PICTURE_FLUX = {**FLUX, "gain": 2.4, "between": 0.25}
 #: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
 #: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
 #: synthetic ones). Cues without a flux curve (schema version 1) make theirs from the onsets with these weights.
