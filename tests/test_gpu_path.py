@@ -428,3 +428,72 @@ def test_a_fitted_picture_renders_the_same_on_the_gpu():
     for u in _zs(4, 8, 0.5):
         assert _levels(gpu.render(u), cpu.render(u)) <= 1
         assert _levels(gpu.render_yuv420(u), cpu.render_yuv420(u)) <= 1
+
+
+# -- the fused hidden layers (neuromv.renderer.fused) ------------------------------------------------------------
+def test_fused_kernel_runs_on_cuda_with_triton_and_widths_it_takes(monkeypatch):
+    from neuromv.renderer import fused
+
+    assert not fused.supports(torch.device("cpu"), 32, 4)
+    cpu = Renderer(CPPN(4, 32), 8, 8, method="dense").backend
+    assert cpu.fused is False  # CPU: the torch layers
+    cpu.fused = False
+    with pytest.raises(ParameterError, match="the fused kernel needs a CUDA GPU"):
+        cpu.fused = True
+    monkeypatch.setattr(fused, "triton", SimpleNamespace())  # as where Triton imports
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    gpu = torch.device("cuda")
+    assert all(fused.supports(gpu, h, 4) for h in (16, 32, 64, 128))
+    assert fused.supports(gpu, 32, 1)
+    assert not any(fused.supports(gpu, h, 4) for h in (4, 8, 24, 48, 256))
+    assert not fused.supports(gpu, 32, 0)  # no hidden-to-hidden layer: nothing to fuse
+    assert not fused.supports(torch.device("cpu"), 32, 4)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert not fused.supports(gpu, 32, 4)  # before Ampere
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(fused, "triton", None)  # a CPU build of torch: no Triton
+    assert not fused.supports(gpu, 32, 4)
+
+
+def test_a_fused_kernel_that_cannot_build_falls_back_once_with_a_warning(monkeypatch, caplog):
+    import neuromv.renderer.dense as dense
+
+    monkeypatch.setattr(dense, "fused_supports", lambda *a: True)  # as on a GPU with Triton
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel image for this GPU")
+
+    monkeypatch.setattr(dense, "hidden_stack", broken)
+    net = CPPN(8, 16, n_hidden=3, seed=2)
+    zs = torch.from_numpy(_zs(3, 8))
+    r = Renderer(net, W, H, method="dense")
+    assert r.backend.fused
+    with caplog.at_level("WARNING", logger="neuromv"):
+        frames = r.backend.render_batch(zs)
+    assert not r.backend.fused
+    assert "the fused GPU kernel failed (RuntimeError: no kernel image for this GPU)" in caplog.text
+    unfused = Renderer(net, W, H, method="dense")
+    unfused.backend.fused = False
+    np.testing.assert_array_equal(frames, unfused.render_batch(zs))
+    _assert_matches_reference(frames, net, zs.numpy())
+
+
+@cuda
+@pytest.mark.parametrize("hidden,n_hidden,image", [(32, 5, False), (16, 3, False), (64, 4, False), (32, 5, True)],
+                         ids=["32x5", "16x3", "64x4", "image"])
+def test_cuda_fused_layers_match_the_torch_layers(hidden, n_hidden, image):
+    net = CPPN(16, hidden, n_hidden=n_hidden, seed=5, image=image)
+    zs = _zs(7, 16, 2.0, 4)
+    r = Renderer(net, 97, 53, device="cuda", centre=zs if image else None)
+    assert r.backend.fused, "Triton should run on a CUDA build of torch"
+    r.backend.chunk = 1000  # chunks end mid-row and mid-block
+    zoom = np.linspace(0.7, 1.4, len(zs))
+    for zm in (None, zoom):
+        r.backend.fused = True
+        a = r.backend.render_batch(torch.from_numpy(zs), zoom=zm)
+        r.backend.fused = False
+        b = r.backend.render_batch(torch.from_numpy(zs), zoom=zm)
+        assert _levels(a, b) <= 1 and np.mean(a == b) > 0.999
+    if not image:
+        r.backend.fused = True
+        _assert_matches_reference(r.render_batch(zs), net, zs, 97, 53)

@@ -7,7 +7,7 @@ each a backend behind one small interface (:class:`~neuromv.renderer.backend.Bac
   hidden 8-64) and is installed; float32, or int16 where the CPU has AVX512-VNNI.
 - ``'tiled'`` (:mod:`.tiles`): torch on CPU in cache-sized tiles, sigmoid-only, one worker thread per core.
 - ``'dense'`` (:mod:`.dense`): batches of frames in large chunks, for GPUs; double-buffered frames, pinned copies,
-  I420 on the device;
+  I420 on the device; on CUDA with Triton its hidden layers are one fused kernel (:mod:`.fused`);
 - ``'picture'`` (:mod:`.picture`): a fitted picture (:class:`neuromv.picture.PictureNet`) evaluated once per
   resolution and moved per frame by :mod:`neuromv.motion`, in torch on any device.
 

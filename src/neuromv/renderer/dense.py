@@ -16,17 +16,22 @@ with its bias folded in, ``a0 = W0 xyr + b0``), so its pre-activation is ``s_b a
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from ..cppn import headroom
+from ..errors import ParameterError
 from .backend import Backend
 from .color import palette_torch
+from .fused import hidden_stack, supports as fused_supports
 from .setup import RenderSetup
 
 __all__ = ["DenseBackend", "rgb_to_i420", "DENSE_CHUNK"]
+
+logger = logging.getLogger(__name__)
 
 #: Pixel-frames per chunk: the activations alive at once are 2 x this x hidden float32.
 DENSE_CHUNK = 1 << 22
@@ -50,6 +55,9 @@ class DenseBackend(Backend):
     ----------
     chunk : int
         Pixel-frames per chunk (default :data:`DENSE_CHUNK`); any value >= 1 gives the same frames.
+    fused : bool
+        Whether the hidden layers run as one Triton kernel (:mod:`.fused`); True where
+        :func:`.fused.supports` says it can. Set it False to run them as separate torch products and tanh passes.
     """
 
     method = "dense"
@@ -74,6 +82,25 @@ class DenseBackend(Backend):
             self._color_t = (a[:, :3].T.contiguous().to(dev), a[:, 3].contiguous().to(dev))
         #: Pixel-frames per chunk: the activations alive at once are 2 x this x hidden floats.
         self.chunk = DENSE_CHUNK
+        hidden_layers = self._layers[:-1]
+        self._stack = None  # the hidden-to-hidden layers for the fused kernel: (W^T [L, H, H], b [L, H])
+        if fused_supports(dev, self._a0.shape[1], len(hidden_layers)):
+            self._stack = (torch.stack([w for w, _ in hidden_layers]).contiguous(),
+                           torch.stack([b for _, b in hidden_layers]).contiguous())
+        self._fused = self._stack is not None
+        self._fused_ran = False  # the kernel has run once here: a later failure is an error, not a fallback
+
+    @property
+    def fused(self) -> bool:
+        """Whether the hidden layers run as one Triton kernel (see the class's text)."""
+        return self._fused
+
+    @fused.setter
+    def fused(self, on: bool) -> None:
+        if on and self._stack is None:
+            raise ParameterError("the fused kernel needs a CUDA GPU, Triton, a hidden width that is a power of two "
+                                 "from 16 to 128, and two hidden layers at least")
+        self._fused = bool(on)
 
     @property
     def yuv420(self) -> bool:
@@ -158,6 +185,20 @@ class DenseBackend(Backend):
         if ahead is not None:
             yield from deliver(ahead)
 
+    def _fused_layers(self, bias: torch.Tensor, zoom: torch.Tensor | None, out: torch.Tensor, rows: slice) -> bool:
+        """:func:`.fused.hidden_stack` into ``out``; False, once, with a warning, where Triton cannot build or launch
+        the kernel on this GPU (then this backend runs the unfused layers from now on)."""
+        try:
+            hidden_stack(self._a0, bias, zoom, *self._stack, out=out, rows=rows)
+        except Exception as e:  # noqa: BLE001 - Triton's build and launch errors have no common type
+            if self._fused_ran:
+                raise
+            logger.warning("the fused GPU kernel failed (%s: %s); using the unfused layers", type(e).__name__, e)
+            self._fused = False
+            return False
+        self._fused_ran = True
+        return True
+
     def batch(self, zs: torch.Tensor, zoom: torch.Tensor | None = None,
               color: torch.Tensor | None = None) -> torch.Tensor:
         """zs [shape=(B, n_z)] on the device -> frames, torch.Tensor [shape=(B, n_pixels, 3), dtype=uint8] on the
@@ -183,6 +224,10 @@ class DenseBackend(Backend):
             m = (zs @ self._pulse).reshape(n_b, 3, hidden)  # sum_j z_j R_j per frame
             w_out = torch.cat([wo.expand(n_b, hidden, 3), m.transpose(1, 2)], dim=2)  # (B, H, 6)
             b_out = torch.cat([bo, torch.zeros_like(bo)]).expand(n_b, 1, 6)
+        flat_bias = flat_zoom = None
+        if self._fused:
+            flat_bias = bias.reshape(n_b, hidden).contiguous()
+            flat_zoom = None if zoom is None else zoom.reshape(n_b).contiguous()
         chunk = max(1, min(n_pix, self.chunk // n_b))
         x = torch.empty(n_b * chunk, hidden, device=dev)
         y = torch.empty(n_b * chunk, hidden, device=dev)
@@ -190,15 +235,16 @@ class DenseBackend(Backend):
             e = min(s + chunk, n_pix)
             rows = n_b * (e - s)
             h, g = x[:rows], y[:rows]
-            if zoom is None:
-                torch.add(self._a0[s:e], bias, out=h.view(n_b, e - s, hidden))
-            else:
-                torch.addcmul(bias, self._a0[s:e], zoom, out=h.view(n_b, e - s, hidden))
-            torch.tanh_(h)
-            for w, b in self._layers[:-1]:
-                torch.addmm(b, h, w, out=g)
-                torch.tanh_(g)
-                h, g = g, h
+            if not (self._fused and self._fused_layers(flat_bias, flat_zoom, h, slice(s, e))):
+                if zoom is None:
+                    torch.add(self._a0[s:e], bias, out=h.view(n_b, e - s, hidden))
+                else:
+                    torch.addcmul(bias, self._a0[s:e], zoom, out=h.view(n_b, e - s, hidden))
+                torch.tanh_(h)
+                for w, b in self._layers[:-1]:
+                    torch.addmm(b, h, w, out=g)
+                    torch.tanh_(g)
+                    h, g = g, h
             if self.image:
                 o = torch.baddbmm(b_out, h.view(n_b, e - s, hidden), w_out)  # (B, n, 6)
                 p = torch.sigmoid(o[..., :3])
