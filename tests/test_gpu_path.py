@@ -440,7 +440,7 @@ def test_fused_kernel_runs_on_cuda_with_triton_and_widths_it_takes(monkeypatch):
     cpu.fused = False
     with pytest.raises(ParameterError, match="the fused kernel needs a CUDA GPU"):
         cpu.fused = True
-    monkeypatch.setattr(fused, "triton", SimpleNamespace())  # as where Triton imports
+    monkeypatch.setattr(fused, "triton_available", lambda: True)  # as where Triton imports
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     gpu = torch.device("cuda")
     assert all(fused.supports(gpu, h, 4) for h in (16, 32, 64, 128))
@@ -451,7 +451,7 @@ def test_fused_kernel_runs_on_cuda_with_triton_and_widths_it_takes(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert not fused.supports(gpu, 32, 4)  # before Ampere
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setattr(fused, "triton", None)  # a CPU build of torch: no Triton
+    monkeypatch.setattr(fused, "triton_available", lambda: False)  # a CPU build of torch: no Triton
     assert not fused.supports(gpu, 32, 4)
 
 
