@@ -98,8 +98,8 @@ class DenseBackend(Backend):
     @fused.setter
     def fused(self, on: bool) -> None:
         if on and self._stack is None:
-            raise ParameterError("the fused kernel needs a CUDA GPU, Triton, a hidden width that is a power of two "
-                                 "from 16 to 128, and two hidden layers at least")
+            raise ParameterError("the fused kernel needs a CUDA GPU (compute capability 8.0 on), Triton, a hidden "
+                                 "width that is a power of two from 16 to 128, and two hidden layers at least")
         self._fused = bool(on)
 
     @property
