@@ -33,7 +33,7 @@ from .errors import NeuroMVError
 from .features import ANALYSIS_SR, AnalysisBlocks
 from .progress import Progress, ProgressCallback, check_cancel
 
-__all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM_RANGE", "BAND_EDGES_HZ",
+__all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "FLUX_RATE", "ONSET_LAG_S", "BPM_RANGE", "BAND_EDGES_HZ",
            "SpectralFeatures",
            "analyze", "spectral_features", "band_envelopes", "pick_onsets", "tempo_curve", "track_beats",
            "find_downbeats", "find_sections", "energy_curve", "find_silence", "find_drops", "cached_analysis"]
@@ -41,7 +41,7 @@ __all__ = ["ANALYSIS_VERSION", "HOP", "N_FFT", "FRAME_RATE", "ONSET_LAG_S", "BPM
 log = logging.getLogger(__name__)
 
 #: Version of the analysis: a cache of cues is keyed by it (bump it when a change would give other cues).
-ANALYSIS_VERSION = 3
+ANALYSIS_VERSION = 4
 #: STFT hop, samples at ANALYSIS_SR (23.2 ms).
 HOP = 512
 #: STFT window, samples at ANALYSIS_SR (92.9 ms).
@@ -53,6 +53,13 @@ FRAME_RATE = ANALYSIS_SR / HOP
 ONSET_LAG_S = 0.017
 #: Mel bands of the analysis spectrogram.
 N_MELS = 64
+#: The cues' flux (the whole mix's onset strength, :func:`flux_curve`): values per second, its STFT hop (samples at
+#: ANALYSIS_SR) and mel bands. It is the onset strength the sync measures at 30 frames/s
+#: (:func:`neuromv.metrics.onset_strength`: librosa's, whose hop is one video frame and whose 128 bands these are),
+#: computed here block by block: the motion that follows it follows what the sync measures, frame for frame.
+FLUX_RATE = 30.0
+FLUX_HOP = int(round(ANALYSIS_SR / FLUX_RATE))
+FLUX_MELS = 128
 #: The tempi a beat is looked for in (bpm); a tempo outside is counted in halves or doubles.
 BPM_RANGE = (55.0, 200.0)
 #: The bands' edges, Hz: low below 150 (kick, bass), mid 150 to 3000 (snare, voice, chords), high above (hats).
@@ -123,6 +130,9 @@ class SpectralFeatures:
         Centre frequency of each mel band, Hz.
     duration : float
         Seconds of audio.
+    flux_mel : np.ndarray [shape=(FLUX_MELS, n_flux_frames), dtype=float32]
+        The mel power spectrogram of :func:`flux_curve`: FLUX_RATE frames per second (hop FLUX_HOP), frame ``j``
+        centred at ``j / FLUX_RATE`` s.
     """
 
     mel: np.ndarray
@@ -130,6 +140,7 @@ class SpectralFeatures:
     rms: np.ndarray
     mel_hz: np.ndarray
     duration: float
+    flux_mel: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -147,18 +158,18 @@ def _mel_to_hz(m):
     return np.where(m < 15.0, m * (200.0 / 3), 1000.0 * np.exp((m - 15.0) * (np.log(6.4) / 27)))
 
 
-def _mel_filters() -> tuple[np.ndarray, np.ndarray]:
+def _mel_filters(n_mels: int = N_MELS) -> tuple[np.ndarray, np.ndarray]:
     """Triangular mel filters over the STFT bins, area-normalized (as librosa.filters.mel with its defaults; here
     without importing librosa, whose import alone takes longer than analysing a song).
 
     Returns
     -------
-    basis : np.ndarray [shape=(N_MELS, 1 + N_FFT // 2), dtype=float32]
-    centres : np.ndarray [shape=(N_MELS,)]
+    basis : np.ndarray [shape=(n_mels, 1 + N_FFT // 2), dtype=float32]
+    centres : np.ndarray [shape=(n_mels,)]
         Hz.
     """
     fft_hz = np.linspace(0, ANALYSIS_SR / 2, 1 + N_FFT // 2)
-    mel_hz = _mel_to_hz(np.linspace(0.0, float(_hz_to_mel(ANALYSIS_SR / 2)), N_MELS + 2))
+    mel_hz = _mel_to_hz(np.linspace(0.0, float(_hz_to_mel(ANALYSIS_SR / 2)), n_mels + 2))
     fdiff = np.diff(mel_hz)
     ramps = mel_hz[:, None] - fft_hz[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
@@ -178,21 +189,22 @@ def _chroma_filters(lo_hz: float = 55.0, hi_hz: float = 5000.0) -> np.ndarray:
     return (w / (w.sum(axis=0, keepdims=True) + 1e-12)).astype(np.float32)
 
 
-class _SpectralStream:
-    """The STFT (centred frames, zero padding) of samples fed in blocks; frames need not line up with blocks."""
+class _Stft:
+    """The STFT (centred frames, zero padding, as librosa's) of samples fed in blocks, every ``hop`` samples, kept
+    as ``basis @ power`` (and each frame's RMS); frames need not line up with blocks."""
 
-    def __init__(self) -> None:
-        self._window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa's
+    def __init__(self, hop: int, basis: np.ndarray) -> None:
         import scipy.sparse
 
-        mel_basis, self.mel_hz = _mel_filters()
-        # both filter banks in one sparse matrix: each bin feeds a few bands, and a sparse product needs no BLAS
-        # (whose threads, on a busy machine, made this product 100 times slower than the FFT)
-        basis = np.concatenate([mel_basis, _chroma_filters()])
+        self._window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa's
+        self.hop = hop
+        # a sparse product: each bin feeds a few bands, and it needs no BLAS (whose threads, on a busy machine, made
+        # this product 100 times slower than the FFT)
+        basis = basis.copy()
         basis[basis < 1e-4 * basis.max(axis=1, keepdims=True)] = 0.0
         self._basis = scipy.sparse.csr_matrix(basis)
         self._buf = np.zeros(N_FFT // 2, dtype=np.float32)
-        self._mel, self._chroma, self._rms = [], [], []
+        self._out, self._rms = [], []
         self.n_samples = 0
 
     def feed(self, y: np.ndarray) -> None:
@@ -203,26 +215,47 @@ class _SpectralStream:
     def _frames(self) -> None:
         import scipy.fft
 
-        n = 0 if self._buf.size < N_FFT else 1 + (self._buf.size - N_FFT) // HOP
+        n = 0 if self._buf.size < N_FFT else 1 + (self._buf.size - N_FFT) // self.hop
         if n == 0:
             return
-        frames = np.lib.stride_tricks.sliding_window_view(self._buf, N_FFT)[::HOP][:n]
+        frames = np.lib.stride_tricks.sliding_window_view(self._buf, N_FFT)[::self.hop][:n]
         power = np.abs(scipy.fft.rfft(frames * self._window, axis=1)) ** 2  # (n, 1 + N_FFT / 2)
-        both = self._basis @ power.T
-        self._mel.append(both[:N_MELS])
-        self._chroma.append(both[N_MELS:])
+        self._out.append(self._basis @ power.T)
         self._rms.append(np.sqrt(np.mean(frames ** 2, axis=1)))
-        self._buf = self._buf[n * HOP:].copy()
+        self._buf = self._buf[n * self.hop:].copy()
 
-    def finish(self) -> SpectralFeatures:
-        n_frames = 1 + self.n_samples // HOP
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(``basis @ power`` [shape=(bands, n_frames)], RMS [shape=(n_frames,)]), ``1 + n_samples // hop``
+        frames."""
+        n_frames = 1 + self.n_samples // self.hop
         self._buf = np.concatenate([self._buf, np.zeros(N_FFT, dtype=np.float32)])
         self._frames()
-        mel = np.concatenate(self._mel, axis=1)[:, :n_frames]
-        chroma = np.concatenate(self._chroma, axis=1)[:, :n_frames]
-        rms = np.concatenate(self._rms)[:n_frames]
-        return SpectralFeatures(np.ascontiguousarray(mel, np.float32), np.ascontiguousarray(chroma, np.float32),
-                                rms.astype(np.float32), self.mel_hz, self.n_samples / ANALYSIS_SR)
+        return np.concatenate(self._out, axis=1)[:, :n_frames], np.concatenate(self._rms)[:n_frames]
+
+
+class _SpectralStream:
+    """Both STFTs of the analysis (:class:`SpectralFeatures`) of samples fed in blocks."""
+
+    def __init__(self) -> None:
+        mel_basis, self.mel_hz = _mel_filters()
+        self._main = _Stft(HOP, np.concatenate([mel_basis, _chroma_filters()]))
+        self._flux = _Stft(FLUX_HOP, _mel_filters(FLUX_MELS)[0])
+
+    @property
+    def n_samples(self) -> int:
+        return self._main.n_samples
+
+    def feed(self, y: np.ndarray) -> None:
+        self._main.feed(y)
+        self._flux.feed(y)
+
+    def finish(self) -> SpectralFeatures:
+        both, rms = self._main.finish()
+        flux_mel, _ = self._flux.finish()
+        return SpectralFeatures(np.ascontiguousarray(both[:N_MELS], np.float32),
+                                np.ascontiguousarray(both[N_MELS:], np.float32), rms.astype(np.float32),
+                                self.mel_hz, self.n_samples / ANALYSIS_SR,
+                                np.ascontiguousarray(flux_mel, np.float32))
 
 
 def spectral_features(blocks: Iterable[np.ndarray], sr: int, *,
@@ -790,16 +823,24 @@ def _frame_db(feats: SpectralFeatures) -> np.ndarray:
 
 
 def flux_curve(feats: SpectralFeatures) -> np.ndarray:
-    """The whole mix's onset strength, one value per STFT frame (``FRAME_RATE`` per second; value ``i`` is the
-    change into frame ``i``): the mean over the mel bands of the positive change of the log power (spectral flux,
-    as librosa's onset strength and :func:`neuromv.metrics.onset_strength`, which the sync measures), divided by its
-    99th percentile and clipped to [0, 1].
+    """The whole mix's onset strength at ``FLUX_RATE`` values per second (value ``j`` at ``j / FLUX_RATE`` s): the
+    onset strength the sync measures (:func:`neuromv.metrics.onset_strength`, librosa's ``onset_strength`` at a hop
+    of one frame at 30 frames/s), divided by its 99th percentile and clipped to [0, 1].
+
+    As librosa computes it: the log power of the ``FLUX_MELS``-band mel spectrogram (dB, floored 80 dB below its
+    maximum), the mean over the bands of its positive change from frame to frame, and librosa's shift of a centred
+    STFT (``1 + N_FFT // (2 * FLUX_HOP)`` frames: value ``j`` is the change into frame ``j - 1``).
 
     Returns
     -------
-    np.ndarray [shape=(n_frames,), dtype=float32]
+    np.ndarray [shape=(n_flux_frames,), dtype=float32]
     """
-    flux = _mean_flux(feats.mel, float(feats.mel.max()) or 1.0, first=None)
+    db = 10.0 * np.log10(np.maximum(feats.flux_mel.astype(np.float64), 1e-10))
+    if db.size:
+        db = np.maximum(db, db.max() - 80.0)
+    rise = np.maximum(0.0, np.diff(db, axis=1)).mean(axis=0) if db.shape[1] > 1 else np.zeros(0)
+    shift = 1 + N_FFT // (2 * FLUX_HOP)
+    flux = np.concatenate([np.zeros(shift), rise])[:db.shape[1]]
     top = float(np.percentile(flux, 99)) if flux.size else 0.0
     return np.clip(flux / top if top > 0 else np.zeros_like(flux), 0.0, 1.0).astype(np.float32)
 
@@ -974,7 +1015,7 @@ def analyze(audio, *, progress: bool | ProgressCallback = False, cancel: threadi
         beats_per_bar=int(beats_per_bar), beats=clip(beat_times), downbeats=clip(beat_times[is_down]),
         onsets={k: (clip(t), s) for k, (t, s) in onsets.items()}, sections=sections, energy=energy,
         energy_rate=ENERGY_RATE, builds=builds, drops=clip(drops), silence=silence, flux=flux_curve(feats),
-        flux_rate=FRAME_RATE,
+        flux_rate=FLUX_RATE,
         analysis={"version": ANALYSIS_VERSION, "sr": ANALYSIS_SR, "hop": HOP, "seconds": round(seconds, 3),
                   "realtime": round(dur / max(seconds, 1e-9), 1)},
     )
