@@ -72,7 +72,9 @@ def _prepare(client, body):
 
 def test_upload_gives_the_cues_and_prepare_the_controls(tmp_path, song):
     """The upload's answer carries the song's cues (neuromv.analysis, schema version 1); a prepare with structure on
-    gives each panel the controls of neuromv.structure for those cues (exactly), and none with structure off."""
+    gives each panel the controls a render of the song with those cues plays (neuromv.structure's, fitted to the
+    picture by neuromv.follow: exactly), and none with structure off."""
+    from neuromv.plan import make_plan
     from neuromv.settings import RenderSettings
     from neuromv.structure import controls_for
 
@@ -89,10 +91,14 @@ def test_upload_gives_the_cues_and_prepare_the_controls(tmp_path, song):
         (panel,) = result["panels"]
         c = panel["controls"]
         assert (c["n_frames"], c["n_z"]) == (info["n_frames"], 16)
-        expected = controls_for(Cues.from_json(cues), info["n_frames"], RenderSettings(**settings), kind=False)
+        plan = make_plan(song, RenderSettings(**settings), cues=Cues.from_json(cues), cache=False)
+        (p,) = plan.panels(AudioFile(song))
+        expected = p.controls
         for name, a in expected.arrays().items():
             np.testing.assert_array_equal(_floats(c[name]).reshape(a.shape), a, err_msg=name)
         assert np.ptp(expected.zoom) > 0.01  # the kicks are there
+        plain = controls_for(Cues.from_json(cues), info["n_frames"], RenderSettings(**settings), kind=False)
+        assert not np.array_equal(plain.z_add, expected.z_add)  # fitted: the structure's, with the fit's offset
         result = _prepare(client, {"song": info["id"], "settings": {**settings, "structure": "off"}})
         assert result["panels"][0]["controls"] is None
 

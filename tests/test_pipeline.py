@@ -161,9 +161,10 @@ def test_cancel_event_stops_between_frames_and_leaves_nothing(tmp_path):
     seen = []
 
     def progress(stage, done, total):
-        seen.append(done)
-        if done == 3:
-            cancel.set()
+        if stage == "render":
+            seen.append(done)
+            if done == 3:
+                cancel.set()
 
     with pytest.raises(Interrupted):
         neuromv.render(beat_clip(), tmp_path / "v.mp4", width=48, height=32, progress=progress, cancel=cancel)

@@ -451,7 +451,8 @@ class Plan:
             kind = kind_of(p.cppn)
             p.z = latents_for(source, p.settings, image=kind)
             if structure:
-                p.controls = panel_controls(cues, p.z.shape[0], p, p.cppn, source, start=start, cancel=cancel)
+                p.controls = panel_controls(cues, p.z, p, p.cppn, source, start=start, palette=self.palette,
+                                            progress=progress, cancel=cancel)
                 p.z = p.controls.apply(p.z)
                 p.colors = frame_colors(p.controls, p.settings)
         if self.settings.loop is not None:  # the last frame flows into the first (neuromv.loop), in every panel
@@ -472,13 +473,15 @@ class Plan:
         return panels
 
 
-def panel_controls(cues, n_frames: int, panel: Panel, net, source=None, *, start: float = 0.0,
-                   cancel: threading.Event | None = None):
-    """The structure's per-frame controls of ``panel`` with its network ``net`` (:func:`neuromv.structure.
-    controls_for` of the network's kind): the whole song plays the role 'all'; a stem plays its role of
-    :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio:
-    its onsets and energy; the beats and sections stay the song's). ``start``: the song time of frame 0. The render
-    (:meth:`Plan.panels`) and the server's page data use this one rule."""
+def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start: float = 0.0, palette=None,
+                   progress: bool | ProgressCallback = False, cancel: threading.Event | None = None):
+    """The structure's per-frame controls of ``panel`` with its network ``net`` and latents ``z``
+    [shape=(n_frames, n_mels)] (:func:`latents_for`): :func:`neuromv.structure.controls_for` of the network's kind,
+    fitted to the picture by :func:`follow_controls`. The whole song plays the role 'all'; a stem plays its role of
+    :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio: its
+    onsets and energy; the beats and sections stay the song's). ``start``: the song time of frame 0; ``palette``:
+    the render's (:attr:`Plan.palette`). The render (:meth:`Plan.panels`) and the server's page data use this one
+    rule."""
     from .structure import STEM_ROLES, controls_for
 
     role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")
@@ -487,7 +490,71 @@ def panel_controls(cues, n_frames: int, panel: Panel, net, source=None, *, start
         from .analysis import analyze
 
         own = analyze(source, cancel=cancel)
-    return controls_for(cues, n_frames, panel.settings, kind=kind_of(net), role=role, stem_cues=own, start=start)
+    controls = controls_for(cues, len(z), panel.settings, kind=kind_of(net), role=role, stem_cues=own, start=start)
+    return follow_controls(controls, z, net, panel.settings, palette=palette, progress=progress, cancel=cancel)
+
+
+def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, palette=None,
+                    progress: bool | ProgressCallback = False, cancel: threading.Event | None = None):
+    """``controls`` with the offset of :func:`neuromv.follow.follow` added to their ``z_add``: the picture's change
+    from frame to frame fitted to the motion they ask for, measured on the frames rendered at
+    :data:`neuromv.follow.FOLLOW` ``short`` pixels on the short side, in float32 on the CPU (so every device and
+    precision gets the same controls). None stays None; controls that ask for no motion come back as they are.
+
+    Parameters
+    ----------
+    controls : Controls or None
+    z : np.ndarray [shape=(n_frames, n_mels)]
+        The latents (before the controls).
+    net : CPPN or picture
+    settings : RenderSettings
+        The panel's (its shape, colours, palette, zoom and pan).
+    """
+    import torch
+
+    from .follow import FOLLOW, FOLLOWED, follow, scaled_steps
+    from .progress import Progress
+    from .structure import frame_colors
+    from .sync import MotionEnvelope
+
+    if controls is None or controls.motion is None or not np.any(controls.motion > 0):
+        return controls
+    short = FOLLOW["short"]
+    w, h = settings.width, settings.height
+    w, h = (max(2, round(w * short / h)), short) if w >= h else (short, max(2, round(h * short / w)))
+    small_settings = replace(settings, width=w + w % 2, height=h + h % 2, precision="float32")
+    u = controls.apply(z)
+    small = build_renderer(small_settings, cppn=net, z=u, device=torch.device("cpu"), palette=palette)
+    log_zoom = np.log(controls.zoom.astype(np.float64))[:, None]
+    light = controls.brightness.astype(np.float64)[:, None]
+
+    hold = controls.motion <= 0  # where nothing is asked (silence), the offsets hold: the picture rests
+
+    def fitted(gain: np.ndarray):
+        """The controls with every frame's steps scaled by its gain."""
+        out = {}
+        if "z" in FOLLOWED:
+            out["z_add"] = controls.z_add + scaled_steps(u, gain, hold=hold)
+        if "zoom" in FOLLOWED:
+            out["zoom"] = np.exp(log_zoom + scaled_steps(log_zoom, gain, hold=hold))[:, 0]
+        if "brightness" in FOLLOWED:
+            out["brightness"] = (light + scaled_steps(light, gain, hold=hold))[:, 0]
+        return replace(controls, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()})
+
+    def envelope_of(gain: np.ndarray) -> np.ndarray:
+        c = fitted(gain)
+        envelope = MotionEnvelope()
+        for frame in small.frames(c.apply(z), zoom=c.zoom, color=frame_colors(c, settings)):
+            envelope.add(frame)
+            if len(envelope) % 256 == 0:
+                bar.update(256)
+                check_cancel(cancel)
+        bar.update(len(envelope) % 256)
+        check_cancel(cancel)
+        return envelope.envelope
+
+    with Progress("follow", FOLLOW["rounds"] * len(u), progress) as bar:
+        return fitted(follow(controls.motion, envelope_of, fps=settings.fps))
 
 
 def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: bool = True,

@@ -6,10 +6,11 @@ the mel-driven picture (:class:`Controls`).
   onsets at the beat) and the song's energy shape it.
 - **The onsets move the pattern on**: the network's input moves along a circle, each frame by the music's onset
   strength there (the cues' ``flux``, :func:`flux_frames`): in full on the beats' frames, by a small share
-  (:data:`FLUX` ``between``) between them. The picture's change from frame to frame then follows the onsets (most of
-  a frame's change is this step, and a small step changes the picture in proportion), and the beats stand out as
-  its peaks; the music's own motion (the mel latents) is turned down between the beats and up with the kick
-  (:data:`MUSIC`). This is what the sync measures (docs/sync.md).
+  (:data:`FLUX` ``between``) between them (:attr:`Controls.motion`). The beats stand out as the peaks of the
+  picture's change; the music's own motion (the mel latents) is turned down between the beats and up with the
+  kick (:data:`MUSIC`). How much the picture changes for a step depends on the picture, so the plan fits every
+  frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (r 0.93-0.98 on six real
+  songs). This is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
   turn (its palette) and a zoom; a section that returns (the same label) returns to its look (the pattern's steps
   count from each section's start, so it starts from the same pattern again). The change takes
@@ -52,12 +53,14 @@ KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness"
 #: The pattern's motion, per unit of the ``beat`` setting: each frame moves on by ``gain`` times the onset strength
 #: at the frame (:func:`flux_frames`, in [0, 1]), in full within ``near`` frames of a beat and times ``between``
 #: elsewhere. ``between`` trades how closely the motion follows every onset (higher) against how clearly the
-#: beats stand out from the onsets between them (lower): at 0.15 both of the sync's targets hold on most real songs
-#: measured (docs/sync.md).
-FLUX = {"gain": 0.8, "between": 0.15, "near": 1}
+#: beats stand out from the onsets between them (lower): at 0.2, with the picture's change fitted to this motion
+#: (:mod:`neuromv.follow`), both of the sync's targets hold on the six real songs measured (docs/sync.md).
+FLUX = {"gain": 0.8, "between": 0.2, "near": 1}
 #: A fitted picture's: it changes less per step than the abstract network (its tone saturates), so it steps further,
-#: and by a larger share between the beats (chosen on three real songs at 160x90, docs/sync.md).
-PICTURE_FLUX = {**FLUX, "gain": 2.4, "between": 0.25}
+#: and by a smaller share between the beats: its change follows the asked motion less closely than the abstract
+#: network's, and the onsets between the beats would make more peaks (chosen on six real songs at 160x90,
+#: docs/sync.md).
+PICTURE_FLUX = {**FLUX, "gain": 2.4, "between": 0.16}
 #: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
 #: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
 #: synthetic ones). Cues without a flux curve (schema version 1) make theirs from the onsets with these weights.
@@ -112,6 +115,10 @@ class Controls:
         Multiplies the settings' saturation.
     brightness : np.ndarray [shape=(n_frames,), dtype=float32]
         Added to the settings' brightness.
+    motion : np.ndarray [shape=(n_frames,), dtype=float32] or None
+        The motion asked of each frame, in proportion (the onset strength's step, :func:`flux_frames` shaped by the
+        beats; 0 in silence): what :func:`neuromv.follow.follow` fits the picture's change to. Not one of
+        :attr:`FIELDS` (the page does not need it).
     """
 
     z_scale: np.ndarray
@@ -120,6 +127,7 @@ class Controls:
     hue: np.ndarray
     saturation: np.ndarray
     brightness: np.ndarray
+    motion: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -451,6 +459,7 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     beats = np.asarray(cues.beats, float)
     kick = np.zeros(n_frames)
     advance = np.zeros(n_frames)
+    motion = np.zeros(n_frames)
     if len(beats) and beat > 0:
         # each beat's length (across a gap in the beats, at most 1.5 of the usual one)
         usual = float(np.median(np.diff(beats))) if len(beats) > 1 else 60.0 / max(cues.tempo, 1e-6)
@@ -475,8 +484,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         if len(beats):
             near = _near_beats(beats - start, n_frames, fps, int(flux["near"]))
             shaped = shaped * (near + flux["between"] * (1.0 - near))
-        step = flux["gain"] * beat * ROLE_KICK[role] * shaped * (1.0 - rest)
-        advance = np.cumsum(step)
+        motion = shaped * (1.0 - rest)
+        advance = np.cumsum(flux["gain"] * beat * ROLE_KICK[role] * motion)
     # drops burst, released over a bar
     burst = np.zeros(n_frames)
     if len(cues.drops) and beat > 0:
@@ -514,4 +523,4 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     if len(beats) and beat > 0:
         gate = music["floor"] + (music["peak"] - music["floor"]) * np.minimum(kick / (beat * ROLE_KICK[role]), 1.0)
     return Controls(f((1.0 - rest) * gate), f(z_add), f(np.clip(zoom, 0.05, 20.0)), f(hue),
-                    f(np.maximum(saturation, 0.0)), f(brightness))
+                    f(np.maximum(saturation, 0.0)), f(brightness), f(motion))

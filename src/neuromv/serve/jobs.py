@@ -336,7 +336,7 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
     (:func:`neuromv.plan.make_plan`)."""
     from ..audio import AudioFile
     from ..features import song_db
-    from ..plan import make_plan, panel_controls
+    from ..plan import kind_of, latents_for, make_plan, panel_controls
 
     plan = make_plan(None if song is None else song.paths[0], settings, image=image,
                      cache_root=None if song is None else _stem_root(song, st))
@@ -365,7 +365,11 @@ def prepare_panels(job: Job, song: Item | None, settings, image: str | Path, st:
         controls = None
         if cues is not None:
             source = stems[p.name] if p.name is not None else None
-            controls = controls_json(panel_controls(cues, song.info["n_frames"], p, net, source, cancel=job.cancel))
+            # the latents of the frames the page plays (the whole song's), for the controls' fit to the picture
+            z = latents_for(source if source is not None else AudioFile(song.paths[0]), p.settings,
+                            image=kind_of(net))[:song.info["n_frames"]]
+            controls = controls_json(panel_controls(cues, z, p, net, source, palette=plan.palette,
+                                                    progress=job.progress, cancel=job.cancel))
         x, y, w, h = p.box
         out.append({"name": p.name, "box": [x / settings.width, y / settings.height, w / settings.width,
                                             h / settings.height], "net": page, "db": db, "controls": controls,
