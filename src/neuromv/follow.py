@@ -5,17 +5,18 @@ the beats, a share between them: :attr:`~neuromv.structure.Controls.motion`), an
 too. How much the *picture* changes for a given step of the input is another matter: it depends on where the
 input is (a step near a saturated tone changes little, one across a shape's edge a lot), and the latents' own
 steps have nothing to do with the onsets. The sync (:mod:`neuromv.sync`) measures the picture's change, so the
-plan closes the loop (:func:`follow`): it renders the panel's frames once more at a small size
-(:data:`FOLLOW` ``short`` pixels on the short side, float32 on the CPU: the same controls on every device and
-precision), measures each frame's change as the sync does (:class:`neuromv.sync.MotionEnvelope`), and scales each
-frame's step of the input by how far the change missed the motion asked for (``gain``); a few rounds
-(``rounds``) bring the two close (on six real songs the change follows the asked motion at r 0.93-0.98, against
-0.87 without; docs/sync.md).
+plan closes the loop (:func:`follow`): it renders the panel's frames once more, as the sync would read a render
+:data:`FOLLOW` ``short`` pixels on the short side (every 4th pixel each way: a 32x18 render, read whole), in
+float32 on the CPU (the same controls on every device and precision); it measures each frame's change as the sync
+does (:class:`neuromv.sync.MotionEnvelope`) and scales each frame's steps by how far the change missed the motion
+asked for (a gain per frame, :func:`next_gain`); a few rounds (``rounds``) bring the two close (docs/sync.md).
 
-The scaled steps drift from the music's own input; a leak (``leak`` per frame) pulls them back, slowly enough
-that the pull's own change is small and smooth. The result is an offset of the input per frame
-(:func:`scaled_steps`), added to the controls' ``z_add``: the render, the segments on a cluster and the live page
-all play the same arrays. Zoom, light and colour (the kicks, bursts and looks) are left as they are.
+The steps scaled are those of the network's input, of the zoom's logarithm and of the light (:data:`FOLLOWED`):
+the kicks' release and the looks' transitions too; colour is left as it is. The scaled steps drift from the
+controls as they were; a leak (``leak`` per frame) pulls them back, slowly enough that the pull's own change is
+small and smooth, and not where no motion is asked (a picture at rest does not creep). The result is an offset
+per frame (:func:`scaled_steps`) added to the controls: the render, the segments on a cluster and the live page
+all play the same arrays.
 
 Everything here is a pure function of its arrays, but for ``envelope_of``: the caller's small render
 (:func:`neuromv.plan.follow_controls`).
@@ -32,12 +33,13 @@ from .errors import ParameterError
 
 __all__ = ["FOLLOW", "follow", "scaled_steps", "next_gain", "FOLLOWED"]
 
-#: ``short``: pixels on the short side of the frames measured; ``rounds``: renders; ``rate``: the exponent of each
-#: round's correction (below 1: damped); ``step``: the most one round changes a frame's gain (times or divided by);
-#: ``gain``: the most a frame's gain may be (times or divided by); ``floor``: the share of the mean change added to
-#: both sides of the ratio (a frame that asks for nothing is not pushed to nothing); ``leak``: the share of the
-#: drift from the music's own input taken back per frame; ``window``: seconds over which the motion asked is scaled
-#: to the change measured (a causal exponential window). Chosen on six real songs at 160x90 (docs/sync.md).
+#: ``short``: pixels on the short side of the render whose frames the sync would read (every 4th pixel each
+#: way: at 72, 18 pixels are rendered on the short side and read whole); ``rounds``: renders; ``rate``: the
+#: exponent of each round's correction (below 1: damped); ``step``: the most one round changes a frame's gain
+#: (times or divided by); ``gain``: the most a frame's gain may be (times or divided by); ``floor``: the share of
+#: the mean change added to both sides of the ratio (a frame that asks for nothing is not pushed to nothing);
+#: ``leak``: the share of the drift taken back per frame; ``window``: seconds over which the motion asked is
+#: scaled to the change measured (a causal exponential window). Chosen on the six benchmark songs (docs/sync.md).
 FOLLOW = {"short": 72, "rounds": 3, "rate": 0.7, "step": 3.0, "gain": 20.0, "floor": 0.05, "leak": 0.05,
           "window": 10.0}
 #: What the gains scale: the steps of the network's input, and of the zoom (its logarithm) and the light.

@@ -496,10 +496,13 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
 
 def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, palette=None,
                     progress: bool | ProgressCallback = False, cancel: threading.Event | None = None):
-    """``controls`` with the offset of :func:`neuromv.follow.follow` added to their ``z_add``: the picture's change
-    from frame to frame fitted to the motion they ask for, measured on the frames rendered at
-    :data:`neuromv.follow.FOLLOW` ``short`` pixels on the short side, in float32 on the CPU (so every device and
-    precision gets the same controls). None stays None; controls that ask for no motion come back as they are.
+    """``controls`` fitted to the picture (:func:`neuromv.follow.follow`): each frame's steps scaled by a gain so
+    that the picture's change from frame to frame follows the motion they ask for
+    (:attr:`~neuromv.structure.Controls.motion`), measured on the frames as the sync reads a render of
+    :data:`neuromv.follow.FOLLOW` ``short`` pixels on the short side (a quarter of that, read whole), in float32 on
+    the CPU (so every device and precision gets the same controls). The steps of the network's input, of the
+    zoom's logarithm and of the light are scaled by offsets (:func:`neuromv.follow.scaled_steps`: they leak back,
+    and hold where no motion is asked) added to ``z_add``, ``zoom`` and ``brightness``.
 
     Parameters
     ----------
@@ -509,6 +512,11 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     net : CPPN or picture
     settings : RenderSettings
         The panel's (its shape, colours, palette, zoom and pan).
+
+    Returns
+    -------
+    Controls or None
+        None stays None; controls that ask for no motion come back as they are.
     """
     import torch
 
@@ -519,7 +527,9 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
 
     if controls is None or controls.motion is None or not np.any(controls.motion > 0):
         return controls
-    short = FOLLOW["short"]
+    # the frames the sync reads of a render FOLLOW['short'] pixels on the short side (every 4th pixel each way),
+    # rendered as such: a quarter of the size each way, read whole
+    short = max(2, round(FOLLOW["short"] / 4))
     w, h = settings.width, settings.height
     w, h = (max(2, round(w * short / h)), short) if w >= h else (short, max(2, round(h * short / w)))
     small_settings = replace(settings, width=w + w % 2, height=h + h % 2, precision="float32")
@@ -527,7 +537,6 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     small = build_renderer(small_settings, cppn=net, z=u, device=torch.device("cpu"), palette=palette)
     log_zoom = np.log(controls.zoom.astype(np.float64))[:, None]
     light = controls.brightness.astype(np.float64)[:, None]
-
     hold = controls.motion <= 0  # where nothing is asked (silence), the offsets hold: the picture rests
 
     def fitted(gain: np.ndarray):
@@ -543,7 +552,7 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
 
     def envelope_of(gain: np.ndarray) -> np.ndarray:
         c = fitted(gain)
-        envelope = MotionEnvelope()
+        envelope = MotionEnvelope(step=1)
         for frame in small.frames(c.apply(z), zoom=c.zoom, color=frame_colors(c, settings)):
             envelope.add(frame)
             if len(envelope) % 256 == 0:

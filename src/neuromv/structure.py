@@ -9,7 +9,7 @@ the mel-driven picture (:class:`Controls`).
   (:data:`FLUX` ``between``) between them (:attr:`Controls.motion`). The beats stand out as the peaks of the
   picture's change; the music's own motion (the mel latents) is turned down between the beats and up with the
   kick (:data:`MUSIC`). How much the picture changes for a step depends on the picture, so the plan fits every
-  frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (r 0.93-0.98 on six real
+  frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (r 0.95-0.98 on six real
   songs). This is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
   turn (its palette) and a zoom; a section that returns (the same label) returns to its look (the pattern's steps
@@ -53,9 +53,9 @@ KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness"
 #: The pattern's motion, per unit of the ``beat`` setting: each frame moves on by ``gain`` times the onset strength
 #: at the frame (:func:`flux_frames`, in [0, 1]), in full within ``near`` frames of a beat and times ``between``
 #: elsewhere. ``between`` trades how closely the motion follows every onset (higher) against how clearly the
-#: beats stand out from the onsets between them (lower): at 0.2, with the picture's change fitted to this motion
+#: beats stand out from the onsets between them (lower): at 0.18, with the picture's change fitted to this motion
 #: (:mod:`neuromv.follow`), both of the sync's targets hold on the six real songs measured (docs/sync.md).
-FLUX = {"gain": 0.8, "between": 0.2, "near": 1}
+FLUX = {"gain": 0.8, "between": 0.18, "near": 1}
 #: A fitted picture's: it changes less per step than the abstract network (its tone saturates), so it steps further,
 #: and by a smaller share between the beats: its change follows the asked motion less closely than the abstract
 #: network's, and the onsets between the beats would make more peaks (chosen on six real songs at 160x90,
