@@ -502,7 +502,8 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     :data:`neuromv.follow.FOLLOW` ``short`` pixels on the short side (a quarter of that, read whole), in float32 on
     the CPU (so every device and precision gets the same controls). The steps of the network's input, of the
     zoom's logarithm and of the light are scaled by offsets (:func:`neuromv.follow.scaled_steps`: they leak back,
-    and hold where no motion is asked) added to ``z_add``, ``zoom`` and ``brightness``.
+    and hold where no motion is asked) added to ``z_add``, ``zoom`` and ``brightness``; the zoom and the light stay
+    within the range the structure gave them.
 
     Parameters
     ----------
@@ -544,10 +545,14 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
         out = {}
         if "z" in FOLLOWED:
             out["z_add"] = controls.z_add + scaled_steps(u, gain, hold=hold)
+        # the zoom and the light stay within the range the structure gives them (a gain never makes a flash or a
+        # zoom the song's own kicks and bursts do not have)
         if "zoom" in FOLLOWED:
-            out["zoom"] = np.exp(log_zoom + scaled_steps(log_zoom, gain, hold=hold))[:, 0]
+            out["zoom"] = np.clip(np.exp(log_zoom + scaled_steps(log_zoom, gain, hold=hold))[:, 0],
+                                  controls.zoom.min(), controls.zoom.max())
         if "brightness" in FOLLOWED:
-            out["brightness"] = (light + scaled_steps(light, gain, hold=hold))[:, 0]
+            out["brightness"] = np.clip((light + scaled_steps(light, gain, hold=hold))[:, 0],
+                                        controls.brightness.min(), controls.brightness.max())
         return replace(controls, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()})
 
     def envelope_of(gain: np.ndarray) -> np.ndarray:
