@@ -15,8 +15,8 @@ The steps scaled are those of the network's input, of the zoom's logarithm and o
 the kicks' release and the looks' transitions too; colour is left as it is. The scaled steps drift from the
 controls as they were; a leak (``leak`` per frame) pulls them back, slowly enough that the pull's own change is
 small and smooth, and not where no motion is asked (a picture at rest does not creep). The result is an offset
-per frame (:func:`scaled_steps`) added to the controls: the render, the segments on a cluster and the live page
-all play the same arrays.
+per frame (:func:`scaled_steps`) added to the controls (the zoom and the light kept within the range the structure
+gave them): the render, the segments on a cluster and the live page all play the same arrays.
 
 Everything here is a pure function of its arrays, but for ``envelope_of``: the caller's small render
 (:func:`neuromv.plan.follow_controls`).
