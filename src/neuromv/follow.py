@@ -11,12 +11,12 @@ float32 on the CPU (the same controls on every device and precision); it measure
 does (:class:`neuromv.sync.MotionEnvelope`) and scales each frame's steps by how far the change missed the motion
 asked for (a gain per frame, :func:`next_gain`); a few rounds (``rounds``) bring the two close (docs/sync.md).
 
-The steps scaled are those of the network's input, of the zoom's logarithm and of the light (:data:`FOLLOWED`):
-the kicks' release and the looks' transitions too; colour is left as it is. The scaled steps drift from the
-controls as they were; a leak (``leak`` per frame) pulls them back, slowly enough that the pull's own change is
-small and smooth, and not where no motion is asked (a picture at rest does not creep). The result is an offset
-per frame (:func:`scaled_steps`) added to the controls (the zoom and the light kept within the range the structure
-gave them): the render, the segments on a cluster and the live page all play the same arrays.
+The steps scaled are those of the network's input (the pattern's, the music's own, the looks' transitions);
+zoom, light and colour (the kicks, bursts and looks) are left as the structure made them. The scaled steps drift
+from the input as it was; a leak (``leak`` per frame) pulls them back, slowly enough that the pull's own change is
+small and smooth, and not where no motion is asked (a picture at rest does not creep). The result is an offset per
+frame (:func:`scaled_steps`) added to the controls' ``z_add``: the render, the segments on a cluster and the live
+page all play the same arrays.
 
 Everything here is a pure function of its arrays, but for ``envelope_of``: the caller's small render
 (:func:`neuromv.plan.follow_controls`).
@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["FOLLOW", "follow", "scaled_steps", "next_gain", "FOLLOWED"]
+__all__ = ["FOLLOW", "follow", "scaled_steps", "next_gain"]
 
 #: ``short``: pixels on the short side of the render whose frames the sync would read (every 4th pixel each
 #: way: at 72, 18 pixels are rendered on the short side and read whole); ``rounds``: renders; ``rate``: the
@@ -42,8 +42,6 @@ __all__ = ["FOLLOW", "follow", "scaled_steps", "next_gain", "FOLLOWED"]
 #: scaled to the change measured (a causal exponential window). Chosen on the six benchmark songs (docs/sync.md).
 FOLLOW = {"short": 72, "rounds": 3, "rate": 0.7, "step": 3.0, "gain": 20.0, "floor": 0.05, "leak": 0.05,
           "window": 10.0}
-#: What the gains scale: the steps of the network's input, and of the zoom (its logarithm) and the light.
-FOLLOWED = ["z", "zoom", "brightness"]
 
 
 def scaled_steps(u: np.ndarray, gain: np.ndarray, leak: float | None = None,

@@ -500,10 +500,9 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     that the picture's change from frame to frame follows the motion they ask for
     (:attr:`~neuromv.structure.Controls.motion`), measured on the frames as the sync reads a render of
     :data:`neuromv.follow.FOLLOW` ``short`` pixels on the short side (a quarter of that, read whole), in float32 on
-    the CPU (so every device and precision gets the same controls). The steps of the network's input, of the
-    zoom's logarithm and of the light are scaled by offsets (:func:`neuromv.follow.scaled_steps`: they leak back,
-    and hold where no motion is asked) added to ``z_add``, ``zoom`` and ``brightness``; the zoom and the light stay
-    within the range the structure gave them.
+    the CPU (so every device and precision gets the same controls). The steps of the network's input are scaled
+    by an offset (:func:`neuromv.follow.scaled_steps`: it leaks back, and holds where no motion is asked) added to
+    ``z_add``; the zoom, light and colour (the kicks, bursts and looks) stay as the structure made them.
 
     Parameters
     ----------
@@ -521,7 +520,7 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     """
     import torch
 
-    from .follow import FOLLOW, FOLLOWED, follow, scaled_steps
+    from .follow import FOLLOW, follow, scaled_steps
     from .progress import Progress
     from .structure import frame_colors
     from .sync import MotionEnvelope
@@ -536,29 +535,18 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     small_settings = replace(settings, width=w + w % 2, height=h + h % 2, precision="float32")
     u = controls.apply(z)
     small = build_renderer(small_settings, cppn=net, z=u, device=torch.device("cpu"), palette=palette)
-    log_zoom = np.log(controls.zoom.astype(np.float64))[:, None]
-    light = controls.brightness.astype(np.float64)[:, None]
-    hold = controls.motion <= 0  # where nothing is asked (silence), the offsets hold: the picture rests
+    colors = frame_colors(controls, settings)
+    hold = controls.motion <= 0  # where nothing is asked (silence), the offset holds: the picture rests
 
     def fitted(gain: np.ndarray):
-        """The controls with every frame's steps scaled by its gain."""
-        out = {}
-        if "z" in FOLLOWED:
-            out["z_add"] = controls.z_add + scaled_steps(u, gain, hold=hold)
-        # the zoom and the light stay within the range the structure gives them (a gain never makes a flash or a
-        # zoom the song's own kicks and bursts do not have)
-        if "zoom" in FOLLOWED:
-            out["zoom"] = np.clip(np.exp(log_zoom + scaled_steps(log_zoom, gain, hold=hold))[:, 0],
-                                  controls.zoom.min(), controls.zoom.max())
-        if "brightness" in FOLLOWED:
-            out["brightness"] = np.clip((light + scaled_steps(light, gain, hold=hold))[:, 0],
-                                        controls.brightness.min(), controls.brightness.max())
-        return replace(controls, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()})
+        """The controls with every frame's step of the input scaled by its gain."""
+        return replace(controls, z_add=np.ascontiguousarray(controls.z_add + scaled_steps(u, gain, hold=hold),
+                                                             dtype=np.float32))
 
     def envelope_of(gain: np.ndarray) -> np.ndarray:
         c = fitted(gain)
         envelope = MotionEnvelope(step=1)
-        for frame in small.frames(c.apply(z), zoom=c.zoom, color=frame_colors(c, settings)):
+        for frame in small.frames(c.apply(z), zoom=c.zoom, color=colors):
             envelope.add(frame)
             if len(envelope) % 256 == 0:
                 bar.update(256)
