@@ -9,7 +9,7 @@ the mel-driven picture (:class:`Controls`).
   (:data:`FLUX` ``between``) between them (:attr:`Controls.motion`). The beats stand out as the peaks of the
   picture's change; the music's own motion (the mel latents) is turned down between the beats and up with the
   kick (:data:`MUSIC`). How much the picture changes for a step depends on the picture, so the plan fits every
-  frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (r 0.95-0.98 on six real
+  frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (r 0.93-0.98 on six real
   songs). This is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
   turn (its palette) and a zoom; a section that returns (the same label) returns to its look (the pattern's steps
