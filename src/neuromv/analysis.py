@@ -835,7 +835,7 @@ def flux_curve(feats: SpectralFeatures) -> np.ndarray:
     -------
     np.ndarray [shape=(n_flux_frames,), dtype=float32]
     """
-    db = 10.0 * np.log10(np.maximum(feats.flux_mel.astype(np.float64), 1e-10))
+    db = _db(feats.flux_mel.astype(np.float64))
     if db.size:
         db = np.maximum(db, db.max() - 80.0)
     rise = np.maximum(0.0, np.diff(db, axis=1)).mean(axis=0) if db.shape[1] > 1 else np.zeros(0)

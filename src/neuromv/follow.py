@@ -66,8 +66,6 @@ def scaled_steps(u: np.ndarray, gain: np.ndarray, leak: float | None = None,
     -------
     np.ndarray [shape=(n_frames, n_z), dtype=float32]
     """
-    from scipy.signal import lfilter
-
     leak = FOLLOW["leak"] if leak is None else float(leak)
     u = np.asarray(u, dtype=np.float64)
     gain = np.asarray(gain, dtype=np.float64)
@@ -77,10 +75,7 @@ def scaled_steps(u: np.ndarray, gain: np.ndarray, leak: float | None = None,
         raise ParameterError(f"leak must be in [0, 1), not {leak}")
     x = np.zeros_like(u)
     x[1:] = (gain[1:, None] - 1.0) * np.diff(u, axis=0)
-    if hold is None or not np.any(hold):
-        keep = 1.0 - leak
-        return lfilter([keep], [1.0, -keep], x, axis=0).astype(np.float32)
-    keep = np.where(np.asarray(hold, dtype=bool), 1.0, 1.0 - leak)
+    keep = np.full(len(u), 1.0 - leak) if hold is None else np.where(np.asarray(hold, dtype=bool), 1.0, 1.0 - leak)
     d = np.zeros_like(u)
     acc = np.zeros(u.shape[1])
     for i in range(1, len(u)):
