@@ -8,9 +8,10 @@ import pytest
 from neuromv.cues import Cues, Section, Span
 from neuromv.errors import ParameterError
 from neuromv.settings import RenderSettings
-from neuromv.structure import (FLUX, HIT_WEIGHT, KICK, MUSIC, PICTURE_FLUX, PICTURE_MUSIC, REST, ROLE_KICK,
-                               STEM_ROLES, Controls, _direction, controls_for, flux_frames, kick_envelope,
-                               pulse_envelope)
+from neuromv.sync import PEAK_WINDOW
+from neuromv.structure import (FLUX, HIT_WEIGHT, KICK, MUSIC, PICTURE_FLUX, PICTURE_KICK, PICTURE_MUSIC, REST,
+                               ROLE_KICK, STEM_ROLES, Controls, _direction, controls_for, flux_frames,
+                               kick_envelope, pulse_envelope)
 
 FPS = 30.0
 BPM = 120.0
@@ -109,7 +110,8 @@ def test_hits_follow_their_strength_and_onsets_between_beats_do_not_kick():
     assert c.brightness[m] <= c.brightness[m - 1] + 1e-7
     dz = np.linalg.norm(np.diff(c.z_add.astype(float), axis=0), axis=1)  # dz[i]: frame i -> i + 1
     # (the beat's frame has its three bands' onsets, the offbeat one high-band onset)
-    share = FLUX["between"] * HIT_WEIGHT["high"] / sum(HIT_WEIGHT.values())
+    share = (FLUX["between"] + FLUX["spread"] / (2 * round(PEAK_WINDOW * FPS) + 1)) * HIT_WEIGHT["high"] \
+        / sum(HIT_WEIGHT.values())
     assert 0.7 * share * dz[k - 1] < dz[m - 1] < 1.3 * share * dz[k - 1]
 
 
@@ -135,8 +137,11 @@ def test_pattern_moves_with_the_flux(kind, table):
     for b in cues.beats:
         near[max(frame(b) - 1, 0): frame(b) + 2] = True
     scale = KICK["step"] * table["gain"] * s.beat * s.reactivity
-    np.testing.assert_allclose(np.diff(angle), (scale * want * np.where(near, 1.0, table["between"]))[1:],
-                               rtol=1e-3, atol=1e-5)
+    # between the beats: the share of the flux, plus the spread share of its mean over the sync's peak window
+    half = round(PEAK_WINDOW * FPS)
+    spread = np.convolve(want, np.ones(2 * half + 1) / (2 * half + 1), mode="same")
+    between = table["between"] * want + table["spread"] * spread
+    np.testing.assert_allclose(np.diff(angle), (scale * np.where(near, want, between))[1:], rtol=1e-3, atol=1e-5)
     # version-1 cues: one spike per onset, the band's weight times its strength
     old = make_cues()
     f = flux_frames(old, t, FPS)
@@ -152,7 +157,13 @@ def test_pattern_steps_on_hits_and_holds_between():
     dz = np.linalg.norm(np.diff(c.z_add.astype(float), axis=0), axis=1)  # dz[i]: frame i -> i + 1
     k = frame(cues.beats[9])
     assert dz[k - 1] > 0.05  # the step lands on the beat's own frame
-    assert np.all(dz[k: k + 14] < 1e-6)  # then the pattern holds
+    # within the sync's peak window the beat's onset is spread a little (FLUX 'spread'), then the pattern holds
+    half = round(PEAK_WINDOW * FPS)
+    spread = FLUX["spread"] / (2 * half + 1)
+    after, before = dz[k + 1: k + half], dz[frame(cues.beats[10]) - 1 - half: frame(cues.beats[10]) - 2]
+    assert np.all(after < 1.2 * spread * dz[k - 1]) and np.all(before < 1.2 * spread * dz[k - 1])
+    assert np.all(dz[k + half: frame(cues.beats[10]) - 1 - half] < 1e-6)
+    assert frame(cues.beats[10]) - k > 3 * half
     # the music's own motion: turned up with the kick, down between the beats
     assert c.z_scale[k] == pytest.approx(MUSIC["floor"] + (MUSIC["peak"] - MUSIC["floor"]) * KICK["beat"], rel=0.05)
     assert c.z_scale[k + 14] == pytest.approx(MUSIC["floor"], abs=0.03)
@@ -161,6 +172,11 @@ def test_pattern_steps_on_hits_and_holds_between():
     # a fitted picture's music moves it at a constant share: no jump of its (larger) drive on the beats
     pic = controls_for(cues, frames(cues), s, kind="picture")
     assert PICTURE_MUSIC["floor"] == PICTURE_MUSIC["peak"] and np.allclose(pic.z_scale, PICTURE_MUSIC["floor"])
+    # and its kicks are PICTURE_KICK of the abstract network's (zoom and light)
+    assert c.brightness[k] > 0.03
+    assert pic.brightness[k] == pytest.approx(PICTURE_KICK * c.brightness[k], rel=1e-5)
+    assert 1.0 - pic.zoom[k] / pic.zoom[k - 3] == pytest.approx(PICTURE_KICK * (1.0 - c.zoom[k] / c.zoom[k - 3]),
+                                                                 rel=0.05)
 
 
 def test_returning_section_returns_to_its_look():

@@ -39,7 +39,8 @@ from .cues import Cues
 from .errors import ParameterError
 
 __all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "flux_frames", "KICK", "FLUX", "MUSIC",
-           "PICTURE_FLUX", "PICTURE_MUSIC", "HIT_WEIGHT", "STEM_ROLES", "ROLES", "look_of", "frame_colors"]
+           "PICTURE_FLUX", "PICTURE_KICK", "PICTURE_MUSIC", "HIT_WEIGHT", "STEM_ROLES", "ROLES", "look_of",
+           "frame_colors"]
 
 #: The beat kick, per unit of the ``beat`` setting: a beat hits with ``beat`` (``downbeat`` on a bar's first beat)
 #: times its own strength (at least ``floor`` of it: a beat without an onset still kicks a little); ``energy`` is
@@ -52,15 +53,20 @@ KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness"
 # (``floor`` applies to the whole song and the drums; other stems' beats kick by their own hits only.)
 #: The pattern's motion, per unit of the ``beat`` setting: each frame moves on by ``gain`` times the onset strength
 #: at the frame (:func:`flux_frames`, in [0, 1]), in full within ``near`` frames of a beat and times ``between``
-#: elsewhere. ``between`` trades how closely the motion follows every onset (higher) against how clearly the
-#: beats stand out from the onsets between them (lower): at 0.18, with the picture's change fitted to this motion
-#: (:mod:`neuromv.follow`), both of the sync's targets hold on the six real songs measured (docs/sync.md).
-FLUX = {"gain": 0.8, "between": 0.18, "near": 1}
+#: elsewhere, where ``spread`` times the onset strength averaged over the sync's peak window (+-100 ms) is added.
+#: ``between`` trades how closely the motion follows every onset (higher) against how clearly the beats stand out
+#: from the onsets between them (lower); the spread part follows the onsets' rise and fall between the beats
+#: without making peaks of its own. With the picture's change fitted to this motion (:mod:`neuromv.follow`), both
+#: of the sync's targets hold on the six real songs measured (chosen there at 320x180; docs/sync.md).
+FLUX = {"gain": 0.8, "between": 0.17, "near": 1, "spread": 0.3}
 #: A fitted picture's: it changes less per step than the abstract network (its tone saturates), so it steps further,
 #: and by a smaller share between the beats: its change follows the asked motion less closely than the abstract
-#: network's, and the onsets between the beats would make more peaks (chosen on six real songs at 160x90,
-#: docs/sync.md).
+#: network's, and the onsets between the beats would make more peaks (docs/sync.md).
 PICTURE_FLUX = {**FLUX, "gain": 2.4, "between": 0.16}
+#: A fitted picture's kicks (zoom and light) are this share of :data:`KICK`'s: a photograph's detail changes more
+#: per zoom than the abstract pattern, and a kick's change, the same on every beat, is the part of the picture's
+#: change that the fit (:mod:`neuromv.follow`) cannot bring in line with the onsets (docs/sync.md).
+PICTURE_KICK = 0.5
 #: A hit's strength: each band's strongest onset within 70 ms, weighted by band (the whole mix's onset strength,
 #: which the sync measures, follows mostly the mid and high bands: a least-squares fit on five real songs and two
 #: synthetic ones). Cues without a flux curve (schema version 1) make theirs from the onsets with these weights.
@@ -285,6 +291,18 @@ def flux_frames(cues: Cues, t: np.ndarray, fps: float) -> np.ndarray:
     return np.minimum(out, 1.0)
 
 
+def _spread(x: np.ndarray, fps: float) -> np.ndarray:
+    """``x`` averaged over the frames within :data:`neuromv.sync.PEAK_WINDOW` of each frame (0 beyond the ends): a
+    motion spread that wide rises and falls within the window the sync's peak picking looks at, so it follows the
+    onsets without making peaks of its own."""
+    from scipy.ndimage import uniform_filter1d
+
+    from .sync import PEAK_WINDOW
+
+    return uniform_filter1d(np.asarray(x, dtype=np.float64), 2 * max(1, int(round(PEAK_WINDOW * fps))) + 1,
+                            mode="constant")
+
+
 def _near_beats(beats: np.ndarray, n_frames: int, fps: float, near: int) -> np.ndarray:
     """1 on the frames within ``near`` frames of a beat (times from frame 0), else 0."""
     out = np.zeros(n_frames)
@@ -483,7 +501,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         shaped = flux_frames(own, t, fps)
         if len(beats):
             near = _near_beats(beats - start, n_frames, fps, int(flux["near"]))
-            shaped = shaped * (near + flux["between"] * (1.0 - near))
+            between = flux["between"] * shaped + flux["spread"] * _spread(shaped, fps)
+            shaped = near * shaped + (1.0 - near) * between
         motion = shaped * (1.0 - rest)
         advance = np.cumsum(flux["gain"] * beat * ROLE_KICK[role] * motion)
     # drops burst, released over a bar
@@ -505,9 +524,10 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
     z_add = offset + KICK["z"] * (np.outer(np.cos(angle) - 1.0, _direction(n_z, settings.seed, 1))
                                   + np.outer(np.sin(angle), _direction(n_z, settings.seed, 3)))
     z_add += np.outer(burst * BURST["z"], _direction(n_z, settings.seed, 2))
-    zoom = np.exp(log_zoom) * (1.0 - KICK["zoom"] * kick) * (1.0 - BURST["zoom"] * np.minimum(burst, 1.0)) \
+    share = PICTURE_KICK if picture else 1.0
+    zoom = np.exp(log_zoom) * (1.0 - share * KICK["zoom"] * kick) * (1.0 - BURST["zoom"] * np.minimum(burst, 1.0)) \
         * (1.0 - BUILD_ZOOM * build)
-    brightness = KICK["brightness"] * kick + BURST["brightness"] * burst + REST["brightness"] * rest
+    brightness = share * KICK["brightness"] * kick + BURST["brightness"] * burst + REST["brightness"] * rest
     saturation = 1.0 + BURST["saturation"] * burst
     if role in ("scale", "colour"):
         level = _at(own.energy_rate, own.energy, t)
