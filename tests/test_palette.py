@@ -204,9 +204,10 @@ def test_default_look_keeps_the_gamut_and_is_rich_not_garish(tmp_path, song, see
     colour = np.mean([colourfulness(f) for f in frames])
     assert clip <= 0.10, f"seed {seed}: {100 * clip:.1f} % of channel values clipped"
     assert 40 <= colour <= 130, f"seed {seed}: colourfulness {colour:.0f}"
-    # the negative control: the raw network at the same seed clips and is garish
+    # the negative control: the raw network at the same seed clips and is garish (with the structure off: its
+    # motion takes the input elsewhere, and at seed 7, whose raw values clip half to white, that was less colourful)
     raw = neuromv.render(song, tmp_path / "raw.mp4", width=192, height=108, seed=seed, image="none", tone=1.0,
-                         chroma=1.0).path
+                         chroma=1.0, structure="off").path
     raw_frames = _decoded(raw)[::6]
     assert np.mean([clipped_share(f) for f in raw_frames]) > 0.15
     assert np.mean([colourfulness(f) for f in raw_frames]) > 140
