@@ -5,12 +5,13 @@ the mel-driven picture (:class:`Controls`).
   release over the beat (:func:`pulse_envelope`); a downbeat kicks harder, the hit's own strength (the bands'
   onsets at the beat) and the song's energy shape it.
 - **The onsets move the pattern on**: the network's input moves along a circle, each frame by the music's onset
-  strength there (the cues' ``flux``, :func:`flux_frames`): in full on the beats' frames, by a small share
-  (:data:`FLUX` ``between``) between them (:attr:`Controls.motion`). The beats stand out as the peaks of the
-  picture's change; the music's own motion (the mel latents) is turned down between the beats and up with the
+  strength there (the cues' ``flux``, :func:`flux_frames`): in full on the beats' frames; between them by a small
+  share (:data:`FLUX` ``between``) plus a share of its mean over the sync's peak window (``spread``: it rises and
+  falls within that window, so it makes no peaks) (:attr:`Controls.motion`). The beats stand out as the peaks of
+  the picture's change; the music's own motion (the mel latents) is turned down between the beats and up with the
   kick (:data:`MUSIC`). How much the picture changes for a step depends on the picture, so the plan fits every
-  frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (r 0.93-0.98 on six real
-  songs). This is what the sync measures (docs/sync.md).
+  frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (the abstract network's at
+  r 0.95-0.99 on ten real songs). This is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
   turn (its palette) and a zoom; a section that returns (the same label) returns to its look (the pattern's steps
   count from each section's start, so it starts from the same pattern again). The change takes
