@@ -6,10 +6,10 @@ the mel-driven picture (:class:`Controls`).
   onsets at the beat) and the song's energy shape it.
 - **The onsets move the pattern on**: the network's input moves along a circle, each frame by the music's onset
   strength there (the cues' ``flux``, :func:`flux_frames`): in full on the beats' frames; between them by a small
-  share (:data:`FLUX` ``between``) plus a share of its mean over the sync's peak window (``spread``: it rises and
-  falls within that window, so it makes no peaks) (:attr:`Controls.motion`). The beats stand out as the peaks of
-  the picture's change; the music's own motion (the mel latents) is turned down between the beats and up with the
-  kick (:data:`MUSIC`). How much the picture changes for a step depends on the picture, so the plan fits every
+  share (:data:`FLUX` ``between``) plus a share of its mean over the sync's peak window (``spread``: the onsets'
+  rise and fall, with a lone onset's peak seven times lower) (:attr:`Controls.motion`). The beats stand out as the
+  peaks of the picture's change; the music's own motion (the mel latents) is turned down between the beats and up
+  with the kick (:data:`MUSIC`). How much the picture changes for a step depends on the picture, so the plan fits every
   frame's step to the picture (:mod:`neuromv.follow`): its change then follows this motion (the abstract network's at
   r 0.95-0.99 on ten real songs). This is what the sync measures (docs/sync.md).
 - **Each section has its look**: an offset of the network's input (another pattern of the same network), a hue
@@ -56,9 +56,10 @@ KICK = {"release": 0.8, "beat": 0.8, "downbeat": 1.0, "zoom": 0.05, "brightness"
 #: at the frame (:func:`flux_frames`, in [0, 1]), in full within ``near`` frames of a beat and times ``between``
 #: elsewhere, where ``spread`` times the onset strength averaged over the sync's peak window (+-100 ms) is added.
 #: ``between`` trades how closely the motion follows every onset (higher) against how clearly the beats stand out
-#: from the onsets between them (lower); the spread part follows the onsets' rise and fall between the beats
-#: without making peaks of its own. With the picture's change fitted to this motion (:mod:`neuromv.follow`), both
-#: of the sync's targets hold on the six real songs measured (chosen there at 320x180; docs/sync.md).
+#: from the onsets between them (lower); the spread part follows the onsets' rise and fall between the beats with
+#: far lower peaks (a lone onset's: a seventh as high, over seven frames). With the picture's change fitted to this
+#: motion (:mod:`neuromv.follow`), both of the sync's targets hold on the six real songs measured (chosen there at
+#: 320x180; docs/sync.md).
 FLUX = {"gain": 0.8, "between": 0.17, "near": 1, "spread": 0.3}
 #: A fitted picture's: it changes less per step than the abstract network (its tone saturates), so it steps further,
 #: and by a smaller share between the beats: its change follows the asked motion less closely than the abstract
@@ -293,9 +294,9 @@ def flux_frames(cues: Cues, t: np.ndarray, fps: float) -> np.ndarray:
 
 
 def _spread(x: np.ndarray, fps: float) -> np.ndarray:
-    """``x`` averaged over the frames within :data:`neuromv.sync.PEAK_WINDOW` of each frame (0 beyond the ends): a
-    motion spread that wide rises and falls within the window the sync's peak picking looks at, so it follows the
-    onsets without making peaks of its own."""
+    """``x`` averaged over the frames within :data:`neuromv.sync.PEAK_WINDOW` of each frame (0 beyond the ends): the
+    window the sync's peak picking looks at. A lone onset becomes a plateau over that window a seventh as high (at
+    30 frames/s): the motion keeps the onsets' rise and fall but makes far lower peaks."""
     from scipy.ndimage import uniform_filter1d
 
     from .sync import PEAK_WINDOW
