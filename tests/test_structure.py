@@ -8,10 +8,10 @@ import pytest
 from neuromv.cues import Cues, Section, Span
 from neuromv.errors import ParameterError
 from neuromv.settings import RenderSettings
-from neuromv.sync import PEAK_WINDOW
 from neuromv.structure import (FLUX, HIT_WEIGHT, KICK, MUSIC, PICTURE_FLUX, PICTURE_KICK, PICTURE_MUSIC, REST,
                                ROLE_KICK, STEM_ROLES, Controls, _direction, controls_for, flux_frames,
                                kick_envelope, pulse_envelope)
+from neuromv.sync import PEAK_WINDOW
 
 FPS = 30.0
 BPM = 120.0
