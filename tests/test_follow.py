@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neuromv.errors import ParameterError
-from neuromv.follow import FOLLOW, follow, next_gain, scaled_steps
+from neuromv.follow import FOLLOW, fitted_controls, follow, next_gain, scaled_steps
 
 
 def _walk(n=400, n_z=8, seed=0):
@@ -37,6 +37,34 @@ def test_scaled_steps_scale_each_step_and_leak_back():
         scaled_steps(u, g, leak=1.0)
     with pytest.raises(ParameterError, match="gain"):
         scaled_steps(u, g[:-1])
+
+
+def test_fitted_controls_scale_the_input_zoom_and_light_steps():
+    """The input's steps by the gain, the zoom's and the light's by the gain within [1 / kick, kick] (a kick in the
+    picture's clip grows, one that moves it too much shrinks); the colour stays; kick 1 leaves zoom and light."""
+    from neuromv.structure import Controls
+
+    n, rng = 200, np.random.default_rng(3)
+    u = _walk(n)
+    zoom = (1 + 0.05 * rng.random(n)).astype(np.float32)
+    light = (0.06 * rng.random(n)).astype(np.float32)
+    c = Controls(z_scale=np.ones(n, np.float32), z_add=np.zeros_like(u), zoom=zoom, hue=rng.random(n).astype(np.float32),
+                 saturation=np.ones(n, np.float32), brightness=light, motion=np.ones(n, np.float32))
+    gain = rng.choice([0.1, 0.5, 2.0, 10.0], n)
+    f = fitted_controls(c, u, gain, kick=3.0)
+    assert np.array_equal(f.z_add, scaled_steps(u, gain))
+    clipped = np.clip(gain, 1 / 3, 3)
+    assert np.allclose(f.zoom, zoom + scaled_steps(zoom[:, None], clipped)[:, 0], atol=1e-6)
+    assert np.allclose(f.brightness, light + scaled_steps(light[:, None], clipped)[:, 0], atol=1e-6)
+    # without the leak each step is exactly scaled: x10 becomes x3, x0.1 becomes x1/3
+    v = zoom + scaled_steps(zoom[:, None], clipped, leak=0.0)[:, 0]
+    assert np.allclose(np.diff(v), clipped[1:] * np.diff(zoom), atol=1e-5)
+    assert f.hue is c.hue and f.saturation is c.saturation and f.motion is c.motion
+    same = fitted_controls(c, u, gain, kick=1.0)
+    assert same.zoom is c.zoom and same.brightness is c.brightness
+    assert np.array_equal(fitted_controls(c, u, np.ones(n)).zoom, zoom)
+    with pytest.raises(ParameterError, match="kick"):
+        fitted_controls(c, u, gain, kick=0.5)
 
 
 def test_next_gain_pushes_towards_the_motion_asked_within_bounds():

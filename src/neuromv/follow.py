@@ -11,12 +11,17 @@ float32 on the CPU (the same controls on every device and precision); it measure
 does (:class:`neuromv.sync.MotionEnvelope`) and scales each frame's steps by how far the change missed the motion
 asked for (a gain per frame, :func:`next_gain`); a few rounds (``rounds``) bring the two close (docs/sync.md).
 
-The steps scaled are those of the network's input (the pattern's, the music's own, the looks' transitions);
-zoom, light and colour (the kicks, bursts and looks) are left as the structure made them. The scaled steps drift
-from the input as it was; a leak (``leak`` per frame) pulls them back, slowly enough that the pull's own change is
-small and smooth, and not where no motion is asked (a picture at rest does not creep). The result is an offset per
-frame (:func:`scaled_steps`) added to the controls' ``z_add``: the render, the segments on a cluster and the live
-page all play the same arrays.
+The steps scaled are those of the network's input (the pattern's, the music's own, the looks' transitions), and
+for a fitted picture the steps of the zoom and the light (the kicks and bursts) by the same gain kept within
+``kick`` (times or divided by): a picture whose tone is held in its clip on some beat, where no step of the input
+changes it, still changes there by a larger kick, and a kick that moves a busy picture more than the beat asks is
+made smaller. The abstract network's zoom and light, and every colour (hue and saturation), are left as the
+structure made them: the abstract network follows the motion closely without them (r 0.95-0.99), and on a
+stem's kick panel they made kicks up to four times as bright (docs/sync.md). The scaled steps drift from what they were; a leak
+(``leak`` per frame) pulls them back, slowly enough that the pull's own change is small and smooth, and not where
+no motion is asked (a picture at rest does not creep). The result (:func:`fitted_controls`) is an offset per frame
+(:func:`scaled_steps`) added to the controls' ``z_add``, ``zoom`` and ``brightness``: the render, the segments on a
+cluster and the live page all play the same arrays.
 
 Everything here is a pure function of its arrays, but for ``envelope_of``: the caller's small render
 (:func:`neuromv.plan.follow_controls`).
@@ -31,7 +36,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["FOLLOW", "follow", "scaled_steps", "next_gain"]
+__all__ = ["FOLLOW", "follow", "fitted_controls", "scaled_steps", "next_gain"]
 
 #: ``short``: pixels on the short side of the render whose frames the sync would read (every 4th pixel each
 #: way: at 72, 18 pixels are rendered on the short side and read whole); ``rounds``: renders; ``rate``: the
@@ -39,9 +44,10 @@ __all__ = ["FOLLOW", "follow", "scaled_steps", "next_gain"]
 #: (times or divided by); ``gain``: the most a frame's gain may be (times or divided by); ``floor``: the share of
 #: the mean change added to both sides of the ratio (a frame that asks for nothing is not pushed to nothing);
 #: ``leak``: the share of the drift taken back per frame; ``window``: seconds over which the motion asked is
-#: scaled to the change measured (a causal exponential window). Chosen on the six benchmark songs (docs/sync.md).
+#: scaled to the change measured (a causal exponential window); ``kick``: the most a frame's gain scales the steps
+#: of a fitted picture's zoom and light (times or divided by). Chosen on the six benchmark songs (docs/sync.md).
 FOLLOW = {"short": 72, "rounds": 3, "rate": 0.7, "step": 3.0, "gain": 20.0, "floor": 0.05, "leak": 0.05,
-          "window": 10.0}
+          "window": 10.0, "kick": 3.0}
 
 
 def scaled_steps(u: np.ndarray, gain: np.ndarray, leak: float | None = None,
@@ -82,6 +88,42 @@ def scaled_steps(u: np.ndarray, gain: np.ndarray, leak: float | None = None,
         acc = keep[i] * (acc + x[i])
         d[i] = acc
     return d.astype(np.float32)
+
+
+def fitted_controls(controls, u: np.ndarray, gain: np.ndarray, hold: np.ndarray | None = None,
+                    kick: float | None = None):
+    """``controls`` with each frame's steps scaled by its gain: those of the network's input ``u`` (an offset
+    added to ``z_add``) and those of the zoom and the light (added to ``zoom`` and ``brightness``, the gain kept
+    within ``[1 / kick, kick]``), each by :func:`scaled_steps` (its leak, held on the frames of ``hold``).
+
+    Parameters
+    ----------
+    controls : neuromv.structure.Controls
+    u : np.ndarray [shape=(n_frames, n_z)]
+        The network's input per frame before the fit (``controls.apply(z)``).
+    gain : np.ndarray [shape=(n_frames,)]
+    hold : np.ndarray [shape=(n_frames,), dtype=bool], optional
+    kick : float, optional
+        Default :data:`FOLLOW` ``kick``; 1 leaves the zoom and the light as they are.
+
+    Returns
+    -------
+    neuromv.structure.Controls
+        A copy; hue, saturation, ``z_scale`` and ``motion`` are the same arrays.
+    """
+    from dataclasses import replace
+
+    kick = FOLLOW["kick"] if kick is None else float(kick)
+    if kick < 1.0:
+        raise ParameterError(f"kick must be at least 1, not {kick}")
+    gain = np.asarray(gain, dtype=np.float64)
+    z_add = np.ascontiguousarray(controls.z_add + scaled_steps(u, gain, hold=hold), dtype=np.float32)
+    if kick == 1.0:
+        return replace(controls, z_add=z_add)
+    light = np.stack([controls.zoom, controls.brightness], axis=1).astype(np.float64)
+    light += scaled_steps(light, np.clip(gain, 1.0 / kick, kick), hold=hold)
+    return replace(controls, z_add=z_add, zoom=light[:, 0].astype(np.float32),
+                   brightness=light[:, 1].astype(np.float32))
 
 
 def next_gain(gain: np.ndarray, envelope: np.ndarray, motion: np.ndarray, *, fps: float = 30.0,

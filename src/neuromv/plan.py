@@ -501,8 +501,9 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     (:attr:`~neuromv.structure.Controls.motion`), measured on the frames as the sync reads a render of
     :data:`neuromv.follow.FOLLOW` ``short`` pixels on the short side (a quarter of that, read whole), in float32 on
     the CPU (so every device and precision gets the same controls). The steps of the network's input are scaled
-    by an offset (:func:`neuromv.follow.scaled_steps`: it leaks back, and holds where no motion is asked) added to
-    ``z_add``; the zoom, light and colour (the kicks, bursts and looks) stay as the structure made them.
+    by an offset (:func:`neuromv.follow.fitted_controls`: it leaks back, and holds where no motion is asked) added
+    to ``z_add``; a fitted picture's zoom and light steps too (added to ``zoom`` and ``brightness``); the colour,
+    and an abstract network's zoom and light, stay as the structure made them.
 
     Parameters
     ----------
@@ -520,7 +521,7 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     """
     import torch
 
-    from .follow import FOLLOW, follow, scaled_steps
+    from .follow import FOLLOW, fitted_controls, follow
     from .progress import Progress
     from .structure import frame_colors
     from .sync import MotionEnvelope
@@ -535,18 +536,16 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     small_settings = replace(settings, width=w + w % 2, height=h + h % 2, precision="float32")
     u = controls.apply(z)
     small = build_renderer(small_settings, cppn=net, z=u, device=torch.device("cpu"), palette=palette)
-    colors = frame_colors(controls, settings)
     hold = controls.motion <= 0  # where nothing is asked (silence), the offset holds: the picture rests
 
     def fitted(gain: np.ndarray):
-        """The controls with every frame's step of the input scaled by its gain."""
-        return replace(controls, z_add=np.ascontiguousarray(controls.z_add + scaled_steps(u, gain, hold=hold),
-                                                             dtype=np.float32))
+        """The controls with every frame's steps (input, zoom, light) scaled by its gain."""
+        return fitted_controls(controls, u, gain, hold=hold, kick=None if is_picture(net) else 1.0)
 
     def envelope_of(gain: np.ndarray) -> np.ndarray:
         c = fitted(gain)
         envelope = MotionEnvelope(step=1)
-        for frame in small.frames(c.apply(z), zoom=c.zoom, color=colors):
+        for frame in small.frames(c.apply(z), zoom=c.zoom, color=frame_colors(c, settings)):
             envelope.add(frame)
             if len(envelope) % 256 == 0:
                 bar.update(256)
