@@ -46,7 +46,7 @@ def test_fitted_controls_scale_the_input_zoom_and_light_steps():
 
     n, rng = 200, np.random.default_rng(3)
     u = _walk(n)
-    zoom = (1 + 0.05 * rng.random(n)).astype(np.float32)
+    zoom = (1 - 0.05 * rng.random(n)).astype(np.float32)  # kicks zoom in
     light = (0.06 * rng.random(n)).astype(np.float32)
     c = Controls(z_scale=np.ones(n, np.float32), z_add=np.zeros_like(u), zoom=zoom, hue=rng.random(n).astype(np.float32),
                  saturation=np.ones(n, np.float32), brightness=light, motion=np.ones(n, np.float32))
@@ -54,11 +54,13 @@ def test_fitted_controls_scale_the_input_zoom_and_light_steps():
     f = fitted_controls(c, u, gain, kick=3.0)
     assert np.array_equal(f.z_add, scaled_steps(u, gain))
     clipped = np.clip(gain, 1 / 3, 3)
-    assert np.allclose(f.zoom, zoom + scaled_steps(zoom[:, None], clipped)[:, 0], atol=1e-6)
+    scaled_zoom = zoom + scaled_steps(zoom[:, None], clipped)[:, 0]
+    assert np.allclose(f.zoom, np.minimum(scaled_zoom, 1.0), atol=1e-6)  # it never zooms out
+    assert scaled_zoom.max() > 1.0 and f.zoom.max() <= 1.0
     assert np.allclose(f.brightness, light + scaled_steps(light[:, None], clipped)[:, 0], atol=1e-6)
     # without the leak each step is exactly scaled: x10 becomes x3, x0.1 becomes x1/3
-    v = zoom + scaled_steps(zoom[:, None], clipped, leak=0.0)[:, 0]
-    assert np.allclose(np.diff(v), clipped[1:] * np.diff(zoom), atol=1e-5)
+    v = light + scaled_steps(light[:, None], clipped, leak=0.0)[:, 0]
+    assert np.allclose(np.diff(v), clipped[1:] * np.diff(light), atol=1e-5)
     assert f.hue is c.hue and f.saturation is c.saturation and f.motion is c.motion
     same = fitted_controls(c, u, gain, kick=1.0)
     assert same.zoom is c.zoom and same.brightness is c.brightness

@@ -94,7 +94,8 @@ def fitted_controls(controls, u: np.ndarray, gain: np.ndarray, hold: np.ndarray 
                     kick: float | None = None):
     """``controls`` with each frame's steps scaled by its gain: those of the network's input ``u`` (an offset
     added to ``z_add``) and those of the zoom and the light (added to ``zoom`` and ``brightness``, the gain kept
-    within ``[1 / kick, kick]``), each by :func:`scaled_steps` (its leak, held on the frames of ``hold``).
+    within ``[1 / kick, kick]``), each by :func:`scaled_steps` (its leak, held on the frames of ``hold``). The zoom
+    stays at most 1 (or the frame's own zoom where that is larger): the fit never zooms out.
 
     Parameters
     ----------
@@ -122,8 +123,9 @@ def fitted_controls(controls, u: np.ndarray, gain: np.ndarray, hold: np.ndarray 
         return replace(controls, z_add=z_add)
     light = np.stack([controls.zoom, controls.brightness], axis=1).astype(np.float64)
     light += scaled_steps(light, np.clip(gain, 1.0 / kick, kick), hold=hold)
-    return replace(controls, z_add=z_add, zoom=light[:, 0].astype(np.float32),
-                   brightness=light[:, 1].astype(np.float32))
+    # a kick's release scaled by other gains than its attack can leave the zoom above 1: a picture zooms in only
+    zoom = np.minimum(light[:, 0], np.maximum(controls.zoom, 1.0))
+    return replace(controls, z_add=z_add, zoom=zoom.astype(np.float32), brightness=light[:, 1].astype(np.float32))
 
 
 def next_gain(gain: np.ndarray, envelope: np.ndarray, motion: np.ndarray, *, fps: float = 30.0,
