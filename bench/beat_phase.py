@@ -86,7 +86,8 @@ def main() -> None:
     print("\n".join(rows))
     for t, v in cells.items():
         v = np.array(v)
-        print(f"\ntightness {t:g}: mean {v.mean():.2f}, lowest {v.min():.2f}, below 0.9 in {np.sum(v < 0.9)} of {v.size}")
+        print(f"\ntightness {t:g}: mean {v.mean():.2f}, lowest {v.min():.2f}, "
+              f"below 0.9 in {np.sum(v < 0.9)} of {v.size}")
 
 
 TRACK_BEATS = analysis.track_beats

@@ -48,7 +48,8 @@ def test_fitted_controls_scale_the_input_zoom_and_light_steps():
     u = _walk(n)
     zoom = (1 - 0.05 * rng.random(n)).astype(np.float32)  # kicks zoom in
     light = (0.06 * rng.random(n)).astype(np.float32)
-    c = Controls(z_scale=np.ones(n, np.float32), z_add=np.zeros_like(u), zoom=zoom, hue=rng.random(n).astype(np.float32),
+    c = Controls(z_scale=np.ones(n, np.float32), z_add=np.zeros_like(u), zoom=zoom,
+                 hue=rng.random(n).astype(np.float32),
                  saturation=np.ones(n, np.float32), brightness=light, motion=np.ones(n, np.float32))
     gain = rng.choice([0.1, 0.5, 2.0, 10.0], n)
     f = fitted_controls(c, u, gain, kick=3.0)

@@ -16,10 +16,10 @@ for a fitted picture the steps of the zoom and the light (the kicks and bursts) 
 ``kick`` (times or divided by): a picture whose tone is held in its clip on some beat, where no step of the input
 changes it, still changes there by a larger kick, and a kick that moves a busy picture more than the beat asks is
 made smaller. The abstract network's zoom and light, and every colour (hue and saturation), are left as the
-structure made them: the abstract network follows the motion closely without them (r 0.95-0.99), and on a
-stem's kick panel they made kicks up to four times as bright (docs/sync.md). The scaled steps drift from what they were; a leak
-(``leak`` per frame) pulls them back, slowly enough that the pull's own change is small and smooth, and not where
-no motion is asked (a picture at rest does not creep). The result (:func:`fitted_controls`) is an offset per frame
+structure made them: the abstract network follows the motion closely without them (r 0.95-0.99), and on a stem's
+kick panel they made kicks up to four times as bright (docs/sync.md). The scaled steps drift from what they were; a
+leak (``leak`` per frame) pulls them back, slowly enough that the pull's own change is small and smooth, and not
+where no motion is asked (a picture at rest does not creep). The result (:func:`fitted_controls`) is an offset per frame
 (:func:`scaled_steps`) added to the controls' ``z_add``, ``zoom`` and ``brightness``: the render, the segments on a
 cluster and the live page all play the same arrays.
 
@@ -45,7 +45,8 @@ __all__ = ["FOLLOW", "follow", "fitted_controls", "scaled_steps", "next_gain"]
 #: the mean change added to both sides of the ratio (a frame that asks for nothing is not pushed to nothing);
 #: ``leak``: the share of the drift taken back per frame; ``window``: seconds over which the motion asked is
 #: scaled to the change measured (a causal exponential window); ``kick``: the most a frame's gain scales the steps
-#: of a fitted picture's zoom and light (times or divided by). Chosen on the six benchmark songs (docs/sync.md).
+#: of a fitted picture's zoom and light (times or divided by). Chosen on the six benchmark songs, ``kick`` on music009
+#: (docs/sync.md).
 FOLLOW = {"short": 72, "rounds": 3, "rate": 0.7, "step": 3.0, "gain": 20.0, "floor": 0.05, "leak": 0.05,
           "window": 10.0, "kick": 3.0}
 
