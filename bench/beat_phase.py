@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import sys
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--reference", type=float, default=100.0, help="the tightness compared with (librosa's: 100)")
     args = ap.parse_args()
 
-    now = analysis._TIGHTNESS
+    now = inspect.signature(TRACK_BEATS).parameters["tightness"].default  # the analysis's own
     spans = [(0.0, args.whole, "whole")] + [(float(o), args.seconds, f"{float(o):g}-{float(o) + args.seconds:g} s")
                                            for o in args.offsets.split(",")]
     rows, cells = [], {args.reference: [], now: []}
