@@ -76,6 +76,14 @@ def frames_per_second(fn, zs: np.ndarray, warmup: int = 1) -> float:
     return len(zs) / (time.perf_counter() - t)
 
 
+def streamed_fps(r: Renderer, zs: np.ndarray) -> float:
+    """Frames per second of ``r.frames(zs[1:])`` consumed (how a render streams them), after ``r.render(zs[0])``."""
+    r.render(zs[0])
+    t = time.perf_counter()
+    n = sum(1 for _ in r.frames(zs[1:]))
+    return n / (time.perf_counter() - t)
+
+
 def naive_renderer(net: CPPN, width: int, height: int):
     coords = coordinate_grid(width, height)
 
@@ -112,7 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--naive-frames", type=int, default=4, help="frames for the slow naive reference (default 4)")
     ap.add_argument("--e2e-seconds", type=float, default=12.0,
                     help="wall-clock seconds of work per end-to-end render, as frames = this x render-only fps")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds (render-only and end to end alike); the best of each is kept")
     ap.add_argument("--out", default=str(DOC))
     args = ap.parse_args(argv)
 
@@ -129,22 +138,26 @@ def main(argv=None) -> int:
         naive_r, fast_r = naive_renderer(net, w, h), Renderer(net, w, h, precision="float32")
         tiled_r = Renderer(net, w, h, method="tiled")
         int16_r = Renderer(net, w, h, precision="int16") if reduced else None
-        naive = fast = tiled = quick = 0.0
+        naive = fast = tiled = quick = e2e = e2e_q = 0.0
+        e2e_frames = e2e_q_frames = None  # set from the first round's render-only speed, then kept
         for _ in range(args.rounds):  # interleaved, best of each: this machine's speed drifts by +-20 %
             naive = max(naive, frames_per_second(naive_r, zs[1:args.naive_frames + 1], warmup=1))
             tiled = max(tiled, frames_per_second(tiled_r.render, zs[1:args.frames + 1], warmup=1))
-            fast = max(fast, frames_per_second(fast_r.render, zs[1:args.frames + 1], warmup=1))
+            fast = max(fast, streamed_fps(fast_r, zs[:args.frames + 1]))
             if int16_r is not None:
-                quick = max(quick, frames_per_second(int16_r.render, zs[1:args.frames + 1], warmup=1))
+                quick = max(quick, streamed_fps(int16_r, zs[:args.frames + 1]))
+            e2e_frames = e2e_frames or max(60, int(args.e2e_seconds * fast))
+            e2e = max(e2e, end_to_end(w, h, e2e_frames, precision="float32"))
+            if int16_r is not None:
+                e2e_q_frames = e2e_q_frames or max(60, int(args.e2e_seconds * quick))
+                e2e_q = max(e2e_q, end_to_end(w, h, e2e_q_frames, precision="int16"))
         del tiled_r
-        e2e = end_to_end(w, h, max(60, int(args.e2e_seconds * fast)), precision="float32")
         gflops = fast * flops_per_frame(w, h) / 1e9
         rows.append((w, h, naive, tiled, fast, gflops, e2e, f"{fast_r.method}, {fast_r.isa}"))
         print(f"{w}x{h}: naive {naive:.2f} fps, torch tiles {tiled:.2f} fps, neuromv ({fast_r.method}) {fast:.2f} fps ({fast / naive:.1f}x), "
               f"{gflops:.0f} GFLOP/s ({gflops / top:.0%} of ceiling), end to end {e2e:.2f} fps "
               f"({e2e / fast:.2f} of render-only)", file=sys.stderr)
         if int16_r is not None:
-            e2e_q = end_to_end(w, h, max(60, int(args.e2e_seconds * quick)), precision="int16")
             gq = quick * flops_per_frame(w, h) / 1e9
             rows_int16.append((w, h, fast, quick, gq, e2e_q))
             print(f"{w}x{h}: int16 ({int16_r.isa}) {quick:.2f} fps ({quick / fast:.2f}x float32), {gq:.0f} GFLOP/s "
@@ -159,12 +172,14 @@ def main(argv=None) -> int:
         f"Compute ceiling (4096³ float32 matrix product, best of 5, all cores): numpy/OpenBLAS "
         f"**{ceiling['numpy']:.0f} GFLOP/s**, torch/MKL **{ceiling['torch']:.0f} GFLOP/s**.",
         "",
-        "CPPN: hidden 32, z of 32, 5 hidden layers, float32. Naive and NeuroMV are timed in interleaved rounds and the "
-        "best round of each is kept, since this machine's speed drifts by about 20 % from minute to minute. "
+        "CPPN: hidden 32, z of 32, 5 hidden layers, float32. Naive, NeuroMV and end to end are timed in interleaved "
+        "rounds and the best round of each is kept, since this machine's speed drifts by about 20 % from minute to "
+        "minute. "
         "*Naive* is the plain forward pass (z concatenated to "
         "every pixel's input, `torch.tanh`). *Torch tiles* is the renderer's torch CPU path (`method='tiled'`). "
-        "*NeuroMV* is `neuromv.renderer.Renderer` as `neuromv render` uses it (method in brackets: `kernel` is the "
-        "compiled fused kernel, src/neuromv/_kernel.cpp). *GFLOP/s* (NeuroMV's) counts the "
+        "*NeuroMV* is `neuromv.renderer.Renderer` as `neuromv render` uses it, its frames streamed by "
+        "`Renderer.frames` (method in brackets: `kernel` is the compiled fused kernel, src/neuromv/_kernel.cpp, with "
+        "the next frame started before one is handed out). *GFLOP/s* (NeuroMV's) counts the "
         "per-frame matrix work (4 hidden layers of 2·32·32 and the output layer of 2·32·3 per pixel) against the "
         "larger ceiling. *End to end* is `neuromv.render()` on a generated song (the demo's groove) long enough for "
         f"about 12 s of work: features, render, libx264 (the defaults: preset {DEFAULTS.preset}, crf "

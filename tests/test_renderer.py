@@ -401,3 +401,53 @@ def test_a_kernel_build_without_the_colour_argument_is_not_used(monkeypatch):
 
     monkeypatch.setattr(ctypes, "CDLL", lambda path: Stale())
     assert kernel_library.__wrapped__() is None
+
+
+def test_overlapped_starts_the_next_job_before_handing_one_out_and_keeps_the_order():
+    import threading
+
+    from neuromv.renderer.threads import overlapped
+
+    started = [threading.Event() for _ in range(5)]
+    runs = [[] for _ in range(5)]
+
+    def job(k):
+        def work():
+            runs[k].append(threading.current_thread().name)
+            started[k].set()
+        return k, work, 2
+
+    got = []
+    for k in overlapped((job(k) for k in range(5)), threads=2):
+        assert len(runs[k]) == 2  # both runs of a job are done when it is handed out
+        if k + 1 < 5:  # the next one was queued before this one came out: it starts without the caller
+            assert started[k + 1].wait(5.0), k
+        got.append(k)
+    assert got == list(range(5))
+    assert all(name.startswith("neuromv-render") for r in runs for name in r)
+
+
+def test_overlapped_raises_a_runs_error_at_its_turn_and_leaves_no_threads_behind():
+    import threading
+
+    from neuromv.renderer.threads import overlapped
+
+    def job(k):
+        def work():
+            if k == 2:
+                raise ValueError("job 2 failed")
+        return k, work, 2
+
+    got = []
+    with pytest.raises(ValueError, match="job 2 failed"):
+        for k in overlapped((job(k) for k in range(6)), threads=2):
+            got.append(k)
+    assert got == [0, 1]
+    # closed early: queued runs dropped, the pool's threads ended
+    gen = overlapped((job(k) for k in range(1, 2)), threads=3)
+    assert next(gen) == 1
+    gen.close()
+    gen = overlapped(((k, lambda: None, 2) for k in range(100)), threads=2)
+    assert next(gen) == 0
+    gen.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("neuromv-render")]

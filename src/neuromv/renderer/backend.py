@@ -3,12 +3,14 @@ paths as its default."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 from .setup import RenderSetup
+from .threads import overlapped
 
 __all__ = ["Backend"]
 
@@ -17,7 +19,8 @@ class Backend:
     """One render algorithm for one :class:`~neuromv.renderer.setup.RenderSetup`.
 
     A subclass implements :meth:`render`, and :meth:`render_yuv420` where it sets :attr:`yuv420`; the batches
-    (:meth:`render_batch`, :meth:`frames`) default to one frame after another. Arguments come checked from
+    (:meth:`render_batch`, :meth:`frames`) default to one frame after another, overlapped on worker threads where
+    the subclass has a :meth:`frame_job`. Arguments come checked from
     :class:`~neuromv.renderer.Renderer`, the per-frame controls included (:mod:`.controls`): a frame's ``zoom``
     (a float, 1: none) multiplies the pixels' coordinates, and its ``color`` (an array [shape=(3, 4)], float64)
     replaces the backend's own colour map; ``color=None`` is the backend's own. With zoom 1 and no colour, every
@@ -36,6 +39,8 @@ class Backend:
     """
 
     method = ""
+    #: Worker threads of :meth:`frames`' jobs (a backend with :meth:`frame_job` sets its own).
+    threads = 1
     isa: str | None = None
     precision = "float32"
     yuv420_needs = "the compiled kernel or the dense method, and an even size"
@@ -57,6 +62,13 @@ class Backend:
         dtype=uint8] (see :meth:`neuromv.renderer.Renderer.render_yuv420`)."""
         raise NotImplementedError
 
+    def frame_job(self, z: np.ndarray, yuv420: bool, zoom: float = 1.0,
+                  color: np.ndarray | None = None) -> tuple[np.ndarray, Callable[[], None], int] | None:
+        """One frame as a job for :func:`~.threads.overlapped`, or None where this algorithm has none (the
+        default): ``(frame, work, n)``, where ``n`` threads running ``work()`` at once fill ``frame`` (a new array,
+        the frame :meth:`render` or :meth:`render_yuv420` returns) and share it out between them."""
+        return None
+
     def render_batch(self, zs: torch.Tensor, zoom: np.ndarray | None = None,
                      color: np.ndarray | None = None) -> np.ndarray:
         """zs [shape=(B, n_z), float32, CPU] -> frames, np.ndarray [shape=(B, height, width, 3), dtype=uint8];
@@ -70,9 +82,16 @@ class Backend:
                color: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Every frame of zs [shape=(n_frames, n_z), float32, CPU] in order, RGB or (``yuv420``) I420; ``batch``
         frames at a time where the algorithm batches (here: one by one); ``zoom`` [shape=(n_frames,)] and
-        ``color`` [shape=(n_frames, 3, 4)] per frame, or None."""
-        draw = self.render_yuv420 if yuv420 else self.render
-        return (draw(z, s, a) for z, s, a in _per_frame(zs, zoom, color))
+        ``color`` [shape=(n_frames, 3, 4)] per frame, or None. With a :meth:`frame_job`, the next frame is
+        started on the worker threads before this one is handed out (:func:`~.threads.overlapped`)."""
+        frames = _per_frame(zs, zoom, color)
+        first = next(frames, None)
+        job = None if first is None else self.frame_job(first[0], yuv420, first[1], first[2])
+        if job is None:
+            draw = self.render_yuv420 if yuv420 else self.render
+            return (draw(z, s, a) for z, s, a in itertools.chain([first] if first else [], frames))
+        rest = (self.frame_job(z, yuv420, s, a) for z, s, a in frames)
+        return overlapped(itertools.chain([job], rest), self.threads)
 
 
 def _per_frame(zs: torch.Tensor, zoom: np.ndarray | None,

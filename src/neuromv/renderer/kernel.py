@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -314,9 +315,11 @@ class KernelBackend(Backend):
         self._palette_args = ((None, 0) if self._palette_np is None else
                               (self._palette_np.ctypes.data_as(fp), len(setup.palette.table)))
 
-    def _render_kernel(self, z: np.ndarray, yuv: bool = False, zoom: float = 1.0,
-                       color: np.ndarray | None = None) -> np.ndarray:
-        """z [shape=(n_z,), dtype=float32] -> the frame, flat: RGB (n_pixels * 3) or I420 (n_pixels * 3 // 2).
+    def frame_job(self, z: np.ndarray, yuv420: bool, zoom: float = 1.0,
+                  color: np.ndarray | None = None) -> tuple[np.ndarray, Callable[[], None], int]:
+        """One frame as a job (see :meth:`Backend.frame_job`): z [shape=(n_z,), dtype=float32] -> (the frame, RGB
+        [shape=(height, width, 3)] or I420 [shape=(height * 3 // 2, width)], uint8, filled by the runs; the run; how
+        many threads share it).
 
         A zoom ``s`` scales layer 0's coordinate weights (``W0 (s xyr) = (s W0) xyr``: 3 x hidden floats, the whole
         cost); ``color`` [shape=(3, 4)] replaces the renderer's colour map for this frame (the kernel takes it per
@@ -324,28 +327,32 @@ class KernelBackend(Backend):
         lib = kernel_library()
         fp = ctypes.POINTER(ctypes.c_float)
         c0 = (self._b0_np + self._zw_np @ z.astype(np.float64)).astype(np.float32)
-        frame = np.empty(self.n_pixels * 3 // 2 if yuv else self.n_pixels * 3, dtype=np.uint8)
+        frame = np.empty(self.n_pixels * 3 // 2 if yuv420 else self.n_pixels * 3, dtype=np.uint8)
         ct, w0, ws, wq, wd, bs, n_layers, wo, bo, colour = self._kernel_args
-        # kept alive by these names until the workers are done
         w0_zoomed = None if zoom == 1.0 else np.ascontiguousarray(self._w0_np * np.float32(zoom))
         if w0_zoomed is not None:
             w0 = w0_zoomed.ctypes.data_as(fp)
         colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32)
         if colour_np is not None:
             colour = colour_np.ctypes.data_as(fp)
-        n = min(self.threads, -(-self._n_tiles // _KERNEL_CHUNK))
-        counter = ctypes.c_long(0)  # the next tile to render, shared by the workers
+        counter = ctypes.c_long(0)  # the next tile to render, shared by the runs
         args = (KERNEL_ISAS.index(self.isa), self._w0_np.shape[0], ct, w0,
                 c0.ctypes.data_as(fp), ws, wq, wd, bs, n_layers, wo, bo, colour, *self._palette_args,
-                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), self.width, self.height,
+                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv420), self.width, self.height,
                 ctypes.byref(counter), _KERNEL_CHUNK)
-
-        def work(_: int) -> None:
+        # what the pointers point into, held by the run for as long as it lives
+        def work(_alive=(c0, frame, w0_zoomed, colour_np, counter)) -> None:
             if lib.neuromv_render5(*args) != 0:
                 raise RuntimeError(f"render kernel ({self.isa}) refused hidden {args[1]}, {self.width}x{self.height}")
 
-        # ctypes releases the GIL for the call: the workers run in parallel, taking chunks of tiles as they go
-        in_parallel(work, n)
+        shape = (self.height * 3 // 2, self.width) if yuv420 else (self.height, self.width, 3)
+        return frame.reshape(shape), work, min(self.threads, -(-self._n_tiles // _KERNEL_CHUNK))
+
+    def _render_kernel(self, z: np.ndarray, yuv: bool, zoom: float, color: np.ndarray | None) -> np.ndarray:
+        """One frame on this thread and n - 1 workers (ctypes releases the GIL for the call: the runs take chunks of
+        tiles as they go)."""
+        frame, work, n = self.frame_job(z, yuv, zoom, color)
+        in_parallel(lambda _: work(), n)
         return frame
 
     @property
@@ -354,7 +361,7 @@ class KernelBackend(Backend):
         return self.width % 2 == 0 and self.height % 2 == 0
 
     def render(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
-        return self._render_kernel(z, False, zoom, color).reshape(self.height, self.width, 3)
+        return self._render_kernel(z, False, zoom, color)
 
     def render_yuv420(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:
-        return self._render_kernel(z, True, zoom, color).reshape(self.height * 3 // 2, self.width)
+        return self._render_kernel(z, True, zoom, color)

@@ -21,6 +21,7 @@ pixel, about 100 MB at 1920x1080.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -147,26 +148,35 @@ class PictureBackend(Backend):
             frame = palette_torch(frame, self._palette)
         return frame
 
-    def _render_kernel(self, z: np.ndarray, yuv: bool, zoom: float = 1.0,
-                       color: np.ndarray | None = None) -> np.ndarray:
-        """One frame by the compiled kernel: RGB [shape=(height, width, 3)] or I420 [shape=(height * 3 // 2,
-        width)], uint8."""
+    def frame_job(self, z: np.ndarray, yuv420: bool, zoom: float = 1.0,
+                  color: np.ndarray | None = None) -> tuple[np.ndarray, Callable[[], None], int] | None:
+        """One frame by the compiled kernel as a job (see :meth:`Backend.frame_job`): (the frame, RGB [shape=(height,
+        width, 3)] or I420 [shape=(height * 3 // 2, width)], uint8; the run; how many threads share it); None on the
+        torch path."""
+        if self._kernel is None:
+            return None
         c = np.ascontiguousarray(self._coef.numpy() @ np.asarray(z, dtype=np.float64))
-        shape = (self.height * 3 // 2, self.width) if yuv else (self.height, self.width, 3)
+        shape = (self.height * 3 // 2, self.width) if yuv420 else (self.height, self.width, 3)
         frame = np.empty(shape, dtype=np.uint8)
-        colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32)  # alive for the call
+        colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32)
         colour = self._kcolor if colour_np is None else colour_np.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        counter = ctypes.c_long(0)  # the next pair of rows, shared by the workers
+        counter = ctypes.c_long(0)  # the next pair of rows, shared by the runs
         args = (*self._kargs, zoom, c.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), colour, *self._kpalette,
-                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv), ctypes.byref(counter),
+                frame.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), int(yuv420), ctypes.byref(counter),
                 _ROWS_CHUNK)
 
-        def work(_: int) -> None:
+        # what the pointers point into, held by the run for as long as it lives
+        def work(_alive=(c, frame, colour_np, counter)) -> None:
             if self._kernel(*args) != 0:
                 raise ParameterError("the picture kernel refused its arguments")
 
-        # ctypes releases the GIL for the call: the workers share the rows
-        in_parallel(work, max(1, min(self.threads, -(-self.height // (2 * _ROWS_CHUNK)))))
+        return frame, work, max(1, min(self.threads, -(-self.height // (2 * _ROWS_CHUNK))))
+
+    def _render_kernel(self, z: np.ndarray, yuv: bool, zoom: float, color: np.ndarray | None) -> np.ndarray:
+        """One frame by the compiled kernel on this thread and n - 1 workers (ctypes releases the GIL for the
+        call: the runs share the rows)."""
+        frame, work, n = self.frame_job(z, yuv, zoom, color)
+        in_parallel(lambda _: work(), n)
         return frame
 
     def render(self, z: np.ndarray, zoom: float = 1.0, color: np.ndarray | None = None) -> np.ndarray:

@@ -1,16 +1,27 @@
 """Worker threads of the CPU render paths: how many cores there are, running work on all of them, and torch's own
-thread count around work that is already split over threads."""
+thread count around work that is already split over threads, and frames rendered one after another with the next
+one started before the last is handed out (:func:`overlapped`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
-__all__ = ["available_cores", "in_parallel", "torch_threads"]
+__all__ = ["available_cores", "in_parallel", "overlapped", "torch_threads", "OVERLAP"]
+
+T = TypeVar("T")
+
+#: Jobs (frames) that :func:`overlapped` keeps queued at once: the one being handed out and the next, so the
+#: workers go on to the next frame's first tiles while the last tiles of this one are finished and while the caller
+#: works on it (the encoder, the sync's envelope): the cores never wait at the end of a frame.
+OVERLAP = 2
 
 
 def available_cores() -> int:
@@ -41,6 +52,76 @@ def in_parallel(work: Callable[[int], None], n: int) -> None:
         _join_all(workers)
     if errors:
         raise errors[0]
+
+
+def overlapped(jobs: Iterable[tuple[T, Callable[[], None], int]], threads: int) -> Iterator[T]:
+    """Run jobs on a pool of ``threads`` worker threads, :data:`OVERLAP` at a time, and yield each one's result in
+    order once it is done.
+
+    A job is ``(result, work, n)``: ``work()`` runs ``n`` times at once (each run takes its share of the job from
+    a counter shared with the others, as the compiled kernels do), and ``result`` is handed out when all ``n`` have
+    returned. The next job's runs are queued before a result is handed out, so the workers go on with it
+    meanwhile. Each job must own what it writes (its own output array): results are never overwritten.
+
+    Parameters
+    ----------
+    jobs : iterable of (object, callable, int)
+        Taken one at a time, as the pool needs them.
+    threads : int
+        Worker threads (at least 1).
+
+    Yields
+    ------
+    object
+        Each job's ``result``, in order.
+
+    Notes
+    -----
+    An exception in ``work`` is raised here, at its job's turn. When the generator is closed early or fails, the
+    queued runs are dropped and the running ones waited for (even through Ctrl-C, as :func:`in_parallel`), since
+    they write into the jobs' arrays.
+    """
+    pending: deque[tuple[T, list[Future]]] = deque()
+    source = iter(jobs)
+    pool = ThreadPoolExecutor(max(1, int(threads)), thread_name_prefix="neuromv-render")
+
+    def queue_next() -> None:
+        job = next(source, None)
+        if job is not None:
+            result, work, n = job
+            pending.append((result, [pool.submit(work) for _ in range(max(1, n))]))
+
+    try:
+        for _ in range(OVERLAP):
+            queue_next()
+        while pending:
+            result, runs = pending.popleft()
+            for run in runs:
+                run.result()
+            queue_next()
+            yield result
+    finally:
+        runs = [r for _, rs in pending for r in rs]
+        for run in runs:
+            run.cancel()
+        _wait_all(runs)
+        pool.shutdown(wait=True)
+
+
+def _wait_all(runs: list[Future]) -> None:
+    """Wait for every run that started, even if a KeyboardInterrupt arrives meanwhile; re-raise it once all have
+    ended (the runs' own exceptions are not raised here)."""
+    pending: BaseException | None = None
+    for run in runs:
+        while not run.done():
+            try:
+                run.exception()
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                if run.done():
+                    break
+                pending = pending or e
+    if pending is not None:
+        raise pending
 
 
 def _join_all(threads: list[threading.Thread]) -> None:
