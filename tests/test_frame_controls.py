@@ -255,3 +255,21 @@ def test_a_pictures_frames_take_the_controls_and_are_unchanged_without_them():
     np.testing.assert_array_equal(plain[0], r.render(zs[0], zoom=1.0, color=None))
     with pytest.raises(ParameterError, match=r"zoom\[0\] must be"):
         r.frames(zs, zoom=[0, 1, 1, 1])
+
+
+@pytest.mark.parametrize("precision", ["float32", "int16"])
+def test_kernel_frames_overlapped_on_worker_threads_are_render_frame_by_frame(precision):
+    # 160x96: 960 tiles, several chunks, so frames() shares each frame out and queues the next (threads.overlapped)
+    import threading
+
+    _skip_unless_runs("kernel", precision)
+    net = CPPN(8, 16, seed=6)
+    zs, colours = _zs(), _colours()
+    r = Renderer(net, 160, 96, method="kernel", precision=precision, scale=SCALE, pan=PAN, threads=2)
+    for yuv420 in (False, True):
+        draw = r.render_yuv420 if yuv420 else r.render
+        stream = r.frames(zs, yuv420=yuv420, zoom=ZOOMS, color=colours)
+        for i, frame in enumerate(stream):
+            assert [t for t in threading.enumerate() if t.name.startswith("neuromv-render")]  # the pool's path
+            np.testing.assert_array_equal(frame, draw(zs[i], zoom=float(ZOOMS[i]), color=colours[i]))
+        assert i == len(zs) - 1

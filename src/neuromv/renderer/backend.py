@@ -82,16 +82,26 @@ class Backend:
                color: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Every frame of zs [shape=(n_frames, n_z), float32, CPU] in order, RGB or (``yuv420``) I420; ``batch``
         frames at a time where the algorithm batches (here: one by one); ``zoom`` [shape=(n_frames,)] and
-        ``color`` [shape=(n_frames, 3, 4)] per frame, or None. With a :meth:`frame_job`, the next frame is
-        started on the worker threads before this one is handed out (:func:`~.threads.overlapped`)."""
+        ``color`` [shape=(n_frames, 3, 4)] per frame, or None. With a :meth:`frame_job` that several threads
+        share, the next frame is started on the worker threads before this one is handed out
+        (:func:`~.threads.overlapped`)."""
         frames = _per_frame(zs, zoom, color)
         first = next(frames, None)
         job = None if first is None else self.frame_job(first[0], yuv420, first[1], first[2])
         if job is None:
             draw = self.render_yuv420 if yuv420 else self.render
             return (draw(z, s, a) for z, s, a in itertools.chain([first] if first else [], frames))
-        rest = (self.frame_job(z, yuv420, s, a) for z, s, a in frames)
-        return overlapped(itertools.chain([job], rest), self.threads)
+        jobs = itertools.chain([job], (self.frame_job(z, yuv420, s, a) for z, s, a in frames))
+        if job[2] < 2:  # a frame for one thread (a small one): the pool's hand-offs would cost more than it gains
+            return _run_here(jobs)
+        return overlapped(jobs, self.threads)
+
+
+def _run_here(jobs: Iterator[tuple[np.ndarray, Callable[[], None], int]]) -> Iterator[np.ndarray]:
+    """Each job's frame, its run done on this thread (a single run takes the whole frame)."""
+    for frame, work, _ in jobs:
+        work()
+        yield frame
 
 
 def _per_frame(zs: torch.Tensor, zoom: np.ndarray | None,
