@@ -479,8 +479,10 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
     [shape=(n_frames, n_mels)] (:func:`latents_for`): :func:`neuromv.structure.controls_for` of the network's kind,
     fitted to the picture by :func:`follow_controls`. The whole song plays the role 'all'; a stem plays its role of
     :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio: its
-    onsets and energy; the beats and sections stay the song's). ``start``: the song time of frame 0; ``palette``:
-    the render's (:attr:`Plan.palette`). The render (:meth:`Plan.panels`) and the server's page data use this one
+    onsets and energy; the beats and sections stay the song's). The share of the onsets between the beats is
+    balanced per panel (:data:`neuromv.structure.BALANCE`): where the sync read on the fit's small render gives F
+    below r, smaller shares are fitted too and the best kept. ``start``: the song time of frame 0; ``palette``: the
+    render's (:attr:`Plan.palette`). The render (:meth:`Plan.panels`) and the server's page data use this one
     rule."""
     from .structure import STEM_ROLES, controls_for
 
@@ -490,12 +492,57 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
         from .analysis import analyze
 
         own = analyze(source, cancel=cancel)
-    controls = controls_for(cues, len(z), panel.settings, kind=kind_of(net), role=role, stem_cues=own, start=start)
-    return follow_controls(controls, z, net, panel.settings, palette=palette, progress=progress, cancel=cancel)
+    kind, settings = kind_of(net), panel.settings
+
+    def fitted(between: float | None):
+        controls = controls_for(cues, len(z), settings, kind=kind, role=role, stem_cues=own, start=start,
+                                between=between)
+        return follow_controls(controls, z, net, settings, palette=palette, progress=progress, cancel=cancel,
+                               envelope=True)
+
+    first, envelope = fitted(None)
+    if first is None or envelope is None:
+        return first
+    # the between-beat share, balanced (neuromv.structure.BALANCE): the sync read on the fit's own render, against
+    # the panel's onset strength and the song's beats in the excerpt
+    from .structure import BALANCE, FLUX, PICTURE_FLUX, flux_frames
+    from .sync import measure_sync
+
+    fps = float(settings.fps)
+    onset = flux_frames(own if own is not None else cues, start + np.arange(len(z)) / fps, fps)
+    beats = np.asarray(cues.beats, float) - start
+    beats = beats[(beats >= 0) & (beats <= len(z) / fps)]
+    if len(beats) < 2:
+        return first
+    tried = {}
+
+    def score(between: float, controls, envelope) -> float:
+        """F - r of the sync on the fit's render with this share (kept in ``tried``)."""
+        report = measure_sync(envelope, onset, beats, fps)
+        tried[between] = (min(report.r, report.f_measure), controls, report)
+        return report.f_measure - report.r
+
+    default = (PICTURE_FLUX if kind == "picture" else FLUX)["between"]
+    if score(default, first, envelope) < 0:  # the beats stand out less than the onsets are followed
+        high, low = default, BALANCE["low"] * default
+        if score(low, *fitted(low)) >= 0:  # the two meet between: halve the interval where they cross
+            for _ in range(int(BALANCE["steps"])):
+                mid = 0.5 * (high + low)
+                if score(mid, *fitted(mid)) < 0:
+                    high = mid
+                else:
+                    low = mid
+    best = max(tried, key=lambda b: (tried[b][0], b))
+    if len(tried) > 1:
+        log.info("structure: between-beat share %.3f (on the fit's render: r %.2f, F %.2f; at %.3f: r %.2f, "
+                 "F %.2f)", best, tried[best][2].r, tried[best][2].f_measure, default, tried[default][2].r,
+                 tried[default][2].f_measure)
+    return tried[best][1]
 
 
 def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, palette=None,
-                    progress: bool | ProgressCallback = False, cancel: threading.Event | None = None):
+                    progress: bool | ProgressCallback = False, cancel: threading.Event | None = None,
+                    envelope: bool = False):
     """``controls`` fitted to the picture (:func:`neuromv.follow.follow`): each frame's steps scaled by a gain so
     that the picture's change from frame to frame follows the motion they ask for
     (:attr:`~neuromv.structure.Controls.motion`), measured on the frames as the sync reads a render of
@@ -513,11 +560,16 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     net : CPPN or picture
     settings : RenderSettings
         The panel's (its shape, colours, palette, zoom and pan).
+    envelope : bool
+        Also return the fitted controls' change on that small render (one more render of it).
 
     Returns
     -------
     Controls or None
         None stays None; controls that ask for no motion come back as they are.
+    np.ndarray [shape=(n_frames,)] or None
+        With ``envelope``: the fitted controls' change into each frame (:class:`neuromv.sync.MotionEnvelope`,
+        0-255); None where nothing was fitted.
     """
     import torch
 
@@ -527,7 +579,7 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
     from .sync import MotionEnvelope
 
     if controls is None or controls.motion is None or not np.any(controls.motion > 0):
-        return controls
+        return (controls, None) if envelope else controls
     # the frames the sync reads of a render FOLLOW['short'] pixels on the short side (every 4th pixel each way),
     # rendered as such: a quarter of the size each way, read whole
     short = max(2, round(FOLLOW["short"] / 4))
@@ -554,8 +606,9 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
         check_cancel(cancel)
         return envelope.envelope
 
-    with Progress("follow", FOLLOW["rounds"] * len(u), progress) as bar:
-        return fitted(follow(controls.motion, envelope_of, fps=settings.fps))
+    with Progress("follow", (FOLLOW["rounds"] + int(envelope)) * len(u), progress) as bar:
+        gain = follow(controls.motion, envelope_of, fps=settings.fps)
+        return (fitted(gain), envelope_of(gain)) if envelope else fitted(gain)
 
 
 def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: bool = True,

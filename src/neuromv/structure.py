@@ -40,8 +40,8 @@ from .cues import Cues
 from .errors import ParameterError
 
 __all__ = ["Controls", "controls_for", "kick_envelope", "pulse_envelope", "flux_frames", "KICK", "FLUX", "MUSIC",
-           "PICTURE_FLUX", "PICTURE_KICK", "PICTURE_MUSIC", "HIT_WEIGHT", "STEM_ROLES", "ROLES", "look_of",
-           "frame_colors"]
+           "PICTURE_FLUX", "BALANCE", "PICTURE_KICK", "PICTURE_MUSIC", "HIT_WEIGHT", "STEM_ROLES", "ROLES",
+           "look_of", "frame_colors"]
 
 #: The beat kick, per unit of the ``beat`` setting: a beat hits with ``beat`` (``downbeat`` on a bar's first beat)
 #: times its own strength (at least ``floor`` of it: a beat without an onset still kicks a little); ``energy`` is
@@ -65,6 +65,12 @@ FLUX = {"gain": 0.8, "between": 0.17, "near": 1, "spread": 0.3}
 #: and by a smaller share between the beats: its change follows the asked motion less closely than the abstract
 #: network's, and the onsets between the beats would make more peaks (docs/sync.md).
 PICTURE_FLUX = {**FLUX, "gain": 2.4, "between": 0.16}
+#: The between-beat share balanced per song (:func:`neuromv.plan.panel_controls`): where the fit's own small render
+#: (:func:`neuromv.plan.follow_controls`) marks the beats less clearly than it follows the onsets (the sync's F below
+#: its r: loud off-beats make visual beats of their own), the share is lowered, at most to ``low`` times the
+#: default, to where the two meet, by ``steps`` halvings of the interval; of the shares tried, the one with the
+#: larger of the two's smaller value is kept (docs/sync.md).
+BALANCE = {"low": 0.6, "steps": 2}
 #: A fitted picture's kicks (zoom and light) are this share of :data:`KICK`'s: a photograph's detail changes more
 #: per zoom than the abstract pattern, and a kick's change, the same on every beat, is the part of the picture's
 #: change that the fit (:mod:`neuromv.follow`) cannot bring in line with the onsets (docs/sync.md).
@@ -437,7 +443,7 @@ def _section_looks(cues: Cues, t: np.ndarray, settings, n_z: int, picture: bool)
 
 
 def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = False, role: str = "all",
-                 stem_cues: Cues | None = None, start: float = 0.0) -> Controls | None:
+                 stem_cues: Cues | None = None, start: float = 0.0, between: float | None = None) -> Controls | None:
     """The structure's controls of every frame of a render.
 
     Parameters
@@ -457,6 +463,10 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         The stem's own cues (its onsets and energy drive the role); default: the song's.
     start : float
         Seconds of the song before frame 0 (an excerpt's start).
+    between : float, optional
+        The share of the onset strength that moves the pattern between the beats, >= 0; default: :data:`FLUX`'s
+        (a fitted picture: :data:`PICTURE_FLUX`'s). :func:`neuromv.plan.panel_controls` balances it per song
+        (:data:`BALANCE`).
 
     Returns
     -------
@@ -467,6 +477,8 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         return None
     if role not in ROLES:
         raise ParameterError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if between is not None and not (np.isfinite(between) and between >= 0):
+        raise ParameterError(f"between must be a share >= 0, not {between!r}")
     fps, n_z = float(settings.fps), int(settings.n_mels)
     picture = kind == "picture"
     t = start + np.arange(n_frames) / fps
@@ -503,8 +515,9 @@ def controls_for(cues: Cues, n_frames: int, settings, *, kind: bool | str = Fals
         shaped = flux_frames(own, t, fps)
         if len(beats):
             near = _near_beats(beats - start, n_frames, fps, int(flux["near"]))
-            between = flux["between"] * shaped + flux["spread"] * _spread(shaped, fps)
-            shaped = near * shaped + (1.0 - near) * between
+            share = flux["between"] if between is None else float(between)
+            between_beats = share * shaped + flux["spread"] * _spread(shaped, fps)
+            shaped = near * shaped + (1.0 - near) * between_beats
         motion = shaped * (1.0 - rest)
         advance = np.cumsum(flux["gain"] * beat * ROLE_KICK[role] * motion)
     # drops burst, released over a bar
