@@ -199,3 +199,44 @@ def test_a_quarter_size_render_read_whole_measures_what_the_sync_reads():
     assert abs(small.mean() / big.mean() - 1.0) < 0.1
     with pytest.raises(ParameterError, match="step"):
         MotionEnvelope(step=0)
+
+
+@pytest.mark.parametrize("off_beat", [0.5, 1.0])
+def test_the_between_beat_share_is_lowered_where_the_off_beats_make_visual_beats(off_beat, caplog):
+    """A song whose onsets between the beats (a hit on each half beat, ``off_beat`` times as strong as the beat's)
+    make visual beats of their own on the fit's render: the share between the beats is lowered until the beats
+    stand out as clearly as the onsets are followed (neuromv.structure.BALANCE); with quieter half beats it stays."""
+    import dataclasses
+    import logging
+
+    from neuromv.analysis import analyze
+    from neuromv.demo import structured_song
+    from neuromv.plan import make_plan
+    from neuromv.settings import RenderSettings
+    from neuromv.structure import BALANCE, FLUX, controls_for
+
+    audio, _ = structured_song("AB", bpm=120.0, bars=4, sr=22050, seed=5)
+    cues = analyze(audio)
+    t = np.arange(int(audio.duration * cues.flux_rate) + 1) / cues.flux_rate
+    flux = np.zeros(len(t))
+    for b in cues.beats:
+        for at, level in ((b, 1.0), (b + 0.25, off_beat)):
+            flux += level * np.where(t >= at - 1e-9, np.exp(-np.maximum(t - at, 0.0) / 0.05), 0.0)
+    cues = dataclasses.replace(cues, flux=np.minimum(flux / flux.max(), 1.0).astype(np.float32))
+    settings = RenderSettings(width=64, height=36)
+    with caplog.at_level(logging.INFO, logger="neuromv.plan"):
+        (panel,) = make_plan(audio, settings, cache=False, cues=cues).panels(audio)
+    lines = [r.getMessage() for r in caplog.records if "between-beat share" in r.getMessage()]
+    default = controls_for(cues, len(panel.z), settings)
+    off = np.round(np.asarray(cues.beats) * settings.fps).astype(int) + 8  # frames just after the half beats
+    off = off[off < len(panel.z)]
+    if off_beat < 1.0:  # the beats stand out: the share stays, the motion is the structure's own
+        assert not lines
+        assert np.array_equal(panel.controls.motion, default.motion)
+        return
+    share = float(lines[0].split("share ")[1].split(" ")[0])
+    assert BALANCE["low"] * FLUX["between"] <= share < FLUX["between"] - 0.01, lines
+    # less motion between the beats, the same on them
+    beats = np.round(np.asarray(cues.beats) * settings.fps).astype(int)
+    assert np.allclose(panel.controls.motion[beats], default.motion[beats])
+    assert panel.controls.motion[off].sum() < 0.95 * default.motion[off].sum()
