@@ -314,7 +314,9 @@ class Renderer:
         k + 1 is queued on the GPU before the frames of batch k are yielded, and each batch is copied to pinned host
         memory on a side stream, so the copies overlap the rendering and the caller's own work (encoding). At most
         about three batches are alive at once, however many frames there are. ``method='dense'`` on CPU runs the
-        same batching (without streams and pinned memory); the CPU methods render frame by frame.
+        same batching (without streams and pinned memory); the CPU methods render frame by frame, the compiled
+        kernels with the next frame queued on worker threads before one is handed out (frames of more than one
+        chunk of pixels: :func:`neuromv.renderer.threads.overlapped`).
 
         Parameters
         ----------
