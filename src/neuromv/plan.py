@@ -481,7 +481,7 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
     :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio: its
     onsets and energy; the beats and sections stay the song's). The share of the onsets between the beats is
     balanced per panel (:data:`neuromv.structure.BALANCE`): where the sync read on the fit's small render gives F
-    below r, smaller shares are fitted too and the best kept. ``start``: the song time of frame 0; ``palette``: the
+    below r (less its bias there), smaller shares are fitted too and the best kept. ``start``: the song time of frame 0; ``palette``: the
     render's (:attr:`Plan.palette`). The render (:meth:`Plan.panels`) and the server's page data use this one
     rule."""
     from .structure import STEM_ROLES, controls_for
@@ -517,10 +517,11 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
     tried = {}
 
     def score(between: float, controls, envelope) -> float:
-        """F - r of the sync on the fit's render with this share (kept in ``tried``)."""
+        """F - r of the sync on the fit's render with this share, r less its bias (kept in ``tried``)."""
         report = measure_sync(envelope, onset, beats, fps)
-        tried[between] = (min(report.r, report.f_measure), controls, report)
-        return report.f_measure - report.r
+        r = report.r - BALANCE["r_bias"]
+        tried[between] = (min(r, report.f_measure), controls, report)
+        return report.f_measure - r
 
     default = (PICTURE_FLUX if kind == "picture" else FLUX)["between"]
     if score(default, first, envelope) < 0:  # the beats stand out less than the onsets are followed
@@ -533,6 +534,8 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
                 else:
                     low = mid
     best = max(tried, key=lambda b: (tried[b][0], b))
+    log.debug("structure: between-beat shares tried (r, F on the fit's render): %s",
+              ", ".join(f"{b:.3f} ({t[2].r:.3f}, {t[2].f_measure:.3f})" for b, t in sorted(tried.items())))
     if len(tried) > 1:
         log.info("structure: between-beat share %.3f (on the fit's render: r %.2f, F %.2f; at %.3f: r %.2f, "
                  "F %.2f)", best, tried[best][2].r, tried[best][2].f_measure, default, tried[default][2].r,
