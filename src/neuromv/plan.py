@@ -481,7 +481,7 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
     :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio: its
     onsets and energy; the beats and sections stay the song's). The share of the onsets between the beats is
     balanced per panel (:data:`neuromv.structure.BALANCE`): where the sync read on the fit's small render gives F
-    below r (less its bias there), smaller shares are fitted too and the best kept. ``start``: the song time of frame 0; ``palette``: the
+    below r (less its bias there), smaller shares are fitted too, down to where the two meet, and the best kept. ``start``: the song time of frame 0; ``palette``: the
     render's (:attr:`Plan.palette`). The render (:meth:`Plan.panels`) and the server's page data use this one
     rule."""
     from .structure import STEM_ROLES, controls_for
@@ -524,15 +524,21 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
         return report.f_measure - r
 
     default = (PICTURE_FLUX if kind == "picture" else FLUX)["between"]
-    if score(default, first, envelope) < 0:  # the beats stand out less than the onsets are followed
+    gap_high = score(default, first, envelope)
+    if gap_high < 0:  # the beats stand out less than the onsets are followed
         high, low = default, BALANCE["low"] * default
-        if score(low, *fitted(low)) >= 0:  # the two meet between: halve the interval where they cross
+        gap_low = score(low, *fitted(low))
+        if gap_low >= 0:  # the two meet between: halve the interval where they cross, then fit where they meet
             for _ in range(int(BALANCE["steps"])):
                 mid = 0.5 * (high + low)
-                if score(mid, *fitted(mid)) < 0:
-                    high = mid
+                gap = score(mid, *fitted(mid))
+                if gap < 0:
+                    high, gap_high = mid, gap
                 else:
-                    low = mid
+                    low, gap_low = mid, gap
+            meet = low + (high - low) * gap_low / (gap_low - gap_high)  # linear between the two
+            if meet not in tried:
+                score(meet, *fitted(meet))
     best = max(tried, key=lambda b: (tried[b][0], b))
     log.debug("structure: between-beat shares tried (r, F on the fit's render): %s",
               ", ".join(f"{b:.3f} ({t[2].r:.3f}, {t[2].f_measure:.3f})" for b, t in sorted(tried.items())))

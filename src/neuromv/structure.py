@@ -68,10 +68,11 @@ PICTURE_FLUX = {**FLUX, "gain": 2.4, "between": 0.16}
 #: The between-beat share balanced per song (:func:`neuromv.plan.panel_controls`): where the fit's own small render
 #: (:func:`neuromv.plan.follow_controls`) marks the beats less clearly than it follows the onsets (the sync's F below
 #: its r: loud off-beats make visual beats of their own), the share is lowered, at most to ``low`` times the
-#: default, to where the two meet, by ``steps`` halvings of the interval; of the shares tried, the one with the
-#: larger of the two's smaller value is kept. ``r_bias``: how much higher that small render reads r than the
-#: decoded video does (0.005-0.017 measured; F within 0.01 either way), taken off its r first (docs/sync.md).
-BALANCE = {"low": 0.6, "steps": 2, "r_bias": 0.015}
+#: default, to where the two meet: ``steps`` halvings of the interval, then the share where the line between the
+#: last two crosses; of the shares tried, the one with the larger of the two's smaller value is kept. ``r_bias``:
+#: how much higher that small render reads r than the decoded video does (0.005-0.017 measured, F within about
+#: 0.015 either way), taken off its r first (docs/sync.md).
+BALANCE = {"low": 0.6, "steps": 2, "r_bias": 0.01}
 #: A fitted picture's kicks (zoom and light) are this share of :data:`KICK`'s: a photograph's detail changes more
 #: per zoom than the abstract pattern, and a kick's change, the same on every beat, is the part of the picture's
 #: change that the fit (:mod:`neuromv.follow`) cannot bring in line with the onsets (docs/sync.md).
