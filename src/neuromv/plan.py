@@ -480,10 +480,8 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
     fitted to the picture by :func:`follow_controls`. The whole song plays the role 'all'; a stem plays its role of
     :data:`neuromv.structure.STEM_ROLES`, driven by the stem's own cues (the analysis of ``source``, its audio: its
     onsets and energy; the beats and sections stay the song's). The share of the onsets between the beats is
-    balanced per panel (:data:`neuromv.structure.BALANCE`): where the sync read on the fit's small render gives F
-    below r (less its bias there), smaller shares are fitted too, down to where the two meet, and the best kept. ``start``: the song time of frame 0; ``palette``: the
-    render's (:attr:`Plan.palette`). The render (:meth:`Plan.panels`) and the server's page data use this one
-    rule."""
+    balanced per panel (:func:`_balanced`). ``start``: the song time of frame 0; ``palette``: the render's
+    (:attr:`Plan.palette`). The render (:meth:`Plan.panels`) and the server's page data use this one rule."""
     from .structure import STEM_ROLES, controls_for
 
     role = "all" if panel.name is None else STEM_ROLES.get(panel.name, "look")
@@ -503,9 +501,7 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
     first, envelope = fitted(None)
     if first is None or envelope is None:
         return first
-    # the between-beat share, balanced (neuromv.structure.BALANCE): the sync read on the fit's own render, against
-    # the panel's onset strength and the song's beats in the excerpt
-    from .structure import BALANCE, FLUX, PICTURE_FLUX, flux_frames
+    from .structure import FLUX, PICTURE_FLUX, flux_frames
     from .sync import measure_sync
 
     fps = float(settings.fps)
@@ -514,31 +510,43 @@ def panel_controls(cues, z: np.ndarray, panel: Panel, net, source=None, *, start
     beats = beats[(beats >= 0) & (beats <= len(z) / fps)]
     if len(beats) < 2:
         return first
+    default = (PICTURE_FLUX if kind == "picture" else FLUX)["between"]
+    return _balanced(lambda share: fitted(share) if share != default else (first, envelope),
+                     lambda env: measure_sync(env, onset, beats, fps), default)
+
+
+def _balanced(fit, read, default: float):
+    """The controls of the best between-beat share (:data:`neuromv.structure.BALANCE`), read on the fit's small
+    render: where F is below r (less its bias there) at ``default``, smaller shares are fitted too, down to where
+    the two meet (halvings, then the share where the line between the last two crosses), and of the shares tried
+    the one with the largest smaller value of the two is kept (ties: the larger share).
+
+    ``fit(share)`` gives (controls, their change on the small render); ``read(change)`` its
+    :class:`~neuromv.sync.SyncReport`."""
+    from .structure import BALANCE
+
     tried = {}
 
-    def score(between: float, controls, envelope) -> float:
-        """F - r of the sync on the fit's render with this share, r less its bias (kept in ``tried``)."""
-        report = measure_sync(envelope, onset, beats, fps)
+    def gap(share: float) -> float:
+        """F - r (less its bias) with this share; the controls, their score and the report kept in ``tried``."""
+        controls, envelope = fit(share)
+        report = read(envelope)
         r = report.r - BALANCE["r_bias"]
-        tried[between] = (min(r, report.f_measure), controls, report)
+        tried[share] = (min(r, report.f_measure), controls, report)
         return report.f_measure - r
 
-    default = (PICTURE_FLUX if kind == "picture" else FLUX)["between"]
-    gap_high = score(default, first, envelope)
-    if gap_high < 0:  # the beats stand out less than the onsets are followed
-        high, low = default, BALANCE["low"] * default
-        gap_low = score(low, *fitted(low))
-        if gap_low >= 0:  # the two meet between: halve the interval where they cross, then fit where they meet
-            for _ in range(int(BALANCE["steps"])):
-                mid = 0.5 * (high + low)
-                gap = score(mid, *fitted(mid))
-                if gap < 0:
-                    high, gap_high = mid, gap
-                else:
-                    low, gap_low = mid, gap
-            meet = low + (high - low) * gap_low / (gap_low - gap_high)  # linear between the two
-            if meet not in tried:
-                score(meet, *fitted(meet))
+    high, gap_high = default, gap(default)
+    low = BALANCE["low"] * default
+    if gap_high < 0 and (gap_low := gap(low)) >= 0:  # the two meet between: halve where they cross, then meet
+        for _ in range(int(BALANCE["steps"])):
+            mid = 0.5 * (high + low)
+            if (g := gap(mid)) < 0:
+                high, gap_high = mid, g
+            else:
+                low, gap_low = mid, g
+        meet = low + (high - low) * gap_low / (gap_low - gap_high)  # linear between the two
+        if meet not in tried:
+            gap(meet)
     best = max(tried, key=lambda b: (tried[b][0], b))
     log.debug("structure: between-beat shares tried (r, F on the fit's render): %s",
               ", ".join(f"{b:.3f} ({t[2].r:.3f}, {t[2].f_measure:.3f})" for b, t in sorted(tried.items())))
@@ -603,8 +611,8 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
         """The controls with every frame's steps (input, zoom, light) scaled by its gain."""
         return fitted_controls(controls, u, gain, hold=hold, kick=None if is_picture(net) else 1.0)
 
-    def envelope_of(gain: np.ndarray) -> np.ndarray:
-        c = fitted(gain)
+    def change_of(c) -> np.ndarray:
+        """The change into each frame of controls ``c`` on the small render."""
         envelope = MotionEnvelope(step=1)
         for frame in small.frames(c.apply(z), zoom=c.zoom, color=frame_colors(c, settings)):
             envelope.add(frame)
@@ -616,8 +624,8 @@ def follow_controls(controls, z: np.ndarray, net, settings: RenderSettings, *, p
         return envelope.envelope
 
     with Progress("follow", (FOLLOW["rounds"] + int(envelope)) * len(u), progress) as bar:
-        gain = follow(controls.motion, envelope_of, fps=settings.fps)
-        return (fitted(gain), envelope_of(gain)) if envelope else fitted(gain)
+        result = fitted(follow(controls.motion, lambda gain: change_of(fitted(gain)), fps=settings.fps))
+        return (result, change_of(result)) if envelope else result
 
 
 def make_plan(song, settings: RenderSettings, *, image=None, model=None, cache: bool = True,
