@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 
 import numpy as np
 import pytest
@@ -183,6 +184,56 @@ def test_i420_frames_encode_without_conversion(tmp_path):
         decoded = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
     assert len(decoded) == 10
     assert all(np.array_equal(a, b) for a, b in zip(decoded, frames))  # exactly the planes we gave
+
+
+def test_i420_frames_are_read_in_place_where_pyav_maps_their_planes():
+    from neuromv.video import i420_frame
+
+    rng = np.random.default_rng(2)
+    for w, h in ((1280, 720), (64, 48), (96, 54), (66, 50), (2, 2)):
+        planes = rng.integers(0, 256, size=(h * 3 // 2, w), dtype=np.uint8)
+        copied = i420_frame(planes)
+        assert copied.planes[0].buffer_ptr != planes.ctypes.data
+        for frame in (copied, i420_frame(planes, in_place=True)):
+            assert (frame.width, frame.height) == (w, h)
+            np.testing.assert_array_equal(frame.to_ndarray(), planes)  # the same planes, however made
+    assert i420_frame(planes := np.zeros((1080, 1280), np.uint8), in_place=True).planes[0].buffer_ptr == \
+        planes.ctypes.data  # 720p: no copy
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through the C library")
+@pytest.mark.parametrize("w,h", [(66, 48), (266, 48), (320, 48), (266, 54)])
+def test_i420_frames_are_read_in_place_and_never_past_their_end(tmp_path, w, h):
+    """libx264 reads an I420 frame where it lies (no copy first): frames that end where an unreadable page begins
+    encode exactly (a read past the end would crash), at widths x264 copies in C (under 256), with its vector copies
+    and a tail (266: no multiple of 16), and with its vector copies alone; at a height PyAV cannot map (54), a
+    copy."""
+    import ctypes
+    import mmap
+
+    import av
+
+    page = mmap.PAGESIZE
+    size = w * h * 3 // 2
+    end = -(-size // page) * page  # the frame's bytes end here, where the unreadable page begins
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    rng = np.random.default_rng(1)
+    regions, frames = [], []
+    for _ in range(6):
+        region = mmap.mmap(-1, end + page)
+        frame = np.frombuffer(region, dtype=np.uint8, count=size, offset=end - size).reshape(h * 3 // 2, w)
+        frame[:] = rng.integers(16, 236, size=frame.shape, dtype=np.uint8)
+        assert libc.mprotect(ctypes.addressof(ctypes.c_char.from_buffer(region)) + end, page, 0) == 0
+        regions.append(region)
+        frames.append(frame)
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, w, h, 30, crf=0, preset="ultrafast") as writer:
+        for f in frames:
+            writer.write(f)
+    with av.open(str(out)) as c:
+        decoded = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+    assert len(decoded) == 6 and all(np.array_equal(a, b) for a, b in zip(decoded, frames, strict=True))
 
 
 def test_i420_frame_shape_is_checked(tmp_path):
