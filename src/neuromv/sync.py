@@ -137,7 +137,7 @@ class MotionEnvelope:
             raise ParameterError(f"frame of {y.shape} subsampled pixels after frames of {prev.shape}")
         np.subtract(y, prev, out=prev)
         np.abs(prev, out=prev)
-        self._values.append(float(prev.mean(dtype=np.float64)) * scale)
+        self._values.append(float(np.add.reduce(prev, axis=None, dtype=np.float64) / prev.size) * scale)  # the mean
 
     def __len__(self) -> int:
         return len(self._values)
