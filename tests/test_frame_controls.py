@@ -257,6 +257,33 @@ def test_a_pictures_frames_take_the_controls_and_are_unchanged_without_them():
         r.frames(zs, zoom=[0, 1, 1, 1])
 
 
+def test_a_pictures_small_frames_rendered_in_groups_are_each_frame_as_render_makes_it():
+    # 32x18 (the structure's fit): frames() renders them in groups, the threads sharing a group's frames in one call
+    # of the picture kernel (Backend.group_job); each must be exactly render()'s frame, palette and I420 included
+    from neuromv.palette import palette_for
+    from neuromv.renderer.backend import GROUP_PIXELS
+
+    if not kernel_widths():
+        pytest.skip("compiled kernel not installed")
+    net = _picture()
+    n = 2 * GROUP_PIXELS // (32 * 18) + 7  # two whole groups and a part
+    zs = _zs(n, 8, seed=2)
+    zoom = np.linspace(0.6, 1.5, n)
+    zoom[::4] = 1.0
+    colours = np.stack([color_matrix(hue=2.0 * i, saturation=1.1, brightness=0.01 * (i % 5)) for i in range(n)])
+    for palette in (None, palette_for("ember")):
+        r = Renderer(net, 32, 18, motion=Motion.of(8, 0), palette=palette, threads=2)
+        assert r.method == "picture" and r.backend.groups
+        for yuv420 in (False, True):
+            draw = r.render_yuv420 if yuv420 else r.render
+            for controls in ({}, {"zoom": zoom, "color": colours}):
+                frames = list(r.frames(zs, yuv420=yuv420, **controls))
+                assert len(frames) == n
+                for i, frame in enumerate(frames):
+                    own = {k: v[i] for k, v in controls.items()}
+                    np.testing.assert_array_equal(frame, draw(zs[i], **own), err_msg=f"frame {i}")
+
+
 @pytest.mark.parametrize("precision", ["float32", "int16"])
 def test_kernel_frames_overlapped_on_worker_threads_are_render_frame_by_frame(precision):
     # 160x96: 960 tiles, several chunks, so frames() shares each frame out and queues the next (threads.overlapped)

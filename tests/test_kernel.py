@@ -40,6 +40,38 @@ def test_each_path_this_cpu_runs_matches_the_reference(isa, monkeypatch):
         assert diff.max() <= 1 and diff.mean() < 0.05, (isa, diff.max(), diff.mean())
 
 
+@pytest.mark.parametrize("isa,precision", [(i, "float32") for i in KERNEL_ISAS] + [("avx512vnni", "int16")])
+def test_small_frames_rendered_in_groups_are_each_frame_as_render_makes_it(isa, precision, monkeypatch):
+    # 32x18 (the structure's fit): one chunk a frame, so frames() renders them in groups, the threads sharing a
+    # group's frames in one kernel call (Backend.group_job); each must be exactly render()'s frame
+    import threading
+
+    from neuromv.palette import palette_for
+    from neuromv.renderer.backend import GROUP_PIXELS
+
+    if isa not in kernel_isas():
+        pytest.skip(f"this CPU cannot run {isa}")
+    monkeypatch.setenv(ISA_ENV, isa)
+    net = CPPN(32, 32, seed=5)
+    n = 2 * GROUP_PIXELS // (32 * 18) + 7  # two whole groups and a part
+    zs = np.stack([_z(i, 0.5) for i in range(n)])
+    zoom = np.linspace(0.7, 1.4, n)
+    zoom[::5] = 1.0
+    colours = np.stack([color_matrix(hue=3.0 * i, saturation=1.2, brightness=0.01 * (i % 7)) for i in range(n)])
+    for palette in (None, palette_for("ember")):
+        r = Renderer(net, 32, 18, method="kernel", precision=precision, threads=2, palette=palette)
+        assert r.isa == isa or precision == "float32" and isa == "avx512vnni"
+        for yuv420, controls in ((False, {}), (True, {}), (False, {"zoom": zoom, "color": colours}),
+                                 (True, {"zoom": zoom, "color": colours})):
+            draw = r.render_yuv420 if yuv420 else r.render
+            frames = list(r.frames(zs, yuv420=yuv420, **controls))
+            assert len(frames) == n
+            for i, frame in enumerate(frames):
+                own = {k: v[i] for k, v in controls.items()}
+                np.testing.assert_array_equal(frame, draw(zs[i], **own), err_msg=f"frame {i} {yuv420} {controls}")
+    assert not [t for t in threading.enumerate() if t.name.startswith("neuromv-render")]  # no workers left behind
+
+
 def test_a_forced_path_must_exist_and_run_here(monkeypatch):
     monkeypatch.setenv(ISA_ENV, "sse9")
     with pytest.raises(ParameterError, match=f"{ISA_ENV}='sse9' is not a kernel path"):

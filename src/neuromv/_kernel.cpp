@@ -230,6 +230,29 @@ int neuromv_render5(int path, int hidden, const float *ct, const float *W0, cons
     }
 }
 
+// Renders n_frames frames of one network and size, each whole on one thread: each calling thread takes frames from
+// *next_frame (start it at 0; every worker of the call gets the same pointer) until none are left, and renders frame
+// f as neuromv_render5 would with W0 + f * w0_step, c0 + f * hidden and color + f * color_step (steps in floats; 0:
+// the same for every frame; color nullptr: none) into out + f * out_step bytes. Many small frames (the structure's
+// fit renders them at 32x18) then cost one call, and the cores share the frames instead of a frame's few tiles; each
+// frame is the same as neuromv_render5's. Returns 0, or neuromv_render5's error (at the first frame that has one).
+int neuromv_render5_frames(int path, int hidden, const float *ct, const float *W0, long w0_step, const float *c0,
+                           const float *Ws, const uint32_t *Wq, const float *Wd, const float *bs, int L,
+                           const float *Wo, const float *bo, const float *color, long color_step,
+                           const float *palette, long palette_n, uint8_t *out, long out_step, int mode, long width,
+                           long height, long n_frames, long *next_frame) {
+    if (width < 1 || height < 1 || n_frames < 0 || w0_step < 0 || color_step < 0 || out_step < 0) return -1;
+    for (;;) {
+        long f = __atomic_fetch_add(next_frame, 1, __ATOMIC_RELAXED);
+        if (f >= n_frames) return 0;
+        long next = 0;  // this frame's tiles, all taken by this thread (one chunk of every pixel)
+        int rc = neuromv_render5(path, hidden, ct, W0 + f * w0_step, c0 + f * hidden, Ws, Wq, Wd, bs, L, Wo, bo,
+                                 color ? color + f * color_step : nullptr, palette, palette_n, out + f * out_step,
+                                 mode, width, height, &next, width * height);
+        if (rc) return rc;
+    }
+}
+
 // The int16 path's tanh on n values of Z (int16, -32767..32767): out[i] = 8191 tanh(z[i] / 6144), rounded as the
 // kernel does (to test it). Returns 0, or -2 (nothing done) if this CPU cannot run path 3.
 int neuromv_tanh16(const int16_t *z, int16_t *out, long n) {
@@ -425,6 +448,25 @@ int neuromv_picture3(const float *picture, const float *maps, long width, long h
     if (zoom == 1.0f) return palette ? NEUROMV_PICTURE(false, true) : NEUROMV_PICTURE(false, false);
     return palette ? NEUROMV_PICTURE(true, true) : NEUROMV_PICTURE(true, false);
 #undef NEUROMV_PICTURE
+}
+
+// n_frames frames of one picture, each whole on one thread, as neuromv_render5_frames renders its frames: frame f is
+// neuromv_picture3's with zoom[f] (zoom nullptr: 1 for all), c + 7 f and color + f * color_step (floats; 0: the same
+// for every frame; color nullptr: none), into out + f * out_step bytes. Returns 0, or neuromv_picture3's error.
+int neuromv_picture3_frames(const float *picture, const float *maps, long width, long height, float to_px,
+                            const float *zoom, const double *c, const float *color, long color_step,
+                            const float *palette, long palette_n, uint8_t *out, long out_step, int mode,
+                            long n_frames, long *next_frame) {
+    if (n_frames < 0 || color_step < 0 || out_step < 0) return -1;
+    for (;;) {
+        long f = __atomic_fetch_add(next_frame, 1, __ATOMIC_RELAXED);
+        if (f >= n_frames) return 0;
+        long next = 0;  // this frame's rows, all taken by this thread
+        int rc = neuromv_picture3(picture, maps, width, height, to_px, zoom ? zoom[f] : 1.0f, c + 7 * f,
+                                  color ? color + f * color_step : nullptr, palette, palette_n, out + f * out_step,
+                                  mode, &next, height);
+        if (rc) return rc;
+    }
 }
 
 }  // extern "C"

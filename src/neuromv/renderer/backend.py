@@ -69,6 +69,19 @@ class Backend:
         the frame :meth:`render` or :meth:`render_yuv420` returns) and share it out between them."""
         return None
 
+    @property
+    def groups(self) -> bool:
+        """Whether :meth:`group_job` renders here (default: no)."""
+        return False
+
+    def group_job(self, zs: np.ndarray, yuv420: bool, zoom: np.ndarray | None = None,
+                  color: np.ndarray | None = None) -> tuple[np.ndarray, Callable[[], None], int]:
+        """Several small frames as one job for :func:`~.threads.overlapped`, where :attr:`groups`: zs
+        [shape=(n, n_z), dtype=float32], ``zoom`` [shape=(n,)] and ``color`` [shape=(n, 3, 4)] or None ->
+        ``(frames, work, n_runs)``, where ``n_runs`` threads running ``work()`` at once fill ``frames``
+        [shape=(n, ...)], each frame the same as :meth:`frame_job`'s, sharing the frames between them."""
+        raise NotImplementedError
+
     def render_batch(self, zs: torch.Tensor, zoom: np.ndarray | None = None,
                      color: np.ndarray | None = None) -> np.ndarray:
         """zs [shape=(B, n_z), float32, CPU] -> frames, np.ndarray [shape=(B, height, width, 3), dtype=uint8];
@@ -91,10 +104,36 @@ class Backend:
         if job is None:
             draw = self.render_yuv420 if yuv420 else self.render
             return (draw(z, s, a) for z, s, a in itertools.chain([first] if first else [], frames))
+        pixels = self.width * self.height
+        if pixels <= SMALL_FRAME and self.groups:  # small frames: in groups, the cores sharing their frames
+            return _in_groups(self, zs, yuv420, zoom, color, max(1, GROUP_PIXELS // pixels))
         jobs = itertools.chain([job], (self.frame_job(z, yuv420, s, a) for z, s, a in frames))
         if job[2] < 2:  # a frame for one thread (a small one): the pool's hand-offs would cost more than it gains
             return _run_here(jobs)
         return overlapped(jobs, self.threads)
+
+
+#: Pixels of a frame that :meth:`Backend.frames` renders in groups (:meth:`Backend.group_job`) where the backend can,
+#: each frame whole on one thread: the compiled kernel's share-out of one worker (as the structure's fit renders its
+#: frames at 32x18). Handing such frames to the worker threads one by one cost more than it saved.
+SMALL_FRAME = 4096
+#: Pixels of a group: a few milliseconds of work, so that its hand-offs cost little against it.
+GROUP_PIXELS = 65536
+
+
+def _in_groups(backend: Backend, zs: torch.Tensor, yuv420: bool, zoom: np.ndarray | None, color: np.ndarray | None,
+               size: int) -> Iterator[np.ndarray]:
+    """Every frame of zs, in order, rendered ``size`` at a time by :meth:`Backend.group_job` on the worker threads
+    (:func:`~.threads.overlapped`), while this thread hands out the frames before."""
+
+    def jobs():
+        for i in range(0, len(zs), size):
+            part = slice(i, i + size)
+            yield backend.group_job(zs[part].numpy(), yuv420, None if zoom is None else zoom[part],
+                                    None if color is None else color[part])
+
+    for frames in overlapped(jobs(), backend.threads):
+        yield from frames
 
 
 def _run_here(jobs: Iterator[tuple[np.ndarray, Callable[[], None], int]]) -> Iterator[np.ndarray]:

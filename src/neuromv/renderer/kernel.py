@@ -79,6 +79,21 @@ def kernel_library() -> ctypes.CDLL | None:
     fn.argtypes = [ctypes.c_int, ctypes.c_int, fp, fp, fp, fp, ctypes.POINTER(ctypes.c_uint32), fp, fp, ctypes.c_int,
                    fp, fp, fp, fp, ctypes.c_long, ctypes.POINTER(ctypes.c_uint8), ctypes.c_int, ctypes.c_long,
                    ctypes.c_long, ctypes.POINTER(ctypes.c_long), ctypes.c_long]
+    many_pictures = getattr(lib, "neuromv_picture3_frames", None)  # PictureBackend.group_job's
+    if many_pictures is not None:
+        many_pictures.restype = ctypes.c_int
+        many_pictures.argtypes = [fp, fp, ctypes.c_long, ctypes.c_long, ctypes.c_float, fp,
+                                  ctypes.POINTER(ctypes.c_double), fp, ctypes.c_long, fp, ctypes.c_long,
+                                  ctypes.POINTER(ctypes.c_uint8), ctypes.c_long, ctypes.c_int, ctypes.c_long,
+                                  ctypes.POINTER(ctypes.c_long)]
+    # many small frames in one call (KernelBackend.group_job); a build without it renders them one by one
+    many = getattr(lib, "neuromv_render5_frames", None)
+    if many is not None:
+        many.restype = ctypes.c_int
+        many.argtypes = [ctypes.c_int, ctypes.c_int, fp, fp, ctypes.c_long, fp, fp, ctypes.POINTER(ctypes.c_uint32),
+                         fp, fp, ctypes.c_int, fp, fp, fp, ctypes.c_long, fp, ctypes.c_long,
+                         ctypes.POINTER(ctypes.c_uint8), ctypes.c_long, ctypes.c_int, ctypes.c_long, ctypes.c_long,
+                         ctypes.c_long, ctypes.POINTER(ctypes.c_long)]
     return lib
 
 
@@ -326,7 +341,7 @@ class KernelBackend(Backend):
         call)."""
         lib = kernel_library()
         fp = ctypes.POINTER(ctypes.c_float)
-        c0 = (self._b0_np + self._zw_np @ z.astype(np.float64)).astype(np.float32)
+        c0 = self._bias(z)
         frame = np.empty(self.n_pixels * 3 // 2 if yuv420 else self.n_pixels * 3, dtype=np.uint8)
         ct, w0, ws, wq, wd, bs, n_layers, wo, bo, colour = self._kernel_args
         w0_zoomed = None if zoom == 1.0 else np.ascontiguousarray(self._w0_np * np.float32(zoom))
@@ -347,6 +362,49 @@ class KernelBackend(Backend):
 
         shape = (self.height * 3 // 2, self.width) if yuv420 else (self.height, self.width, 3)
         return frame.reshape(shape), work, min(self.threads, -(-self._n_tiles // _KERNEL_CHUNK))
+
+    @property
+    def groups(self) -> bool:
+        """Whether :meth:`group_job` renders here (the kernel has the entry point for it)."""
+        return getattr(kernel_library(), "neuromv_render5_frames", None) is not None
+
+    def group_job(self, zs: np.ndarray, yuv420: bool, zoom: np.ndarray | None = None,
+                  color: np.ndarray | None = None) -> tuple[np.ndarray, Callable[[], None], int]:
+        """Several frames as one job (see :meth:`Backend.group_job`): zs [shape=(n, n_z), dtype=float32], ``zoom``
+        [shape=(n,)] and ``color`` [shape=(n, 3, 4)] or None -> (the frames [shape=(n, ...)], as :meth:`frame_job`
+        makes them; the run; how many threads share it). The runs share the frames, each frame rendered whole by
+        one of them, in one call of the kernel."""
+        lib = kernel_library()
+        fp = ctypes.POINTER(ctypes.c_float)
+        n = len(zs)
+        c0 = np.stack([self._bias(z) for z in zs]) if n else np.zeros((0, len(self._b0_np)), np.float32)
+        size = self.n_pixels * 3 // 2 if yuv420 else self.n_pixels * 3
+        frames = np.empty((n, size), dtype=np.uint8)
+        ct, w0, ws, wq, wd, bs, n_layers, wo, bo, colour = self._kernel_args
+        w0_step = colour_step = 0
+        w0_zoomed = colour_np = None
+        if zoom is not None and np.any(np.asarray(zoom) != 1.0):  # each frame's own scaled copy, as frame_job's
+            w0_zoomed = np.ascontiguousarray(self._w0_np[None] * np.asarray(zoom, np.float32)[:, None, None])
+            w0, w0_step = w0_zoomed.ctypes.data_as(fp), self._w0_np.size
+        if color is not None:
+            colour_np = np.ascontiguousarray(color, dtype=np.float32).reshape(n, 12)
+            colour, colour_step = colour_np.ctypes.data_as(fp), 12
+        counter = ctypes.c_long(0)  # the next frame to render, shared by the runs
+        args = (KERNEL_ISAS.index(self.isa), self._w0_np.shape[0], ct, w0, w0_step, c0.ctypes.data_as(fp), ws, wq,
+                wd, bs, n_layers, wo, bo, colour, colour_step, *self._palette_args,
+                frames.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, int(yuv420), self.width, self.height,
+                n, ctypes.byref(counter))
+
+        def work(_alive=(c0, frames, w0_zoomed, colour_np, counter)) -> None:
+            if lib.neuromv_render5_frames(*args) != 0:
+                raise RuntimeError(f"render kernel ({self.isa}) refused hidden {args[1]}, {self.width}x{self.height}")
+
+        shape = (self.height * 3 // 2, self.width) if yuv420 else (self.height, self.width, 3)
+        return frames.reshape(n, *shape), work, max(1, min(self.threads, n))
+
+    def _bias(self, z: np.ndarray) -> np.ndarray:
+        """A frame's layer-0 bias: b0 + W_z z [shape=(hidden,)], in float64, then float32 as the kernel takes it."""
+        return (self._b0_np + self._zw_np @ z.astype(np.float64)).astype(np.float32)
 
     def _render_kernel(self, z: np.ndarray, yuv: bool, zoom: float, color: np.ndarray | None) -> np.ndarray:
         """One frame on this thread and n - 1 workers (ctypes releases the GIL for the call: the runs take chunks of

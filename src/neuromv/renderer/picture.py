@@ -155,7 +155,7 @@ class PictureBackend(Backend):
         torch path."""
         if self._kernel is None:
             return None
-        c = np.ascontiguousarray(self._coef.numpy() @ np.asarray(z, dtype=np.float64))
+        c = self._coefficients(z)
         shape = (self.height * 3 // 2, self.width) if yuv420 else (self.height, self.width, 3)
         frame = np.empty(shape, dtype=np.uint8)
         colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32)
@@ -171,6 +171,40 @@ class PictureBackend(Backend):
                 raise ParameterError("the picture kernel refused its arguments")
 
         return frame, work, max(1, min(self.threads, -(-self.height // (2 * _ROWS_CHUNK))))
+
+    @property
+    def groups(self) -> bool:
+        """Whether :meth:`group_job` renders here: on the compiled kernel, where it has the entry point."""
+        return self._kernel is not None and getattr(kernel_library(), "neuromv_picture3_frames", None) is not None
+
+    def group_job(self, zs: np.ndarray, yuv420: bool, zoom: np.ndarray | None = None,
+                  color: np.ndarray | None = None) -> tuple[np.ndarray, Callable[[], None], int]:
+        """Several frames as one job (see :meth:`Backend.group_job`): the runs share the frames, each frame
+        rendered whole by one of them, in one call of the kernel; each frame is :meth:`frame_job`'s."""
+        fp = ctypes.POINTER(ctypes.c_float)
+        n = len(zs)
+        c = np.ascontiguousarray(np.stack([self._coefficients(z) for z in zs]) if n else np.zeros((0, 7)))
+        shape = (self.height * 3 // 2, self.width) if yuv420 else (self.height, self.width, 3)
+        frames = np.empty((n, *shape), dtype=np.uint8)
+        zoom_np = None if zoom is None else np.ascontiguousarray(zoom, dtype=np.float32)
+        colour_np = None if color is None else np.ascontiguousarray(color, dtype=np.float32).reshape(n, 12)
+        colour, colour_step = (self._kcolor, 0) if colour_np is None else (colour_np.ctypes.data_as(fp), 12)
+        counter = ctypes.c_long(0)  # the next frame, shared by the runs
+        args = (*self._kargs, None if zoom_np is None else zoom_np.ctypes.data_as(fp),
+                c.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), colour, colour_step, *self._kpalette,
+                frames.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), frames[0].nbytes if n else 0, int(yuv420), n,
+                ctypes.byref(counter))
+        kernel = kernel_library().neuromv_picture3_frames
+
+        def work(_alive=(c, frames, zoom_np, colour_np, counter)) -> None:
+            if kernel(*args) != 0:
+                raise ParameterError("the picture kernel refused its arguments")
+
+        return frames, work, max(1, min(self.threads, n))
+
+    def _coefficients(self, z: np.ndarray) -> np.ndarray:
+        """A frame's motion coefficients (:meth:`neuromv.motion.Motion.coefficients`) [shape=(7,)], float64."""
+        return np.ascontiguousarray(self._coef.numpy() @ np.asarray(z, dtype=np.float64))
 
     def _render_kernel(self, z: np.ndarray, yuv: bool, zoom: float, color: np.ndarray | None) -> np.ndarray:
         """One frame by the compiled kernel on this thread and n - 1 workers (ctypes releases the GIL for the
