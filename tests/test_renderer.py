@@ -451,3 +451,47 @@ def test_overlapped_raises_a_runs_error_at_its_turn_and_leaves_no_threads_behind
     assert next(gen) == 0
     gen.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("neuromv-render")]
+
+
+def test_blas_is_on_one_thread_during_a_render_and_comes_back_even_when_renders_overlap():
+    # a server's renders overlap in threads: only the first sets the limit and it restores it, so the count never
+    # stays at 1 (threadpoolctl lets only the thread that set a limit change OpenBLAS until it restores it)
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from neuromv.renderer.threads import blas_one_thread
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # numpy's BLAS is loaded
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library that threadpoolctl knows")
+    with blas_one_thread():
+        with blas_one_thread():  # nested
+            assert blas_threads() == {1}
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+    for first_ends_first in (True, False):
+        a_in, b_in, a_out, b_out = (threading.Event() for _ in range(4))
+
+        def render(entered, leave, after=None):
+            if after is not None:
+                after.wait(10)
+            with blas_one_thread():
+                entered.set()
+                leave.wait(10)
+
+        a = threading.Thread(target=render, args=(a_in, a_out))
+        b = threading.Thread(target=render, args=(b_in, b_out, a_in))
+        a.start(), b.start()
+        assert a_in.wait(10) and b_in.wait(10)
+        assert blas_threads() == {1}
+        first, second = (a, b) if first_ends_first else (b, a)
+        (a_out if first_ends_first else b_out).set()
+        first.join()
+        (b_out if first_ends_first else a_out).set()
+        second.join()
+        assert blas_threads() == before, first_ends_first

@@ -153,46 +153,49 @@ def render(
     >>> neuromv.render("song.mp3", "video.mp4", look="ember", seed=3)  # the look, then seed 3  # doctest: +SKIP
     """
     from .limits import check_memory
+    from .renderer.threads import blas_one_thread
 
     t0 = time.perf_counter()
-    settings, separator = _settings(settings, options)
-    if ray is not None or segments is not None:  # checked before any slow work, the cluster's address included
-        from .segments import check_segmented_render
+    with blas_one_thread():  # numpy's idle BLAS workers would spin on the cores the render uses
+        settings, separator = _settings(settings, options)
+        if ray is not None or segments is not None:  # checked before any slow work, the cluster's address included
+            from .segments import check_segmented_render
 
-        segments = check_segmented_render(ray, segments, settings, output)
-    plan = make_plan(song, settings, image=image, model=model, cache=cache, cache_root=cache_root,
-                     separator=separator, output=output, overwrite=overwrite, cues=cues)
-    window = _plan_loop(plan, progress, cancel) if plan.settings.loop is not None else None
-    audio = _open_audio(song, plan, cancel)
-    animated = is_animated(output)
-    if animated:  # refused before the slow work: too long, or too many frames to hold
-        check_animated(output, window.frames if window else int(np.ceil(audio.duration * plan.settings.fps)),
-                       plan.settings.fps, plan.settings.width, plan.settings.height)
-    plan.find_cover()  # the cover art, once the song is good
-    # logs what the size costs, and refuses a render that cannot fit in memory before the fits and the features
-    check_memory(plan.settings, duration=audio.duration, image=plan.has_image)
-    panels = plan.panels(audio, progress=progress, cancel=cancel)
-    if ray is not None:  # frame ranges rendered and encoded on the cluster's workers, joined here
-        from .segments import render_segments
+            segments = check_segmented_render(ray, segments, settings, output)
+        plan = make_plan(song, settings, image=image, model=model, cache=cache, cache_root=cache_root,
+                         separator=separator, output=output, overwrite=overwrite, cues=cues)
+        window = _plan_loop(plan, progress, cancel) if plan.settings.loop is not None else None
+        audio = _open_audio(song, plan, cancel)
+        animated = is_animated(output)
+        if animated:  # refused before the slow work: too long, or too many frames to hold
+            check_animated(output, window.frames if window else int(np.ceil(audio.duration * plan.settings.fps)),
+                           plan.settings.fps, plan.settings.width, plan.settings.height)
+        plan.find_cover()  # the cover art, once the song is good
+        # logs what the size costs, and refuses a render that cannot fit in memory before the fits and the features
+        check_memory(plan.settings, duration=audio.duration, image=plan.has_image)
+        panels = plan.panels(audio, progress=progress, cancel=cancel)
+        if ray is not None:  # frame ranges rendered and encoded on the cluster's workers, joined here
+            from .segments import render_segments
 
-        return render_segments(panels[0], audio, output, plan, ray=ray, segments=segments, overwrite=overwrite,
-                               progress=progress, cancel=cancel, t0=t0)
-    if plan.stems:
-        frames, where = stem_frames(panels, plan.settings), "stems: " + ", ".join(plan.stems)
-    else:
-        r = panels[0].renderer
-        log.info("rendering %dx%d on %s (%s%s)", r.width, r.height, r.device, r.method,
-                 f", {r.isa}, {r.precision}" if r.isa else "")
-        # I420 frames go to the encoder without a colour conversion; on a GPU, frames come in double-buffered batches
-        frames, where = panels[0].frames(yuv420=r.yuv420 and not animated), plan.where
-    n_frames = panels[0].z.shape[0]
-    if window is not None:  # the song under the loop's frames: without the lead-in and the frame that closed it
-        fps = plan.settings.fps
-        audio = _trim(audio, plan.loop_lead / fps, n_frames / fps)
-        start = plan.settings.start + plan.loop_lead / fps  # the excerpt's, and the frames before the loop's first
-        plan.settings = replace(plan.settings, start=round(start, 6), duration=n_frames / fps)
-    return _encode(frames, n_frames, audio, output, plan, overwrite=overwrite, progress=progress,
-                   cancel=cancel, t0=t0, where=where)
+            return render_segments(panels[0], audio, output, plan, ray=ray, segments=segments, overwrite=overwrite,
+                                   progress=progress, cancel=cancel, t0=t0)
+        if plan.stems:
+            frames, where = stem_frames(panels, plan.settings), "stems: " + ", ".join(plan.stems)
+        else:
+            r = panels[0].renderer
+            log.info("rendering %dx%d on %s (%s%s)", r.width, r.height, r.device, r.method,
+                     f", {r.isa}, {r.precision}" if r.isa else "")
+            # I420 frames go to the encoder without a colour conversion; on a GPU, frames come in double-buffered
+            # batches
+            frames, where = panels[0].frames(yuv420=r.yuv420 and not animated), plan.where
+        n_frames = panels[0].z.shape[0]
+        if window is not None:  # the song under the loop's frames: without the lead-in and the frame that closed it
+            fps = plan.settings.fps
+            audio = _trim(audio, plan.loop_lead / fps, n_frames / fps)
+            start = plan.settings.start + plan.loop_lead / fps  # the excerpt's, and the frames before the loop's first
+            plan.settings = replace(plan.settings, start=round(start, 6), duration=n_frames / fps)
+        return _encode(frames, n_frames, audio, output, plan, overwrite=overwrite, progress=progress,
+                       cancel=cancel, t0=t0, where=where)
 
 
 def _plan_loop(plan: Plan, progress, cancel):

@@ -1,6 +1,6 @@
-"""Worker threads of the CPU render paths: how many cores there are, running work on all of them, and torch's own
-thread count around work that is already split over threads, and frames rendered one after another with the next
-one started before the last is handed out (:func:`overlapped`)."""
+"""Worker threads of the CPU render paths: how many cores there are, running work on all of them, torch's own thread
+count around work that is already split over threads and numpy's BLAS kept to one thread during a render, and frames
+rendered one after another with the next one started before the last is handed out (:func:`overlapped`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["available_cores", "in_parallel", "overlapped", "torch_threads", "OVERLAP"]
+__all__ = ["available_cores", "in_parallel", "overlapped", "blas_one_thread", "torch_threads", "OVERLAP"]
 
 T = TypeVar("T")
 
@@ -135,6 +135,43 @@ def _join_all(threads: list[threading.Thread]) -> None:
                 pending = pending or e
     if pending is not None:
         raise pending
+
+
+_blas_lock = threading.Lock()
+_blas_limited = False  # a blas_one_thread() holds threadpoolctl's limit now (its first use that is still running)
+
+
+@contextlib.contextmanager
+def blas_one_thread() -> Iterator[None]:
+    """numpy's BLAS (OpenBLAS) on one thread inside (threadpoolctl; process-wide where OpenBLAS's pool is).
+
+    A render keeps every core busy with its own threads. OpenBLAS's workers, once woken by a matrix product (the
+    music analysis, the features, the sync at the end), spin for about 0.1 s waiting for the next one, on the
+    cores the render needs: 0.2-0.4 CPU seconds a render (docs/performance.md). The products there are small
+    enough that one thread is as fast.
+
+    The thread that sets the limit restores it as it leaves (threadpoolctl lets only that thread change OpenBLAS
+    meanwhile); a use that starts while another holds the limit sets none of its own, so limits never stack and the
+    old count always comes back. Renders that overlap the holder's end finish with the old count."""
+    global _blas_limited
+    with contextlib.ExitStack() as stack:
+        with _blas_lock:
+            mine, _blas_limited = not _blas_limited, True
+        if mine:
+            stack.callback(_blas_released)
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # pragma: no cover - a dependency; without it the threads stay as they are
+                pass
+            else:  # entered as a context: leaving restores the count and gives up threadpoolctl's control
+                stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        yield
+
+
+def _blas_released() -> None:
+    global _blas_limited
+    with _blas_lock:
+        _blas_limited = False
 
 
 @contextlib.contextmanager
