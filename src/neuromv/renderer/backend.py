@@ -12,7 +12,7 @@ import torch
 from .setup import RenderSetup
 from .threads import overlapped
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "SMALL_FRAME", "GROUP_PIXELS"]
 
 
 class Backend:
@@ -97,7 +97,8 @@ class Backend:
         frames at a time where the algorithm batches (here: one by one); ``zoom`` [shape=(n_frames,)] and
         ``color`` [shape=(n_frames, 3, 4)] per frame, or None. With a :meth:`frame_job` that several threads
         share, the next frame is started on the worker threads before this one is handed out
-        (:func:`~.threads.overlapped`)."""
+        (:func:`~.threads.overlapped`); frames of at most :data:`SMALL_FRAME` pixels go to the workers in groups
+        (:meth:`group_job`) where the backend has them."""
         frames = _per_frame(zs, zoom, color)
         first = next(frames, None)
         job = None if first is None else self.frame_job(first[0], yuv420, first[1], first[2])
