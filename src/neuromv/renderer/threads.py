@@ -5,6 +5,7 @@ rendered one after another with the next one started before the last is handed o
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections import deque
@@ -159,12 +160,9 @@ def blas_one_thread() -> Iterator[None]:
             mine, _blas_limited = not _blas_limited, True
         if mine:
             stack.callback(_blas_released)
-            try:
-                from threadpoolctl import threadpool_limits
-            except ImportError:  # pragma: no cover - a dependency; without it the threads stay as they are
-                pass
-            else:  # entered as a context: leaving restores the count and gives up threadpoolctl's control
-                stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+            controller = _blas_controller()
+            if controller is not None:  # entered as a context: leaving restores the count and gives up control
+                stack.enter_context(controller.limit(limits=1, user_api="blas"))
         yield
 
 
@@ -172,6 +170,20 @@ def _blas_released() -> None:
     global _blas_limited
     with _blas_lock:
         _blas_limited = False
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's controller of the thread pools loaded now, made once (finding them reads every loaded library:
+    about 18 ms); None without threadpoolctl. scipy's own OpenBLAS (the music analysis, through librosa) is loaded
+    first, so that it is among them with numpy's."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a dependency; without it the threads stay as they are
+        return None
+    import scipy.linalg  # noqa: F401 - loads scipy's BLAS
+
+    return ThreadpoolController()
 
 
 @contextlib.contextmanager
