@@ -316,7 +316,8 @@ class Renderer:
         about three batches are alive at once, however many frames there are. ``method='dense'`` on CPU runs the
         same batching (without streams and pinned memory); the CPU methods render frame by frame, the compiled
         kernels with the next frame queued on worker threads before one is handed out (frames of more than one
-        chunk of pixels: :func:`neuromv.renderer.threads.overlapped`).
+        chunk of pixels: :func:`neuromv.renderer.threads.overlapped`), smaller frames in groups that the threads
+        share (:data:`neuromv.renderer.backend.SMALL_FRAME`).
 
         Parameters
         ----------

@@ -99,15 +99,15 @@ class Backend:
         share, the next frame is started on the worker threads before this one is handed out
         (:func:`~.threads.overlapped`); frames of at most :data:`SMALL_FRAME` pixels go to the workers in groups
         (:meth:`group_job`) where the backend has them."""
+        pixels = self.width * self.height
+        if pixels <= SMALL_FRAME and self.groups:  # small frames: in groups, the cores sharing their frames
+            return _in_groups(self, zs, yuv420, zoom, color, max(1, GROUP_PIXELS // pixels))
         frames = _per_frame(zs, zoom, color)
         first = next(frames, None)
         job = None if first is None else self.frame_job(first[0], yuv420, first[1], first[2])
         if job is None:
             draw = self.render_yuv420 if yuv420 else self.render
             return (draw(z, s, a) for z, s, a in itertools.chain([first] if first else [], frames))
-        pixels = self.width * self.height
-        if pixels <= SMALL_FRAME and self.groups:  # small frames: in groups, the cores sharing their frames
-            return _in_groups(self, zs, yuv420, zoom, color, max(1, GROUP_PIXELS // pixels))
         jobs = itertools.chain([job], (self.frame_job(z, yuv420, s, a) for z, s, a in frames))
         if job[2] < 2:  # a frame for one thread (a small one): the pool's hand-offs would cost more than it gains
             return _run_here(jobs)

@@ -377,6 +377,7 @@ class KernelBackend(Backend):
         lib = kernel_library()
         fp = ctypes.POINTER(ctypes.c_float)
         n = len(zs)
+        # frame by frame as frame_job makes it: one product of all the frames could round otherwise
         c0 = np.stack([self._bias(z) for z in zs]) if n else np.zeros((0, len(self._b0_np)), np.float32)
         size = self.n_pixels * 3 // 2 if yuv420 else self.n_pixels * 3
         frames = np.empty((n, size), dtype=np.uint8)
