@@ -72,6 +72,24 @@ def test_small_frames_rendered_in_groups_are_each_frame_as_render_makes_it(isa, 
     assert not [t for t in threading.enumerate() if t.name.startswith("neuromv-render")]  # no workers left behind
 
 
+@pytest.mark.parametrize("width, height, scale, pan", [(1280, 720, 1.0, (0.0, 0.0)), (37, 23, 2.5, (0.3, -1.7)),
+                                                        (1, 1, 1.0, (0.0, 0.0)), (16, 3, 0.7, (0.0, 0.1))])
+def test_the_kernels_coordinate_tiles_are_the_grid_in_its_layout(width, height, scale, pan):
+    """The table the kernel reads (made from the axes) holds coordinate_grid's float32 values, tile by tile, with
+    zeros where the edge tiles have no pixel."""
+    from neuromv.cppn import N_COORDS, coordinate_axes, coordinate_grid
+    from neuromv.renderer.kernel import tile_coords
+
+    rows, cols = -(-height // 2), -(-width // 8)
+    grid = np.zeros((2 * rows, 8 * cols, N_COORDS), dtype=np.float32)
+    grid[:height, :width] = coordinate_grid(width, height, scale=scale, pan=pan).numpy().reshape(height, width, 3)
+    want = grid.reshape(rows, 2, cols, 8, N_COORDS).transpose(0, 2, 4, 1, 3).reshape(rows * cols, N_COORDS, 16)
+    xs, ys = coordinate_axes(width, height, scale=scale, pan=pan)
+    got = tile_coords(xs.numpy(), ys.numpy())
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bit for bit, padding zeros included
+
+
 def test_a_forced_path_must_exist_and_run_here(monkeypatch):
     monkeypatch.setenv(ISA_ENV, "sse9")
     with pytest.raises(ParameterError, match=f"{ISA_ENV}='sse9' is not a kernel path"):

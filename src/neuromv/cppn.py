@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import ParameterError
 
-__all__ = ["CPPN", "coordinate_grid", "check_pan", "N_COORDS", "FLOOR", "LIGHTNESS_GRID", "headroom"]
+__all__ = ["CPPN", "coordinate_grid", "coordinate_axes", "grid_of_axes", "check_pan", "N_COORDS", "FLOOR", "LIGHTNESS_GRID", "headroom"]
 
 #: Coordinate inputs per pixel: x, y and r (distance from the centre).
 N_COORDS = 3
@@ -192,6 +192,33 @@ def coordinate_grid(width: int, height: int, *, scale: float = 1.0, pan: tuple[f
     ParameterError
         Size below 1x1, or ``pan`` not two finite numbers.
     """
+    return grid_of_axes(*coordinate_axes(width, height, scale=scale, pan=pan)).to(dtype)
+
+
+def grid_of_axes(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """The row-major ``(x, y, r)`` grid of the columns' ``xs`` [shape=(width,)] and the rows' ``ys``
+    [shape=(height,)] (:func:`coordinate_axes`), ``r = sqrt(x * x + y * y)``: torch.Tensor
+    [shape=(height * width, 3)], of their dtype."""
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    rr = torch.sqrt(xx * xx + yy * yy)
+    return torch.stack([xx.reshape(-1), yy.reshape(-1), rr.reshape(-1)], dim=1)
+
+
+def coordinate_axes(width: int, height: int, *, scale: float = 1.0,
+                    pan: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns' ``x`` and the rows' ``y`` of :func:`coordinate_grid` (same arguments): pixel ``(row, col)`` is
+    at ``(xs[col], ys[row])`` and ``r = sqrt(xs[col]**2 + ys[row]**2)``, in float64, bit for bit the grid's.
+
+    Returns
+    -------
+    xs : torch.Tensor [shape=(width,), dtype=float64]
+    ys : torch.Tensor [shape=(height,), dtype=float64]
+
+    Raises
+    ------
+    ParameterError
+        Size below 1x1, or ``pan`` not two finite numbers.
+    """
     if width < 1 or height < 1:
         raise ParameterError(f"size must be at least 1x1, not {width}x{height}")
     pan_x, pan_y = check_pan(pan)
@@ -202,9 +229,7 @@ def coordinate_grid(width: int, height: int, *, scale: float = 1.0, pan: tuple[f
         xs = xs + pan_x
     if pan_y:
         ys = ys + pan_y
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    rr = torch.sqrt(xx * xx + yy * yy)
-    return torch.stack([xx.reshape(-1), yy.reshape(-1), rr.reshape(-1)], dim=1).to(dtype)
+    return xs, ys
 
 
 def check_pan(pan) -> tuple[float, float]:

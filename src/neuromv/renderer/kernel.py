@@ -32,7 +32,7 @@ from .setup import RenderSetup
 from .threads import in_parallel
 
 __all__ = ["KernelBackend", "kernel_library", "kernel_widths", "kernel_isas", "kernel_precisions",
-           "resolve_precision", "kernel_choice", "KERNEL_ISAS", "PRECISIONS", "ISA_ENV"]
+           "resolve_precision", "tile_coords", "kernel_choice", "KERNEL_ISAS", "PRECISIONS", "ISA_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,38 @@ def kernel_widths() -> tuple[int, ...]:
     return tuple(widths)
 
 
+def tile_coords(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The pixels' coordinates as the kernel reads them: tiles of 8 columns x 2 rows (its 16 lanes), row by row of
+    tiles, each tile's x, y and r planes of 16 lanes (2 rows of 8); the partial tiles at the right and bottom edges
+    padded with zeros.
+
+    Parameters
+    ----------
+    xs, ys : np.ndarray [shape=(width,) and (height,), dtype=float64]
+        The columns' x and the rows' y (:func:`neuromv.cppn.coordinate_axes`).
+
+    Returns
+    -------
+    np.ndarray [shape=(ceil(height / 2) * ceil(width / 8), 3, 16), dtype=float32]
+        The values of :func:`neuromv.cppn.coordinate_grid` (r from float64, rounded once), made from the axes
+        without the whole float64 grid.
+    """
+    width, height = len(xs), len(ys)
+    rows, cols = -(-height // 2), -(-width // 8)
+    x, y = np.zeros(8 * cols), np.zeros(2 * rows)
+    x[:width], y[:height] = xs, ys
+    r = np.sqrt(np.add.outer(y * y, x * x))  # (2 rows, 8 cols) per tile, row-major; y*y + x*x == x*x + y*y
+    ct = np.empty((rows, cols, N_COORDS, 2, 8), dtype=np.float32)
+    ct[:, :, 0] = x.reshape(1, cols, 1, 8)
+    ct[:, :, 1] = y.reshape(rows, 1, 2, 1)
+    ct[:, :, 2] = r.reshape(rows, 2, cols, 8).transpose(0, 2, 1, 3)
+    if height % 2:  # the padding row and columns: no pixel there, every coordinate 0
+        ct[-1, :, :, 1] = 0
+    if width % 8:
+        ct[:, -1, :, :, width % 8:] = 0
+    return ct.reshape(rows * cols, N_COORDS, 16)
+
+
 class KernelBackend(Backend):
     """The compiled fused kernel (see the module's text): abstract CPPNs on CPU, hidden in :func:`kernel_widths`.
 
@@ -294,16 +326,10 @@ class KernelBackend(Backend):
         super().__init__(setup)
         self.threads, self.isa, self.precision, self.color = threads, isa, precision, setup.color
         self.n_pixels = setup.n_pixels
-        coords, w0, b0, w0_z, layers = setup.coords, setup.w0_xyr, setup.b0, setup.w0_z, setup.layers
+        w0, b0, w0_z, layers = setup.w0_xyr, setup.b0, setup.w0_z, setup.layers
         hidden = w0.shape[0]
-        # tiles of 8 columns x 2 rows (the kernel's 16 lanes), partial ones at the edges padded
-        rows, cols = -(-self.height // 2), -(-self.width // 8)
-        ct = np.zeros((2 * rows, 8 * cols, N_COORDS), dtype=np.float32)
-        ct[: self.height, : self.width] = coords.numpy().reshape(self.height, self.width, N_COORDS)
-        ct = ct.reshape(rows, 2, cols, 8, N_COORDS).transpose(0, 2, 4, 1, 3)  # (rows, cols, 3, 2, 8)
-        self._ct = np.ascontiguousarray(ct).reshape(rows * cols, N_COORDS, 16)
-        n_tiles = rows * cols
-        del ct
+        self._ct = tile_coords(setup.xs.numpy(), setup.ys.numpy())
+        n_tiles = len(self._ct)
         f32 = lambda t: np.ascontiguousarray(t.numpy(), dtype=np.float32)  # noqa: E731
         self._w0_np = f32(w0)  # (H, 3): the coordinate part of layer 0
         self._b0_np, self._zw_np = b0.numpy().copy(), w0_z.numpy().copy()  # float64: the frame's bias, b0 + W_z z

@@ -10,11 +10,12 @@ for every frame (:meth:`RenderSetup.first_layer`, computed once per resolution);
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
-from ..cppn import CPPN, N_COORDS, coordinate_grid
+from ..cppn import CPPN, N_COORDS, coordinate_axes, grid_of_axes
 from .color import PaletteMap
 
 __all__ = ["CENTRE_FRAMES", "RenderSetup", "pulse_mean"]
@@ -72,8 +73,8 @@ class RenderSetup:
     b0 : torch.Tensor [shape=(hidden,), dtype=float64]
     w0_z : torch.Tensor [shape=(hidden, n_z), dtype=float64]
         The first layer's z columns (zeros in image mode).
-    coords : torch.Tensor [shape=(n_pixels, 3), dtype=float64]
-        The pixels' ``(x, y, r)``, row-major (panned and scaled).
+    xs, ys : torch.Tensor [shape=(width,) and (height,), dtype=float64]
+        The columns' x and the rows' y (:func:`~neuromv.cppn.coordinate_axes`: panned and scaled).
     pulse : torch.Tensor [shape=(n_z, 3 * hidden), dtype=float32] or None
         Image mode: the frozen pulse projections ``R_j``, flattened so that ``z @ pulse`` is ``sum_j z_j R_j``.
     offset : torch.Tensor [shape=(n_pixels, 3), dtype=float32] or None
@@ -92,7 +93,8 @@ class RenderSetup:
     w0_xyr: torch.Tensor
     b0: torch.Tensor
     w0_z: torch.Tensor
-    coords: torch.Tensor
+    xs: torch.Tensor
+    ys: torch.Tensor
     pulse: torch.Tensor | None
     offset: torch.Tensor | None
     color: np.ndarray | None
@@ -108,18 +110,29 @@ class RenderSetup:
         w0, b0 = layers[0]
         w0_z = torch.zeros(w0.shape[0], cppn.n_z, dtype=w0.dtype) if cppn.image else w0[:, N_COORDS:]
         pulse = cppn.pulse.detach().reshape(cppn.n_z, -1).to(torch.float32) if cppn.image else None
-        coords = coordinate_grid(width, height, scale=scale, pan=pan, dtype=torch.float64)
-        offset = None
+        xs, ys = coordinate_axes(width, height, scale=scale, pan=pan)
+        grid = offset = None
         if cppn.image and centre is not None:
-            offset = pulse_mean(cppn, coords.to(torch.float32), np.asarray(centre, dtype=np.float32))
-        return cls(width=width, height=height, n_z=cppn.n_z, image=cppn.image, layers=layers,
-                   w0_xyr=w0[:, :N_COORDS], b0=b0, w0_z=w0_z, coords=coords, pulse=pulse, offset=offset, color=color,
-                   palette=palette)
+            grid = grid_of_axes(xs, ys)
+            offset = pulse_mean(cppn, grid.to(torch.float32), np.asarray(centre, dtype=np.float32))
+        setup = cls(width=width, height=height, n_z=cppn.n_z, image=cppn.image, layers=layers,
+                    w0_xyr=w0[:, :N_COORDS], b0=b0, w0_z=w0_z, xs=xs, ys=ys, pulse=pulse, offset=offset, color=color,
+                    palette=palette)
+        if grid is not None:
+            setup.__dict__["coords"] = grid  # what the cached property would make
+        return setup
 
     @property
     def n_pixels(self) -> int:
         """Pixels per frame."""
         return self.width * self.height
+
+    @cached_property
+    def coords(self) -> torch.Tensor:
+        """The pixels' ``(x, y, r)``, row-major: torch.Tensor [shape=(n_pixels, 3), dtype=float64]
+        (:func:`~neuromv.cppn.coordinate_grid`'s values, made on first use: the compiled kernel builds its own
+        table from :attr:`xs` and :attr:`ys` and never needs them)."""
+        return grid_of_axes(self.xs, self.ys)
 
     def first_layer(self) -> torch.Tensor:
         """The coordinate part of the first layer's pre-activation, ``coords @ W1_xyr^T + b0``: torch.Tensor
