@@ -27,7 +27,8 @@ from torch import nn
 
 from .errors import ParameterError
 
-__all__ = ["CPPN", "coordinate_grid", "coordinate_axes", "grid_of_axes", "check_pan", "N_COORDS", "FLOOR", "LIGHTNESS_GRID", "headroom"]
+__all__ = ["CPPN", "coordinate_grid", "coordinate_axes", "grid_of_axes", "check_pan", "N_COORDS", "FLOOR",
+           "LIGHTNESS_GRID", "headroom"]
 
 #: Coordinate inputs per pixel: x, y and r (distance from the centre).
 N_COORDS = 3
