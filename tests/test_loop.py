@@ -138,6 +138,22 @@ def test_animated_webp_and_gif_loop_forever_with_every_frame(song, tmp_path):
     assert not list(tmp_path.glob(".*.part"))  # no temporary file left
 
 
+def test_an_animated_writer_refuses_frames_after_end_and_still_closes(tmp_path):
+    from PIL import Image
+
+    from neuromv.animated import AnimatedWriter
+    from neuromv.errors import OutputError
+
+    with AnimatedWriter(tmp_path / "a.gif", 16, 8, 10) as w:
+        for i in range(3):
+            w.write(np.full((8, 16, 3), 60 * i, np.uint8))
+        w.end()
+        with pytest.raises(OutputError, match="ended"):
+            w.write(np.zeros((8, 16, 3), np.uint8))
+    with Image.open(tmp_path / "a.gif") as im:
+        assert im.n_frames == 3
+
+
 def test_no_audio_writes_a_silent_video(song, tmp_path, capsys):
     out = tmp_path / "canvas.mp4"
     code, err = _run(capsys, "render", song, "-o", out, "--loop", "1", "--no-audio", *SMALL_ARGS)

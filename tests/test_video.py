@@ -109,6 +109,33 @@ def test_zero_frames_is_an_error_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_end_finishes_the_encoding_meanwhile_and_close_completes_the_file(tmp_path):
+    """end(): no more frames; the encoder thread flushes x264 and muxes the rest of the audio before close() is
+    called (the pipeline measures the sync meanwhile); close() then finishes the same file."""
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, 64, 48, 30, audio=beat_clip(duration=2.0), gop=0.5) as w:
+        for f in _frames(60):
+            w.write(f)
+        w.end()
+        w.end()  # again: nothing
+        w._encoder._thread.join(timeout=20)
+        assert not w._encoder._thread.is_alive() and w.frames_written == 60  # all done before close()
+        with pytest.raises(OutputError, match="ended"):
+            w.write(next(_frames(1)))
+    info, frames = decode_video(out)
+    assert frames.shape == (60, 48, 64, 3) and abs(info["audio_duration"] - 2.0) < 1 / 30
+
+
+def test_an_error_after_end_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "v.mp4", 64, 48, 30, audio=beat_clip(duration=1.0)) as w:
+            for f in _frames(30):
+                w.write(f)
+            w.end()
+            raise RuntimeError("the sync measurement crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_is_kept_unless_overwrite(tmp_path):
     out = tmp_path / "v.mp4"
     out.write_bytes(b"precious")

@@ -86,7 +86,7 @@ def _pyav_webp() -> bool:
 
 class AnimatedWriter:
     """Write RGB frames to an animated WebP or GIF that loops forever, atomically (the video writer's interface:
-    :meth:`write`, :meth:`close`, :meth:`abort`, a context manager).
+    :meth:`write`, :meth:`end`, :meth:`close`, :meth:`abort`, a context manager).
 
     Parameters
     ----------
@@ -111,7 +111,7 @@ class AnimatedWriter:
         self.frames_written = 0
         self._held: list[np.ndarray] = []
         self._container = self._stream = None
-        self._closed = False
+        self._closed = self._ended = False
         self._file = AtomicFile(self.path, overwrite=overwrite)
         try:
             if self.format == "webp" and _pyav_webp():
@@ -131,8 +131,8 @@ class AnimatedWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """Add one frame, np.ndarray [shape=(height, width, 3), dtype=uint8] (RGB)."""
-        if self._closed:
-            raise OutputError(f"{self.path}: writer is closed")
+        if self._closed or self._ended:
+            raise OutputError(f"{self.path}: writer is {'closed' if self._closed else 'ended'}")
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
             raise ParameterError(f"frame must be uint8 of shape {(self.height, self.width, 3)} (RGB), not "
@@ -148,6 +148,11 @@ class AnimatedWriter:
                 raise OutputError(f"{self.path}: over {format_bytes(MAX_ANIMATED_BYTES)} of frames held")
             self._held.append(frame.copy())  # a renderer's frame may be a view into a reused buffer
         self.frames_written += 1
+
+    def end(self) -> None:
+        """No more frames (:meth:`write` refuses them); the encoding waits for :meth:`close`, as the
+        :class:`~neuromv.video.VideoWriter`'s interface has it."""
+        self._ended = True
 
     def close(self) -> Path:
         """Encode what is held, finish the file and move it into place. Returns the path."""

@@ -304,6 +304,7 @@ def _encode(frames: Iterator[np.ndarray], n_frames: int, audio, output, plan: Pl
                 writer.write(frame)
                 bar.update()
         check_cancel(cancel)
+        writer.end()  # the encoder's flush and the audio's rest meanwhile
         try:
             report = _log_sync(envelope, audio, plan)
         except Interrupted:

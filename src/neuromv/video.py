@@ -307,6 +307,7 @@ class _EncoderThread:
         self._work, self._finish, self._path = work, finish, path
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._ended = False  # the end marker is queued
         self._thread = threading.Thread(target=self._run, name="neuromv-encoder", daemon=True)
         self._thread.start()
 
@@ -320,14 +321,18 @@ class _EncoderThread:
             except queue.Full:
                 continue
 
-    def seal(self) -> None:
-        """Let the thread finish the queued items and ``finish``; wait for it; raise its error if it had one."""
-        while self._thread.is_alive():  # never block on a full queue behind a dead thread
+    def end(self) -> None:
+        """No more items: the thread finishes the queued ones and ``finish`` meanwhile (once; :meth:`seal` waits)."""
+        while not self._ended and self._thread.is_alive():  # never block on a full queue behind a dead thread
             try:
                 self._queue.put(_DONE, timeout=0.2)
-                break
+                self._ended = True
             except queue.Full:
                 continue
+
+    def seal(self) -> None:
+        """Let the thread finish the queued items and ``finish``; wait for it; raise its error if it had one."""
+        self.end()
         self._thread.join()
         self.raise_error()
 
@@ -431,7 +436,7 @@ class VideoWriter:
         self._gop = gop_frames(gop, self.fps) if codec in SOFTWARE else None
         self.audio = audio
         self.frames_written = 0
-        self._closed = False
+        self._closed = self._ended = False  # ended: no more frames (end())
         self._container = self._interleaver = self._encoder = None
 
         self._file = AtomicFile(self.path, overwrite=overwrite)  # put in place by close(): see neuromv._files
@@ -459,8 +464,8 @@ class VideoWriter:
             RGB, or I420 (``yuv420p`` planes one after the other, BT.709 limited range, as
             :meth:`neuromv.renderer.Renderer.render_yuv420` makes), which the encoder takes without conversion.
         """
-        if self._closed:
-            raise OutputError(f"{self.path}: writer is closed")
+        if self._closed or self._ended:
+            raise OutputError(f"{self.path}: writer is {'closed' if self._closed else 'ended'}")
         frame = np.asarray(frame)
         i420 = (self.height * 3 // 2, self.width)
         if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3) and (
@@ -468,6 +473,14 @@ class VideoWriter:
             raise ParameterError(f"frame must be uint8 of shape {(self.height, self.width, 3)} (RGB) or {i420} "
                                  f"(I420), not {frame.dtype} {frame.shape}")
         self._encoder.put(frame)
+
+    def end(self) -> None:
+        """No more frames: the encoder thread flushes the video encoder and muxes the rest of the audio while the
+        caller goes on; :meth:`close` then waits for it and finishes the file. :meth:`write` refuses frames after
+        it; calling it again does nothing."""
+        if not self._closed and not self._ended:
+            self._ended = True
+            self._encoder.end()
 
     def close(self) -> Path:
         """Finish the file (flush encoders, mux the rest of the audio) and move it into place. Returns the path."""
