@@ -67,6 +67,8 @@ _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 120
 
 _DONE = object()
 _AUDIO_BLOCK = 1 << 14
+#: Samples of audio encoded at least at once (but the last): in steps of a few video frames, not one each.
+_AUDIO_STEP = 1 << 14
 
 
 def check_output_path(path: str | os.PathLike, *, inputs: tuple = (), overwrite: bool = False,
@@ -261,6 +263,8 @@ class _AudioInterleaver:
         if self._blocks is None:
             self._blocks = a.blocks(_AUDIO_BLOCK)
         end = a.n_samples if t is None else min(a.n_samples, int(t * a.sr))
+        if t is not None and end - self._pos < _AUDIO_STEP:
+            return
         while self._pos < end:
             if self._held.shape[1] == 0:
                 self._held = next(self._blocks, None)
