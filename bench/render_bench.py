@@ -156,13 +156,13 @@ def main(argv=None) -> int:
         rows.append((w, h, naive, tiled, fast, gflops, e2e, f"{fast_r.method}, {fast_r.isa}"))
         print(f"{w}x{h}: naive {naive:.2f} fps, torch tiles {tiled:.2f} fps, neuromv ({fast_r.method}) {fast:.2f} fps ({fast / naive:.1f}x), "
               f"{gflops:.0f} GFLOP/s ({gflops / top:.0%} of ceiling), end to end {e2e:.2f} fps "
-              f"({e2e / fast:.2f} of render-only)", file=sys.stderr)
+              f"({e2e / fast:.3f} of render-only)", file=sys.stderr)
         if int16_r is not None:
             gq = quick * flops_per_frame(w, h) / 1e9
             rows_int16.append((w, h, fast, quick, gq, e2e_q))
             print(f"{w}x{h}: int16 ({int16_r.isa}) {quick:.2f} fps ({quick / fast:.2f}x float32), {gq:.0f} GFLOP/s "
                   f"counted as float32 work ({gq / top:.2f}x ceiling), end to end {e2e_q:.2f} fps "
-                  f"({e2e_q / quick:.2f} of render-only)", file=sys.stderr)
+                  f"({e2e_q / quick:.3f} of render-only)", file=sys.stderr)
 
     lines = [
         f"Machine: {machine()}.  ",
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     ]
     for w, h, naive, tiled, fast, gflops, e2e, method in rows:
         lines.append(f"| {w}x{h} | {naive:.2f} | {tiled:.2f} | {fast:.2f} ({method}) | {fast / naive:.1f}x | "
-                     f"{gflops:.0f} | {gflops / top:.0%} | {e2e:.2f} | {e2e / fast:.2f} |")
+                     f"{gflops:.0f} | {gflops / top:.0%} | {e2e:.2f} | {e2e / fast:.3f} |")
     lines += ["", "Reduced precision (`Renderer(precision='int16')`: the hidden layers in 16-bit fixed point with exact "
               "int32 sums, `vpdpwssd`), against float32 in the same rounds; GFLOP/s counted as the same float32 work:"
               if reduced else "Reduced precision: not measured (this CPU has no AVX512-VNNI).", ""]
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
                   "int16 end-to-end fps | end-to-end / render-only |", "|---|---|---|---|---|---|---|---|"]
         for w, h, fast, quick, gq, e2e_q in rows_int16:
             lines.append(f"| {w}x{h} | {fast:.2f} | {quick:.2f} | {quick / fast:.2f}x | {gq:.0f} | {gq / top:.2f}x | "
-                         f"{e2e_q:.2f} | {e2e_q / quick:.2f} |")
+                         f"{e2e_q:.2f} | {e2e_q / quick:.3f} |")
     write_section(Path(args.out), "Render speed (`bench/render_bench.py`)", lines)
     return 0
 
