@@ -290,10 +290,10 @@ def tile_coords(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     ct = np.empty((rows, cols, N_COORDS, 2, 8), dtype=np.float32)
     ct[:, :, 0] = x.reshape(1, cols, 1, 8)
     ct[:, :, 1] = y.reshape(rows, 1, 2, 1)
-    xx, step = x * x, max(1, 4096 // cols)  # r in float64, a band of tile rows at a time (a small scratch)
+    xx, yy, step = x * x, y * y, max(1, 4096 // cols)  # r in float64, a band of tile rows at a time
     for a in range(0, rows, step):
         b = min(rows, a + step)
-        r = np.sqrt(np.add.outer(y[2 * a:2 * b] * y[2 * a:2 * b], xx))  # y*y + x*x == x*x + y*y, bit for bit
+        r = np.sqrt(np.add.outer(yy[2 * a:2 * b], xx))  # y*y + x*x == x*x + y*y, bit for bit
         ct[a:b, :, 2] = r.reshape(b - a, 2, cols, 8).transpose(0, 2, 1, 3)
     if height % 2:  # the padding row and columns: no pixel there, every coordinate 0
         ct[-1, :, :, 1] = 0
