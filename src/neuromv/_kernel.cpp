@@ -59,7 +59,8 @@ namespace {
 // holds a quadratic in t = Z mod 512: Y = c0 + hi(t' (c1 - hi(t' c2))) with t' = t << 7 and hi(a b) = a b >> 16
 // (unsigned 16-bit), Y in units of 1/8 level, so that Y >> 3 = round(8191 tanh(Z / 6144)). Coefficients
 // c0[64], c1[64], c2[64]: a least-squares fit per segment, rounded, with c0 then set so that the integer evaluation's
-// errors over the segment are centred. Made once (a thread-safe static).
+// errors over the segment are centred. Made once (a thread-safe static). x86-64 only, as path 3.
+#ifdef NEUROMV_X86
 struct Tanh16Table {
     uint16_t c[192];
     Tanh16Table() {
@@ -102,6 +103,7 @@ const uint16_t *tanh16_coefficients() {
     static const Tanh16Table table;
     return table.c;
 }
+#endif
 
 // A palette's planes [3][n] (0-255 floats) -> its entries rounded to 8 bits and packed, R | G << 8 | B << 16 (the
 // caller frees it with delete[]); rounded and clamped as a pixel's colour is when it is written.
