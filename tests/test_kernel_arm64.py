@@ -14,12 +14,16 @@ import ctypes
 import shutil
 import struct
 import subprocess
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the install's tomli, as neuromv.looks
+    import tomli as tomllib  # type: ignore[no-redef]
 
 import neuromv.renderer.kernel as kernel_module
 from neuromv.cppn import CPPN
