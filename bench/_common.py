@@ -27,14 +27,34 @@ save_wav(sys.argv[2], Audio(np.ascontiguousarray(np.tile(base, (1, -(-n // base.
 """
 
 
+def cpu_generation(vendor: str, family: int, model: int) -> str:
+    """The core's generation where /proc/cpuinfo's numbers tell it ("Zen 5"), else ``"family F model M"``.
+
+    "AMD EPYC" alone names several generations whose vector units differ (Zen 4 runs 512-bit instructions in two
+    halves, Zen 5 in one), so a benchmark's machine line needs it.
+    """
+    if vendor == "AuthenticAMD":
+        if family == 23:
+            return "Zen 2" if model >= 0x30 else "Zen/Zen+"
+        if family == 25:
+            return "Zen 4" if 0x10 <= model <= 0x1F or 0x60 <= model <= 0xAF else "Zen 3"
+        if family == 26:
+            return "Zen 5"
+    return f"family {family} model {model}"
+
+
 def machine() -> str:
     cpu = platform.processor() or "?"
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block
+            fields.setdefault(key.strip(), value.strip())
+        cpu = fields.get("model name", cpu)
+        cpu += f" ({cpu_generation(fields['vendor_id'], int(fields['cpu family']), int(fields['model']))})"
+    except (OSError, KeyError, ValueError):
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     mem = ""
