@@ -255,8 +255,8 @@ void tiles(const float *ct, const Net &net, const Colour &colour, const Palette 
             const uint32_t *W = Qs + (long)l * H * (H / 2);
             const int32_t *B = Bs + l * H, *S = Ss + l * H;
             // 16 outputs at a time where the width allows (8 otherwise): 16 independent chains of vpdpwssd. Zen 5
-            // retires two 512-bit vpdpwssd a cycle, and 8 chains left it waiting on their latency: 16 render 640x360
-            // at hidden 32 about 7 % faster there (the same frames, bit for bit; integer sums in any order).
+            // retires two 512-bit vpdpwssd a cycle, and 8 chains left it waiting on their latency: with 16, 640x360
+            // at hidden 32 renders 4-6 % faster there (the same frames, bit for bit; integer sums in any order).
             constexpr int JQ = H % 16 == 0 ? 16 : 8;
             for (int jb = 0; jb < H; jb += JQ) {
                 __m512i acc[JQ];
@@ -333,8 +333,8 @@ void tiles(const float *ct, const Net &net, const Colour &colour, const Palette 
         for (int j = 0; j < H; j++) h[j] = vtanh(W0[3 * j] * x + W0[3 * j + 1] * y + W0[3 * j + 2] * r + c0[j]);
         for (int l = 0; l < net.L; l++) {
             const float *W = net.Ws + (long)l * H * H, *b = net.bs + l * H;
-            // AVX-512: 16 outputs at a time where the width allows, 16 chains of FMAs (as in int16 above: about
-            // 6-10 % faster on Zen 5, the same frames); AVX2's 16 registers hold 8.
+            // AVX-512: 16 outputs at a time where the width allows, 16 chains of FMAs (as in int16 above:
+            // 6-7 % faster on Zen 5, the same frames); AVX2's 16 registers hold 8.
             constexpr int JF = NEUROMV_ISA == 2 && H % 16 == 0 ? 16 : JB;
             for (int jb = 0; jb < H; jb += JF) {
                 vf acc[JF];
