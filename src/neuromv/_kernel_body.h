@@ -314,17 +314,15 @@ void tiles(const float *ct, const Net &net, const Colour &colour, const Palette 
         // of three one after another (the same sums: integers).
         vf rgb[3];
         __m512i r0 = _mm512_setzero_si512(), r1 = r0, g0 = r0, g1 = r0, b0 = r0, b1 = r0;
-        constexpr int S2 = H / 2;
+        constexpr int S2 = H / 2;  // even: H is a multiple of 8
 #pragma GCC unroll 32
         for (int k = 0; k < S2; k += 2) {
             r0 = _mm512_dpwssd_epi32(r0, in[k], _mm512_set1_epi32((int)Qo[k]));
             g0 = _mm512_dpwssd_epi32(g0, in[k], _mm512_set1_epi32((int)Qo[S2 + k]));
             b0 = _mm512_dpwssd_epi32(b0, in[k], _mm512_set1_epi32((int)Qo[2 * S2 + k]));
-            if (k + 1 < S2) {
-                r1 = _mm512_dpwssd_epi32(r1, in[k + 1], _mm512_set1_epi32((int)Qo[k + 1]));
-                g1 = _mm512_dpwssd_epi32(g1, in[k + 1], _mm512_set1_epi32((int)Qo[S2 + k + 1]));
-                b1 = _mm512_dpwssd_epi32(b1, in[k + 1], _mm512_set1_epi32((int)Qo[2 * S2 + k + 1]));
-            }
+            r1 = _mm512_dpwssd_epi32(r1, in[k + 1], _mm512_set1_epi32((int)Qo[k + 1]));
+            g1 = _mm512_dpwssd_epi32(g1, in[k + 1], _mm512_set1_epi32((int)Qo[S2 + k + 1]));
+            b1 = _mm512_dpwssd_epi32(b1, in[k + 1], _mm512_set1_epi32((int)Qo[2 * S2 + k + 1]));
         }
         const __m512i sums[3] = {_mm512_add_epi32(r0, r1), _mm512_add_epi32(g0, g1), _mm512_add_epi32(b0, b1)};
         for (int c = 0; c < 3; c++)
